@@ -1,0 +1,335 @@
+"""Start, stop and inspect the local broker + registry.
+
+State (ports, pids, logs, broker data) lives in one gitignored folder, `.stack/` by default
+(`DEVSTACK_HOME` overrides it), so `up` twice is a no-op and `down` finds what `up` started.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from devstack.errors import StackError
+from devstack.fetch import ROOT, Artifacts, fetch, require_tools
+
+HOST = "127.0.0.1"
+LOG4J_CONFIG = Path(__file__).resolve().parent / "log4j2.xml"
+PORT_SETTINGS = ("DEVSTACK_KAFKA_PORT", "DEVSTACK_CONTROLLER_PORT", "DEVSTACK_REGISTRY_PORT")
+START_TIMEOUT_S = float(os.environ.get("DEVSTACK_START_TIMEOUT", "120"))
+
+
+@dataclass
+class StackState:
+    """What `up` started: enough for `down`, `status` and a broker restart to act on."""
+
+    kafka_port: int
+    controller_port: int
+    registry_port: int
+    kafka_pid: int
+    registry_pid: int
+    kafka_lib: str
+    registry_jar: str
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{HOST}:{self.kafka_port}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://{HOST}:{self.registry_port}/apis/ccompat/v7"
+
+
+def home() -> Path:
+    """The state folder: one place for ports, pids, logs and broker data."""
+    return Path(os.environ.get("DEVSTACK_HOME", ROOT / ".stack"))
+
+
+def _state_file() -> Path:
+    return home() / "state.json"
+
+
+def _log(name: str) -> Path:
+    return home() / "logs" / f"{name}.log"
+
+
+def load_state() -> StackState | None:
+    """The recorded state, or None when nothing was started."""
+    path = _state_file()
+    if not path.exists():
+        return None
+    return StackState(**json.loads(path.read_text()))
+
+
+def _save_state(state: StackState) -> None:
+    home().mkdir(parents=True, exist_ok=True)
+    _state_file().write_text(json.dumps(asdict(state), indent=2))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of this process still answers kill(0); reap it if so.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == 0
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _choose_port(setting: str, taken: set[int]) -> int:
+    raw = os.environ.get(setting)
+    if raw:
+        try:
+            port = int(raw)
+        except ValueError:
+            raise StackError(f"{setting}={raw!r} is not a port number") from None
+        if not _port_free(port):
+            raise StackError(f"port {port} ({setting}) is already in use on {HOST}; set {setting} to a free port")
+        return port
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken:
+            return port
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _server_properties(state: StackState, data_dir: Path) -> Path:
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{HOST}:{state.controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{state.kafka_port},CONTROLLER://{HOST}:{state.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{state.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Production parity: Confluent Cloud does not auto-create topics, so neither does the local broker.
+        "auto.create.topics.enable": "false",
+        "log.flush.interval.messages": "1",
+    }
+    path = home() / "server.properties"
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    return path
+
+
+def _java(classpath: str, main: list[str], heap: str) -> list[str]:
+    return ["java", f"-Xmx{heap}", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", classpath, *main]
+
+
+def _spawn(cmd: list[str], log_name: str) -> int:
+    log = _log(log_name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    return proc.pid
+
+
+def _start_broker(state: StackState) -> int:
+    classpath = f"{state.kafka_lib}/*"
+    return _spawn(_java(classpath, ["kafka.Kafka", str(home() / "server.properties")], "768m"), "kafka")
+
+
+def _start_registry(state: StackState) -> int:
+    cmd = [
+        "java",
+        "-Xmx512m",
+        f"-Dquarkus.http.port={state.registry_port}",
+        f"-Dquarkus.http.host={HOST}",
+        "-Dquarkus.http.access-log.enabled=false",
+        "-jar",
+        state.registry_jar,
+    ]
+    return _spawn(cmd, "registry")
+
+
+def broker_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """True once a metadata request succeeds: the broker is serving clients, not just listening."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet_logger()})
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - any failure here simply means "not ready yet"
+        return False
+    return True
+
+
+def _quiet_logger():  # type: ignore[no-untyped-def]
+    import logging
+
+    logger = logging.getLogger("devstack.probe")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
+
+
+def registry_ready(url: str, timeout_s: float = 2.0) -> bool:
+    """True once the Confluent-compatible API answers."""
+    try:
+        with urllib.request.urlopen(f"{url}/subjects", timeout=timeout_s) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _wait(what: str, pid: int, ready, log_name: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if not _alive(pid):
+            raise StackError(f"{what} exited during start-up; see its log: {_log(log_name)}")
+        time.sleep(0.25)
+    raise StackError(f"{what} did not come up within {START_TIMEOUT_S:.0f}s; see its log: {_log(log_name)}")
+
+
+def _stop_pid(pid: int, timeout_s: float = 30.0) -> None:
+    if not _alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        while _alive(pid):
+            time.sleep(0.05)
+
+
+def is_running(state: StackState) -> bool:
+    """Both processes alive and both services answering."""
+    return (
+        _alive(state.kafka_pid)
+        and _alive(state.registry_pid)
+        and broker_ready(state.bootstrap_servers)
+        and registry_ready(state.registry_url)
+    )
+
+
+def up() -> tuple[StackState, bool]:
+    """Start the stack, or return the running one. The flag says whether this call started it."""
+    existing = load_state()
+    if existing is not None:
+        if is_running(existing):
+            return existing, False
+        down()
+    require_tools()
+    artifacts: Artifacts = fetch()
+    taken: set[int] = set()
+    ports = []
+    for setting in PORT_SETTINGS:
+        port = _choose_port(setting, taken)
+        taken.add(port)
+        ports.append(port)
+    state = StackState(ports[0], ports[1], ports[2], 0, 0, str(artifacts.kafka_lib), str(artifacts.registry_jar))
+
+    data_dir = home() / "kafka-data"
+    _reset_dir(data_dir)
+    for name in ("kafka", "registry"):
+        _log(name).unlink(missing_ok=True)
+    config = _server_properties(state, data_dir)
+    fmt = subprocess.run(
+        _java(f"{state.kafka_lib}/*", ["kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id(),
+                                       "-c", str(config)], "256m"),
+        capture_output=True,
+        text=True,
+    )
+    if fmt.returncode != 0:
+        raise StackError(f"formatting KRaft storage failed: {fmt.stderr.strip() or fmt.stdout.strip()}")
+
+    # Start both JVMs before waiting on either: their start-ups overlap.
+    state.kafka_pid = _start_broker(state)
+    state.registry_pid = _start_registry(state)
+    _save_state(state)
+    try:
+        _wait("Kafka broker", state.kafka_pid, lambda: broker_ready(state.bootstrap_servers), "kafka")
+        _wait("Schema Registry", state.registry_pid, lambda: registry_ready(state.registry_url), "registry")
+    except StackError:
+        down()
+        raise
+    return state, True
+
+
+def _reset_dir(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+def stop_broker(state: StackState) -> None:
+    """Stop only the broker, keeping its data: half of a restart, and a way to inject a broker outage."""
+    _stop_pid(state.kafka_pid)
+
+
+def start_broker(state: StackState) -> StackState:
+    """Start the broker again on the same ports and data, and wait until it serves metadata."""
+    state.kafka_pid = _start_broker(state)
+    _save_state(state)
+    _wait("Kafka broker", state.kafka_pid, lambda: broker_ready(state.bootstrap_servers), "kafka")
+    return state
+
+
+def restart_broker(state: StackState) -> StackState:
+    """Stop the broker and start it again on the same data."""
+    stop_broker(state)
+    return start_broker(state)
+
+
+def stop_registry(state: StackState) -> None:
+    """Stop only the registry (its in-memory store is lost): for registry-outage tests."""
+    _stop_pid(state.registry_pid)
+
+
+def down() -> bool:
+    """Stop whatever `up` started; True if there was anything to stop."""
+    state = load_state()
+    if state is None:
+        return False
+    _stop_pid(state.registry_pid)
+    _stop_pid(state.kafka_pid)
+    _state_file().unlink(missing_ok=True)
+    return True
