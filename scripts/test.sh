@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: set up from nothing (venv, packages, Kafka + registry downloads cached in .cache/),
+# lint, then run every test. The real local stack is started once by the test session and stopped after.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+.venv/bin/ruff check .
+.venv/bin/mypy --no-error-summary settlement function_app.py devstack
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,163 @@
+"""One batch: decode → settle → encode every record, then produce, then wait for every acknowledgement.
+
+Decoding and encoding all records before producing any means a registry outage fails the batch with nothing
+written, so the retry does not duplicate half a batch. Poison records never fail the batch: each becomes one
+dead-letter record. Invariant: every input record ends as exactly one settlement or one dead-letter record,
+and the function returns only when all of them are acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from settlement.deadletter import dead_letter_headers
+from settlement.poison import PoisonKind, PoisonRecord
+from settlement.producer import DeliveryTracker
+from settlement.records import InputRecord
+from settlement.rules import RulesConfig, Trade, settle
+from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+from settlement.serde import SettlementEncoder, TradeDecoder
+
+log = logging.getLogger("settlement.batch")
+
+SETTLED = "settled"
+DEAD_LETTERED = "dead-lettered"
+
+
+@dataclass(frozen=True)
+class Topics:
+    settlements: str
+    dead_letter: str
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """What became of one input record; the HTTP path returns these aligned with its request."""
+
+    coordinates: str
+    outcome: str  # SETTLED or DEAD_LETTERED
+    disposition: str | None
+    reason: str
+
+
+@dataclass
+class BatchResult:
+    results: list[RecordResult] = field(default_factory=list)
+
+    @property
+    def settled(self) -> int:
+        return sum(1 for r in self.results if r.outcome == SETTLED)
+
+    @property
+    def dead_lettered(self) -> int:
+        return sum(1 for r in self.results if r.outcome == DEAD_LETTERED)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    result: RecordResult
+
+
+class SettlementProcessor:
+    """Settles batches; holds only process-wide, reusable parts (decoder caches, encoder, producer)."""
+
+    def __init__(
+        self,
+        decoder: TradeDecoder,
+        encoder: SettlementEncoder,
+        rules: RulesConfig,
+        topics: Topics,
+        tracker_factory: Callable[[], DeliveryTracker],
+        delivery_timeout_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._decoder = decoder
+        self._encoder = encoder
+        self._rules = rules
+        self._topics = topics
+        self._tracker_factory = tracker_factory
+        self._timeout_s = delivery_timeout_s
+        self._clock = clock
+
+    def process(self, records: Sequence[InputRecord]) -> BatchResult:
+        """Settle a batch; raises (so the host retries it) on delivery or registry failure."""
+        started = time.monotonic()
+        deadline = started + self._timeout_s
+        planned = [self._plan(record) for record in records]
+        tracker = self._tracker_factory()
+        for item in planned:
+            tracker.produce(item.topic, item.key, item.value, item.headers, deadline)
+        tracker.wait(deadline)
+        result = BatchResult([p.result for p in planned])
+        poison = Counter(r.reason for r in result.results if r.outcome == DEAD_LETTERED)
+        log.info("batch settled=%d dead_lettered=%d %s in %.1f ms", result.settled, result.dead_lettered,
+                 dict(poison) if poison else "", (time.monotonic() - started) * 1000)
+        return result
+
+    def _plan(self, record: InputRecord) -> _Planned:
+        try:
+            return self._settle(record)
+        except PoisonRecord as poison:
+            log.warning("dead-lettering %s: %s", record.coordinates, poison)
+            return _Planned(
+                self._topics.dead_letter,
+                record.key,
+                record.value,
+                dead_letter_headers(record, poison, self._clock()),
+                RecordResult(record.coordinates, DEAD_LETTERED, None, poison.kind.value),
+            )
+
+    def _settle(self, record: InputRecord) -> _Planned:
+        user = _user(record.key)
+        if record.timestamp_ms is None:
+            raise PoisonRecord(PoisonKind.NO_TIMESTAMP, "the record carries no Kafka timestamp")
+        trade = self._decoder.decode(record.value)
+        decision = settle(
+            Trade(
+                user=user,
+                regionid=trade.regionid if trade.HasField("regionid") else None,
+                quantity=trade.quantity,
+                symbol=trade.symbol,
+                price=trade.price,
+                account=trade.account,
+                side=trade.side,
+                identity=record.coordinates,
+            ),
+            self._rules,
+        )
+        settlement = TradeSettlement(
+            user=user or "",
+            symbol=trade.symbol,
+            amount=decision.amount,
+            disposition=decision.disposition.value,
+            reason=decision.reason.value,
+            timestamp=record.timestamp_ms,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+        )
+        return _Planned(
+            self._topics.settlements,
+            record.key,
+            self._encoder.encode(settlement),
+            [],
+            RecordResult(record.coordinates, SETTLED, decision.disposition.value, decision.reason.value),
+        )
+
+
+def _user(key: bytes | None) -> str | None:
+    """The USERID key as text; None for a null or empty key (the "no user" case)."""
+    if not key:
+        return None
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PoisonRecord(PoisonKind.BAD_KEY, "record key is not UTF-8 text (expected a USERID string)") from None

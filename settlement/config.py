@@ -1,0 +1,183 @@
+"""All app settings, read and validated once per process, with errors that name the setting.
+
+A missing or malformed setting fails the first invocation with `ConfigError("SETTING: what is wrong")`.
+Secret settings never appear in an error or a repr: errors name the setting, never echo its value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from settlement.batch import Topics
+from settlement.rules import DEFAULT_LARGE_TRADE_LIMIT, DEFAULT_SEC_SAMPLE_RATE, RulesConfig
+from settlement.secrets import Secret, SecretNotFound, SecretSource, secret_name_for
+
+SECRET_SETTINGS = ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_PRODUCER_CONFIG", "SCHEMA_REGISTRY_CONFIG")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
+
+
+class ConfigError(ValueError):
+    """Bad configuration: the message names the setting and says what is wrong, never its secret value."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str
+    security_protocol: str
+    sasl_username: Secret | None
+    sasl_password: Secret | None
+    producer_config: dict[str, Any] = field(repr=False)
+    registry_url: str = ""
+    registry_config: dict[str, Any] = field(default_factory=dict, repr=False)
+    topics: Topics = Topics("trade-settlements", "user_trades-dlq")
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    max_record_bytes: int = 65_536
+    delivery_timeout_s: float = 60.0
+    auto_register_schemas: bool = True
+
+    def producer_conf(self) -> dict[str, Any]:
+        """librdkafka settings for the settlement producer (durability is pinned by `settlement.producer`)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": "trade-settlement",
+        }
+        if self.sasl_username is not None and self.sasl_password is not None:
+            conf.update({"sasl.mechanisms": "PLAIN", "sasl.username": self.sasl_username.reveal(),
+                         "sasl.password": self.sasl_password.reveal()})
+        return conf
+
+    def registry_conf(self) -> dict[str, Any]:
+        return {"url": self.registry_url, **self.registry_config}
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str], vault_factory: Callable[[str], SecretSource] | None) -> None:
+        self.env = env
+        self._vault_factory = vault_factory
+        self._vault: SecretSource | None = None
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is not None and value.strip().startswith(_UNRESOLVED_REFERENCE):
+            raise ConfigError(name, "is a Key Vault reference the platform did not resolve; give the app's managed "
+                                    "identity the 'Key Vault Secrets User' role on that vault")
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def required(self, name: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            raise ConfigError(name, "is required but not set")
+        return value
+
+    def secret(self, name: str) -> Secret | None:
+        value = self.raw(name)
+        if value is not None:
+            return Secret(value)
+        vault_url = self.raw("KEY_VAULT_URL")
+        if vault_url is None:
+            return None
+        secret_name = secret_name_for(name, self.env)
+        try:
+            if self._vault is None:
+                if self._vault_factory is None:
+                    from settlement.secrets import KeyVaultSecrets
+
+                    self._vault = KeyVaultSecrets(vault_url)
+                else:
+                    self._vault = self._vault_factory(vault_url)
+            return Secret(self._vault.get(secret_name))
+        except SecretNotFound:
+            return None
+        except Exception as exc:  # noqa: BLE001 - azure-identity/keyvault raise many types; name it, keep going
+            raise ConfigError(name, f"could not read secret '{secret_name}' from KEY_VAULT_URL "
+                                    f"({type(exc).__name__})") from None
+
+    def json_secret(self, name: str) -> dict[str, Any]:
+        secret = self.secret(name)
+        if secret is None:
+            return {}
+        try:
+            parsed = json.loads(secret.reveal())
+        except json.JSONDecodeError as exc:
+            # The position only: the text may hold credentials.
+            raise ConfigError(name, f"is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+        if not isinstance(parsed, dict):
+            raise ConfigError(name, f"must be a JSON object, not {type(parsed).__name__}")
+        return parsed
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(name, f"{value!r} is not a number") from None
+        if not low <= number <= high:
+            raise ConfigError(name, f"{number:g} is outside {low:g}..{high:g}")
+        return number
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(name, f"{value!r} is not true or false")
+
+
+def load_settings(env: Mapping[str, str],
+                  vault_factory: Callable[[str], SecretSource] | None = None) -> Settings:
+    """Read every setting; raise `ConfigError` for the first bad one."""
+    r = _Reader(env, vault_factory)
+    bootstrap = r.required("KAFKA_BOOTSTRAP_SERVERS")
+    username = r.secret("KAFKA_SASL_USERNAME")
+    password = r.secret("KAFKA_SASL_PASSWORD")
+    if (username is None) != (password is None):
+        missing = "KAFKA_SASL_PASSWORD" if password is None else "KAFKA_SASL_USERNAME"
+        raise ConfigError(missing, "must be set together with the other SASL setting")
+    protocol = (r.raw("KAFKA_SECURITY_PROTOCOL") or ("SASL_SSL" if username else "PLAINTEXT")).upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError("KAFKA_SECURITY_PROTOCOL", f"{protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}")
+    registry_url = r.required("SCHEMA_REGISTRY_URL")
+    if not registry_url.startswith(("http://", "https://")):
+        raise ConfigError("SCHEMA_REGISTRY_URL", "must start with http:// or https://")
+    watchlist = frozenset(s.strip() for s in (r.raw("SETTLEMENT_SEC_WATCHLIST") or "").split(",") if s.strip())
+    delivery_timeout = r.number("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", 60.0, 1.0, 1800.0)
+    settings = Settings(
+        bootstrap_servers=bootstrap,
+        security_protocol=protocol,
+        sasl_username=username,
+        sasl_password=password,
+        producer_config=r.json_secret("KAFKA_PRODUCER_CONFIG"),
+        registry_url=registry_url.rstrip("/"),
+        registry_config=r.json_secret("SCHEMA_REGISTRY_CONFIG"),
+        topics=Topics(
+            settlements=r.raw("SETTLEMENTS_TOPIC") or "trade-settlements",
+            dead_letter=r.raw("DEAD_LETTER_TOPIC") or "user_trades-dlq",
+        ),
+        rules=RulesConfig(
+            large_trade_limit=r.number("SETTLEMENT_LARGE_TRADE_LIMIT", DEFAULT_LARGE_TRADE_LIMIT, 0.0, 1e15),
+            sec_watchlist=watchlist,
+            sec_sample_rate=r.number("SETTLEMENT_SEC_SAMPLE_RATE", DEFAULT_SEC_SAMPLE_RATE, 0.0, 1.0),
+        ),
+        max_record_bytes=int(r.number("SETTLEMENT_MAX_RECORD_BYTES", 65_536, 64, 8 * 1024 * 1024)),
+        delivery_timeout_s=delivery_timeout,
+        auto_register_schemas=r.flag("SCHEMA_REGISTRY_AUTO_REGISTER", True),
+    )
+    if "url" in settings.registry_config:
+        raise ConfigError("SCHEMA_REGISTRY_CONFIG", "must not contain 'url'; set SCHEMA_REGISTRY_URL instead")
+    return settings

@@ -1,0 +1,28 @@
+"""Why a record cannot be settled. Each kind is final for that record: retrying cannot fix the bytes,
+so it goes to the dead-letter topic instead of failing (and endlessly retrying) the whole batch."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PoisonKind(StrEnum):
+    EMPTY_VALUE = "empty-value"
+    OVERSIZE = "oversize"
+    BAD_MAGIC_BYTE = "bad-magic-byte"
+    TRUNCATED_HEADER = "truncated-header"
+    UNKNOWN_SCHEMA_ID = "unknown-schema-id"
+    WRONG_SCHEMA_TYPE = "wrong-schema-type"
+    UNDECODABLE = "undecodable-payload"
+    BAD_KEY = "bad-key"
+    NO_TIMESTAMP = "no-timestamp"
+    UNSETTLEABLE = "unsettleable"
+
+
+class PoisonRecord(Exception):  # noqa: N818 - it names the record, as the dead-letter literature does
+    """Raised for a record that can never be settled; `detail` must not contain record bytes or secrets."""
+
+    def __init__(self, kind: PoisonKind, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail

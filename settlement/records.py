@@ -1,0 +1,25 @@
+"""The shape every entry path (Kafka trigger, sink-connector HTTP POST, local host) hands to the batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One `user_trades` record with the coordinates that make it traceable and replayable.
+
+    `timestamp_ms` is the Kafka record timestamp in epoch milliseconds, or None when the host did not pass
+    one (such a record is dead-lettered rather than stamped with the wall clock).
+    """
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"

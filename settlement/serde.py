@@ -1,0 +1,173 @@
+"""Confluent-framed Protobuf in and out, through the Schema Registry.
+
+Decoding: the framing (magic byte, schema id, message indexes) is parsed by confluent-kafka's `SchemaId`;
+each schema id is resolved in the registry once per process and checked for wire compatibility with our
+`UserTrade` before any record written with it is trusted. Protobuf would otherwise "decode" a record of a
+different message type into silent garbage. After that, a record costs one header parse and one
+`FromString`, not a registry round trip: that gap decides the throughput (see bench/).
+
+Encoding: confluent-kafka's `ProtobufSerializer`, which registers (or looks up) the settlement schema once
+per process and caches its id.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import threading
+import time
+
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+from confluent_kafka.schema_registry.serde import SchemaId
+from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
+from google.protobuf import descriptor_pb2
+from google.protobuf.message import DecodeError
+
+from settlement.poison import PoisonKind, PoisonRecord
+from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+from settlement.schemas.user_trade_pb2 import UserTrade
+
+_MAGIC = 0
+_HEADER_MIN = 6  # magic + 4-byte id + at least one message-index byte
+_NEGATIVE_TTL_S = 60.0
+
+
+class TransientError(RuntimeError):
+    """The registry (or broker) could not answer now: the batch must fail and be retried, never dead-lettered."""
+
+
+def _message_at(fdp: descriptor_pb2.FileDescriptorProto, indexes: list[int]) -> descriptor_pb2.DescriptorProto:
+    messages = fdp.message_type
+    found = None
+    for index in indexes or [0]:
+        if index >= len(messages):
+            raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"message index path {indexes} is not in the schema")
+        found = messages[index]
+        messages = found.nested_type
+    assert found is not None
+    return found
+
+
+def wire_conflicts(writer: descriptor_pb2.DescriptorProto, reader: descriptor_pb2.DescriptorProto) -> list[str]:
+    """Fields whose numbers both messages use with different types or labels: such records cannot be read.
+
+    Numbers only one side knows are fine (Protobuf skips or defaults them); a writer sharing no field
+    number with the reader is treated as a conflict too, as it is certainly some other message type.
+    """
+    ours = {f.number: f for f in reader.field}
+    shared = [f for f in writer.field if f.number in ours]
+    conflicts = [
+        f"field {f.number} is {descriptor_pb2.FieldDescriptorProto.Type.Name(f.type)}, expected "
+        f"{descriptor_pb2.FieldDescriptorProto.Type.Name(ours[f.number].type)}"
+        for f in shared
+        if f.type != ours[f.number].type or f.label != ours[f.number].label
+    ]
+    if not shared:
+        conflicts.append("no field number in common")
+    return conflicts
+
+
+class TradeDecoder:
+    """Turns a `user_trades` value into a `UserTrade`, or raises `PoisonRecord` / `TransientError`."""
+
+    def __init__(self, client: SchemaRegistryClient, max_record_bytes: int) -> None:
+        self._client = client
+        self._max = max_record_bytes
+        self._good: set[tuple[int, tuple[int, ...]]] = set()
+        self._bad: dict[tuple[int, tuple[int, ...]], tuple[float, PoisonRecord]] = {}
+        self._lock = threading.Lock()
+        self._reader = descriptor_pb2.DescriptorProto()
+        UserTrade.DESCRIPTOR.CopyToProto(self._reader)
+
+    def decode(self, value: bytes | None) -> UserTrade:
+        if not value:
+            raise PoisonRecord(PoisonKind.EMPTY_VALUE, "record value is null or empty")
+        if len(value) > self._max:
+            raise PoisonRecord(
+                PoisonKind.OVERSIZE,
+                f"value is {len(value)} bytes, over the limit of {self._max} (SETTLEMENT_MAX_RECORD_BYTES)",
+            )
+        if value[0] != _MAGIC:
+            raise PoisonRecord(
+                PoisonKind.BAD_MAGIC_BYTE, f"first byte is 0x{value[0]:02x}, not the Confluent magic byte 0x00"
+            )
+        if len(value) < _HEADER_MIN:
+            raise PoisonRecord(PoisonKind.TRUNCATED_HEADER, f"value is {len(value)} bytes, shorter than the framing")
+        schema_id = SchemaId("PROTOBUF")
+        try:
+            payload = schema_id.from_bytes(io.BytesIO(value))
+        except (SerializationError, EOFError, struct.error, IndexError) as exc:
+            raise PoisonRecord(PoisonKind.TRUNCATED_HEADER, f"unreadable message-index framing ({exc})") from None
+        assert schema_id.id is not None
+        self._verify(schema_id.id, tuple(schema_id.message_indexes or [0]))
+        try:
+            return UserTrade.FromString(payload.read())
+        except DecodeError as exc:
+            raise PoisonRecord(PoisonKind.UNDECODABLE, f"Protobuf payload does not parse ({exc})") from None
+
+    def _verify(self, schema_id: int, indexes: tuple[int, ...]) -> None:
+        key = (schema_id, indexes)
+        if key in self._good:
+            return
+        with self._lock:
+            cached = self._bad.get(key)
+            if cached is not None and time.monotonic() - cached[0] < _NEGATIVE_TTL_S:
+                raise cached[1]
+            try:
+                self._check(schema_id, list(indexes))
+            except PoisonRecord as poison:
+                self._bad[key] = (time.monotonic(), poison)
+                raise
+            self._good.add(key)
+
+    def _check(self, schema_id: int, indexes: list[int]) -> None:
+        try:
+            schema = self._client.get_schema(schema_id, fmt="serialized")
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise PoisonRecord(PoisonKind.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the registry") from None
+            raise TransientError(f"Schema Registry error resolving schema id {schema_id}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - network failures surface as assorted httpx/OS errors
+            raise TransientError(f"Schema Registry unreachable resolving schema id {schema_id}: {exc}") from None
+        if schema.schema_type != "PROTOBUF":
+            raise PoisonRecord(
+                PoisonKind.WRONG_SCHEMA_TYPE, f"schema id {schema_id} is {schema.schema_type}, not PROTOBUF"
+            )
+        try:
+            fdp = descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(schema.schema_str))
+        except (ValueError, DecodeError):
+            raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"schema id {schema_id} is not a readable Protobuf schema") from None
+        conflicts = wire_conflicts(_message_at(fdp, indexes), self._reader)
+        if conflicts:
+            raise PoisonRecord(
+                PoisonKind.WRONG_SCHEMA_TYPE,
+                f"schema id {schema_id} is not wire-compatible with UserTrade: {'; '.join(conflicts)}",
+            )
+
+
+class SettlementEncoder:
+    """Encodes settlements for one topic; the serializer caches the registered schema id after first use."""
+
+    def __init__(self, client: SchemaRegistryClient, topic: str, auto_register: bool) -> None:
+        self._serializer = ProtobufSerializer(
+            TradeSettlement,
+            client,
+            {"use.deprecated.format": False, "auto.register.schemas": auto_register,
+             "use.latest.version": not auto_register},
+        )
+        self._ctx = SerializationContext(topic, MessageField.VALUE)
+
+    def encode(self, settlement: TradeSettlement) -> bytes:
+        try:
+            data = self._serializer(settlement, self._ctx)
+        except SchemaRegistryError as exc:
+            raise TransientError(f"Schema Registry refused the settlement schema: {exc}") from None
+        except SerializationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - network failures surface as assorted httpx/OS errors
+            raise TransientError(f"Schema Registry unreachable registering the settlement schema: {exc}") from None
+        assert data is not None
+        return data

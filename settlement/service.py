@@ -1,0 +1,59 @@
+"""The process-wide settlement service: settings, registry client, serde and the static producer, built
+once on first use and reused by every invocation of every entry path (Kafka trigger, HTTP sink path).
+
+Built lazily rather than at import so that a bad setting fails the first invocation with a clear
+`ConfigError` instead of breaking function indexing (where the host would hide the message), and so that
+importing `function_app` stays cheap for cold starts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from settlement.batch import SettlementProcessor
+from settlement.config import ConfigError, Settings, load_settings
+from settlement.producer import DeliveryTracker, build_config, shared_producer
+from settlement.serde import SettlementEncoder, TradeDecoder
+
+_lock = threading.Lock()
+_processor: SettlementProcessor | None = None
+
+
+def build_processor(settings: Settings) -> SettlementProcessor:
+    """Wire a processor from settings (tests call this directly with their own settings)."""
+    registry = SchemaRegistryClient(settings.registry_conf())
+    try:
+        producer_conf = build_config(settings.producer_conf(), settings.producer_config,
+                                     delivery_timeout_ms=int(settings.delivery_timeout_s * 1000))
+    except ValueError as exc:
+        raise ConfigError("KAFKA_PRODUCER_CONFIG", str(exc)) from None
+    producer = shared_producer(producer_conf)
+    return SettlementProcessor(
+        decoder=TradeDecoder(registry, settings.max_record_bytes),
+        encoder=SettlementEncoder(registry, settings.topics.settlements, settings.auto_register_schemas),
+        rules=settings.rules,
+        topics=settings.topics,
+        tracker_factory=lambda: DeliveryTracker(producer),
+        delivery_timeout_s=settings.delivery_timeout_s,
+    )
+
+
+def processor(env: Mapping[str, str] | None = None) -> SettlementProcessor:
+    """The process-wide processor, built on first call from the app settings (environment variables)."""
+    global _processor
+    if _processor is None:
+        with _lock:
+            if _processor is None:
+                _processor = build_processor(load_settings(os.environ if env is None else env))
+    return _processor
+
+
+def reset() -> None:
+    """Forget the process-wide processor (tests, and the local host between runs)."""
+    global _processor
+    with _lock:
+        _processor = None

@@ -1,0 +1,80 @@
+"""Small helpers the integration tests share: create topics, produce, drain a topic."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def unique_name(prefix: str) -> str:
+    """A topic/group name no other test uses, so tests never see each other's records."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names])
+    for future in futures.values():
+        future.result(timeout=30)
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | str | None, bytes | None]],
+            partition: int | None = None) -> int:
+    """Produce (key, value) pairs and wait for every acknowledgement; returns the count."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    errors: list[str] = []
+
+    def on_delivery(err, _msg):  # type: ignore[no-untyped-def]
+        if err is not None:
+            errors.append(str(err))
+
+    count = 0
+    for key, value in records:
+        kwargs = {} if partition is None else {"partition": partition}
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery, **kwargs)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        count += 1
+        producer.poll(0)
+    remaining = producer.flush(30)
+    assert remaining == 0 and not errors, f"undelivered={remaining} errors={errors[:3]}"
+    return count
+
+
+def consumer(bootstrap: str, group: str, **extra: object) -> Consumer:
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    }
+    conf.update(extra)
+    return Consumer(conf)
+
+
+def drain(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Message]:
+    """Read a topic from the start until `expected` records arrived (or time out); no commits."""
+    c = consumer(bootstrap, unique_name("drain"))
+    c.subscribe([topic])
+    got: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(got) < expected and time.monotonic() < deadline:
+            for msg in c.consume(num_messages=1000, timeout=0.5):
+                if msg.error():
+                    raise KafkaException(msg.error())
+                got.append(msg)
+        # Linger briefly so an over-delivery (more than expected) is visible to the caller.
+        for msg in c.consume(num_messages=1000, timeout=0.5):
+            if not msg.error():
+                got.append(msg)
+    finally:
+        c.close()
+    return got
