@@ -19,7 +19,7 @@ app = func.FunctionApp()
     broker_list="%KAFKA_BOOTSTRAP_SERVERS%",
     consumer_group="%KAFKA_CONSUMER_GROUP%",
     username="%KAFKA_SASL_USERNAME%",
-    password="%KAFKA_SASL_PASSWORD%",
+    password="%KAFKA_SASL_PASSWORD%",  # noqa: S106 - the name of an app setting, not a value
     # Enum-valued binding properties cannot be %settings%; they are read when the host indexes the app.
     protocol=os.environ.get("KAFKA_TRIGGER_PROTOCOL", "SaslSsl"),
     authentication_mode=os.environ.get("KAFKA_TRIGGER_AUTH_MODE", "Plain"),

@@ -26,8 +26,10 @@ def _run(command: str) -> int:
     if command == "fetch":
         started = time.monotonic()
         artifacts = fetch()
-        print(f"kafka {artifacts.kafka_version} and apicurio {artifacts.registry_version} ready "
-              f"in {time.monotonic() - started:.1f}s")
+        print(
+            f"kafka {artifacts.kafka_version} and apicurio {artifacts.registry_version} ready "
+            f"in {time.monotonic() - started:.1f}s"
+        )
         return 0
     if command == "up":
         started = time.monotonic()
@@ -39,10 +41,11 @@ def _run(command: str) -> int:
     if command == "down":
         print("stack stopped" if stack.down() else "stack was not running")
         return 0
-    state = stack.load_state()
-    if state is None:
+    recorded = stack.load_state()
+    if recorded is None:
         print("stack is not running")
         return 1
+    state = recorded
     if command == "restart-broker":
         stack.restart_broker(state)
         print("broker restarted")

@@ -156,8 +156,9 @@ def _spawn(cmd: list[str], log_name: str) -> int:
     log = _log(log_name)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     return proc.pid
 
 
@@ -272,8 +273,11 @@ def up() -> tuple[StackState, bool]:
         _log(name).unlink(missing_ok=True)
     config = _server_properties(state, data_dir)
     fmt = subprocess.run(
-        _java(f"{state.kafka_lib}/*", ["kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id(),
-                                       "-c", str(config)], "256m"),
+        _java(
+            f"{state.kafka_lib}/*",
+            ["kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id(), "-c", str(config)],
+            "256m",
+        ),
         capture_output=True,
         text=True,
     )

@@ -33,8 +33,11 @@ def stale_files() -> list[str]:
     """Names of generated files that differ from (or are missing in) settlement/schemas/."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
-        stale = [f.name for f in fresh if not (OUT_DIR / f.name).exists()
-                 or not filecmp.cmp(f, OUT_DIR / f.name, shallow=False)]
+        stale = [
+            f.name
+            for f in fresh
+            if not (OUT_DIR / f.name).exists() or not filecmp.cmp(f, OUT_DIR / f.name, shallow=False)
+        ]
         expected = {f.name for f in fresh}
     extra = [p.name for p in OUT_DIR.glob("*_pb2.py*") if p.name not in expected]
     return sorted(stale + extra)

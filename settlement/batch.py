@@ -98,8 +98,13 @@ class SettlementProcessor:
         tracker.wait(deadline)
         result = BatchResult([p.result for p in planned])
         poison = Counter(r.reason for r in result.results if r.outcome == DEAD_LETTERED)
-        log.info("batch settled=%d dead_lettered=%d %s in %.1f ms", result.settled, result.dead_lettered,
-                 dict(poison) if poison else "", (time.monotonic() - started) * 1000)
+        log.info(
+            "batch settled=%d dead_lettered=%d %s in %.1f ms",
+            result.settled,
+            result.dead_lettered,
+            dict(poison) if poison else "",
+            (time.monotonic() - started) * 1000,
+        )
         return result
 
     def _plan(self, record: InputRecord) -> _Planned:

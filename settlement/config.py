@@ -37,7 +37,7 @@ class Settings:
     producer_config: dict[str, Any] = field(repr=False)
     registry_url: str = ""
     registry_config: dict[str, Any] = field(default_factory=dict, repr=False)
-    topics: Topics = Topics("trade-settlements", "user_trades-dlq")
+    topics: Topics = field(default_factory=lambda: Topics("trade-settlements", "user_trades-dlq"))
     rules: RulesConfig = field(default_factory=RulesConfig)
     max_record_bytes: int = 65_536
     delivery_timeout_s: float = 60.0
@@ -51,8 +51,13 @@ class Settings:
             "client.id": "trade-settlement",
         }
         if self.sasl_username is not None and self.sasl_password is not None:
-            conf.update({"sasl.mechanisms": "PLAIN", "sasl.username": self.sasl_username.reveal(),
-                         "sasl.password": self.sasl_password.reveal()})
+            conf.update(
+                {
+                    "sasl.mechanisms": "PLAIN",
+                    "sasl.username": self.sasl_username.reveal(),
+                    "sasl.password": self.sasl_password.reveal(),
+                }
+            )
         return conf
 
     def registry_conf(self) -> dict[str, Any]:
@@ -68,8 +73,11 @@ class _Reader:
     def raw(self, name: str) -> str | None:
         value = self.env.get(name)
         if value is not None and value.strip().startswith(_UNRESOLVED_REFERENCE):
-            raise ConfigError(name, "is a Key Vault reference the platform did not resolve; give the app's managed "
-                                    "identity the 'Key Vault Secrets User' role on that vault")
+            raise ConfigError(
+                name,
+                "is a Key Vault reference the platform did not resolve; give the app's managed "
+                "identity the 'Key Vault Secrets User' role on that vault",
+            )
         if value is None or value.strip() == "":
             return None
         return value.strip()
@@ -100,8 +108,9 @@ class _Reader:
         except SecretNotFound:
             return None
         except Exception as exc:  # noqa: BLE001 - azure-identity/keyvault raise many types; name it, keep going
-            raise ConfigError(name, f"could not read secret '{secret_name}' from KEY_VAULT_URL "
-                                    f"({type(exc).__name__})") from None
+            raise ConfigError(
+                name, f"could not read secret '{secret_name}' from KEY_VAULT_URL ({type(exc).__name__})"
+            ) from None
 
     def json_secret(self, name: str) -> dict[str, Any]:
         secret = self.secret(name)
@@ -139,8 +148,7 @@ class _Reader:
         raise ConfigError(name, f"{value!r} is not true or false")
 
 
-def load_settings(env: Mapping[str, str],
-                  vault_factory: Callable[[str], SecretSource] | None = None) -> Settings:
+def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretSource] | None = None) -> Settings:
     """Read every setting; raise `ConfigError` for the first bad one."""
     r = _Reader(env, vault_factory)
     bootstrap = r.required("KAFKA_BOOTSTRAP_SERVERS")

@@ -19,7 +19,7 @@ class PoisonKind(StrEnum):
     UNSETTLEABLE = "unsettleable"
 
 
-class PoisonRecord(Exception):  # noqa: N818 - it names the record, as the dead-letter literature does
+class PoisonRecord(Exception):
     """Raised for a record that can never be settled; `detail` must not contain record bytes or secrets."""
 
     def __init__(self, kind: PoisonKind, detail: str) -> None:

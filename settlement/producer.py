@@ -73,12 +73,19 @@ class DeliveryTracker:
             if err is not None:
                 self._errors.append(f"{err.name()}: {err.str()}")
 
-    def produce(self, topic: str, key: bytes | None, value: bytes | None,
-                headers: Sequence[tuple[str, bytes]] | None = None, deadline: float | None = None) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        deadline: float | None = None,
+    ) -> None:
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=list(headers or []),
-                                       on_delivery=self._on_delivery)
+                self._producer.produce(
+                    topic, value=value, key=key, headers=list(headers or []), on_delivery=self._on_delivery
+                )
                 break
             except BufferError:
                 # Local queue full: serve callbacks to make room, but never wait past the batch deadline.

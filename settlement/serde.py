@@ -128,7 +128,9 @@ class TradeDecoder:
             schema = self._client.get_schema(schema_id, fmt="serialized")
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
-                raise PoisonRecord(PoisonKind.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the registry") from None
+                raise PoisonRecord(
+                    PoisonKind.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the registry"
+                ) from None
             raise TransientError(f"Schema Registry error resolving schema id {schema_id}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - network failures surface as assorted httpx/OS errors
             raise TransientError(f"Schema Registry unreachable resolving schema id {schema_id}: {exc}") from None
@@ -137,9 +139,11 @@ class TradeDecoder:
                 PoisonKind.WRONG_SCHEMA_TYPE, f"schema id {schema_id} is {schema.schema_type}, not PROTOBUF"
             )
         try:
-            fdp = descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(schema.schema_str))
+            fdp = descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(schema.schema_str or ""))
         except (ValueError, DecodeError):
-            raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"schema id {schema_id} is not a readable Protobuf schema") from None
+            raise PoisonRecord(
+                PoisonKind.WRONG_SCHEMA_TYPE, f"schema id {schema_id} is not a readable Protobuf schema"
+            ) from None
         conflicts = wire_conflicts(_message_at(fdp, indexes), self._reader)
         if conflicts:
             raise PoisonRecord(
@@ -155,8 +159,11 @@ class SettlementEncoder:
         self._serializer = ProtobufSerializer(
             TradeSettlement,
             client,
-            {"use.deprecated.format": False, "auto.register.schemas": auto_register,
-             "use.latest.version": not auto_register},
+            {
+                "use.deprecated.format": False,
+                "auto.register.schemas": auto_register,
+                "use.latest.version": not auto_register,
+            },
         )
         self._ctx = SerializationContext(topic, MessageField.VALUE)
 

@@ -27,8 +27,11 @@ def build_processor(settings: Settings) -> SettlementProcessor:
     """Wire a processor from settings (tests call this directly with their own settings)."""
     registry = SchemaRegistryClient(settings.registry_conf())
     try:
-        producer_conf = build_config(settings.producer_conf(), settings.producer_config,
-                                     delivery_timeout_ms=int(settings.delivery_timeout_s * 1000))
+        producer_conf = build_config(
+            settings.producer_conf(),
+            settings.producer_config,
+            delivery_timeout_ms=int(settings.delivery_timeout_s * 1000),
+        )
     except ValueError as exc:
         raise ConfigError("KAFKA_PRODUCER_CONFIG", str(exc)) from None
     producer = shared_producer(producer_conf)

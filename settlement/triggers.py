@@ -28,7 +28,7 @@ def parse_timestamp(raw: object) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(round(moment.timestamp() * 1000))
+    return round(moment.timestamp() * 1000)
 
 
 def _as_bytes(value: object) -> bytes | None:

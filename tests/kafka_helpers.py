@@ -22,8 +22,9 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> 
         future.result(timeout=30)
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | str | None, bytes | None]],
-            partition: int | None = None) -> int:
+def produce(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | str | None, bytes | None]], partition: int | None = None
+) -> int:
     """Produce (key, value) pairs and wait for every acknowledgement; returns the count."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
     errors: list[str] = []

@@ -58,8 +58,9 @@ def test_ten_thousand_records_through_a_six_partition_topic_with_committed_offse
 def test_protobuf_round_trip_through_the_registry(stack, new_topic) -> None:
     topic = new_topic("stack-proto")
     ctx = SerializationContext(topic, MessageField.VALUE)
-    serializer = ProtobufSerializer(UserTrade, SchemaRegistryClient({"url": stack.registry_url}),
-                                    {"use.deprecated.format": False})
+    serializer = ProtobufSerializer(
+        UserTrade, SchemaRegistryClient({"url": stack.registry_url}), {"use.deprecated.format": False}
+    )
     trade = UserTrade(regionid="Region_7", quantity=12, symbol="ZTEST", price=345, account="XYZ789", side="SELL")
     produce(stack.bootstrap, topic, [("User_3", serializer(trade, ctx))])
 

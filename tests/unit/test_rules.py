@@ -9,8 +9,14 @@ from settlement.rules import Decision, Disposition, Reason, RulesConfig, Trade, 
 CFG = RulesConfig(large_trade_limit=100_000, sec_watchlist=frozenset({"ZWATCH"}), sec_sample_rate=0.0)
 
 
-def trade(user: str | None = "User_1", regionid: str | None = "Region_1", quantity: int = 10, price: int = 100,
-          symbol: str = "ZVV", identity: str = "user_trades/0/1") -> Trade:
+def trade(
+    user: str | None = "User_1",
+    regionid: str | None = "Region_1",
+    quantity: int = 10,
+    price: int = 100,
+    symbol: str = "ZVV",
+    identity: str = "user_trades/0/1",
+) -> Trade:
     return Trade(user, regionid, quantity, symbol, price, "ACC1", "BUY", identity)
 
 
@@ -23,8 +29,10 @@ def trade(user: str | None = "User_1", regionid: str | None = "Region_1", quanti
         (trade(regionid=None), Decision(Disposition.REJECTED, Reason.NO_USER, 1000.0)),
         (trade(regionid=""), Decision(Disposition.REJECTED, Reason.NO_USER, 1000.0)),
         # no user wins over every later rule, as in the reference order
-        (trade(user=None, quantity=5000, price=5000, symbol="ZWATCH"),
-         Decision(Disposition.REJECTED, Reason.NO_USER, 25_000_000.0)),
+        (
+            trade(user=None, quantity=5000, price=5000, symbol="ZWATCH"),
+            Decision(Disposition.REJECTED, Reason.NO_USER, 25_000_000.0),
+        ),
         (trade(symbol=""), Decision(Disposition.REJECTED, Reason.NO_SYMBOL, 1000.0)),
         (trade(quantity=0), Decision(Disposition.REJECTED, Reason.BAD_QUANTITY, 0.0)),
         (trade(quantity=-1), Decision(Disposition.REJECTED, Reason.BAD_QUANTITY, -100.0)),
@@ -34,12 +42,17 @@ def trade(user: str | None = "User_1", regionid: str | None = "Region_1", quanti
         (trade(quantity=1000, price=101), Decision(Disposition.PENDING, Reason.LARGE_TRADE, 101_000.0)),
         (trade(quantity=100_001, price=1), Decision(Disposition.PENDING, Reason.LARGE_TRADE, 100_001.0)),
         # large wins over SEC
-        (trade(quantity=1000, price=101, symbol="ZWATCH"), Decision(Disposition.PENDING, Reason.LARGE_TRADE, 101_000.0)),
+        (
+            trade(quantity=1000, price=101, symbol="ZWATCH"),
+            Decision(Disposition.PENDING, Reason.LARGE_TRADE, 101_000.0),
+        ),
         (trade(symbol="ZWATCH"), Decision(Disposition.SEC_FLAGGED, Reason.WATCHLIST, 1000.0)),
         (trade(symbol="zwatch"), Decision(Disposition.COMPLETED, Reason.WITHIN_LIMIT, 1000.0)),
         # int32 extremes do not overflow: amount is computed in floating point
-        (trade(quantity=2**31 - 1, price=2**31 - 1), Decision(Disposition.PENDING, Reason.LARGE_TRADE,
-                                                              float((2**31 - 1) ** 2))),
+        (
+            trade(quantity=2**31 - 1, price=2**31 - 1),
+            Decision(Disposition.PENDING, Reason.LARGE_TRADE, float((2**31 - 1) ** 2)),
+        ),
     ],
 )
 def test_rules_table(t: Trade, expected: Decision) -> None:
@@ -56,9 +69,12 @@ def test_sample_is_a_stable_function_of_identity() -> None:
     # Pinned value: a change of hash function would silently change which replayed trades get flagged.
     assert sample_point("user_trades/0/1") == pytest.approx(0.4814337636333267, abs=0)
     rate = 0.05
-    flagged = [i for i in range(20_000) if settle(trade(identity=f"user_trades/0/{i}"),
-                                                   RulesConfig(sec_sample_rate=rate)).disposition
-               is Disposition.SEC_FLAGGED]
+    flagged = [
+        i
+        for i in range(20_000)
+        if settle(trade(identity=f"user_trades/0/{i}"), RulesConfig(sec_sample_rate=rate)).disposition
+        is Disposition.SEC_FLAGGED
+    ]
     assert 0.04 < len(flagged) / 20_000 < 0.06
     again = [i for i in range(20_000) if sample_point(f"user_trades/0/{i}") < rate]
     assert flagged == again

@@ -1,0 +1,303 @@
+"""The Kafka-triggered function against the real broker and registry: records consumed off a real topic,
+turned into real `func.KafkaEvent` batches, the function called, outputs consumed back and decoded."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import azure.functions as func
+import pytest
+from confluent_kafka import Message
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+import function_app
+from settlement import deadletter, producer, service
+from settlement.producer import DeliveryError
+from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.serde import TransientError
+from settlement.triggers import from_kafka_event
+from tests.kafka_helpers import create_topics, drain, produce, unique_name
+
+pytestmark = pytest.mark.integration
+SECRET = "sr-secret-Hq2Jd8Lw0Pz5Vn3Rt6Yc"
+
+
+@dataclass
+class Pipeline:
+    bootstrap: str
+    registry_url: str
+    source: str
+    settlements: str
+    dlq: str
+
+    def serializer(self) -> tuple[ProtobufSerializer, SerializationContext]:
+        client = SchemaRegistryClient({"url": self.registry_url})
+        return (
+            ProtobufSerializer(UserTrade, client, {"use.deprecated.format": False}),
+            SerializationContext(self.source, MessageField.VALUE),
+        )
+
+
+@pytest.fixture
+def pipeline(stack, monkeypatch) -> Iterator[Pipeline]:
+    p = Pipeline(
+        stack.bootstrap, stack.registry_url, unique_name("user_trades"), unique_name("settlements"), unique_name("dlq")
+    )
+    create_topics(stack.bootstrap, [p.source], partitions=3)
+    create_topics(stack.bootstrap, [p.settlements, p.dlq])
+    for name, value in {
+        "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+        "SCHEMA_REGISTRY_URL": stack.registry_url,
+        "SCHEMA_REGISTRY_CONFIG": '{"basic.auth.user.info": "svc:' + SECRET + '"}',
+        "USER_TRADES_TOPIC": p.source,
+        "SETTLEMENTS_TOPIC": p.settlements,
+        "DEAD_LETTER_TOPIC": p.dlq,
+        "SETTLEMENT_SEC_SAMPLE_RATE": "0",
+        "SETTLEMENT_SEC_WATCHLIST": "ZWATCH",
+        "SETTLEMENT_MAX_RECORD_BYTES": "512",
+        "SETTLEMENT_DELIVERY_TIMEOUT_SECONDS": "20",
+    }.items():
+        monkeypatch.setenv(name, value)
+    service.reset()
+    producer.reset_shared_producer()
+    yield p
+    service.reset()
+    producer.reset_shared_producer()
+
+
+def as_events(messages: list[Message]) -> list[func.KafkaEvent]:
+    """What the Kafka extension hands a cardinality=MANY, dataType=binary Python function."""
+    events = []
+    for m in messages:
+        ts = datetime.fromtimestamp(m.timestamp()[1] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        events.append(
+            func.KafkaEvent(
+                body=m.value() or b"",
+                key=m.key().decode() if m.key() else None,
+                offset=m.offset(),
+                partition=m.partition(),
+                topic=m.topic(),
+                timestamp=ts,
+                headers=[],
+            )
+        )
+    return events
+
+
+def decode_settlements(p: Pipeline, messages: list[Message]) -> list[TradeSettlement]:
+    deserializer = ProtobufDeserializer(
+        TradeSettlement,
+        {"use.deprecated.format": False},
+        schema_registry_client=SchemaRegistryClient({"url": p.registry_url}),
+    )
+    ctx = SerializationContext(p.settlements, MessageField.VALUE)
+    return [deserializer(m.value(), ctx) for m in messages]
+
+
+GOOD = [
+    (
+        "User_1",
+        UserTrade(regionid="Region_1", quantity=100, symbol="ZVV", price=50, account="A1", side="BUY"),
+        ("Completed", "Within same day limit", 5000.0),
+    ),
+    (
+        "User_2",
+        UserTrade(regionid="Region_2", quantity=1000, symbol="ZBZX", price=101, account="A2", side="SELL"),
+        ("Pending", "Large trade", 101000.0),
+    ),
+    (
+        "User_3",
+        UserTrade(regionid="Region_3", quantity=1000, symbol="ZBZX", price=100, account="A3", side="BUY"),
+        ("Completed", "Within same day limit", 100000.0),
+    ),
+    (
+        None,
+        UserTrade(regionid="Region_4", quantity=10, symbol="ZVV", price=10, account="A4", side="BUY"),
+        ("Rejected", "No user account specified", 100.0),
+    ),
+    (
+        "User_5",
+        UserTrade(quantity=10, symbol="ZVV", price=20, account="A5", side="SELL"),
+        ("Rejected", "No user account specified", 200.0),
+    ),
+    (
+        "User_6",
+        UserTrade(regionid="Region_6", quantity=3, symbol="ZWATCH", price=7, account="A6", side="BUY"),
+        ("SEC Flagged", "SEC inspection: watch-listed symbol", 21.0),
+    ),
+]
+
+
+def test_a_batch_settles_into_exact_settlements(pipeline: Pipeline, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    ser, ctx = pipeline.serializer()
+    produce(pipeline.bootstrap, pipeline.source, [(k, ser(t, ctx)) for k, t, _ in GOOD], partition=1)
+    consumed = drain(pipeline.bootstrap, pipeline.source, len(GOOD))
+    assert len(consumed) == len(GOOD)
+
+    function_app.settle_user_trades(as_events(consumed))
+
+    out = drain(pipeline.bootstrap, pipeline.settlements, len(GOOD))
+    assert drain(pipeline.bootstrap, pipeline.dlq, 0, timeout_s=1) == []
+    got = decode_settlements(pipeline, out)
+    expected = [
+        TradeSettlement(
+            user=k or "",
+            symbol=t.symbol,
+            amount=amount,
+            disposition=disp,
+            reason=reason,
+            timestamp=m.timestamp()[1],
+            source_topic=pipeline.source,
+            source_partition=1,
+            source_offset=m.offset(),
+        )
+        for (k, t, (disp, reason, amount)), m in zip(GOOD, consumed, strict=True)
+    ]
+    assert got == expected
+    assert [m.key() for m in out] == [m.key() for m in consumed]
+    assert all(s.timestamp > 1_700_000_000_000 for s in got)  # epoch milliseconds, not .NET ticks
+    assert SECRET not in caplog.text
+
+
+def test_replay_gives_identical_settlements(pipeline: Pipeline) -> None:
+    ser, ctx = pipeline.serializer()
+    produce(pipeline.bootstrap, pipeline.source, [(k, ser(t, ctx)) for k, t, _ in GOOD])
+    consumed = drain(pipeline.bootstrap, pipeline.source, len(GOOD))
+    function_app.settle_user_trades(as_events(consumed))
+    service.reset()
+    producer.reset_shared_producer()
+    function_app.settle_user_trades(as_events(consumed))  # a fresh process replays the same records
+    out = drain(pipeline.bootstrap, pipeline.settlements, 2 * len(GOOD))
+    values = [m.value() for m in out]
+    assert len(values) == 2 * len(GOOD)
+    by_source = {}
+    for s, v in zip(decode_settlements(pipeline, out), values, strict=True):
+        by_source.setdefault((s.source_partition, s.source_offset), set()).add(v)
+    assert len(by_source) == len(GOOD) and all(len(v) == 1 for v in by_source.values())
+
+
+def _framed(schema_id: int, payload: bytes) -> bytes:
+    return b"\x00" + schema_id.to_bytes(4, "big") + b"\x00" + payload
+
+
+def test_poison_records_are_dead_lettered_and_good_ones_still_settle(pipeline: Pipeline) -> None:
+    ser, ctx = pipeline.serializer()
+    good = [ser(t, ctx) for _, t, _ in GOOD[:3]]
+    schema_id = int.from_bytes(good[0][1:5], "big")
+    # A settlement-typed record on the trades topic: framed correctly, but another message type.
+    other = ProtobufSerializer(
+        TradeSettlement, SchemaRegistryClient({"url": pipeline.registry_url}), {"use.deprecated.format": False}
+    )
+    wrong_type = other(
+        TradeSettlement(user="x", symbol="y", amount=1.0),
+        SerializationContext(unique_name("other"), MessageField.VALUE),
+    )
+    poison = {
+        "empty-value": b"",
+        "bad-magic-byte": b'{"SYMBOL": "ZVV", "QUANTITY": 10}',
+        "truncated-header": b"\x00\x00\x00",
+        "unknown-schema-id": _framed(987_654_321, good[0][6:]),
+        "undecodable-payload": _framed(schema_id, b"\xff\xff\xff\xff\xff"),
+        "oversize": _framed(schema_id, good[0][6:] + b"\x00" * 600),
+        "wrong-schema-type": wrong_type,
+        "bad-key": good[1],
+    }
+    records: list[tuple[bytes | None, bytes | None]] = [(b"User_1", good[0])]
+    records += [(b"User_9", value) for value in poison.values()]
+    records += [(b"User_2", good[1]), (b"User_3", good[2])]
+    produce(pipeline.bootstrap, pipeline.source, records, partition=0)
+    consumed = drain(pipeline.bootstrap, pipeline.source, len(records))
+    # The host hands keys over as text, so a non-UTF-8 key can only reach us on the HTTP path; inject it there.
+    inputs = [from_kafka_event(e) for e in as_events(consumed)]
+    bad_key_at = 1 + list(poison).index("bad-key")
+    inputs[bad_key_at] = replace(inputs[bad_key_at], key=b"\xff\xfe")
+    result = service.processor().process(inputs)
+
+    settled = drain(pipeline.bootstrap, pipeline.settlements, 3)
+    dead = drain(pipeline.bootstrap, pipeline.dlq, len(poison))
+    assert (result.settled, result.dead_lettered) == (3, len(poison))
+    assert len(settled) + len(dead) == len(records)  # the invariant: one output per input, none lost
+    assert [s.source_offset for s in decode_settlements(pipeline, settled)] == [
+        consumed[0].offset(),
+        consumed[-2].offset(),
+        consumed[-1].offset(),
+    ]
+    for msg, (kind, value) in zip(dead, poison.items(), strict=True):
+        headers = dict(msg.headers() or [])
+        assert headers[deadletter.REASON].decode() == kind
+        assert headers[deadletter.SOURCE_TOPIC].decode() == pipeline.source
+        assert headers[deadletter.SOURCE_PARTITION] == b"0"
+        assert int(headers[deadletter.SOURCE_OFFSET]) == consumed[1 + list(poison).index(kind)].offset()
+        assert headers[deadletter.DETAIL] and headers[deadletter.FAILED_AT]
+        assert (msg.value() or b"") == value  # original bytes, untouched
+        assert msg.key() == (b"\xff\xfe" if kind == "bad-key" else b"User_9")
+
+
+def test_a_missing_output_topic_fails_the_batch_within_its_deadline(pipeline: Pipeline, monkeypatch) -> None:
+    monkeypatch.setenv("SETTLEMENTS_TOPIC", unique_name("missing"))  # auto-create is off on the broker
+    monkeypatch.setenv("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", "3")
+    service.reset()
+    producer.reset_shared_producer()
+    ser, ctx = pipeline.serializer()
+    produce(pipeline.bootstrap, pipeline.source, [(k, ser(t, ctx)) for k, t, _ in GOOD[:2]])
+    events = as_events(drain(pipeline.bootstrap, pipeline.source, 2))
+
+    started = time.monotonic()
+    with pytest.raises(DeliveryError):
+        function_app.settle_user_trades(events)
+    elapsed = time.monotonic() - started
+    assert elapsed < 3 + 2.0, elapsed
+    producer.reset_shared_producer(timeout_s=0)
+
+
+def test_an_unreachable_registry_fails_the_batch_and_produces_nothing(pipeline: Pipeline, monkeypatch) -> None:
+    ser, ctx = pipeline.serializer()
+    produce(pipeline.bootstrap, pipeline.source, [(k, ser(t, ctx)) for k, t, _ in GOOD[:2]])
+    events = as_events(drain(pipeline.bootstrap, pipeline.source, 2))
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9/apis/ccompat/v7")  # nothing listens on port 9
+    service.reset()
+
+    with pytest.raises(TransientError, match="Schema Registry unreachable"):
+        function_app.settle_user_trades(events)
+    assert drain(pipeline.bootstrap, pipeline.settlements, 0, timeout_s=1) == []
+    assert drain(pipeline.bootstrap, pipeline.dlq, 0, timeout_s=1) == []
+
+
+def test_the_producer_is_static_across_invocations(pipeline: Pipeline) -> None:
+    ser, ctx = pipeline.serializer()
+    produce(pipeline.bootstrap, pipeline.source, [(k, ser(t, ctx)) for k, t, _ in GOOD[:2]])
+    events = as_events(drain(pipeline.bootstrap, pipeline.source, 2))
+    function_app.settle_user_trades(events[:1])
+    first = producer._producer
+    function_app.settle_user_trades(events[1:])
+    assert first is not None and producer._producer is first
+    assert len(drain(pipeline.bootstrap, pipeline.settlements, 2)) == 2
+
+
+def test_config_error_names_the_setting_on_first_invocation(pipeline: Pipeline, monkeypatch, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("KAFKA_PRODUCER_CONFIG", '{"acks": "1", "sasl.password": "' + SECRET + '"}')
+    service.reset()
+    from settlement.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        function_app.settle_user_trades([])
+    assert str(err.value).startswith("KAFKA_PRODUCER_CONFIG: producer setting acks='1' is not allowed")
+    logging.getLogger("settlement").error("invocation failed", exc_info=err.value)
+    assert SECRET not in caplog.text and SECRET not in str(err.value)
+    buf = io.StringIO()
+    import traceback
+
+    traceback.print_exception(err.value, file=buf)
+    assert SECRET not in buf.getvalue()
+    assert os.environ["KAFKA_PRODUCER_CONFIG"].count(SECRET) == 1  # the scan really had a secret to find
