@@ -1,0 +1,200 @@
+"""The main job: the whole pipeline on this machine, end to end.
+
+Brings up the local stack, creates this run's topics, generates trades as the ksqlDB join would (plus a few
+poison records), hosts the real function with the local Kafka-trigger host, shows progress, then prints a
+summary and checks the invariant: inputs = settlements + dead letters, no record lost or settled twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from devstack import stack
+from devstack.errors import StackError
+from localrun.generator import GeneratorConfig, produce_trades
+from localrun.host import KafkaHostOptions, LocalHost, load_binding, local_settings
+from settlement.deadletter import REASON
+from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+
+POISON = (b"", b"not protobuf at all", b"\x00\x00\x00", b"\x00\x7f\xff\xff\xff\x00\x08\x01")
+
+
+@dataclass(frozen=True)
+class RunTopics:
+    source: str
+    settlements: str
+    dead_letter: str
+    group: str
+
+    @classmethod
+    def for_run(cls, run_id: str) -> RunTopics:
+        return cls(f"user_trades-{run_id}", f"trade-settlements-{run_id}", f"user_trades-dlq-{run_id}",
+                   f"trade-settlement-{run_id}")
+
+
+def create_topics(bootstrap: str, topics: RunTopics, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([
+        NewTopic(topics.source, num_partitions=partitions, replication_factor=1),
+        NewTopic(topics.settlements, num_partitions=partitions, replication_factor=1),
+        NewTopic(topics.dead_letter, num_partitions=1, replication_factor=1),
+    ])
+    for f in futures.values():
+        f.result(timeout=30)
+
+
+def high_watermarks(bootstrap: str, topic: str) -> int:
+    """Records in a topic (no compaction, no transactions: the sum of high watermarks)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
+    try:
+        meta = c.list_topics(topic, timeout=10).topics[topic]
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions)
+    finally:
+        c.close()
+
+
+def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list:  # type: ignore[type-arg]
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"summary-{uuid.uuid4().hex[:8]}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    out: list = []  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            out.extend(m for m in c.consume(1000, timeout=0.5) if m.error() is None)
+    finally:
+        c.close()
+    return out
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localrun", description=__doc__)
+    parser.add_argument("--trades", type=int, default=200_000, help="trades to generate (default 200000)")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--instances", type=int, default=1, help="instances at start (the scaler may add more)")
+    parser.add_argument("--evaluation-interval", type=float, default=10.0,
+                        help="scale-controller evaluation interval in seconds (Azure: 30)")
+    parser.add_argument("--lag-threshold", type=int, default=None, help="override KAFKA_LAG_THRESHOLD")
+    parser.add_argument("--rate", type=float, default=None, help="generate at this many trades/s (default: max)")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        state, started = stack.up()
+    except StackError as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, state.bootstrap_servers, state.registry_url)
+    finally:
+        if started and not args.keep_stack:
+            stack.down()
+
+
+def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
+    run_id = uuid.uuid4().hex[:8]
+    topics = RunTopics.for_run(run_id)
+    create_topics(bootstrap, topics, args.partitions)
+    settings = local_settings()
+    settings.update({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SCHEMA_REGISTRY_URL": registry_url,
+        "USER_TRADES_TOPIC": topics.source, "SETTLEMENTS_TOPIC": topics.settlements,
+        "DEAD_LETTER_TOPIC": topics.dead_letter, "KAFKA_CONSUMER_GROUP": topics.group,
+    })
+    if args.lag_threshold is not None:
+        settings["KAFKA_LAG_THRESHOLD"] = str(args.lag_threshold)
+    os.environ.update(settings)  # the function reads app settings from the environment, as on Azure
+    import function_app  # imported after the settings exist, as the host does
+
+    print(f"run {run_id}: broker {bootstrap}, registry {registry_url}")
+    print(f"topics: {topics.source} -> {topics.settlements} (+ {topics.dead_letter})")
+    t0 = time.monotonic()
+    sent = produce_trades(bootstrap, registry_url, topics.source, args.trades, GeneratorConfig(), rate=args.rate)
+    raw = Producer({"bootstrap.servers": bootstrap})
+    for i, value in enumerate(POISON):
+        raw.produce(topics.source, key=f"User_{i}", value=value)
+    raw.flush(30)
+    inputs = sent + len(POISON)
+    print(f"generated {sent} trades + {len(POISON)} poison records in {time.monotonic() - t0:.1f}s")
+
+    binding = load_binding(function_app.app, settings)
+    options = KafkaHostOptions.from_host_json()
+    host = LocalHost(binding, options, args.partitions, evaluation_interval_s=args.evaluation_interval)
+    outputs = {"n": 0}
+    last = {"t": time.monotonic(), "n": 0}
+
+    def done() -> bool:
+        outputs["n"] = high_watermarks(bootstrap, topics.settlements) + high_watermarks(bootstrap, topics.dead_letter)
+        return outputs["n"] >= inputs
+
+    def progress(h: LocalHost) -> None:
+        now = time.monotonic()
+        if now - last["t"] < 2.0:
+            return
+        rate = (outputs["n"] - last["n"]) / (now - last["t"])
+        last.update(t=now, n=outputs["n"])
+        print(f"  {outputs['n']:>8}/{inputs} settled or dead-lettered | {rate:8.0f} rec/s | "
+              f"lag {h.lag():>7} | instances {len(h.instances)}", flush=True)
+
+    t1 = time.monotonic()
+    host.start(args.instances)
+    finished = host.run_until(done, args.timeout, on_tick=progress)
+    elapsed = time.monotonic() - t1
+    host.stop()
+    if not finished:
+        print(f"timed out after {args.timeout:.0f}s with {outputs['n']}/{inputs} outputs", file=sys.stderr)
+    return _summary(bootstrap, topics, inputs, elapsed, host)
+
+
+def _summary(bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, host: LocalHost) -> int:
+    settled_msgs = read_all(bootstrap, topics.settlements, high_watermarks(bootstrap, topics.settlements))
+    dead_msgs = read_all(bootstrap, topics.dead_letter, high_watermarks(bootstrap, topics.dead_letter))
+    settlements = [TradeSettlement.FromString(m.value()[6:]) for m in settled_msgs]
+    latencies = sorted(float(m.timestamp()[1] - s.timestamp) for m, s in zip(settled_msgs, settlements, strict=True))
+    by_disposition = Counter(s.disposition for s in settlements)
+    by_symbol = Counter(s.symbol for s in settlements)
+    by_reason = Counter(dict(m.headers() or []).get(REASON, b"?").decode() for m in dead_msgs)
+    sources = {(s.source_partition, s.source_offset) for s in settlements}
+
+    print(f"\nprocessed {inputs} records in {elapsed:.1f}s ({inputs / max(elapsed, 1e-9):.0f} rec/s), "
+          f"{host.stats.batches} batches, peak instances {len(host.instances)}")
+    print("\nsettlements by disposition")
+    for disposition, n in by_disposition.most_common():
+        print(f"  {disposition:<14}{n:>9}")
+    print("\nsettlements by symbol")
+    for symbol, n in sorted(by_symbol.items()):
+        print(f"  {symbol:<14}{n:>9}")
+    print("\ndead letters by reason")
+    for reason, n in by_reason.most_common():
+        print(f"  {reason:<22}{n:>5}")
+    print("\nend-to-end latency (trade record timestamp -> settlement record timestamp)")
+    for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)):
+        print(f"  {label:<5}{percentile(latencies, q):>9.0f} ms")
+
+    duplicates = len(settlements) - len(sources)
+    ok = len(settlements) + len(dead_msgs) == inputs and duplicates == 0
+    print(f"\ncheck: inputs {inputs} = settlements {len(settlements)} + dead letters {len(dead_msgs)}"
+          f" (duplicates {duplicates}): {'OK' if ok else 'MISMATCH'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
