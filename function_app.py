@@ -7,7 +7,7 @@ import os
 
 import azure.functions as func
 
-from settlement.triggers import settle_kafka_events
+from settlement.triggers import settle_http_request, settle_kafka_events
 
 app = func.FunctionApp()
 
@@ -35,3 +35,10 @@ app = func.FunctionApp()
 )
 def settle_user_trades(events: list[func.KafkaEvent]) -> None:
     settle_kafka_events(events)
+
+
+@app.function_name("settle_sink_batch")
+@app.route(route="settle", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def settle_sink_batch(req: func.HttpRequest) -> func.HttpResponse:
+    """Entry for Confluent's Azure Functions Sink Connector (see ksql/03-sink-connector.sql)."""
+    return settle_http_request(req)

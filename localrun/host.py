@@ -132,21 +132,29 @@ class HostStats:
 class Instance(threading.Thread):
     """One function-app instance: a consumer in the group, calling the function batch by batch."""
 
-    def __init__(self, name: str, binding: TriggerBinding, options: KafkaHostOptions, stats: HostStats,
-                 consumer_conf: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        binding: TriggerBinding,
+        options: KafkaHostOptions,
+        stats: HostStats,
+        consumer_conf: Mapping[str, Any],
+    ) -> None:
         super().__init__(name=name, daemon=True)
         self.binding = binding
         self.options = options
         self.stats = stats
         self._stop_event = threading.Event()
-        self.consumer = Consumer({
-            "bootstrap.servers": binding.broker_list,
-            "group.id": binding.consumer_group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": options.auto_offset_reset,
-            "partition.assignment.strategy": "cooperative-sticky",
-            **consumer_conf,
-        })
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": binding.broker_list,
+                "group.id": binding.consumer_group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": options.auto_offset_reset,
+                "partition.assignment.strategy": "cooperative-sticky",
+                **consumer_conf,
+            }
+        )
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -173,8 +181,14 @@ class Instance(threading.Thread):
                 with self.stats.lock:
                     self.stats.failures += 1
                     self.stats.retries += 1 if attempt + 1 < attempts else 0
-                log.warning("%s: function failed on a batch of %d (attempt %d/%d): %s", self.name, len(batch),
-                            attempt + 1, attempts, exc)
+                log.warning(
+                    "%s: function failed on a batch of %d (attempt %d/%d): %s",
+                    self.name,
+                    len(batch),
+                    attempt + 1,
+                    attempts,
+                    exc,
+                )
                 if attempt + 1 < attempts:
                     time.sleep(min(2.0, 0.1 * 2**attempt))
                     continue
@@ -215,9 +229,15 @@ def _next_offsets(batch: list[Message]) -> list[TopicPartition]:
 class LocalHost:
     """Runs instances of the Kafka-triggered function and, optionally, a scale controller."""
 
-    def __init__(self, binding: TriggerBinding, options: KafkaHostOptions, partitions: int,
-                 consumer_conf: Mapping[str, Any] | None = None, evaluation_interval_s: float = 30.0,
-                 max_instances: int | None = None) -> None:
+    def __init__(
+        self,
+        binding: TriggerBinding,
+        options: KafkaHostOptions,
+        partitions: int,
+        consumer_conf: Mapping[str, Any] | None = None,
+        evaluation_interval_s: float = 30.0,
+        max_instances: int | None = None,
+    ) -> None:
         if binding.cardinality != "MANY" or binding.data_type != "BINARY":
             raise ValueError("the local host drives cardinality=MANY, dataType=binary triggers")
         self.binding = binding
@@ -230,14 +250,16 @@ class LocalHost:
         self.instances: list[Instance] = []
         self.scale_events: list[tuple[float, int, int]] = []  # (seconds since start, instances, lag)
         self._started = time.monotonic()
-        self._lag_consumer = Consumer({"bootstrap.servers": binding.broker_list,
-                                       "group.id": binding.consumer_group, "enable.auto.commit": False})
+        self._lag_consumer = Consumer(
+            {"bootstrap.servers": binding.broker_list, "group.id": binding.consumer_group, "enable.auto.commit": False}
+        )
 
     def add_instance(self) -> bool:
         if len(self.instances) >= self.max_instances:
             return False
-        inst = Instance(f"instance-{len(self.instances) + 1}", self.binding, self.options, self.stats,
-                        self.consumer_conf)
+        inst = Instance(
+            f"instance-{len(self.instances) + 1}", self.binding, self.options, self.stats, self.consumer_conf
+        )
         self.instances.append(inst)
         inst.start()
         return True
@@ -266,8 +288,14 @@ class LocalHost:
         self.scale_events.append((time.monotonic() - self._started, len(self.instances), lag))
         return lag
 
-    def run_until(self, done: Callable[[], bool], timeout_s: float, autoscale: bool = True,
-                  on_tick: Callable[[LocalHost], None] | None = None, tick_s: float = 1.0) -> bool:
+    def run_until(
+        self,
+        done: Callable[[], bool],
+        timeout_s: float,
+        autoscale: bool = True,
+        on_tick: Callable[[LocalHost], None] | None = None,
+        tick_s: float = 1.0,
+    ) -> bool:
         """Run until `done()` or the timeout; returns whether `done()` became true."""
         deadline = time.monotonic() + timeout_s
         next_eval = time.monotonic() + self.evaluation_interval_s

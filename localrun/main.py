@@ -38,17 +38,23 @@ class RunTopics:
 
     @classmethod
     def for_run(cls, run_id: str) -> RunTopics:
-        return cls(f"user_trades-{run_id}", f"trade-settlements-{run_id}", f"user_trades-dlq-{run_id}",
-                   f"trade-settlement-{run_id}")
+        return cls(
+            f"user_trades-{run_id}",
+            f"trade-settlements-{run_id}",
+            f"user_trades-dlq-{run_id}",
+            f"trade-settlement-{run_id}",
+        )
 
 
 def create_topics(bootstrap: str, topics: RunTopics, partitions: int) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([
-        NewTopic(topics.source, num_partitions=partitions, replication_factor=1),
-        NewTopic(topics.settlements, num_partitions=partitions, replication_factor=1),
-        NewTopic(topics.dead_letter, num_partitions=1, replication_factor=1),
-    ])
+    futures = admin.create_topics(
+        [
+            NewTopic(topics.source, num_partitions=partitions, replication_factor=1),
+            NewTopic(topics.settlements, num_partitions=partitions, replication_factor=1),
+            NewTopic(topics.dead_letter, num_partitions=1, replication_factor=1),
+        ]
+    )
     for f in futures.values():
         f.result(timeout=30)
 
@@ -64,8 +70,14 @@ def high_watermarks(bootstrap: str, topic: str) -> int:
 
 
 def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list:  # type: ignore[type-arg]
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"summary-{uuid.uuid4().hex[:8]}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"summary-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     c.subscribe([topic])
     out: list = []  # type: ignore[type-arg]
     deadline = time.monotonic() + timeout_s
@@ -88,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trades", type=int, default=200_000, help="trades to generate (default 200000)")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--instances", type=int, default=1, help="instances at start (the scaler may add more)")
-    parser.add_argument("--evaluation-interval", type=float, default=10.0,
-                        help="scale-controller evaluation interval in seconds (Azure: 30)")
+    parser.add_argument(
+        "--evaluation-interval",
+        type=float,
+        default=10.0,
+        help="scale-controller evaluation interval in seconds (Azure: 30)",
+    )
     parser.add_argument("--lag-threshold", type=int, default=None, help="override KAFKA_LAG_THRESHOLD")
     parser.add_argument("--rate", type=float, default=None, help="generate at this many trades/s (default: max)")
     parser.add_argument("--timeout", type=float, default=600.0)
@@ -114,11 +130,16 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
     topics = RunTopics.for_run(run_id)
     create_topics(bootstrap, topics, args.partitions)
     settings = local_settings()
-    settings.update({
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SCHEMA_REGISTRY_URL": registry_url,
-        "USER_TRADES_TOPIC": topics.source, "SETTLEMENTS_TOPIC": topics.settlements,
-        "DEAD_LETTER_TOPIC": topics.dead_letter, "KAFKA_CONSUMER_GROUP": topics.group,
-    })
+    settings.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "SCHEMA_REGISTRY_URL": registry_url,
+            "USER_TRADES_TOPIC": topics.source,
+            "SETTLEMENTS_TOPIC": topics.settlements,
+            "DEAD_LETTER_TOPIC": topics.dead_letter,
+            "KAFKA_CONSUMER_GROUP": topics.group,
+        }
+    )
     if args.lag_threshold is not None:
         settings["KAFKA_LAG_THRESHOLD"] = str(args.lag_threshold)
     os.environ.update(settings)  # the function reads app settings from the environment, as on Azure
@@ -151,8 +172,11 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
             return
         rate = (outputs["n"] - last["n"]) / (now - last["t"])
         last.update(t=now, n=outputs["n"])
-        print(f"  {outputs['n']:>8}/{inputs} settled or dead-lettered | {rate:8.0f} rec/s | "
-              f"lag {h.lag():>7} | instances {len(h.instances)}", flush=True)
+        print(
+            f"  {outputs['n']:>8}/{inputs} settled or dead-lettered | {rate:8.0f} rec/s | "
+            f"lag {h.lag():>7} | instances {len(h.instances)}",
+            flush=True,
+        )
 
     t1 = time.monotonic()
     host.start(args.instances)
@@ -174,8 +198,10 @@ def _summary(bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, hos
     by_reason = Counter(dict(m.headers() or []).get(REASON, b"?").decode() for m in dead_msgs)
     sources = {(s.source_partition, s.source_offset) for s in settlements}
 
-    print(f"\nprocessed {inputs} records in {elapsed:.1f}s ({inputs / max(elapsed, 1e-9):.0f} rec/s), "
-          f"{host.stats.batches} batches, peak instances {len(host.instances)}")
+    print(
+        f"\nprocessed {inputs} records in {elapsed:.1f}s ({inputs / max(elapsed, 1e-9):.0f} rec/s), "
+        f"{host.stats.batches} batches, peak instances {len(host.instances)}"
+    )
     print("\nsettlements by disposition")
     for disposition, n in by_disposition.most_common():
         print(f"  {disposition:<14}{n:>9}")
@@ -191,8 +217,10 @@ def _summary(bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, hos
 
     duplicates = len(settlements) - len(sources)
     ok = len(settlements) + len(dead_msgs) == inputs and duplicates == 0
-    print(f"\ncheck: inputs {inputs} = settlements {len(settlements)} + dead letters {len(dead_msgs)}"
-          f" (duplicates {duplicates}): {'OK' if ok else 'MISMATCH'}")
+    print(
+        f"\ncheck: inputs {inputs} = settlements {len(settlements)} + dead letters {len(dead_msgs)}"
+        f" (duplicates {duplicates}): {'OK' if ok else 'MISMATCH'}"
+    )
     return 0 if ok else 1
 
 

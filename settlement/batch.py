@@ -20,9 +20,12 @@ from settlement.producer import DeliveryTracker
 from settlement.records import InputRecord
 from settlement.rules import RulesConfig, Trade, settle
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+from settlement.schemas.user_trade_pb2 import UserTrade
 from settlement.serde import SettlementEncoder, TradeDecoder
 
 log = logging.getLogger("settlement.batch")
+
+ValueDecoder = Callable[[bytes | None], UserTrade]
 
 SETTLED = "settled"
 DEAD_LETTERED = "dead-lettered"
@@ -87,11 +90,20 @@ class SettlementProcessor:
         self._timeout_s = delivery_timeout_s
         self._clock = clock
 
-    def process(self, records: Sequence[InputRecord]) -> BatchResult:
-        """Settle a batch; raises (so the host retries it) on delivery or registry failure."""
+    @property
+    def decoder(self) -> TradeDecoder:
+        return self._decoder
+
+    def process(self, records: Sequence[InputRecord], decode: ValueDecoder | None = None) -> BatchResult:
+        """Settle a batch; raises (so the host retries it) on delivery or registry failure.
+
+        `decode` turns a record value into a `UserTrade` (or raises `PoisonRecord`); by default the value is
+        Confluent-framed Protobuf resolved through the Schema Registry. The HTTP sink path passes its own.
+        """
         started = time.monotonic()
         deadline = started + self._timeout_s
-        planned = [self._plan(record) for record in records]
+        decode = decode or self._decoder.decode
+        planned = [self._plan(record, decode) for record in records]
         tracker = self._tracker_factory()
         for item in planned:
             tracker.produce(item.topic, item.key, item.value, item.headers, deadline)
@@ -107,9 +119,9 @@ class SettlementProcessor:
         )
         return result
 
-    def _plan(self, record: InputRecord) -> _Planned:
+    def _plan(self, record: InputRecord, decode: ValueDecoder) -> _Planned:
         try:
-            return self._settle(record)
+            return self._settle(record, decode)
         except PoisonRecord as poison:
             log.warning("dead-lettering %s: %s", record.coordinates, poison)
             return _Planned(
@@ -120,11 +132,11 @@ class SettlementProcessor:
                 RecordResult(record.coordinates, DEAD_LETTERED, None, poison.kind.value),
             )
 
-    def _settle(self, record: InputRecord) -> _Planned:
+    def _settle(self, record: InputRecord, decode: ValueDecoder) -> _Planned:
         user = _user(record.key)
         if record.timestamp_ms is None:
             raise PoisonRecord(PoisonKind.NO_TIMESTAMP, "the record carries no Kafka timestamp")
-        trade = self._decoder.decode(record.value)
+        trade = decode(record.value)
         decision = settle(
             Trade(
                 user=user,

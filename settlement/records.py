@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True)
@@ -23,3 +24,21 @@ class InputRecord:
     @property
     def coordinates(self) -> str:
         return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+def parse_timestamp(raw: object) -> int | None:
+    """Epoch milliseconds from the host's timestamp (ISO 8601 text, naive meaning UTC; or epoch ms)."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, int | float):
+        return int(raw)
+    text = str(raw).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return round(moment.timestamp() * 1000)

@@ -3,32 +3,15 @@ behind it is testable without the Functions host."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import azure.functions as func
 
+from settlement import sink
 from settlement.batch import BatchResult
-from settlement.records import InputRecord
+from settlement.records import InputRecord, parse_timestamp
 from settlement.service import processor
-
-
-def parse_timestamp(raw: object) -> int | None:
-    """Epoch milliseconds from the host's timestamp (ISO 8601 text, naive meaning UTC; or epoch ms)."""
-    if raw is None or raw == "":
-        return None
-    if isinstance(raw, int | float):
-        return int(raw)
-    text = str(raw).strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return round(moment.timestamp() * 1000)
 
 
 def _as_bytes(value: object) -> bytes | None:
@@ -53,3 +36,9 @@ def from_kafka_event(event: func.KafkaEvent) -> InputRecord:
 def settle_kafka_events(events: Sequence[func.KafkaEvent]) -> BatchResult:
     """The Kafka trigger's body: settle the batch or raise so the host retries it before moving the offset."""
     return processor().process([from_kafka_event(e) for e in events])
+
+
+def settle_http_request(req: func.HttpRequest) -> func.HttpResponse:
+    """The sink connector's HTTP function body: per-record results, 400 for a malformed body, 503 to retry."""
+    status, payload = sink.handle(req.get_body(), processor())
+    return func.HttpResponse(json.dumps(payload), status_code=status, mimetype="application/json")

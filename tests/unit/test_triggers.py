@@ -5,8 +5,8 @@ from __future__ import annotations
 import azure.functions as func
 import pytest
 
-from settlement.records import InputRecord
-from settlement.triggers import from_kafka_event, parse_timestamp
+from settlement.records import InputRecord, parse_timestamp
+from settlement.triggers import from_kafka_event
 
 
 @pytest.mark.parametrize(

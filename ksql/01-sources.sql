@@ -1,0 +1,26 @@
+-- Sources: the Datagen quickstart topics (stock trades, users), JSON values.
+-- Applied in file order by scripts/ksql_apply.py; ${NAME} variables are substituted at apply time.
+
+CREATE STREAM IF NOT EXISTS STOCKTRADE (
+  SIDE VARCHAR,
+  QUANTITY INT,
+  SYMBOL VARCHAR,
+  PRICE INT,
+  ACCOUNT VARCHAR,
+  USERID VARCHAR
+) WITH (
+  KAFKA_TOPIC = 'stocktrade',
+  VALUE_FORMAT = 'JSON',
+  PARTITIONS = ${SOURCE_PARTITIONS}
+);
+
+CREATE TABLE IF NOT EXISTS USERS (
+  USERID VARCHAR PRIMARY KEY,
+  REGISTERTIME BIGINT,
+  REGIONID VARCHAR,
+  GENDER VARCHAR
+) WITH (
+  KAFKA_TOPIC = 'users',
+  VALUE_FORMAT = 'JSON',
+  PARTITIONS = ${SOURCE_PARTITIONS}
+);

@@ -1,0 +1,14 @@
+"""Fixtures shared by the integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.pipeline import Pipeline, _pipeline
+
+
+@pytest.fixture
+def pipeline(stack, monkeypatch) -> Iterator[Pipeline]:
+    yield from _pipeline(stack, monkeypatch)

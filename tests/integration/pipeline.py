@@ -1,0 +1,91 @@
+"""The per-test pipeline: unique topics, app settings pointing at them, a fresh service and producer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import azure.functions as func
+from confluent_kafka import Message
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from settlement import producer, service
+from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+from settlement.schemas.user_trade_pb2 import UserTrade
+from tests.kafka_helpers import create_topics, unique_name
+
+SECRET = "sr-secret-Hq2Jd8Lw0Pz5Vn3Rt6Yc"
+
+
+@dataclass
+class Pipeline:
+    bootstrap: str
+    registry_url: str
+    source: str
+    settlements: str
+    dlq: str
+
+    def serializer(self) -> tuple[ProtobufSerializer, SerializationContext]:
+        client = SchemaRegistryClient({"url": self.registry_url})
+        return (
+            ProtobufSerializer(UserTrade, client, {"use.deprecated.format": False}),
+            SerializationContext(self.source, MessageField.VALUE),
+        )
+
+
+def _pipeline(stack, monkeypatch) -> Iterator[Pipeline]:
+    p = Pipeline(
+        stack.bootstrap, stack.registry_url, unique_name("user_trades"), unique_name("settlements"), unique_name("dlq")
+    )
+    create_topics(stack.bootstrap, [p.source], partitions=3)
+    create_topics(stack.bootstrap, [p.settlements, p.dlq])
+    for name, value in {
+        "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+        "SCHEMA_REGISTRY_URL": stack.registry_url,
+        "SCHEMA_REGISTRY_CONFIG": '{"basic.auth.user.info": "svc:' + SECRET + '"}',
+        "USER_TRADES_TOPIC": p.source,
+        "SETTLEMENTS_TOPIC": p.settlements,
+        "DEAD_LETTER_TOPIC": p.dlq,
+        "SETTLEMENT_SEC_SAMPLE_RATE": "0",
+        "SETTLEMENT_SEC_WATCHLIST": "ZWATCH",
+        "SETTLEMENT_MAX_RECORD_BYTES": "512",
+        "SETTLEMENT_DELIVERY_TIMEOUT_SECONDS": "20",
+    }.items():
+        monkeypatch.setenv(name, value)
+    service.reset()
+    producer.reset_shared_producer()
+    yield p
+    service.reset()
+    producer.reset_shared_producer()
+
+
+def as_events(messages: list[Message]) -> list[func.KafkaEvent]:
+    """What the Kafka extension hands a cardinality=MANY, dataType=binary Python function."""
+    events = []
+    for m in messages:
+        ts = datetime.fromtimestamp(m.timestamp()[1] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        events.append(
+            func.KafkaEvent(
+                body=m.value() or b"",
+                key=m.key().decode() if m.key() else None,
+                offset=m.offset(),
+                partition=m.partition(),
+                topic=m.topic(),
+                timestamp=ts,
+                headers=[],
+            )
+        )
+    return events
+
+
+def decode_settlements(p: Pipeline, messages: list[Message]) -> list[TradeSettlement]:
+    deserializer = ProtobufDeserializer(
+        TradeSettlement,
+        {"use.deprecated.format": False},
+        schema_registry_client=SchemaRegistryClient({"url": p.registry_url}),
+    )
+    ctx = SerializationContext(p.settlements, MessageField.VALUE)
+    return [deserializer(m.value(), ctx) for m in messages]
