@@ -7,8 +7,9 @@ The Azure Functions host cannot be installed on these machines, so this reads th
   with binary bodies, per-partition order kept (one consumer owns a partition; batches are in order);
 - offsets are committed only after the function returns;
 - on failure with `commitOnFailure: true` (the extension's default) the offsets are committed anyway — the
-  batch is lost to the function; with `false` the same batch is retried up to `maxRetries` times, then
-  committed with the skipped range logged, as the extension does;
+  batch is lost to the function; with `false` the same batch is retried up to `maxRetries` times, waiting
+  with the exponential back-off of the function's `@app.retry` policy between attempts, then committed with
+  the skipped range logged, as the extension does;
 - several instances (consumers in one group) and a scale controller that adds at most one instance per
   evaluation interval while lag per instance exceeds `lagThreshold`, never more than the partition count.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import azure.functions as func
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 log = logging.getLogger("localrun.host")
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,8 @@ class TriggerBinding:
     data_type: str
     lag_threshold: int
     user_function: Callable[[list[func.KafkaEvent]], Any]
+    retry_min_s: float = 0.1  # back-off between failed attempts, from the function's @app.retry policy
+    retry_max_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -82,11 +85,35 @@ def resolve(value: str, settings: Mapping[str, str]) -> str:
     return settings[name]
 
 
+_indexed: dict[int, list[Any]] = {}
+
+
+def _timespan_s(value: str | None, default: float) -> float:
+    """Seconds of a .NET TimeSpan string such as "00:01:30"."""
+    if not value:
+        return default
+    hours, minutes, seconds = value.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def _retry_policy(function: Any) -> dict[str, Any]:
+    for setting in getattr(function, "_settings", []):
+        rep = setting.get_dict_repr()
+        if rep.get("setting_name") == "retry_policy":
+            return dict(rep)
+    return {}
+
+
 def load_binding(app: Any, settings: Mapping[str, str]) -> TriggerBinding:
     """Read the Kafka trigger of a `func.FunctionApp` (as the host indexes it) and resolve its settings."""
-    for function in app.get_functions():
+    # Indexing builds the functions once; a FunctionApp refuses to be indexed twice.
+    if id(app) not in _indexed:
+        _indexed[id(app)] = app.get_functions()
+    functions = _indexed[id(app)]
+    for function in functions:
         for binding in json.loads(function.get_function_json())["bindings"]:
             if binding["type"] == "kafkaTrigger":
+                retry = _retry_policy(function)
                 return TriggerBinding(
                     function_name=function.get_function_name(),
                     topic=resolve(binding["topic"], settings),
@@ -96,6 +123,8 @@ def load_binding(app: Any, settings: Mapping[str, str]) -> TriggerBinding:
                     data_type=str(binding.get("dataType", "STRING")).upper(),
                     lag_threshold=int(binding.get("lagThreshold", 1000)),
                     user_function=function.get_user_function(),
+                    retry_min_s=_timespan_s(retry.get("minimum_interval") or retry.get("delay_interval"), 0.1),
+                    retry_max_s=_timespan_s(retry.get("maximum_interval") or retry.get("delay_interval"), 2.0),
                 )
     raise LookupError("the app has no Kafka-triggered function")
 
@@ -139,8 +168,10 @@ class Instance(threading.Thread):
         options: KafkaHostOptions,
         stats: HostStats,
         consumer_conf: Mapping[str, Any],
+        retry_scale: float = 1.0,
     ) -> None:
         super().__init__(name=name, daemon=True)
+        self.retry_scale = retry_scale
         self.binding = binding
         self.options = options
         self.stats = stats
@@ -190,7 +221,8 @@ class Instance(threading.Thread):
                     exc,
                 )
                 if attempt + 1 < attempts:
-                    time.sleep(min(2.0, 0.1 * 2**attempt))
+                    backoff = min(self.binding.retry_max_s, self.binding.retry_min_s * 2**attempt)
+                    time.sleep(backoff * self.retry_scale)
                     continue
                 self._log_skipped(batch)
         self.consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
@@ -237,6 +269,7 @@ class LocalHost:
         consumer_conf: Mapping[str, Any] | None = None,
         evaluation_interval_s: float = 30.0,
         max_instances: int | None = None,
+        retry_scale: float = 1.0,
     ) -> None:
         if binding.cardinality != "MANY" or binding.data_type != "BINARY":
             raise ValueError("the local host drives cardinality=MANY, dataType=binary triggers")
@@ -246,6 +279,7 @@ class LocalHost:
         self.consumer_conf = dict(consumer_conf or {})
         self.evaluation_interval_s = evaluation_interval_s
         self.max_instances = min(partitions, max_instances or partitions)
+        self.retry_scale = retry_scale
         self.stats = HostStats()
         self.instances: list[Instance] = []
         self.scale_events: list[tuple[float, int, int]] = []  # (seconds since start, instances, lag)
@@ -258,7 +292,12 @@ class LocalHost:
         if len(self.instances) >= self.max_instances:
             return False
         inst = Instance(
-            f"instance-{len(self.instances) + 1}", self.binding, self.options, self.stats, self.consumer_conf
+            f"instance-{len(self.instances) + 1}",
+            self.binding,
+            self.options,
+            self.stats,
+            self.consumer_conf,
+            self.retry_scale,
         )
         self.instances.append(inst)
         inst.start()
@@ -270,20 +309,26 @@ class LocalHost:
             self.add_instance()
 
     def lag(self) -> int:
-        """Records not yet committed by the group, over all partitions (what the scale controller reads)."""
+        """Records not yet committed by the group, over all partitions (what the scale controller reads);
+        -1 while the broker cannot say (a restart, a coordinator move)."""
         tps = [TopicPartition(self.binding.topic, p) for p in range(self.partitions)]
-        committed = self._lag_consumer.committed(tps, timeout=10)
-        total = 0
-        for tp in committed:
-            low, high = self._lag_consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
-            start = tp.offset if tp.offset >= 0 else low
-            total += max(0, high - start)
+        try:
+            committed = self._lag_consumer.committed(tps, timeout=10)
+            total = 0
+            for tp in committed:
+                low, high = self._lag_consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+                start = tp.offset if tp.offset >= 0 else low
+                total += max(0, high - start)
+        except KafkaException as exc:
+            log.info("lag unknown for now: %s", exc)
+            return -1
         return total
 
     def evaluate_scale(self) -> int:
         """One scale-controller evaluation: add one instance if lag per instance exceeds the threshold."""
         lag = self.lag()
-        if self.instances and lag / len(self.instances) > self.binding.lag_threshold and self.add_instance():
+        overloaded = lag >= 0 and bool(self.instances) and lag / len(self.instances) > self.binding.lag_threshold
+        if overloaded and self.add_instance():
             log.info("scaled out to %d instances (lag %d)", len(self.instances), lag)
         self.scale_events.append((time.monotonic() - self._started, len(self.instances), lag))
         return lag

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 .venv/bin/ruff check .
-.venv/bin/mypy --no-error-summary settlement function_app.py devstack localrun
+.venv/bin/mypy --no-error-summary settlement function_app.py devstack localrun scripts
 exec .venv/bin/python -m pytest "$@"
