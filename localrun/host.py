@@ -154,6 +154,7 @@ class HostStats:
     failures: int = 0
     retries: int = 0
     skipped_records: int = 0
+    commit_failures: int = 0
     skipped_ranges: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -225,7 +226,14 @@ class Instance(threading.Thread):
                     time.sleep(backoff * self.retry_scale)
                     continue
                 self._log_skipped(batch)
-        self.consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+        try:
+            self.consumer.commit(offsets=_next_offsets(batch), asynchronous=False)
+        except KafkaException as exc:
+            # A rebalance moved the partitions: the new owner re-reads from the last commit (at-least-once),
+            # as the extension does. The instance keeps running.
+            with self.stats.lock:
+                self.stats.commit_failures += 1
+            log.warning("%s: commit after a batch failed (%s); the batch will be redelivered", self.name, exc)
         with self.stats.lock:
             self.stats.batches += 1
             self.stats.records += len(batch)

@@ -1,0 +1,96 @@
+"""The local Kafka-trigger host follows the extension's semantics: binding read from function_app.py,
+batches of at most maxBatchSize, per-partition order, commit after return, lag-driven scale-out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, local_settings, resolve
+from tests.kafka_helpers import consumer, create_topics, produce, unique_name
+
+pytestmark = pytest.mark.integration
+
+
+def test_binding_is_read_from_function_app_and_resolved_from_settings() -> None:
+    import function_app
+
+    settings = local_settings()
+    settings.update({"USER_TRADES_TOPIC": "ut", "KAFKA_CONSUMER_GROUP": "grp", "KAFKA_BOOTSTRAP_SERVERS": "b:1"})
+    binding = load_binding(function_app.app, settings)
+    assert (binding.function_name, binding.topic, binding.consumer_group, binding.broker_list) == (
+        "settle_user_trades",
+        "ut",
+        "grp",
+        "b:1",
+    )
+    assert (binding.cardinality, binding.data_type, binding.lag_threshold) == ("MANY", "BINARY", 1000)
+    assert (binding.retry_min_s, binding.retry_max_s) == (2.0, 60.0)
+    options = KafkaHostOptions.from_host_json()
+    assert (options.max_batch_size, options.commit_on_failure, options.max_retries) == (64, False, 5)
+    with pytest.raises(KeyError, match="%MISSING%"):
+        resolve("%MISSING%", {})
+
+
+def _recording_binding(stack, topic: str, lag_threshold: int, delay_s: float) -> tuple[TriggerBinding, list]:
+    calls: list[tuple[str, list[tuple[int, int]]]] = []
+    lock = threading.Lock()
+
+    def function(events):  # type: ignore[no-untyped-def]
+        time.sleep(delay_s)
+        with lock:
+            calls.append((threading.current_thread().name, [(e.partition, e.offset) for e in events]))
+
+    binding = TriggerBinding(
+        "f", topic, unique_name("grp"), stack.bootstrap, "MANY", "BINARY", lag_threshold, function, 0.01, 0.02
+    )
+    return binding, calls
+
+
+def test_batches_keep_partition_order_and_commit_after_return(stack) -> None:
+    topic = unique_name("host-order")
+    create_topics(stack.bootstrap, [topic], partitions=3)
+    produce(stack.bootstrap, topic, ((f"k{i}", b"v") for i in range(900)))
+    binding, calls = _recording_binding(stack, topic, lag_threshold=10_000, delay_s=0.0)
+    host = LocalHost(binding, replace(KafkaHostOptions(), max_batch_size=40), partitions=3)
+    host.start(2)
+    try:
+        assert host.run_until(lambda: host.lag() == 0, timeout_s=60, autoscale=False, tick_s=0.1)
+    finally:
+        host.stop()
+    assert all(len(batch) <= 40 for _, batch in calls)
+    seen: dict[int, list[int]] = {}
+    for _, batch in calls:
+        for partition, offset in batch:
+            seen.setdefault(partition, []).append(offset)
+    assert sum(len(v) for v in seen.values()) == 900
+    for offsets in seen.values():
+        assert offsets == list(range(len(offsets)))  # in order, no gaps, no repeats
+    c = consumer(stack.bootstrap, binding.consumer_group)
+    from confluent_kafka import TopicPartition
+
+    committed = c.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+    c.close()
+    assert sorted(tp.offset for tp in committed) == sorted(len(v) for v in seen.values())
+
+
+def test_scale_out_adds_one_instance_per_evaluation_up_to_the_partition_count(stack) -> None:
+    topic = unique_name("host-scale")
+    create_topics(stack.bootstrap, [topic], partitions=3)
+    produce(stack.bootstrap, topic, ((f"k{i}", b"v") for i in range(3000)))
+    binding, calls = _recording_binding(stack, topic, lag_threshold=100, delay_s=0.05)
+    host = LocalHost(binding, replace(KafkaHostOptions(), max_batch_size=10), partitions=3, evaluation_interval_s=0.5)
+    host.start(1)
+    try:
+        host.run_until(
+            lambda: len(host.scale_events) >= 6 and len({name for name, _ in calls}) == 3, timeout_s=30, tick_s=0.05
+        )
+    finally:
+        host.stop()
+    counts = [n for _, n, _ in host.scale_events]
+    assert counts[0] <= 2 and max(counts) == 3  # never more instances than partitions
+    assert all(b - a in (0, 1) for a, b in zip([1, *counts], counts, strict=False))  # at most one per evaluation
+    assert len({name for name, _ in calls}) == 3  # every instance did work
