@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, local_settings, resolve
+from scripts.capacity_model import Params, simulate
 from tests.kafka_helpers import consumer, create_topics, produce, unique_name
 
 pytestmark = pytest.mark.integration
@@ -94,3 +95,11 @@ def test_scale_out_adds_one_instance_per_evaluation_up_to_the_partition_count(st
     assert counts[0] <= 2 and max(counts) == 3  # never more instances than partitions
     assert all(b - a in (0, 1) for a, b in zip([1, *counts], counts, strict=False))  # at most one per evaluation
     assert len({name for name, _ in calls}) == 3  # every instance did work
+    # The capacity model predicts the same instance count at each evaluation as the host produced.
+    model = simulate(
+        Params(partitions=3, records=3000, batch_size=10, record_s=0.005, lag_threshold=100, interval_s=0.5),
+        horizon_s=0.5 * len(counts),
+    )
+    predicted = [pt.instances for pt in model[1:]]
+    n = min(len(predicted), len(counts))
+    assert n >= 3 and predicted[:n] == counts[:n]

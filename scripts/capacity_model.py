@@ -1,0 +1,117 @@
+"""Capacity model for the Kafka-triggered function on a Premium plan: instances and lag over time.
+
+The scale controller evaluates every `interval` seconds and adds at most one instance while the lag per
+instance exceeds `lag_threshold`, never more instances than partitions. Each instance settles one batch at a
+time (`batch_size` records, `record_s` seconds each, plus `batch_overhead_s`), over the partitions it owns.
+
+    python scripts/capacity_model.py --partitions 100 --records 5000000 --batch-size 1 --record-seconds 5
+
+reproduces the figure reported for the service: 100 instances after about 50 minutes (99 evaluations of
+30 s), with lag still near 5M because 100 instances at 5 s per record settle only 20 records/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Params:
+    partitions: int
+    records: int
+    batch_size: int
+    record_s: float
+    lag_threshold: int = 1000
+    interval_s: float = 30.0
+    batch_overhead_s: float = 0.0
+    start_instances: int = 1
+    max_instances: int | None = None
+
+
+@dataclass(frozen=True)
+class Point:
+    t_s: float
+    instances: int
+    lag: float
+
+
+def instance_rate(p: Params) -> float:
+    """Records per second one instance settles."""
+    return p.batch_size / (p.batch_size * p.record_s + p.batch_overhead_s)
+
+
+def simulate(p: Params, horizon_s: float, step_s: float | None = None) -> list[Point]:
+    """Lag and instances at every scale evaluation (and at the end), from a backlog of `p.records`."""
+    cap = min(p.partitions, p.max_instances or p.partitions)
+    step = step_s or p.interval_s
+    instances, lag, t = min(p.start_instances, cap), float(p.records), 0.0
+    points = [Point(0.0, instances, lag)]
+    next_eval = p.interval_s
+    while t < horizon_s and lag > 0:
+        dt = min(step, next_eval - t, horizon_s - t)
+        # Each instance works on its own partitions: with more instances than partitions some would idle.
+        busy = min(instances, p.partitions)
+        lag = max(0.0, lag - busy * instance_rate(p) * dt)
+        t += dt
+        if math.isclose(t, next_eval) or t >= next_eval:
+            if lag / instances > p.lag_threshold and instances < cap:
+                instances += 1
+            next_eval += p.interval_s
+            points.append(Point(t, instances, lag))
+    if points[-1].t_s != t:
+        points.append(Point(t, instances, lag))
+    return points
+
+
+def time_to_instances(points: list[Point], n: int) -> float | None:
+    return next((pt.t_s for pt in points if pt.instances >= n), None)
+
+
+def drain_time(points: list[Point]) -> float | None:
+    return next((pt.t_s for pt in points if pt.lag <= 0), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--partitions", type=int, default=100)
+    parser.add_argument("--records", type=int, default=5_000_000)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--record-seconds", type=float, default=5.0)
+    parser.add_argument("--lag-threshold", type=int, default=1000)
+    parser.add_argument("--interval", type=float, default=30.0, help="scale evaluation interval, seconds")
+    parser.add_argument("--batch-overhead", type=float, default=0.0, help="fixed seconds per batch")
+    parser.add_argument("--horizon-hours", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    p = Params(
+        args.partitions,
+        args.records,
+        args.batch_size,
+        args.record_seconds,
+        args.lag_threshold,
+        args.interval,
+        args.batch_overhead,
+    )
+    points = simulate(p, args.horizon_hours * 3600)
+    print(f"{'minute':>8}{'instances':>11}{'lag':>14}")
+    shown = set()
+    for pt in points:
+        minute = int(pt.t_s // 600) * 10
+        if minute not in shown:
+            shown.add(minute)
+            print(f"{pt.t_s / 60:>8.1f}{pt.instances:>11}{pt.lag:>14.0f}")
+    full = time_to_instances(points, min(p.partitions, p.max_instances or p.partitions))
+    reached = f"max instances reached after {full / 60:.1f} min" if full is not None else "max instances not reached"
+    print(f"\nper-instance rate {instance_rate(p):.3f} rec/s; {reached}")
+    drained = drain_time(points)
+    print(
+        f"backlog drained after {drained / 60:.1f} min"
+        if drained is not None
+        else f"backlog not drained within {args.horizon_hours} h (lag {points[-1].lag:.0f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
