@@ -96,15 +96,20 @@ class TradeDecoder:
             )
         if len(value) < _HEADER_MIN:
             raise PoisonRecord(PoisonKind.TRUNCATED_HEADER, f"value is {len(value)} bytes, shorter than the framing")
-        schema_id = SchemaId("PROTOBUF")
+        if value[5] == 0:
+            # The common framing, message-index path [0] written as the single byte 0x00.
+            sid, indexes, body = int.from_bytes(value[1:5], "big"), (0,), value[6:]
+        else:
+            schema_id = SchemaId("PROTOBUF")  # anything else: confluent-kafka's own parser
+            try:
+                payload = schema_id.from_bytes(io.BytesIO(value))
+            except (SerializationError, EOFError, struct.error, IndexError) as exc:
+                raise PoisonRecord(PoisonKind.TRUNCATED_HEADER, f"unreadable message-index framing ({exc})") from None
+            assert schema_id.id is not None
+            sid, indexes, body = schema_id.id, tuple(schema_id.message_indexes or [0]), payload.read()
+        self._verify(sid, indexes)
         try:
-            payload = schema_id.from_bytes(io.BytesIO(value))
-        except (SerializationError, EOFError, struct.error, IndexError) as exc:
-            raise PoisonRecord(PoisonKind.TRUNCATED_HEADER, f"unreadable message-index framing ({exc})") from None
-        assert schema_id.id is not None
-        self._verify(schema_id.id, tuple(schema_id.message_indexes or [0]))
-        try:
-            return UserTrade.FromString(payload.read())
+            return UserTrade.FromString(body)
         except DecodeError as exc:
             raise PoisonRecord(PoisonKind.UNDECODABLE, f"Protobuf payload does not parse ({exc})") from None
 
@@ -153,7 +158,14 @@ class TradeDecoder:
 
 
 class SettlementEncoder:
-    """Encodes settlements for one topic; the serializer caches the registered schema id after first use."""
+    """Encodes settlements for one topic through confluent-kafka's `ProtobufSerializer`.
+
+    The serializer registers (or looks up) the schema on first use. Its framing for this one message type
+    is then fixed for the life of the process, so after checking that the serializer's output is exactly
+    framing + `SerializeToString()`, later settlements reuse that framing: 4.9 µs → 0.5 µs a record
+    (DESIGN §4). Should the check ever fail (rules or a future framing), every record keeps going through
+    the serializer.
+    """
 
     def __init__(self, client: SchemaRegistryClient, topic: str, auto_register: bool) -> None:
         self._serializer = ProtobufSerializer(
@@ -166,8 +178,22 @@ class SettlementEncoder:
             },
         )
         self._ctx = SerializationContext(topic, MessageField.VALUE)
+        self._framing: bytes | None = None
+        self._checked = False
 
     def encode(self, settlement: TradeSettlement) -> bytes:
+        if self._framing is not None:
+            return self._framing + settlement.SerializeToString()
+        data = self._serialize(settlement)
+        if not self._checked:
+            payload = settlement.SerializeToString()
+            prefix = data[: len(data) - len(payload)]
+            if data.endswith(payload) and prefix[:1] == b"\x00" and len(prefix) >= _HEADER_MIN:
+                self._framing = prefix
+            self._checked = True
+        return data
+
+    def _serialize(self, settlement: TradeSettlement) -> bytes:
         try:
             data = self._serializer(settlement, self._ctx)
         except SchemaRegistryError as exc:
