@@ -6,7 +6,7 @@ import time
 from collections import Counter
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -34,9 +34,23 @@ def _consume_and_commit(bootstrap: str, topic: str, group: str, expected: int) -
 
 
 def _committed(bootstrap: str, topic: str, group: str, partitions: int) -> list[int]:
+    """Committed offsets; right after a broker restart the group coordinator may still be loading."""
     c = consumer(bootstrap, group)
+    deadline = time.monotonic() + 60
     try:
-        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        while True:
+            try:
+                tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+                break
+            except KafkaException as exc:
+                retriable = exc.args[0].code() in (
+                    KafkaError.NOT_COORDINATOR,
+                    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                    KafkaError.COORDINATOR_NOT_AVAILABLE,
+                )
+                if not retriable or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         c.close()
     return [tp.offset for tp in tps]
