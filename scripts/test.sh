@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 .venv/bin/ruff check .
+.venv/bin/shellcheck scripts/*.sh .ci/run
 .venv/bin/mypy --no-error-summary settlement function_app.py devstack localrun scripts
 exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,251 @@
+"""scripts/deploy.sh against stand-in `az` and `func` executables that record argv and answer like Azure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE = Path(__file__).with_name("fake_az.py")
+PASSWORD = "sasl-Qw3rTy9Zx7Vb2Nm5"
+PRODUCER_JSON = '{"linger.ms": 10, "sasl.password": "pj-Lk8Jh6Gf4Ds2"}'
+REGISTRY_JSON = '{"basic.auth.user.info": "SRKEY:sr-Po9Iu7Yt5Re3"}'
+SECRETS = (PASSWORD, "pj-Lk8Jh6Gf4Ds2", "sr-Po9Iu7Yt5Re3")
+MUTATING = ("create", "set", "update", "delete", "assign", "tag")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    calls: list[list[str]]
+
+
+@pytest.fixture
+def azure(tmp_path: Path):  # type: ignore[no-untyped-def]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("az", "func"):
+        exe = bin_dir / tool
+        exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" {"" if tool == "az" else "func "}"$@"\n')
+        exe.chmod(0o755)
+    secrets = tmp_path / "deploy.secrets"
+    secrets.write_text(
+        "# filled by the user\n"
+        "KAFKA_BOOTSTRAP_SERVERS=pkc-123.westeurope.azure.confluent.cloud:9092\n"
+        "KAFKA_SASL_USERNAME=APIKEY123\n"
+        f"KAFKA_SASL_PASSWORD={PASSWORD}\n"
+        f"KAFKA_PRODUCER_CONFIG={PRODUCER_JSON}\n"
+        f"SCHEMA_REGISTRY_CONFIG={REGISTRY_JSON}\n"
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_AZ_STATE": str(tmp_path / "state.json"),
+        "FAKE_AZ_LOG": str(tmp_path / "calls.log"),
+        "DEPLOY_POLL_SECONDS": "0",
+    }
+
+    def run(*args: str, fail: str | None = None) -> Result:
+        log = tmp_path / "calls.log"
+        log.write_text("")
+        run_env = dict(env)
+        if fail:
+            run_env["FAKE_AZ_FAIL"] = fail
+        proc = subprocess.run(
+            [
+                "bash",
+                str(ROOT / "scripts" / "deploy.sh"),
+                "--secrets-file",
+                str(secrets),
+                "--schema-registry-url",
+                "https://psrc-1.westeurope.azure.confluent.cloud",
+                *args,
+            ],
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        calls = [json.loads(line) for line in log.read_text().splitlines()]
+        return Result(proc.returncode, proc.stdout + proc.stderr, calls)
+
+    run.state = lambda: json.loads((tmp_path / "state.json").read_text())  # type: ignore[attr-defined]
+    run.env = env  # type: ignore[attr-defined]
+    return run
+
+
+def mutations(calls: list[list[str]]) -> list[str]:
+    out = []
+    for c in calls:
+        words = [w for w in c if not w.startswith("-")][:4]
+        if c[0] == "func" or any(w in MUTATING for w in words):
+            verb = []
+            for w in c:
+                if w.startswith("-"):
+                    break
+                verb.append(w)
+            out.append(" ".join(verb[:4]))
+    return out
+
+
+def assert_no_secret(result: Result) -> None:
+    for secret in SECRETS:
+        assert secret not in result.out
+        assert all(secret not in arg for call in result.calls for arg in call)
+
+
+def test_first_run_creates_everything_in_order(azure) -> None:
+    r = azure()
+    assert r.code == 0, r.out
+    assert mutations(r.calls) == [
+        "group create",
+        "storage account create",
+        "keyvault create",
+        "role assignment create",
+        *["keyvault secret set"] * 5,
+        "functionapp plan create",
+        "functionapp create",
+        "role assignment create",
+        "functionapp config appsettings set",
+        "resource update",
+        "func azure functionapp publish",
+        "resource tag",
+    ]
+    call = {" ".join(c[:3]): c for c in r.calls}
+    assert {"--enable-rbac-authorization", "true"} <= set(call["keyvault create --name"])
+    plan = call["functionapp plan create"]
+    assert plan[plan.index("--sku") + 1] == "EP1" and plan[plan.index("--max-burst") + 1] == "20"
+    assert plan[plan.index("--is-linux") + 1] == "true"
+    app = call["functionapp create --name"]
+    for flag, value in (
+        ("--runtime", "python"),
+        ("--runtime-version", "3.11"),
+        ("--functions-version", "4"),
+        ("--assign-identity", "[system]"),
+    ):
+        assert app[app.index(flag) + 1] == value
+    roles = azure.state()["roles"]
+    assert {(r["role"], r["principal"]) for r in roles} == {
+        ("Key Vault Secrets Officer", "11111111-2222-3333-4444-555555555555"),
+        (
+            "Key Vault Secrets User",
+            next(v["principalId"] for v in azure.state()["resources"].values() if v["kind"] == "app"),
+        ),
+    }
+    update = call["resource update --resource-group"]
+    assert update[update.index("--set") + 1] == "properties.functionsRuntimeScaleMonitoringEnabled=1"
+    assert update[update.index("--resource-type") + 1] == "Microsoft.Web/sites"
+    assert update[update.index("--name") + 1].endswith("-func/config/web")
+    assert call["func azure functionapp"][:4] == ["func", "azure", "functionapp", "publish"]
+    assert "--build" in call["func azure functionapp"] and "remote" in call["func azure functionapp"]
+    assert_no_secret(r)
+
+
+def test_app_settings_are_key_vault_references(azure) -> None:
+    assert azure().code == 0
+    app = next(v for v in azure.state()["resources"].values() if v["kind"] == "app")
+    settings = {s["name"]: s["value"] for s in app["settings"]}
+    vault = next(v["name"] for v in azure.state()["resources"].values() if v["kind"] == "vault")
+    assert settings["KAFKA_SASL_PASSWORD"] == (
+        f"@Microsoft.KeyVault(SecretUri=https://{vault}.vault.azure.net/secrets/kafka-sasl-password/)"
+    )
+    assert settings["SCHEMA_REGISTRY_CONFIG"].startswith("@Microsoft.KeyVault(")
+    assert settings["KAFKA_TRIGGER_PROTOCOL"] == "SaslSsl"
+    assert azure.state()["secrets"]["kafka-sasl-password"] == PASSWORD  # stored from the file, never an argument
+
+
+def test_second_run_changes_nothing(azure) -> None:
+    assert azure().code == 0
+    again = azure()
+    assert again.code == 0, again.out
+    assert mutations(again.calls) == []
+    assert "code" in again.out and "already published" in again.out
+    assert_no_secret(again)
+
+
+def test_a_changed_setting_changes_only_that(azure) -> None:
+    assert azure().code == 0
+    r = azure("--max-burst", "30", "--lag-threshold", "500")
+    assert mutations(r.calls) == ["functionapp plan update", "functionapp config appsettings set"]
+    setting_call = next(c for c in r.calls if c[:4] == ["functionapp", "config", "appsettings", "set"])
+    assert "KAFKA_LAG_THRESHOLD=500" in setting_call and not any("KeyVault" in a for a in setting_call)
+
+
+def test_a_failing_az_call_stops_with_a_clear_message(azure) -> None:
+    r = azure(fail="functionapp plan create")
+    assert r.code == 1
+    assert "deploy.sh: step 'create Premium plan' failed:" in r.out and "AuthorizationFailed" in r.out
+    assert "functionapp create" not in mutations(r.calls)
+    assert_no_secret(r)
+
+
+def test_dry_run_changes_nothing_and_masks_secrets(azure) -> None:
+    r = azure("--dry-run")
+    assert r.code == 0, r.out
+    assert [c[:2] for c in r.calls] == [["account", "show"]]  # the only call: to derive stable names
+    assert r.out.count("[dry-run]") >= 13
+    assert "[dry-run] az keyvault secret set" in r.out and "--file <private temp file>" in r.out
+    assert "[dry-run] az functionapp plan create" in r.out
+    assert_no_secret(r)
+
+
+def test_destroy_deletes_the_group_it_created(azure) -> None:
+    assert azure().code == 0
+    r = azure("--destroy")
+    assert r.code == 0, r.out
+    assert mutations(r.calls) == ["group delete"]
+    assert azure.state()["resources"] == {}
+
+
+def test_destroy_never_deletes_a_group_it_did_not_create(azure) -> None:
+    subprocess.run(
+        ["az", "group", "create", "--name", "shared-rg", "--location", "westeurope", "--tags", "owner=someone-else"],
+        env=azure.env,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            "az",
+            "storage",
+            "account",
+            "create",
+            "--name",
+            "theirs",
+            "--resource-group",
+            "shared-rg",
+            "--tags",
+            "owner=someone-else",
+        ],
+        env=azure.env,
+        check=True,
+        capture_output=True,
+    )
+    assert azure("--resource-group", "shared-rg").code == 0
+    r = azure("--resource-group", "shared-rg", "--destroy")
+    assert r.code == 0, r.out
+    assert mutations(r.calls) == ["resource delete"]
+    left = {v["name"] for v in azure.state()["resources"].values()}
+    assert left == {"shared-rg", "theirs"}
+
+
+def test_help_and_bad_flags() -> None:
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--destroy" in out.stdout and "Premium plans bill while deployed" in out.stdout
+    bad = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "--sku", "Y1"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "--sku must be EP1, EP2 or EP3" in bad.stderr
+
+
+def test_shellcheck_is_clean() -> None:
+    shellcheck = Path(sys.executable).with_name("shellcheck")
+    scripts = [*sorted(str(p) for p in (ROOT / "scripts").glob("*.sh")), str(ROOT / ".ci" / "run")]
+    result = subprocess.run([str(shellcheck), *scripts], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
