@@ -108,7 +108,14 @@ def load_binding(app: Any, settings: Mapping[str, str]) -> TriggerBinding:
     """Read the Kafka trigger of a `func.FunctionApp` (as the host indexes it) and resolve its settings."""
     # Indexing builds the functions once; a FunctionApp refuses to be indexed twice.
     if id(app) not in _indexed:
-        _indexed[id(app)] = app.get_functions()
+        # The library warns on the root logger that auth levels only apply to HTTP functions: noise here.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            _indexed[id(app)] = app.get_functions()
+        finally:
+            root.setLevel(level)
     functions = _indexed[id(app)]
     for function in functions:
         for binding in json.loads(function.get_function_json())["bindings"]:
