@@ -29,13 +29,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from confluent_kafka import Consumer, Producer  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
 
 from devstack import stack  # noqa: E402
 from localrun.generator import GeneratorConfig, produce_trades, trades, value_serializer  # noqa: E402
 from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding  # noqa: E402
-from localrun.main import high_watermarks, read_all  # noqa: E402
+from localrun.kafka import create_topics, fresh_consumer, high_watermarks, read_all, settlement_of  # noqa: E402
 from settlement import producer as static_producer  # noqa: E402
 from settlement import service  # noqa: E402
 from settlement.config import load_settings  # noqa: E402
@@ -44,11 +43,7 @@ from settlement.triggers import from_kafka_event  # noqa: E402
 
 
 def topics(bootstrap: str, *names: str, partitions: int = 1) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for f in admin.create_topics(
-        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
-    ).values():
-        f.result(timeout=30)
+    create_topics(bootstrap, dict.fromkeys(names, partitions))
 
 
 def processor_for(bootstrap: str, registry: str, out: str, dlq: str) -> Any:
@@ -88,14 +83,7 @@ def passthrough_function(bootstrap: str, out: str) -> Callable[[list[Any]], None
 
 def drive(bootstrap: str, topic: str, batch_size: int, count: int, handle: Callable[[list[Any]], None]) -> float:
     """Consume `count` records in batches, call `handle`, commit after it returns; records/s."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = fresh_consumer(bootstrap, "bench")
     consumer.subscribe([topic])
     done, started = 0, None
     while done < count:
@@ -188,9 +176,7 @@ def bench_latency(bootstrap: str, registry: str, rate: float, seconds: float) ->
         ins = {(m.partition(), m.offset()): m.timestamp()[1] for m in read_all(bootstrap, src, n)}
         outs = read_all(bootstrap, out, n)
         if label == "settle":
-            from settlement.schemas.trade_settlement_pb2 import TradeSettlement
-
-            lat = sorted(m.timestamp()[1] - TradeSettlement.FromString(m.value()[6:]).timestamp for m in outs)
+            lat = sorted(m.timestamp()[1] - settlement_of(m).timestamp for m in outs)
         else:
             lat = sorted(m.timestamp()[1] - ins[_source(m)] for m in outs)
         print(f"{label:>13}{_pct(lat, 0.5):>9.0f}{_pct(lat, 0.99):>9.0f}{lat[-1]:>9.0f}", flush=True)

@@ -19,15 +19,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from devstack import stack
 from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, local_settings
-from localrun.main import high_watermarks, read_all
+from localrun.kafka import create_topics, header, high_watermarks, read_all, settlement_of
 from settlement import producer, service
 from settlement.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
-from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 
 POISON_VALUES = (b"", b"{not protobuf}", b"\x00\x00", b"\x00\x7f\xff\xff\xf0\x00\x08\x01", b"\x00" * 9000)
 
@@ -146,16 +144,7 @@ def run_scenario(
 
     run_id = uuid.uuid4().hex[:8]
     source, settlements, dlq = f"faults-in-{run_id}", f"faults-out-{run_id}", f"faults-dlq-{run_id}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures resolve
-    futures = admin.create_topics(
-        [
-            NewTopic(source, num_partitions=partitions, replication_factor=1),
-            NewTopic(settlements, num_partitions=1, replication_factor=1),
-            NewTopic(dlq, num_partitions=1, replication_factor=1),
-        ]
-    )
-    for f in futures.values():
-        f.result(timeout=30)
+    create_topics(bootstrap, {source: partitions, settlements: 1, dlq: 1})
     settings = local_settings()
     settings.update(
         {
@@ -211,12 +200,8 @@ def run_scenario(
 def _count(name: str, run: Run, commit_on_failure: bool) -> Outcome:
     settled_msgs = read_all(run.bootstrap, run.settlements, high_watermarks(run.bootstrap, run.settlements))
     dead_msgs = read_all(run.bootstrap, run.dead_letter, high_watermarks(run.bootstrap, run.dead_letter))
-    covered = [
-        (s.source_partition, s.source_offset) for s in (TradeSettlement.FromString(m.value()[6:]) for m in settled_msgs)
-    ]
-    for m in dead_msgs:
-        headers = dict(m.headers() or [])
-        covered.append((int(headers[SOURCE_PARTITION]), int(headers[SOURCE_OFFSET])))
+    covered = [(s.source_partition, s.source_offset) for s in map(settlement_of, settled_msgs)]
+    covered += [(int(header(m, SOURCE_PARTITION)), int(header(m, SOURCE_OFFSET))) for m in dead_msgs]
     unique = len(set(covered))
     return Outcome(
         name,

@@ -16,15 +16,14 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
 
 from devstack import stack
 from devstack.errors import StackError
 from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, local_settings
+from localrun.kafka import create_topics, header, high_watermarks, read_all, settlement_of
 from settlement.deadletter import REASON
-from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 
 POISON = (b"", b"not protobuf at all", b"\x00\x00\x00", b"\x00\x7f\xff\xff\xff\x00\x08\x01")
 
@@ -44,49 +43,6 @@ class RunTopics:
             f"user_trades-dlq-{run_id}",
             f"trade-settlement-{run_id}",
         )
-
-
-def create_topics(bootstrap: str, topics: RunTopics, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [
-            NewTopic(topics.source, num_partitions=partitions, replication_factor=1),
-            NewTopic(topics.settlements, num_partitions=partitions, replication_factor=1),
-            NewTopic(topics.dead_letter, num_partitions=1, replication_factor=1),
-        ]
-    )
-    for f in futures.values():
-        f.result(timeout=30)
-
-
-def high_watermarks(bootstrap: str, topic: str) -> int:
-    """Records in a topic (no compaction, no transactions: the sum of high watermarks)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
-    try:
-        meta = c.list_topics(topic, timeout=10).topics[topic]
-        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions)
-    finally:
-        c.close()
-
-
-def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list:  # type: ignore[type-arg]
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"summary-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    c.subscribe([topic])
-    out: list = []  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            out.extend(m for m in c.consume(1000, timeout=0.5) if m.error() is None)
-    finally:
-        c.close()
-    return out
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -128,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
     run_id = uuid.uuid4().hex[:8]
     topics = RunTopics.for_run(run_id)
-    create_topics(bootstrap, topics, args.partitions)
+    create_topics(
+        bootstrap, {topics.source: args.partitions, topics.settlements: args.partitions, topics.dead_letter: 1}
+    )
     settings = local_settings()
     settings.update(
         {
@@ -191,11 +149,11 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
 def _summary(bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, host: LocalHost) -> int:
     settled_msgs = read_all(bootstrap, topics.settlements, high_watermarks(bootstrap, topics.settlements))
     dead_msgs = read_all(bootstrap, topics.dead_letter, high_watermarks(bootstrap, topics.dead_letter))
-    settlements = [TradeSettlement.FromString(m.value()[6:]) for m in settled_msgs]
+    settlements = [settlement_of(m) for m in settled_msgs]
     latencies = sorted(float(m.timestamp()[1] - s.timestamp) for m, s in zip(settled_msgs, settlements, strict=True))
     by_disposition = Counter(s.disposition for s in settlements)
     by_symbol = Counter(s.symbol for s in settlements)
-    by_reason = Counter(dict(m.headers() or []).get(REASON, b"?").decode() for m in dead_msgs)
+    by_reason = Counter(header(m, REASON) for m in dead_msgs)
     sources = {(s.source_partition, s.source_offset) for s in settlements}
 
     print(

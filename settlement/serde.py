@@ -96,6 +96,7 @@ class TradeDecoder:
             )
         if len(value) < _HEADER_MIN:
             raise PoisonRecord(PoisonKind.TRUNCATED_HEADER, f"value is {len(value)} bytes, shorter than the framing")
+        indexes: tuple[int, ...]
         if value[5] == 0:
             # The common framing, message-index path [0] written as the single byte 0x00.
             sid, indexes, body = int.from_bytes(value[1:5], "big"), (0,), value[6:]

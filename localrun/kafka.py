@@ -1,0 +1,67 @@
+"""Kafka chores the local tooling shares: create topics, read a topic whole, count its records."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+
+from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+
+
+def create_topics(bootstrap: str, partitions_by_topic: Mapping[str, int]) -> None:
+    """Create topics (replication 1, the local broker is one node) and wait until they exist."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures resolve
+    new = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in partitions_by_topic.items()]
+    for future in admin.create_topics(new).values():
+        future.result(timeout=30)
+
+
+def fresh_consumer(bootstrap: str, prefix: str) -> Consumer:
+    """A consumer in a group of its own, reading from the beginning, committing nothing by itself."""
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{prefix}-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+
+
+def high_watermarks(bootstrap: str, topic: str) -> int:
+    """Records in a topic (no compaction, no transactions: the sum of high watermarks)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
+    try:
+        meta = c.list_topics(topic, timeout=10).topics[topic]
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions)
+    finally:
+        c.close()
+
+
+def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list[Message]:
+    """Read a topic from the start until `expected` records arrived or the timeout passed."""
+    c = fresh_consumer(bootstrap, "read-all")
+    c.subscribe([topic])
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            out.extend(m for m in c.consume(1000, timeout=0.5) if m.error() is None)
+    finally:
+        c.close()
+    return out
+
+
+def header(msg: Message, name: str) -> str:
+    """A record header as text ("" when absent)."""
+    value = dict(msg.headers() or []).get(name)
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+def settlement_of(msg: Message) -> TradeSettlement:
+    """Decode a settlement written by our encoder (6-byte Confluent framing, message index [0])."""
+    return TradeSettlement.FromString((msg.value() or b"")[6:])
