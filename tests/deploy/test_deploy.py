@@ -249,3 +249,30 @@ def test_shellcheck_is_clean() -> None:
     scripts = [*sorted(str(p) for p in (ROOT / "scripts").glob("*.sh")), str(ROOT / ".ci" / "run")]
     result = subprocess.run([str(shellcheck), *scripts], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_names_and_region_from_a_config_file_with_flags_winning(azure, tmp_path: Path) -> None:
+    config = tmp_path / "deploy.conf"
+    config.write_text("# my deployment\nPREFIX=acme\nLOCATION=northeurope\nSUFFIX=abc123\nMAX_BURST=7\n")
+    r = azure("--config", str(config), "--max-burst", "9")
+    assert r.code == 0, r.out
+    group = next(c for c in r.calls if c[:2] == ["group", "create"])
+    assert group[group.index("--name") + 1] == "acme-abc123-rg"
+    assert group[group.index("--location") + 1] == "northeurope"
+    plan = next(c for c in r.calls if c[:3] == ["functionapp", "plan", "create"])
+    assert plan[plan.index("--max-burst") + 1] == "9"
+
+
+def test_secrets_can_come_from_stdin(azure, tmp_path: Path) -> None:
+    secrets = (tmp_path / "deploy.secrets").read_text()
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--secrets-file", "-", "--schema-registry-url", "https://sr"],
+        env=azure.env, input=secrets, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert azure.state()["secrets"]["kafka-sasl-password"] == PASSWORD
+    assert PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_funcignore_keeps_secrets_and_tooling_out_of_the_package() -> None:
+    ignored = set((ROOT / ".funcignore").read_text().split())
+    assert {"deploy.secrets", "local.settings.json", "tests/", "bench/", "localrun/", "devstack/", ".venv/"} <= ignored
