@@ -267,7 +267,12 @@ def test_secrets_can_come_from_stdin(azure, tmp_path: Path) -> None:
     secrets = (tmp_path / "deploy.secrets").read_text()
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "deploy.sh"), "--secrets-file", "-", "--schema-registry-url", "https://sr"],
-        env=azure.env, input=secrets, capture_output=True, text=True, timeout=120)
+        env=azure.env,
+        input=secrets,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert azure.state()["secrets"]["kafka-sasl-password"] == PASSWORD
     assert PASSWORD not in proc.stdout + proc.stderr
