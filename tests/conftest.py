@@ -35,6 +35,9 @@ def stack() -> Iterator[Stack]:
     try:
         yield Stack(state.bootstrap_servers, state.registry_url, owned=True)
     finally:
+        from settlement import producer
+
+        producer.reset_shared_producer(timeout_s=1)  # no client left retrying a broker that is going away
         if started and not os.environ.get("DEVSTACK_KEEP"):
             devstack.down()
 
