@@ -21,7 +21,7 @@ from settlement.records import InputRecord
 from settlement.rules import RulesConfig, Trade, settle
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
-from settlement.serde import SettlementEncoder, TradeDecoder
+from settlement.serde import SettlementEncoder, TradeDecoder, TransientError
 
 log = logging.getLogger("settlement.batch")
 
@@ -124,13 +124,21 @@ class SettlementProcessor:
             return self._settle(record, decode)
         except PoisonRecord as poison:
             log.warning("dead-lettering %s: %s", record.coordinates, poison)
-            return _Planned(
-                self._topics.dead_letter,
-                record.key,
-                record.value,
-                dead_letter_headers(record, poison, self._clock()),
-                RecordResult(record.coordinates, DEAD_LETTERED, None, poison.kind.value),
-            )
+            return self._dead_letter(record, poison)
+        except TransientError:
+            raise
+        except Exception as exc:  # one record's surprise must not block its partition forever
+            log.exception("dead-lettering %s: unexpected %s", record.coordinates, type(exc).__name__)
+            return self._dead_letter(record, PoisonRecord(PoisonKind.UNSETTLEABLE, f"{type(exc).__name__}: {exc}"))
+
+    def _dead_letter(self, record: InputRecord, poison: PoisonRecord) -> _Planned:
+        return _Planned(
+            self._topics.dead_letter,
+            record.key,
+            record.value,
+            dead_letter_headers(record, poison, self._clock()),
+            RecordResult(record.coordinates, DEAD_LETTERED, None, poison.kind.value),
+        )
 
     def _settle(self, record: InputRecord, decode: ValueDecoder) -> _Planned:
         user = _user(record.key)

@@ -225,3 +225,26 @@ def test_config_error_names_the_setting_on_first_invocation(pipeline: Pipeline, 
     traceback.print_exception(err.value, file=buf)
     assert SECRET not in buf.getvalue()
     assert os.environ["KAFKA_PRODUCER_CONFIG"].count(SECRET) == 1  # the scan really had a secret to find
+
+
+def test_an_unexpected_error_on_one_record_dead_letters_it_and_settles_the_rest(pipeline: Pipeline) -> None:
+    ser, ctx = pipeline.serializer()
+    produce(pipeline.bootstrap, pipeline.source, [(k, ser(t, ctx)) for k, t, _ in GOOD[:3]], partition=0)
+    consumed = drain(pipeline.bootstrap, pipeline.source, 3)
+    records = [from_kafka_event(e) for e in as_events(consumed)]
+    proc = service.processor()
+    target = consumed[1].value()
+
+    def decode(value: bytes | None) -> UserTrade:
+        if value == target:
+            raise ZeroDivisionError("a bug that only this record triggers")
+        return proc.decoder.decode(value)
+
+    result = proc.process(records, decode=decode)
+    assert [r.outcome for r in result.results] == ["settled", "dead-lettered", "settled"]
+    (dead,) = drain(pipeline.bootstrap, pipeline.dlq, 1)
+    headers = dict(dead.headers())
+    assert headers[deadletter.REASON] == b"unsettleable"
+    assert headers[deadletter.DETAIL] == b"ZeroDivisionError: a bug that only this record triggers"
+    assert dead.value() == target
+    assert len(drain(pipeline.bootstrap, pipeline.settlements, 2)) == 2
