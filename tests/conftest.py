@@ -35,9 +35,14 @@ def stack() -> Iterator[Stack]:
     try:
         yield Stack(state.bootstrap_servers, state.registry_url, owned=True)
     finally:
-        from settlement import producer
+        import gc
 
-        producer.reset_shared_producer(timeout_s=1)  # no client left retrying a broker that is going away
+        from settlement import producer, service
+
+        # No client may be left retrying a broker that is going away (it would log after pytest's summary).
+        service.reset()
+        producer.reset_shared_producer(timeout_s=1)
+        gc.collect()
         if started and not os.environ.get("DEVSTACK_KEEP"):
             devstack.down()
 
