@@ -8,6 +8,7 @@ returns only once every record that batch produced is acknowledged, or raises so
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,9 @@ def build_config(base: Mapping[str, Any], extra: Mapping[str, Any], delivery_tim
         if key in extra and str(extra[key]).lower() != str(value).lower():
             raise ValueError(f"producer setting {key}={extra[key]!r} is not allowed: the pipeline requires {value}")
     conf.update(DURABILITY)
+    # librdkafka's own log lines (broker down, auth failures) go through Python logging, so the Functions
+    # worker ships them with the app's logs instead of losing them on stderr.
+    conf.setdefault("logger", logging.getLogger("settlement.librdkafka"))
     conf["delivery.timeout.ms"] = delivery_timeout_ms
     conf.setdefault("request.timeout.ms", min(30_000, delivery_timeout_ms))
     return conf
