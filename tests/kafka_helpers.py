@@ -7,7 +7,8 @@ import uuid
 from collections.abc import Iterable
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+
+from localrun import kafka as localrun_kafka
 
 
 def unique_name(prefix: str) -> str:
@@ -16,10 +17,8 @@ def unique_name(prefix: str) -> str:
 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names])
-    for future in futures.values():
-        future.result(timeout=30)
+    """Same partition count for every name; localrun.kafka.create_topics does the work."""
+    localrun_kafka.create_topics(bootstrap, dict.fromkeys(names, partitions))
 
 
 def produce(
@@ -62,7 +61,7 @@ def consumer(bootstrap: str, group: str, **extra: object) -> Consumer:
 
 def drain(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Message]:
     """Read a topic from the start until `expected` records arrived (or time out); no commits."""
-    c = consumer(bootstrap, unique_name("drain"))
+    c = localrun_kafka.fresh_consumer(bootstrap, "drain")
     c.subscribe([topic])
     got: list[Message] = []
     deadline = time.monotonic() + timeout_s

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import azure.functions as func
 from confluent_kafka import Message
@@ -12,6 +11,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from localrun.host import to_event
 from settlement import producer, service
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
@@ -64,21 +64,7 @@ def _pipeline(stack, monkeypatch) -> Iterator[Pipeline]:
 
 def as_events(messages: list[Message]) -> list[func.KafkaEvent]:
     """What the Kafka extension hands a cardinality=MANY, dataType=binary Python function."""
-    events = []
-    for m in messages:
-        ts = datetime.fromtimestamp(m.timestamp()[1] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        events.append(
-            func.KafkaEvent(
-                body=m.value() or b"",
-                key=m.key().decode() if m.key() else None,
-                offset=m.offset(),
-                partition=m.partition(),
-                topic=m.topic(),
-                timestamp=ts,
-                headers=[],
-            )
-        )
-    return events
+    return [to_event(m) for m in messages]
 
 
 def decode_settlements(p: Pipeline, messages: list[Message]) -> list[TradeSettlement]:
