@@ -35,6 +35,7 @@ from devstack import stack  # noqa: E402
 from localrun.generator import GeneratorConfig, produce_trades, trades, value_serializer  # noqa: E402
 from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding  # noqa: E402
 from localrun.kafka import create_topics, fresh_consumer, high_watermarks, read_all, settlement_of  # noqa: E402
+from localrun.main import percentile  # noqa: E402
 from settlement import producer as static_producer  # noqa: E402
 from settlement import service  # noqa: E402
 from settlement.config import load_settings  # noqa: E402
@@ -176,10 +177,10 @@ def bench_latency(bootstrap: str, registry: str, rate: float, seconds: float) ->
         ins = {(m.partition(), m.offset()): m.timestamp()[1] for m in read_all(bootstrap, src, n)}
         outs = read_all(bootstrap, out, n)
         if label == "settle":
-            lat = sorted(m.timestamp()[1] - settlement_of(m).timestamp for m in outs)
+            lat = sorted(float(m.timestamp()[1] - settlement_of(m).timestamp) for m in outs)
         else:
-            lat = sorted(m.timestamp()[1] - ins[_source(m)] for m in outs)
-        print(f"{label:>13}{_pct(lat, 0.5):>9.0f}{_pct(lat, 0.99):>9.0f}{lat[-1]:>9.0f}", flush=True)
+            lat = sorted(float(m.timestamp()[1] - ins[_source(m)]) for m in outs)
+        print(f"{label:>13}{percentile(lat, 0.5):>9.0f}{percentile(lat, 0.99):>9.0f}{lat[-1]:>9.0f}", flush=True)
 
 
 class _Event:
@@ -204,10 +205,6 @@ class _Event:
 def _source(msg: Any) -> tuple[int, int]:
     partition, offset = dict(msg.headers() or [])["src"].decode().split(":")
     return int(partition), int(offset)
-
-
-def _pct(values: list[int], q: float) -> float:
-    return float(values[min(len(values) - 1, int(q * len(values)))]) if values else float("nan")
 
 
 def _rss_mb() -> float:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +19,7 @@ import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from devstack.errors import StackError
 from devstack.fetch import ROOT, Artifacts, fetch, require_tools
@@ -24,6 +27,10 @@ from devstack.fetch import ROOT, Artifacts, fetch, require_tools
 HOST = "127.0.0.1"
 LOG4J_CONFIG = Path(__file__).resolve().parent / "log4j2.xml"
 PORT_SETTINGS = ("DEVSTACK_KAFKA_PORT", "DEVSTACK_CONTROLLER_PORT", "DEVSTACK_REGISTRY_PORT")
+# Readiness probes fail by design until the broker is up: their client logs go nowhere.
+_PROBE_LOG = logging.getLogger("devstack.probe")
+_PROBE_LOG.addHandler(logging.NullHandler())
+_PROBE_LOG.propagate = False
 START_TIMEOUT_S = float(os.environ.get("DEVSTACK_START_TIMEOUT", "120"))
 
 
@@ -184,21 +191,13 @@ def broker_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
     """True once a metadata request succeeds: the broker is serving clients, not just listening."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet_logger()})
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0, "logger": _PROBE_LOG}
+    admin = AdminClient(conf)
     try:
         admin.list_topics(timeout=timeout_s)
     except Exception:  # noqa: BLE001 - any failure here simply means "not ready yet"
         return False
     return True
-
-
-def _quiet_logger():  # type: ignore[no-untyped-def]
-    import logging
-
-    logger = logging.getLogger("devstack.probe")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    return logger
 
 
 def registry_ready(url: str, timeout_s: float = 2.0) -> bool:
@@ -298,8 +297,6 @@ def up() -> tuple[StackState, bool]:
 
 
 def _reset_dir(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
 
