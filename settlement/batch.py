@@ -141,6 +141,7 @@ class SettlementProcessor:
         )
 
     def _settle(self, record: InputRecord, decode: ValueDecoder) -> _Planned:
+        coordinates = record.coordinates  # the SEC-sample identity and the result's name: built once
         user = _user(record.key)
         if record.timestamp_ms is None:
             raise PoisonRecord(PoisonKind.NO_TIMESTAMP, "the record carries no Kafka timestamp")
@@ -154,7 +155,7 @@ class SettlementProcessor:
                 price=trade.price,
                 account=trade.account,
                 side=trade.side,
-                identity=record.coordinates,
+                identity=coordinates,
             ),
             self._rules,
         )
@@ -174,7 +175,7 @@ class SettlementProcessor:
             record.key,
             self._encoder.encode(settlement),
             [],
-            RecordResult(record.coordinates, SETTLED, decision.disposition.value, decision.reason.value),
+            RecordResult(coordinates, SETTLED, decision.disposition.value, decision.reason.value),
         )
 
 
