@@ -258,8 +258,7 @@ def main() -> int:
     if args.which == "coldstart":
         bench_coldstart()
         return 0
-    state, started = stack.up()
-    try:
+    with stack.running() as state:
         bootstrap, registry = state.bootstrap_servers, state.registry_url
         if args.which in ("throughput", "all"):
             bench_throughput(bootstrap, registry, args.records)
@@ -269,9 +268,6 @@ def main() -> int:
             bench_latency(bootstrap, registry, args.rate, args.seconds)
         if args.which in ("rss", "all"):
             bench_rss(bootstrap, registry, args.rss_records)
-    finally:
-        if started:
-            stack.down()
     return 0
 
 

@@ -17,6 +17,8 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -323,6 +325,17 @@ def restart_broker(state: StackState) -> StackState:
 def stop_registry(state: StackState) -> None:
     """Stop only the registry (its in-memory store is lost): for registry-outage tests."""
     _stop_pid(state.registry_pid)
+
+
+@contextmanager
+def running(keep: bool = False) -> Iterator[StackState]:
+    """The stack for the length of a `with` block: started if needed, stopped after only if this started it."""
+    state, started = up()
+    try:
+        yield state
+    finally:
+        if started and not keep:
+            down()
 
 
 def down() -> bool:

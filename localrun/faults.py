@@ -228,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localrun.faults", description=__doc__)
     parser.add_argument("--records", type=int, default=600)
     args = parser.parse_args(argv)
-    state, started = stack.up()
-    try:
+    with stack.running() as state:
         print(
             f"{'scenario':<38}{'commitOnFailure':>16}{'inputs':>8}{'settled':>9}{'dead':>6}{'dup':>5}"
             f"{'lost':>6}{'failed calls':>14}"
@@ -242,9 +241,6 @@ def main(argv: list[str] | None = None) -> int:
                     f"{o.dead_lettered:>6}{o.duplicates:>5}{o.lost:>6}{o.failed_invocations:>14}",
                     flush=True,
                 )
-    finally:
-        if started:
-            stack.down()
     return 0
 
 

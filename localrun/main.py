@@ -70,15 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     try:
-        state, started = stack.up()
+        with stack.running(keep=args.keep_stack) as state:
+            return _run(args, state.bootstrap_servers, state.registry_url)
     except StackError as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         return 2
-    try:
-        return _run(args, state.bootstrap_servers, state.registry_url)
-    finally:
-        if started and not args.keep_stack:
-            stack.down()
 
 
 def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
