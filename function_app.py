@@ -1,15 +1,21 @@
 """Azure Functions app (Python v2 model): wiring only. The settlement logic lives in `settlement/`.
 
 Every connection detail is an app setting (`%NAME%` is resolved by the host); see README "Settings".
+Parameter annotations use `typing.List`: the Python worker validates them with the azure-functions
+library's converters when it indexes the app, and the builtin `list[...]` is refused there.
 """
 
 import os
+import typing
 
 import azure.functions as func
 
+from settlement.config import load_trigger_settings
 from settlement.triggers import settle_http_request, settle_kafka_events
 
 app = func.FunctionApp()
+# Read while the host indexes the app; a bad value raises ConfigError naming the setting.
+trigger = load_trigger_settings(os.environ)
 
 
 @app.function_name("settle_user_trades")
@@ -20,20 +26,19 @@ app = func.FunctionApp()
     consumer_group="%KAFKA_CONSUMER_GROUP%",
     username="%KAFKA_SASL_USERNAME%",
     password="%KAFKA_SASL_PASSWORD%",  # noqa: S106 - the name of an app setting, not a value
-    # Enum-valued binding properties cannot be %settings%; they are read when the host indexes the app.
-    protocol=os.environ.get("KAFKA_TRIGGER_PROTOCOL", "SaslSsl"),
-    authentication_mode=os.environ.get("KAFKA_TRIGGER_AUTH_MODE", "Plain"),
+    protocol=trigger.protocol,
+    authentication_mode=trigger.authentication_mode,
     cardinality="MANY",
     data_type="binary",
-    lag_threshold=int(os.environ.get("KAFKA_LAG_THRESHOLD", "1000")),
+    lag_threshold=trigger.lag_threshold,
 )
 @app.retry(
     strategy="exponential_backoff",
-    max_retry_count=os.environ.get("SETTLEMENT_MAX_RETRIES", "5"),
+    max_retry_count=str(trigger.max_retries),
     minimum_interval="00:00:02",
     maximum_interval="00:01:00",
 )
-def settle_user_trades(events: list[func.KafkaEvent]) -> None:
+def settle_user_trades(events: typing.List[func.KafkaEvent]) -> None:  # noqa: UP006 - the worker needs typing.List
     settle_kafka_events(events)
 
 

@@ -3,7 +3,8 @@
     python bench/bench.py [throughput|coldstart|latency|rss|all] [--records N]
 
 (a) throughput: settle (decode → rules → encode → produce → wait for acks → commit) against a raw
-    confluent-kafka consume → produce → wait → commit passthrough, at MaxBatchSize 1, 64 and 500;
+    confluent-kafka consume → produce → wait → commit passthrough, at MaxBatchSize 1, 64 and 500; beside
+    it the full invocation path (host-shaped data → the library's converter → the function);
 (b) coldstart: importing function_app against importing only its dependencies, fresh interpreters;
 (c) latency: end-to-end p50/p99 at a fixed rate through the local Kafka-trigger host, against the
     passthrough driven the same way;
@@ -34,6 +35,8 @@ from confluent_kafka import Producer  # noqa: E402
 from devstack import stack  # noqa: E402
 from localrun.generator import GeneratorConfig, produce_trades, trades, value_serializer  # noqa: E402
 from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding  # noqa: E402
+from localrun.indexing import kafka_annotation  # noqa: E402
+from localrun.invocation import messages_to_events  # noqa: E402
 from localrun.kafka import create_topics, fresh_consumer, high_watermarks, read_all, settlement_of  # noqa: E402
 from localrun.main import percentile  # noqa: E402
 from settlement import producer as static_producer  # noqa: E402
@@ -102,18 +105,54 @@ def drive(bootstrap: str, topic: str, batch_size: int, count: int, handle: Calla
 
 def bench_throughput(bootstrap: str, registry: str, records: int) -> None:
     print("\n(a) throughput: settle vs raw passthrough (same broker, same batch loop, commit after each batch)")
-    print(f"{'MaxBatchSize':>13}{'records':>9}{'passthrough rec/s':>19}{'settle rec/s':>14}{'ratio':>8}")
+    print(
+        f"{'MaxBatchSize':>13}{'records':>9}{'passthrough rec/s':>19}{'settle rec/s':>14}{'ratio':>8}"
+        f"{'function path rec/s':>21}{'ratio':>8}"
+    )
     for batch_size in (1, 64, 500):
         n = min(records, 2_000) if batch_size == 1 else records
         run = uuid.uuid4().hex[:8]
-        src, raw_out, out, dlq = (f"bench-{x}-{run}" for x in ("in", "raw", "out", "dlq"))
-        topics(bootstrap, src, raw_out, out, dlq)
+        src, raw_out, out, dlq, fout = (f"bench-{x}-{run}" for x in ("in", "raw", "out", "dlq", "fout"))
+        topics(bootstrap, src, raw_out, out, dlq, fout)
         produce_trades(bootstrap, registry, src, n, GeneratorConfig(seed=3))
         raw = passthrough_function(bootstrap, raw_out)
         base = drive(bootstrap, src, batch_size, n, lambda msgs, raw=raw: raw(msgs))
         proc = processor_for(bootstrap, registry, out, dlq)
         settle = drive(bootstrap, src, batch_size, n, lambda msgs, proc=proc: proc.process([_record(m) for m in msgs]))
-        print(f"{batch_size:>13}{n:>9}{base:>19.0f}{settle:>14.0f}{settle / base:>8.2f}", flush=True)
+        full = drive(bootstrap, src, batch_size, n, function_path(bootstrap, registry, fout, dlq))
+        print(
+            f"{batch_size:>13}{n:>9}{base:>19.0f}{settle:>14.0f}{settle / base:>8.2f}{full:>21.0f}{full / base:>8.2f}",
+            flush=True,
+        )
+
+
+def _annotation() -> Any:
+    """The Kafka function's parameter annotation, which the converter checks on every call."""
+    import function_app
+
+    return kafka_annotation(function_app.app)
+
+
+def function_path(bootstrap: str, registry: str, out: str, dlq: str) -> Callable[[list[Any]], None]:
+    """The invocation path production runs: host-shaped data -> the library's converter -> the function."""
+    import function_app
+
+    os.environ.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "SCHEMA_REGISTRY_URL": registry,
+            "SETTLEMENTS_TOPIC": out,
+            "DEAD_LETTER_TOPIC": dlq,
+        }
+    )
+    static_producer.reset_shared_producer()
+    service.reset()
+    annotation = _annotation()
+
+    def handle(msgs: list[Any]) -> None:
+        function_app.settle_user_trades(messages_to_events(msgs, annotation))
+
+    return handle
 
 
 def _record(msg: Any) -> InputRecord:
@@ -167,7 +206,9 @@ def bench_latency(bootstrap: str, registry: str, rate: float, seconds: float) ->
             def function(events: list[Any], raw: Any = raw) -> None:
                 raw([_Event(e) for e in events])
 
-        binding = TriggerBinding("bench", src, f"lat-{run}", bootstrap, "MANY", "BINARY", 10**9, function)
+        binding = TriggerBinding(
+            "bench", src, f"lat-{run}", bootstrap, "MANY", "BINARY", 10**9, function, annotation=_annotation()
+        )
         host = LocalHost(binding, replace(KafkaHostOptions.from_host_json(), subscriber_interval_s=0.1), 3)
         host.start(1)
         n = int(rate * seconds)

@@ -3,8 +3,9 @@
 The Azure Functions host cannot be installed on these machines, so this reads the real binding from
 `function_app.py` and the real `host.json`, and drives the real function:
 
-- batches of at most `maxBatchSize` records (cardinality MANY), handed over as `func.KafkaEvent` lists
-  with binary bodies, per-partition order kept (one consumer owns a partition; batches are in order);
+- the app is indexed as the worker indexes it (`localrun/indexing.py`), and each batch of at most
+  `maxBatchSize` records reaches the function as host-shaped data converted by the azure-functions
+  library's own converter (`localrun/invocation.py`); per-partition order kept;
 - offsets are committed only after the function returns;
 - on failure with `commitOnFailure: true` (the extension's default) the offsets are committed anyway — the
   batch is lost to the function; with `false` the same batch is retried up to `maxRetries` times, waiting
@@ -26,12 +27,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from localrun.indexing import index_app
+from localrun.invocation import messages_to_events
 
 log = logging.getLogger("localrun.host")
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +49,9 @@ class TriggerBinding:
     cardinality: str
     data_type: str
     lag_threshold: int
-    user_function: Callable[[list[func.KafkaEvent]], Any]
+    user_function: Callable[..., Any]
+    param_name: str = "events"
+    annotation: Any = None  # the parameter's annotation, checked by the converter on every call
     retry_min_s: float = 0.1  # back-off between failed attempts, from the function's @app.retry policy
     retry_max_s: float = 2.0
 
@@ -85,71 +89,35 @@ def resolve(value: str, settings: Mapping[str, str]) -> str:
     return settings[name]
 
 
-_indexed: dict[int, list[Any]] = {}
-
-
-def _timespan_s(value: str | None, default: float) -> float:
-    """Seconds of a .NET TimeSpan string such as "00:01:30"."""
-    if not value:
-        return default
-    hours, minutes, seconds = value.split(":")
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-
-
-def _retry_policy(function: Any) -> dict[str, Any]:
-    for setting in getattr(function, "_settings", []):
-        rep = setting.get_dict_repr()
-        if rep.get("setting_name") == "retry_policy":
-            return dict(rep)
-    return {}
-
-
 def load_binding(app: Any, settings: Mapping[str, str]) -> TriggerBinding:
-    """Read the Kafka trigger of a `func.FunctionApp` (as the host indexes it) and resolve its settings."""
-    # Indexing builds the functions once; a FunctionApp refuses to be indexed twice.
-    if id(app) not in _indexed:
-        # The library warns on the root logger that auth levels only apply to HTTP functions: noise here.
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)
-        try:
-            _indexed[id(app)] = app.get_functions()
-        finally:
-            root.setLevel(level)
-    functions = _indexed[id(app)]
-    for function in functions:
-        for binding in json.loads(function.get_function_json())["bindings"]:
-            if binding["type"] == "kafkaTrigger":
-                retry = _retry_policy(function)
-                return TriggerBinding(
-                    function_name=function.get_function_name(),
-                    topic=resolve(binding["topic"], settings),
-                    consumer_group=resolve(binding.get("consumerGroup", "$Default"), settings),
-                    broker_list=resolve(binding["brokerList"], settings),
-                    cardinality=str(binding.get("cardinality", "ONE")).upper(),
-                    data_type=str(binding.get("dataType", "STRING")).upper(),
-                    lag_threshold=int(binding.get("lagThreshold", 1000)),
-                    user_function=function.get_user_function(),
-                    retry_min_s=_timespan_s(retry.get("minimum_interval") or retry.get("delay_interval"), 0.1),
-                    retry_max_s=_timespan_s(retry.get("maximum_interval") or retry.get("delay_interval"), 2.0),
-                )
+    """Index the app as the worker does (refusing what it refuses), then read the Kafka trigger's binding
+    JSON as the host does and resolve its `%settings%`."""
+    for function in index_app(app):
+        binding = function.binding("kafkaTrigger")
+        if binding is None:
+            continue
+        retry = function.retry
+        return TriggerBinding(
+            function_name=function.name,
+            topic=resolve(binding["topic"], settings),
+            consumer_group=resolve(binding.get("consumerGroup", "$Default"), settings),
+            broker_list=resolve(binding["brokerList"], settings),
+            cardinality=str(binding.get("cardinality", "ONE")).upper(),
+            data_type=str(binding.get("dataType", "STRING")).upper(),
+            lag_threshold=int(binding.get("lagThreshold", 1000)),
+            user_function=function.user_function,
+            param_name=binding["name"],
+            annotation=function.inputs[binding["name"]].annotation,
+            retry_min_s=retry.minimum_interval_s if retry else 0.1,
+            retry_max_s=retry.maximum_interval_s if retry else 2.0,
+        )
     raise LookupError("the app has no Kafka-triggered function")
 
 
-def to_event(msg: Message) -> func.KafkaEvent:
-    """One record as the extension hands it to a binary, cardinality=MANY Python function."""
-    _kind, ts = msg.timestamp()
-    stamp = datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    key = msg.key()
-    return func.KafkaEvent(
-        body=msg.value() or b"",
-        key=key.decode("utf-8", errors="replace") if key is not None else None,
-        offset=msg.offset(),
-        partition=msg.partition(),
-        topic=msg.topic(),
-        timestamp=stamp,
-        headers=[],
-    )
+def invoke(binding: TriggerBinding, batch: list[Message]) -> Any:
+    """Call the function with the batch as the host + worker deliver it (see localrun/invocation.py)."""
+    events = messages_to_events(batch, binding.annotation)
+    return binding.user_function(**{binding.param_name: events})
 
 
 @dataclass
@@ -210,11 +178,10 @@ class Instance(threading.Thread):
             self.consumer.close()
 
     def _deliver(self, batch: list[Message]) -> None:
-        events = [to_event(m) for m in batch]
         attempts = 1 if self.options.commit_on_failure else 1 + self.options.max_retries
         for attempt in range(attempts):
             try:
-                self.binding.user_function(events)
+                invoke(self.binding, batch)
                 break
             except Exception as exc:  # noqa: BLE001 - the host catches everything a function raises
                 with self.stats.lock:

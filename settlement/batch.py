@@ -180,10 +180,18 @@ class SettlementProcessor:
 
 
 def _user(key: bytes | None) -> str | None:
-    """The USERID key as text; None for a null or empty key (the "no user" case)."""
+    """The USERID key as text; None for a null or empty key (the "no user" case).
+
+    The Kafka trigger delivers keys as text (keyDataType String): bytes that are not UTF-8 arrive replaced
+    by U+FFFD, so the original user id is gone. Settling such a trade would book it to a mangled user, so
+    it is dead-lettered as bad-key (with the key as delivered) instead.
+    """
     if not key:
         return None
     try:
-        return key.decode("utf-8")
+        text = key.decode("utf-8")
     except UnicodeDecodeError:
-        raise PoisonRecord(PoisonKind.BAD_KEY, "record key is not UTF-8 text (expected a USERID string)") from None
+        text = "\ufffd"
+    if "\ufffd" in text:
+        raise PoisonRecord(PoisonKind.BAD_KEY, "record key was not UTF-8 text (the host replaced bytes with U+FFFD)")
+    return text

@@ -189,3 +189,51 @@ def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretS
     if "url" in settings.registry_config:
         raise ConfigError("SCHEMA_REGISTRY_CONFIG", "must not contain 'url'; set SCHEMA_REGISTRY_URL instead")
     return settings
+
+
+@dataclass(frozen=True)
+class TriggerSettings:
+    """Settings the host reads when it indexes the app (enum-valued binding properties and numbers cannot be
+    `%setting%` expressions). Read at import of `function_app`, so each bad value must fail with a message
+    naming its setting: a bare exception there breaks indexing and the host hides why."""
+
+    protocol: str
+    authentication_mode: str
+    lag_threshold: int
+    max_retries: int
+
+
+# The enums of azure-functions' decorators/kafka.py (BrokerProtocol, BrokerAuthenticationMode).
+_TRIGGER_PROTOCOLS = ("NotSet", "Plaintext", "Ssl", "SaslPlaintext", "SaslSsl")
+_TRIGGER_AUTH_MODES = ("NotSet", "Gssapi", "Plain", "ScramSha256", "ScramSha512")
+
+
+def _choice(r: _Reader, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = r.raw(name) or default
+    for choice in allowed:
+        if value.lower() == choice.lower():
+            return choice
+    raise ConfigError(name, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def _integer(r: _Reader, name: str, default: int, low: int, high: int) -> int:
+    value = r.raw(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(name, f"{value!r} is not a whole number") from None
+    if not low <= number <= high:
+        raise ConfigError(name, f"{number} is outside {low}..{high}")
+    return number
+
+
+def load_trigger_settings(env: Mapping[str, str]) -> TriggerSettings:
+    r = _Reader(env, None)
+    return TriggerSettings(
+        protocol=_choice(r, "KAFKA_TRIGGER_PROTOCOL", "SaslSsl", _TRIGGER_PROTOCOLS),
+        authentication_mode=_choice(r, "KAFKA_TRIGGER_AUTH_MODE", "Plain", _TRIGGER_AUTH_MODES),
+        lag_threshold=_integer(r, "KAFKA_LAG_THRESHOLD", 1000, 1, 10_000_000),
+        max_retries=_integer(r, "SETTLEMENT_MAX_RETRIES", 5, -1, 100),
+    )

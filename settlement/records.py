@@ -11,7 +11,8 @@ class InputRecord:
     """One `user_trades` record with the coordinates that make it traceable and replayable.
 
     `timestamp_ms` is the Kafka record timestamp in epoch milliseconds, or None when the host did not pass
-    one (such a record is dead-lettered rather than stamped with the wall clock).
+    one (such a record is dead-lettered rather than stamped with the wall clock). `headers` are the record's
+    own headers, carried onto its dead letter so that a redrive restores the record whole.
     """
 
     key: bytes | None
@@ -20,6 +21,7 @@ class InputRecord:
     partition: int
     offset: int
     timestamp_ms: int | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def coordinates(self) -> str:

@@ -3,6 +3,8 @@ behind it is testable without the Functions host."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Sequence
 
@@ -22,7 +24,25 @@ def _as_bytes(value: object) -> bytes | None:
     return str(value).encode("utf-8")
 
 
+def _headers(raw: object) -> tuple[tuple[str, bytes], ...]:
+    """The extension's headers (`[{"Key": name, "Value": base64}]`) as (name, bytes) pairs; unreadable
+    entries are dropped rather than failing the record: headers are context, not the trade."""
+    if not isinstance(raw, list):
+        return ()
+    out = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("Key"), str):
+            continue
+        value = item.get("Value")
+        try:
+            out.append((item["Key"], base64.b64decode(value, validate=True) if isinstance(value, str) else b""))
+        except (binascii.Error, ValueError):
+            continue
+    return tuple(out)
+
+
 def from_kafka_event(event: func.KafkaEvent) -> InputRecord:
+    """One event as the worker built it from the host's data (see localrun/invocation.py for that shape)."""
     return InputRecord(
         key=_as_bytes(event.key),
         value=event.get_body(),
@@ -30,6 +50,7 @@ def from_kafka_event(event: func.KafkaEvent) -> InputRecord:
         partition=int(event.partition if event.partition is not None else -1),
         offset=int(event.offset if event.offset is not None else -1),
         timestamp_ms=parse_timestamp(event.timestamp),
+        headers=_headers(event.headers),
     )
 
 

@@ -11,7 +11,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from localrun.host import to_event
+from localrun.indexing import kafka_annotation
+from localrun.invocation import messages_to_events
 from settlement import producer, service
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
@@ -63,8 +64,11 @@ def _pipeline(stack, monkeypatch) -> Iterator[Pipeline]:
 
 
 def as_events(messages: list[Message]) -> list[func.KafkaEvent]:
-    """What the Kafka extension hands a cardinality=MANY, dataType=binary Python function."""
-    return [to_event(m) for m in messages]
+    """What the host + worker hand a cardinality=MANY, dataType=binary Python function: host-shaped data
+    converted by the library, checked against the function's own annotation."""
+    import function_app
+
+    return messages_to_events(messages, kafka_annotation(function_app.app))
 
 
 def decode_settlements(p: Pipeline, messages: list[Message]) -> list[TradeSettlement]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
+import typing
 from dataclasses import replace
 
+import azure.functions as func
 import pytest
 
 from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, local_settings, resolve
@@ -46,7 +48,18 @@ def _recording_binding(stack, topic: str, lag_threshold: int, delay_s: float) ->
             calls.append((threading.current_thread().name, [(e.partition, e.offset) for e in events]))
 
     binding = TriggerBinding(
-        "f", topic, unique_name("grp"), stack.bootstrap, "MANY", "BINARY", lag_threshold, function, 0.01, 0.02
+        "f",
+        topic,
+        unique_name("grp"),
+        stack.bootstrap,
+        "MANY",
+        "BINARY",
+        lag_threshold,
+        function,
+        param_name="events",
+        annotation=typing.List[func.KafkaEvent],  # noqa: UP006 - what the worker accepts
+        retry_min_s=0.01,
+        retry_max_s=0.02,
     )
     return binding, calls
 

@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import time
-from dataclasses import replace
 
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -137,15 +136,12 @@ def test_poison_records_are_dead_lettered_and_good_ones_still_settle(pipeline: P
         "bad-key": good[1],
     }
     records: list[tuple[bytes | None, bytes | None]] = [(b"User_1", good[0])]
-    records += [(b"User_9", value) for value in poison.values()]
+    records += [(b"\xff\xfe" if kind == "bad-key" else b"User_9", value) for kind, value in poison.items()]
     records += [(b"User_2", good[1]), (b"User_3", good[2])]
     produce(pipeline.bootstrap, pipeline.source, records, partition=0)
     consumed = drain(pipeline.bootstrap, pipeline.source, len(records))
-    # The host hands keys over as text, so a non-UTF-8 key can only reach us on the HTTP path; inject it there.
-    inputs = [from_kafka_event(e) for e in as_events(consumed)]
-    bad_key_at = 1 + list(poison).index("bad-key")
-    inputs[bad_key_at] = replace(inputs[bad_key_at], key=b"\xff\xfe")
-    result = service.processor().process(inputs)
+    # The host hands a non-UTF-8 key over as text with U+FFFD in place of the bad bytes.
+    result = service.processor().process([from_kafka_event(e) for e in as_events(consumed)])
 
     settled = drain(pipeline.bootstrap, pipeline.settlements, 3)
     dead = drain(pipeline.bootstrap, pipeline.dlq, len(poison))
@@ -164,7 +160,7 @@ def test_poison_records_are_dead_lettered_and_good_ones_still_settle(pipeline: P
         assert int(headers[deadletter.SOURCE_OFFSET]) == consumed[1 + list(poison).index(kind)].offset()
         assert headers[deadletter.DETAIL] and headers[deadletter.FAILED_AT]
         assert (msg.value() or b"") == value  # original bytes, untouched
-        assert msg.key() == (b"\xff\xfe" if kind == "bad-key" else b"User_9")
+        assert msg.key() == ("\ufffd\ufffd".encode() if kind == "bad-key" else b"User_9")
 
 
 def test_a_missing_output_topic_fails_the_batch_within_its_deadline(pipeline: Pipeline, monkeypatch) -> None:

@@ -1,0 +1,124 @@
+"""A batch exactly as the Functions host + Kafka extension hand it to a cardinality=MANY, dataType=binary
+Python function, converted by the `azure-functions` library's own `KafkaTriggerConverter`.
+
+Modelled on the Kafka extension 4.3.x (`KafkaTriggerBindingStrategy.AddBindingData` and its Json.NET
+serialisation of trigger metadata) and on the Python worker 4.x (`bindings.meta.from_incoming_proto`: the
+parameter's annotation is checked with the converter, then `decode(datum, trigger_metadata=...)`):
+
+- body: `collection_bytes`, one entry per record; a null value arrives as empty bytes;
+- trigger metadata: `OffsetArray` (collection_sint64), `TopicArray` (collection_string), and as JSON text:
+  `PartitionArray`, `TimestampArray`, `KeyArray`, `HeadersArray`, `LeaderEpochArray`, `IsPartitionEOFArray`;
+- timestamps: the record timestamp as a UTC DateTime in Json.NET's default form (`2024-05-06T07:08:09.12Z`:
+  fraction trimmed of trailing zeros, none at .000, always `Z`);
+- keys (keyDataType String): UTF-8 text, invalid bytes replaced by U+FFFD; a null key is JSON null;
+- headers: per record a list of `{"Key": name, "Value": base64 of the bytes}`.
+
+Every local path that calls the Kafka-triggered function (local host, tests, benchmarks) goes through here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.functions as func
+from azure.functions import meta
+from confluent_kafka import Message
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """What the extension knows of one consumed record."""
+
+    value: bytes | None
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    headers: Sequence[tuple[str, bytes | None]] = field(default_factory=tuple)
+    leader_epoch: int | None = None
+    is_partition_eof: bool = False
+
+    @classmethod
+    def of(cls, msg: Message) -> HostRecord:
+        epoch = msg.leader_epoch() if hasattr(msg, "leader_epoch") else None
+        return cls(
+            value=msg.value(),
+            key=msg.key(),
+            topic=str(msg.topic()),
+            partition=int(msg.partition() or 0),
+            offset=int(msg.offset() or 0),
+            timestamp_ms=int(msg.timestamp()[1]),
+            headers=tuple(msg.headers() or ()),  # type: ignore[arg-type]  # a list of (str, bytes | None)
+            leader_epoch=epoch,
+        )
+
+
+class _Collection:
+    """Stands for the worker's protobuf `CollectionBytes`/`CollectionString`/`CollectionSInt64` messages:
+    the converter reads only their one repeated field (`.bytes`, `.string`, `.sint64`)."""
+
+    def __init__(self, **repeated: list[Any]) -> None:
+        self.__dict__.update(repeated)
+
+
+def json_net_utc(timestamp_ms: int) -> str:
+    """A UTC DateTime as Json.NET writes it by default (ISO 8601, `FFFFFFF` fraction, `Z`)."""
+    moment = _EPOCH + timedelta(milliseconds=timestamp_ms)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{moment.microsecond:06d}".rstrip("0")
+    return f"{text}.{fraction}Z" if fraction else f"{text}Z"
+
+
+def host_key(key: bytes | None) -> str | None:
+    """A key as keyDataType String delivers it: .NET's UTF-8 decoding replaces invalid bytes with U+FFFD."""
+    return None if key is None else key.decode("utf-8", errors="replace")
+
+
+def host_headers(headers: Sequence[tuple[str, bytes | None]]) -> list[dict[str, str | None]]:
+    return [
+        {"Key": name, "Value": None if value is None else base64.b64encode(value).decode("ascii")}
+        for name, value in headers
+    ]
+
+
+def _json(values: list[Any]) -> meta.Datum:
+    return meta.Datum(json.dumps(values, ensure_ascii=False), "json")
+
+
+def trigger_input(records: Sequence[HostRecord]) -> tuple[meta.Datum, dict[str, meta.Datum]]:
+    """The body datum and trigger metadata the worker receives for one batch."""
+    body = meta.Datum(_Collection(bytes=[r.value or b"" for r in records]), "collection_bytes")
+    metadata = {
+        "OffsetArray": meta.Datum(_Collection(sint64=[r.offset for r in records]), "collection_sint64"),
+        "TopicArray": meta.Datum(_Collection(string=[r.topic for r in records]), "collection_string"),
+        "PartitionArray": _json([r.partition for r in records]),
+        "TimestampArray": _json([json_net_utc(r.timestamp_ms) for r in records]),
+        "KeyArray": _json([host_key(r.key) for r in records]),
+        "HeadersArray": _json([host_headers(r.headers) for r in records]),
+        "LeaderEpochArray": _json([r.leader_epoch for r in records]),
+        "IsPartitionEOFArray": _json([r.is_partition_eof for r in records]),
+    }
+    return body, metadata
+
+
+def to_events(records: Sequence[HostRecord], annotation: Any) -> list[func.KafkaEvent]:
+    """Convert a batch the way the worker does: check the parameter's annotation, then the library decodes."""
+    converter = meta.get_binding_registry().get("kafkaTrigger")
+    if not converter.check_input_type_annotation(annotation):
+        raise TypeError(f"the worker refuses annotation {annotation!r} for a kafkaTrigger parameter")
+    body, metadata = trigger_input(records)
+    events = converter.decode(body, trigger_metadata=metadata)
+    return list(events)
+
+
+def messages_to_events(messages: Sequence[Message], annotation: Any) -> list[func.KafkaEvent]:
+    """Consumed messages → the `KafkaEvent` list the function receives."""
+    return to_events([HostRecord.of(m) for m in messages], annotation)

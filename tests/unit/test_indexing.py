@@ -1,0 +1,101 @@
+"""The app indexes the way the Azure Functions Python worker indexes it (the library's own converters)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+from localrun.indexing import FunctionLoadError, index_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_function_of_the_app_indexes() -> None:
+    import function_app
+
+    indexed = {f.name: f for f in index_app(function_app.app)}
+    assert set(indexed) == {"settle_user_trades", "settle_sink_batch"}
+    kafka = indexed["settle_user_trades"]
+    assert kafka.inputs["events"].binding_type == "kafkaTrigger"
+    assert kafka.binding("kafkaTrigger")["cardinality"] == "MANY"
+    assert kafka.binding("kafkaTrigger")["dataType"] == "BINARY"
+    assert kafka.retry is not None
+    assert (kafka.retry.strategy, kafka.retry.max_retry_count) == ("exponential_backoff", 5)
+    assert (kafka.retry.minimum_interval_s, kafka.retry.maximum_interval_s) == (2.0, 60.0)
+    http = indexed["settle_sink_batch"]
+    assert http.binding("http")["name"] == "$return"
+    assert http.inputs["req"].binding_type == "httpTrigger"
+
+
+def _kafka_app(annotation: object) -> func.FunctionApp:
+    app = func.FunctionApp()
+
+    def handler(events):  # type: ignore[no-untyped-def]
+        return None
+
+    handler.__annotations__ = {"events": annotation, "return": None}
+    app.function_name("f")(
+        app.kafka_trigger(arg_name="events", topic="t", broker_list="b", cardinality="MANY", data_type="binary")(
+            handler
+        )
+    )
+    return app
+
+
+def test_builtin_list_annotation_is_refused_as_the_worker_refuses_it() -> None:
+    with pytest.raises(FunctionLoadError, match="invalid non-type annotation list"):
+        index_app(_kafka_app(list[func.KafkaEvent]))
+    index_app(_kafka_app(typing.List[func.KafkaEvent]))  # noqa: UP006 - the accepted form
+
+
+def test_a_mismatched_annotation_is_refused() -> None:
+    with pytest.raises(FunctionLoadError, match="do not match"):
+        index_app(_kafka_app(typing.List[func.HttpRequest]))  # noqa: UP006
+
+
+def test_a_bad_return_annotation_is_refused() -> None:
+    app = func.FunctionApp()
+
+    @app.route(route="r", auth_level=func.AuthLevel.ANONYMOUS)
+    def handler(req: func.HttpRequest) -> int:
+        return 1
+
+    with pytest.raises(FunctionLoadError, match='does not match binding type "http"'):
+        index_app(app)
+
+
+def test_an_invalid_retry_policy_is_refused() -> None:
+    app = func.FunctionApp()
+
+    @app.retry(strategy="exponential_backoff", max_retry_count="3", minimum_interval="soon", maximum_interval="x")
+    @app.route(route="r", auth_level=func.AuthLevel.ANONYMOUS)
+    def handler(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("")
+
+    with pytest.raises(FunctionLoadError, match="invalid retry policy"):
+        index_app(app)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("KAFKA_LAG_THRESHOLD", "1k"),
+        ("SETTLEMENT_MAX_RETRIES", "five"),
+        ("KAFKA_TRIGGER_PROTOCOL", "tls"),
+        ("KAFKA_TRIGGER_AUTH_MODE", "kerberos-ish"),
+    ],
+)
+def test_a_bad_indexing_time_setting_names_itself(setting: str, value: str) -> None:
+    env = {**os.environ, setting: value}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import function_app"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("settlement.config.ConfigError: " + setting), last
