@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from confluent_kafka import Producer  # noqa: E402
 
 from devstack import stack  # noqa: E402
-from localrun.generator import GeneratorConfig, produce_trades, trades, value_serializer  # noqa: E402
+from localrun.generator import GeneratorConfig, produce_trades, trades, value_encoder  # noqa: E402
 from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding  # noqa: E402
 from localrun.indexing import kafka_annotation  # noqa: E402
 from localrun.invocation import messages_to_events  # noqa: E402
@@ -262,8 +262,8 @@ def bench_rss(bootstrap: str, registry: str, records: int) -> None:
     out, dlq = f"rss-out-{run}", f"rss-dlq-{run}"
     topics(bootstrap, out, dlq)
     proc = processor_for(bootstrap, registry, out, dlq)
-    serializer, ctx = value_serializer(registry, f"rss-in-{run}")
-    template = [(k.encode() if k else None, serializer(t, ctx)) for k, t in trades(5000, GeneratorConfig(seed=9))]
+    encode = value_encoder(registry, f"rss-in-{run}")
+    template = [(k.encode() if k else None, encode(t)) for k, t in trades(5000, GeneratorConfig(seed=9))]
     print(f"{'records':>12}{'RSS MB':>9}{'rec/s':>9}")
     done, started, last = 0, time.perf_counter(), time.perf_counter()
     print(f"{0:>12}{_rss_mb():>9.1f}{'':>9}")

@@ -1,5 +1,7 @@
 """Produce `user_trades` the way the ksqlDB LEFT JOIN does: a UTF-8 USERID key (null for a trade with no
-user) and a Confluent-framed Protobuf `UserTrade` value, registered through the Schema Registry.
+user) and a Confluent-framed Protobuf `UserTrade` value whose schema is registered as ksqlDB registers it
+(`.proto` text, see localrun/ksql_schema.py); `schema_form="descriptor"` registers it through
+confluent-kafka's serializer instead (a base64 descriptor), the other form a registry may return.
 
 Deterministic for a given seed, so a run can be repeated and its summary compared.
 """
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import Producer
@@ -16,6 +18,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from localrun import ksql_schema
 from settlement.schemas.user_trade_pb2 import UserTrade
 
 SYMBOLS = ("ZVV", "ZBZX", "ZJZZT", "ZTEST", "ZXZZT", "ZWZZT", "ZVZZT")
@@ -61,6 +64,18 @@ def value_serializer(registry_url: str, topic: str) -> tuple[ProtobufSerializer,
     )
 
 
+def value_encoder(registry_url: str, topic: str, schema_form: str = "ksqldb") -> Callable[[UserTrade], bytes]:
+    """Trade → framed value bytes, with the schema registered in the given form (`ksqldb` or `descriptor`)."""
+    if schema_form == "descriptor":
+        serializer, ctx = value_serializer(registry_url, topic)
+        return lambda trade: serializer(trade, ctx)  # type: ignore[return-value]
+    if schema_form != "ksqldb":
+        raise ValueError(f"unknown schema form {schema_form!r}")
+    schema_id = ksql_schema.register(SchemaRegistryClient({"url": registry_url}), f"{topic}-value")
+    framing = ksql_schema.framing(schema_id)
+    return lambda trade: framing + trade.SerializeToString()
+
+
 def produce_trades(
     bootstrap: str,
     registry_url: str,
@@ -68,9 +83,10 @@ def produce_trades(
     count: int,
     cfg: GeneratorConfig = GeneratorConfig(),
     rate: float | None = None,
+    schema_form: str = "ksqldb",
 ) -> int:
     """Produce `count` trades, at `rate` records/s or as fast as possible; returns the number acknowledged."""
-    serializer, ctx = value_serializer(registry_url, topic)
+    encode = value_encoder(registry_url, topic, schema_form)
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 10, "enable.idempotence": True, "compression.type": "lz4"}
     )
@@ -89,7 +105,7 @@ def produce_trades(
                 time.sleep(ahead)
         while True:
             try:
-                producer.produce(topic, key=key, value=serializer(trade, ctx), on_delivery=on_delivery)
+                producer.produce(topic, key=key, value=encode(trade), on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -102,8 +102,13 @@ class SettlementProcessor:
         """
         started = time.monotonic()
         deadline = started + self._timeout_s
-        decode = decode or self._decoder.decode
-        planned = [self._plan(record, decode) for record in records]
+        decode = decode or self._decoder.for_batch()
+        planned: list[_Planned] = []
+        for record in records:
+            if time.monotonic() > deadline:
+                # Registry lookups are bounded one by one; many slow ones must still not outlive the batch.
+                raise TransientError(f"batch deadline passed after planning {len(planned)} of {len(records)} records")
+            planned.append(self._plan(record, decode))
         tracker = self._tracker_factory()
         for item in planned:
             tracker.produce(item.topic, item.key, item.value, item.headers, deadline)

@@ -61,7 +61,20 @@ class Settings:
         return conf
 
     def registry_conf(self) -> dict[str, Any]:
-        return {"url": self.registry_url, **self.registry_config}
+        """Registry client settings. Every request is bounded by the batch deadline: a registry that accepts
+        the connection and never answers must fail the batch for retry, not hang it. A request may take a
+        quarter of the deadline, retried once after 0.2 s, so the worst lookup costs half of it."""
+        bound = max(1.0, self.delivery_timeout_s / 4)
+        conf: dict[str, Any] = {"timeout": bound, "max.retries": 1, "retries.wait.ms": 200, "retries.max.wait.ms": 1000}
+        conf.update(self.registry_config)
+        conf["timeout"] = min(float(conf["timeout"]), bound) if _is_number(conf["timeout"]) else bound
+        if _is_number(conf["max.retries"]):
+            conf["max.retries"] = int(min(max(conf["max.retries"], 0), 1))
+        return {"url": self.registry_url, **conf}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class _Reader:

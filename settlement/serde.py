@@ -13,12 +13,14 @@ per process and caches its id.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import struct
 import threading
-import time
+from collections.abc import Callable
+from typing import TypeVar
 
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.schema_registry.serde import SchemaId
@@ -26,13 +28,17 @@ from confluent_kafka.serialization import MessageField, SerializationContext, Se
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError
 
+from settlement import proto_text
 from settlement.poison import PoisonKind, PoisonRecord
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 
 _MAGIC = 0
 _HEADER_MIN = 6  # magic + 4-byte id + at least one message-index byte
-_NEGATIVE_TTL_S = 60.0
+_SCHEMA_NOT_FOUND = 40403  # the Confluent API's own error code for an unknown schema id
+_MAX_CACHED_SCHEMAS = 1024
+_MAX_REFERENCE_DEPTH = 8
+_MAX_REFERENCES = 64
 
 
 class TransientError(RuntimeError):
@@ -77,12 +83,20 @@ class TradeDecoder:
         self._client = client
         self._max = max_record_bytes
         self._good: set[tuple[int, tuple[int, ...]]] = set()
-        self._bad: dict[tuple[int, tuple[int, ...]], tuple[float, PoisonRecord]] = {}
         self._lock = threading.Lock()
         self._reader = descriptor_pb2.DescriptorProto()
         UserTrade.DESCRIPTOR.CopyToProto(self._reader)
 
-    def decode(self, value: bytes | None) -> UserTrade:
+    def for_batch(self) -> Callable[[bytes | None], UserTrade]:
+        """A decoder for one batch. Its memo of schema ids the registry does not know lives only as long as
+        the batch: a batch full of one unknown id costs one lookup, and the next batch asks again, so a
+        schema registered meanwhile (or a registry that was lagging) is never held against later records."""
+        unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord] = {}
+        return lambda value: self.decode(value, unknown)
+
+    def decode(
+        self, value: bytes | None, unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord] | None = None
+    ) -> UserTrade:
         if not value:
             raise PoisonRecord(PoisonKind.EMPTY_VALUE, "record value is null or empty")
         if len(value) > self._max:
@@ -108,54 +122,112 @@ class TradeDecoder:
                 raise PoisonRecord(PoisonKind.TRUNCATED_HEADER, f"unreadable message-index framing ({exc})") from None
             assert schema_id.id is not None
             sid, indexes, body = schema_id.id, tuple(schema_id.message_indexes or [0]), payload.read()
-        self._verify(sid, indexes)
+        self._verify(sid, indexes, {} if unknown is None else unknown)
         try:
             return UserTrade.FromString(body)
         except DecodeError as exc:
             raise PoisonRecord(PoisonKind.UNDECODABLE, f"Protobuf payload does not parse ({exc})") from None
 
-    def _verify(self, schema_id: int, indexes: tuple[int, ...]) -> None:
+    def _verify(
+        self, schema_id: int, indexes: tuple[int, ...], unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord]
+    ) -> None:
         key = (schema_id, indexes)
         if key in self._good:
             return
+        if key in unknown:
+            raise unknown[key]
         with self._lock:
-            cached = self._bad.get(key)
-            if cached is not None and time.monotonic() - cached[0] < _NEGATIVE_TTL_S:
-                raise cached[1]
+            if key in self._good:
+                return
             try:
                 self._check(schema_id, list(indexes))
             except PoisonRecord as poison:
-                self._bad[key] = (time.monotonic(), poison)
+                if len(unknown) < _MAX_CACHED_SCHEMAS:
+                    unknown[key] = poison
                 raise
+            if len(self._good) >= _MAX_CACHED_SCHEMAS:
+                self._good.clear()  # hostile streams of distinct ids must not grow memory without bound
             self._good.add(key)
 
     def _check(self, schema_id: int, indexes: list[int]) -> None:
-        try:
-            schema = self._client.get_schema(schema_id, fmt="serialized")
-        except SchemaRegistryError as exc:
-            if exc.http_status_code == 404:
-                raise PoisonRecord(
-                    PoisonKind.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the registry"
-                ) from None
-            raise TransientError(f"Schema Registry error resolving schema id {schema_id}: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - network failures surface as assorted httpx/OS errors
-            raise TransientError(f"Schema Registry unreachable resolving schema id {schema_id}: {exc}") from None
+        schema = _registry_call(
+            f"resolving schema id {schema_id}", lambda: self._client.get_schema(schema_id, fmt="serialized")
+        )
         if schema.schema_type != "PROTOBUF":
             raise PoisonRecord(
                 PoisonKind.WRONG_SCHEMA_TYPE, f"schema id {schema_id} is {schema.schema_type}, not PROTOBUF"
             )
-        try:
-            fdp = descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(schema.schema_str or ""))
-        except (ValueError, DecodeError):
-            raise PoisonRecord(
-                PoisonKind.WRONG_SCHEMA_TYPE, f"schema id {schema_id} is not a readable Protobuf schema"
-            ) from None
+        fdp = self._descriptor(schema, f"schema id {schema_id}")
         conflicts = wire_conflicts(_message_at(fdp, indexes), self._reader)
         if conflicts:
             raise PoisonRecord(
                 PoisonKind.WRONG_SCHEMA_TYPE,
                 f"schema id {schema_id} is not wire-compatible with UserTrade: {'; '.join(conflicts)}",
             )
+
+    def _descriptor(self, schema: Schema, what: str) -> descriptor_pb2.FileDescriptorProto:
+        """A registered Protobuf schema in either form the registry may return: base64 descriptor or text."""
+        text = schema.schema_str or ""
+        if not proto_text.looks_like_text(text):
+            try:
+                return descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(text))
+            except (ValueError, DecodeError):
+                raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what} is not a readable Protobuf schema") from None
+        references: dict[str, str | descriptor_pb2.FileDescriptorProto] = {}
+        self._collect_references(schema, what, references, depth=0)
+        try:
+            return proto_text.compile_text(text, references)
+        except proto_text.ProtoTextError as exc:
+            raise PoisonRecord(
+                PoisonKind.WRONG_SCHEMA_TYPE, f"{what} is not a readable Protobuf schema ({exc})"
+            ) from None
+
+    def _collect_references(
+        self, schema: Schema, what: str, out: dict[str, str | descriptor_pb2.FileDescriptorProto], depth: int
+    ) -> None:
+        """Every file the schema imports, transitively, as the registry returns it (text or descriptor)."""
+        if depth > _MAX_REFERENCE_DEPTH or len(out) > _MAX_REFERENCES:
+            raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what}: too many or too deeply nested references")
+        for ref in schema.references or []:
+            if not ref.name or not ref.subject or ref.version is None:
+                raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what} has an incomplete reference")
+            if ref.name in out:
+                continue
+            fetch = functools.partial(self._client.get_version, ref.subject, ref.version, fmt="serialized")
+            ref_schema = _registry_call(f"resolving reference {ref.name} of {what}", fetch).schema
+            ref_text = ref_schema.schema_str or ""
+            if proto_text.looks_like_text(ref_text):
+                out[ref.name] = ref_text
+            else:
+                try:
+                    fdp = descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(ref_text))
+                except (ValueError, DecodeError):
+                    raise PoisonRecord(
+                        PoisonKind.WRONG_SCHEMA_TYPE, f"reference {ref.name} of {what} is not readable"
+                    ) from None
+                fdp.name = ref.name
+                out[ref.name] = fdp
+            self._collect_references(ref_schema, what, out, depth + 1)
+
+
+T = TypeVar("T")
+
+
+def _registry_call(what: str, call: Callable[[], T]) -> T:
+    """One registry request. Only the registry's own "not found" (HTTP 404 with error code 40403) says the
+    record is poison; any other 404 (a gateway, a wrong path), a 5xx, a timeout or a garbage answer is the
+    registry or the network failing now, so the batch fails and is retried."""
+    try:
+        return call()
+    except SchemaRegistryError as exc:
+        if exc.http_status_code == 404 and exc.error_code == _SCHEMA_NOT_FOUND:
+            raise PoisonRecord(PoisonKind.UNKNOWN_SCHEMA_ID, f"the registry has no such schema ({what})") from None
+        detail = str(exc.error_message)[:200]
+        raise TransientError(
+            f"Schema Registry error {what}: HTTP {exc.http_status_code}, code {exc.error_code}: {detail}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - network failures and garbage answers surface as assorted types
+        raise TransientError(f"Schema Registry unreachable {what}: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 class SettlementEncoder:

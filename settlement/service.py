@@ -8,10 +8,13 @@ importing `function_app` stays cheap for cold starts.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Mapping
+from typing import Any
 
+from confluent_kafka import KafkaException
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from settlement.batch import SettlementProcessor
@@ -25,16 +28,22 @@ _processor: SettlementProcessor | None = None
 
 def build_processor(settings: Settings) -> SettlementProcessor:
     """Wire a processor from settings (tests call this directly with their own settings)."""
-    registry = SchemaRegistryClient(settings.registry_conf())
+    try:
+        registry = SchemaRegistryClient(settings.registry_conf())
+    except Exception as exc:  # noqa: BLE001 - the client raises ValueError/TypeError/others for bad settings
+        raise ConfigError("SCHEMA_REGISTRY_CONFIG", _redacted(exc, settings.registry_config)) from None
     try:
         producer_conf = build_config(
             settings.producer_conf(),
             settings.producer_config,
             delivery_timeout_ms=int(settings.delivery_timeout_s * 1000),
         )
-    except ValueError as exc:
-        raise ConfigError("KAFKA_PRODUCER_CONFIG", str(exc)) from None
-    producer = shared_producer(producer_conf)
+    except ValueError as exc:  # our own durability check
+        raise ConfigError("KAFKA_PRODUCER_CONFIG", _masked(str(exc), settings.producer_config)) from None
+    try:
+        producer = shared_producer(producer_conf)
+    except KafkaException as exc:
+        raise ConfigError("KAFKA_PRODUCER_CONFIG", _redacted(exc, settings.producer_config)) from None
     return SettlementProcessor(
         decoder=TradeDecoder(registry, settings.max_record_bytes),
         encoder=SettlementEncoder(registry, settings.topics.settlements, settings.auto_register_schemas),
@@ -43,6 +52,21 @@ def build_processor(settings: Settings) -> SettlementProcessor:
         tracker_factory=lambda: DeliveryTracker(producer),
         delivery_timeout_s=settings.delivery_timeout_s,
     )
+
+
+def _masked(text: str, secret_config: Mapping[str, Any]) -> str:
+    """`text` with every value of a secret setting masked (the names of its keys stay)."""
+    for value in secret_config.values():
+        for shown in sorted({str(value), repr(value), json.dumps(value)}, key=len, reverse=True):
+            if len(shown) >= 1:
+                text = text.replace(shown, "****")
+    return text
+
+
+def _redacted(exc: Exception, secret_config: Mapping[str, Any]) -> str:
+    """A client's complaint about a secret setting, values masked."""
+    text = str(exc.args[0] if isinstance(exc, KafkaException) and exc.args else exc)
+    return f"rejected by the client ({type(exc).__name__}): {_masked(text, secret_config)}"
 
 
 def processor(env: Mapping[str, str] | None = None) -> SettlementProcessor:

@@ -141,7 +141,7 @@ def handle(body: bytes, processor: SettlementProcessor) -> tuple[int, Any]:
     except MalformedRequest as exc:
         return 400, {"error": str(exc)}
     try:
-        result = processor.process(records, decode=sink_decoder(processor.decoder.decode))
+        result = processor.process(records, decode=sink_decoder(processor.decoder.for_batch()))
     except (DeliveryError, TransientError) as exc:
         return 503, {"error": f"not settled, retry the batch: {exc}"}
     return 200, results_json(result)

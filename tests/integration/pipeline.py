@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import azure.functions as func
@@ -11,6 +11,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from localrun.generator import value_encoder
 from localrun.indexing import kafka_annotation
 from localrun.invocation import messages_to_events
 from settlement import producer, service
@@ -29,7 +30,13 @@ class Pipeline:
     settlements: str
     dlq: str
 
-    def serializer(self) -> tuple[ProtobufSerializer, SerializationContext]:
+    def serializer(self) -> tuple[Callable[[UserTrade, SerializationContext], bytes], SerializationContext]:
+        """Values framed as ksqlDB writes them, the schema registered as ksqlDB registers it (text)."""
+        encode = value_encoder(self.registry_url, self.source, "ksqldb")
+        return (lambda trade, _ctx: encode(trade)), SerializationContext(self.source, MessageField.VALUE)
+
+    def descriptor_serializer(self) -> tuple[ProtobufSerializer, SerializationContext]:
+        """confluent-kafka's serializer: the schema registered as a base64 descriptor."""
         client = SchemaRegistryClient({"url": self.registry_url})
         return (
             ProtobufSerializer(UserTrade, client, {"use.deprecated.format": False}),

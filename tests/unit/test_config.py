@@ -72,7 +72,40 @@ def test_secrets_do_not_show_in_repr() -> None:
     assert s.security_protocol == "SASL_SSL"
     conf = s.producer_conf()
     assert conf["sasl.password"] == PASSWORD and conf["sasl.mechanisms"] == "PLAIN"
-    assert s.registry_conf() == {"url": "http://registry:8081", "basic.auth.user.info": f"k:{PASSWORD}"}
+    assert s.registry_conf() == {
+        "url": "http://registry:8081",
+        "basic.auth.user.info": f"k:{PASSWORD}",
+        "timeout": 15.0,  # a quarter of the 60 s batch deadline
+        "max.retries": 1,
+        "retries.wait.ms": 200,
+        "retries.max.wait.ms": 1000,
+    }
+
+
+def test_registry_requests_are_bounded_by_the_batch_deadline_whatever_the_config_says() -> None:
+    s = load_settings(
+        env(SETTLEMENT_DELIVERY_TIMEOUT_SECONDS="10", SCHEMA_REGISTRY_CONFIG='{"timeout": 600, "max.retries": 9}')
+    )
+    conf = s.registry_conf()
+    assert (conf["timeout"], conf["max.retries"]) == (2.5, 1)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("SCHEMA_REGISTRY_CONFIG", '{"max.retries": "s3cr3t-value-1"}'),
+        ("SCHEMA_REGISTRY_CONFIG", '{"no.such.key": "s3cr3t-value-1"}'),
+        ("KAFKA_PRODUCER_CONFIG", '{"linger.ms": "s3cr3t-value-1"}'),
+        ("KAFKA_PRODUCER_CONFIG", '{"no.such.property": "s3cr3t-value-1"}'),
+    ],
+)
+def test_client_config_errors_name_the_setting_and_never_its_values(setting: str, value: str) -> None:
+    from settlement.service import build_processor
+
+    with pytest.raises(ConfigError) as err:
+        build_processor(load_settings(env(**{setting: value})))
+    assert err.value.setting == setting
+    assert "s3cr3t-value-1" not in str(err.value)
 
 
 class FakeVault:

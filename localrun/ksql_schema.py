@@ -1,0 +1,52 @@
+"""The `user_trades` value schema as ksqlDB registers it, so local runs exercise the shape production sees.
+
+ksqlDB generates the PROTOBUF schema from the `USER_TRADES` SELECT list (ksql/02-user-trades.sql) and
+registers it as `.proto` text, not as a base64 descriptor: upper-case field names, numbered in column order
+from 1, the package and message name taken from `VALUE_SCHEMA_FULL_NAME` (`ConnectDefault1` without one),
+and every column `optional` under `VALUE_PROTOBUF_NULLABLE_REPRESENTATION = 'OPTIONAL'`. Its serializer then
+frames each value with message index [0]. `tests/unit/test_ksql_contract.py` keeps this text in step with
+the statement.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+from settlement.schemas.user_trade_pb2 import UserTrade
+
+FULL_NAME = "tradesettlement.v1.UserTrade"
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("REGIONID", "string"),
+    ("QUANTITY", "int32"),
+    ("SYMBOL", "string"),
+    ("PRICE", "int32"),
+    ("ACCOUNT", "string"),
+    ("SIDE", "string"),
+)
+
+
+def schema_text(full_name: str | None = FULL_NAME, optional: bool = True) -> str:
+    """The text ksqlDB registers for the USER_TRADES value (`full_name=None`: no VALUE_SCHEMA_FULL_NAME)."""
+    package, _, message = (full_name or "ConnectDefault1").rpartition(".")
+    label = "optional " if optional else ""
+    lines = ['syntax = "proto3";', ""]
+    if package:
+        lines += [f"package {package};", ""]
+    lines.append(f"message {message} {{")
+    lines += [f"  {label}{ktype} {name} = {number};" for number, (name, ktype) in enumerate(COLUMNS, 1)]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def register(client: SchemaRegistryClient, subject: str, text: str | None = None) -> int:
+    """Register the value schema as ksqlDB does; returns its id."""
+    return client.register_schema(subject, Schema(text or schema_text(), "PROTOBUF"))
+
+
+def framing(schema_id: int) -> bytes:
+    """The 6-byte Confluent framing ksqlDB's serializer writes: magic, id, message index [0]."""
+    return b"\x00" + schema_id.to_bytes(4, "big") + b"\x00"
+
+
+def encode(schema_id: int, trade: UserTrade) -> bytes:
+    return framing(schema_id) + trade.SerializeToString()

@@ -1,0 +1,47 @@
+"""protoc (grpcio-tools) reads the `.proto` text registries return; bad text is the schema's fault."""
+
+from __future__ import annotations
+
+import pytest
+
+from localrun import ksql_schema
+from settlement.proto_text import ProtoTextError, compile_text, looks_like_text
+from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.serde import wire_conflicts
+
+
+def test_the_text_ksqldb_registers_is_wire_compatible_with_our_user_trade() -> None:
+    from google.protobuf import descriptor_pb2
+
+    reader = descriptor_pb2.DescriptorProto()
+    UserTrade.DESCRIPTOR.CopyToProto(reader)
+    for full_name in ("tradesettlement.v1.UserTrade", None):
+        for optional in (True, False):
+            fdp = compile_text(ksql_schema.schema_text(full_name, optional))
+            assert fdp.message_type[0].name == (full_name or "ConnectDefault1").rsplit(".", 1)[-1]
+            assert wire_conflicts(fdp.message_type[0], reader) == []
+
+
+def test_well_known_imports_and_text_references_resolve() -> None:
+    text = (
+        'syntax = "proto3";\nimport "google/protobuf/timestamp.proto";\nimport "a/b.proto";\n'
+        "message M { google.protobuf.Timestamp at = 1; b.N n = 2; }\n"
+    )
+    fdp = compile_text(text, {"a/b.proto": 'syntax = "proto3";\npackage b;\nmessage N { int32 x = 1; }\n'})
+    assert [f.type_name for f in fdp.message_type[0].field] == [".google.protobuf.Timestamp", ".b.N"]
+
+
+@pytest.mark.parametrize("name", ["../escape.proto", "/etc/x.proto", "not-a-proto.txt"])
+def test_a_reference_name_cannot_write_outside_the_scratch_directory(name: str) -> None:
+    with pytest.raises(ProtoTextError, match=r"relative \.proto path"):
+        compile_text('syntax = "proto3";\nmessage M {}\n', {name: "x"})
+
+
+def test_text_protoc_rejects_is_an_error_of_the_schema() -> None:
+    with pytest.raises(ProtoTextError):
+        compile_text("syntax = 'proto3'; message { broken")
+
+
+def test_base64_is_never_taken_for_text() -> None:
+    assert not looks_like_text("CgpzZXR0bGUucHJvdG8SEnRyYWRlc2V0dGxlbWVudC52MQ==")
+    assert looks_like_text(ksql_schema.schema_text())
