@@ -1,5 +1,7 @@
 -- Sources: the Datagen quickstart topics (stock trades, users), JSON values.
 -- Applied in file order by scripts/ksql_apply.py; ${NAME} variables are substituted at apply time.
+-- The tool creates the topics first (or reads the partition count of existing ones), so these statements
+-- apply to an empty cluster and to one where the topics exist. The join needs both sources co-partitioned.
 
 CREATE STREAM IF NOT EXISTS STOCKTRADE (
   SIDE VARCHAR,

@@ -11,6 +11,10 @@
 -- behavior.on.error = fail: a 5xx (failed delivery to trade-settlements) stops the task rather than skip
 -- records; poison records never cause an error status (they are dead-lettered by the function).
 -- Secrets (function key, API key and secret) are substituted at apply time, never committed.
+-- This is the fully managed connector (Confluent Cloud): ksqlDB creates it only when the request carries
+-- X-Confluent-API-Key / X-Confluent-API-Secret, which scripts/ksql_apply.py adds in --mode cloud. Every key
+-- is one of the fully managed connector's documented keys. Self-managed ksqlDB + Connect uses
+-- ksql/self-managed/03-sink-connector.sql instead (--mode self-managed).
 
 CREATE SINK CONNECTOR IF NOT EXISTS USER_TRADES_AZURE_FUNCTIONS_SINK WITH (
   'connector.class' = 'AzureFunctionsSink',
@@ -23,8 +27,6 @@ CREATE SINK CONNECTOR IF NOT EXISTS USER_TRADES_AZURE_FUNCTIONS_SINK WITH (
   'kafka.api.secret' = '${KAFKA_API_SECRET}',
   'max.batch.size' = '64',
   'max.pending.requests' = '1',
-  'request.timeout' = '60000',
-  'retry.timeout' = '3600000',
   'behavior.on.error' = 'fail',
   'tasks.max' = '${SINK_TASKS}'
 );

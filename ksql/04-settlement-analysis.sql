@@ -2,6 +2,10 @@
 -- Column names and order match proto/trade_settlement.proto field for field; event time is the settlement's
 -- `timestamp` (the trade record's epoch-millisecond Kafka timestamp), so windows reflect when trades
 -- happened, and a replay lands in the same windows.
+-- VALUE_SCHEMA_FULL_NAME is the proto's full name, so the schema ksqlDB registers for this stream and the one
+-- the function registers (proto/trade_settlement.proto) are one message to the registry, whichever comes
+-- first. The topic is created (or checked) by scripts/ksql_apply.py before this runs; PARTITIONS must then
+-- match it, which the tool sees to.
 
 CREATE STREAM IF NOT EXISTS TRADE_SETTLEMENTS (
   USERID VARCHAR KEY,
@@ -18,6 +22,8 @@ CREATE STREAM IF NOT EXISTS TRADE_SETTLEMENTS (
   KAFKA_TOPIC = 'trade-settlements',
   KEY_FORMAT = 'KAFKA',
   VALUE_FORMAT = 'PROTOBUF',
+  VALUE_SCHEMA_FULL_NAME = 'tradesettlement.v1.TradeSettlement',
+  PARTITIONS = ${SETTLEMENTS_PARTITIONS},
   TIMESTAMP = '`timestamp`'
 );
 
@@ -41,15 +47,17 @@ EMIT CHANGES;
 
 -- What trading operations asks next: money waiting on a decision, per symbol and hour. Pending (large) and
 -- SEC-flagged amounts are exposure that has not settled; the rejected count shows data-quality trouble.
+-- Every CASE branch must have the THEN type exactly: `0.0` is a DECIMAL literal in ksqlDB, so the ELSE of a
+-- DOUBLE amount is CAST(0 AS DOUBLE).
 CREATE TABLE IF NOT EXISTS EXPOSURE_BY_SYMBOL_HOURLY WITH (
   KAFKA_TOPIC = 'exposure_by_symbol_hourly',
   KEY_FORMAT = 'JSON',
   VALUE_FORMAT = 'JSON'
 ) AS SELECT
   `symbol` AS SYMBOL,
-  SUM(CASE WHEN `disposition` = 'Pending' THEN `amount` ELSE 0.0 END) AS PENDING_AMOUNT,
-  SUM(CASE WHEN `disposition` = 'SEC Flagged' THEN `amount` ELSE 0.0 END) AS FLAGGED_AMOUNT,
-  SUM(CASE WHEN `disposition` = 'Completed' THEN `amount` ELSE 0.0 END) AS COMPLETED_AMOUNT,
+  SUM(CASE WHEN `disposition` = 'Pending' THEN `amount` ELSE CAST(0 AS DOUBLE) END) AS PENDING_AMOUNT,
+  SUM(CASE WHEN `disposition` = 'SEC Flagged' THEN `amount` ELSE CAST(0 AS DOUBLE) END) AS FLAGGED_AMOUNT,
+  SUM(CASE WHEN `disposition` = 'Completed' THEN `amount` ELSE CAST(0 AS DOUBLE) END) AS COMPLETED_AMOUNT,
   SUM(CASE WHEN `disposition` = 'Rejected' THEN 1 ELSE 0 END) AS REJECTED_TRADES,
   COUNT(*) AS TRADES,
   WINDOWSTART AS WINDOW_START,

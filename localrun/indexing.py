@@ -92,21 +92,22 @@ class IndexedFunction:
         return next((b for b in self.bindings if b["type"] == type_name), None)
 
 
-_indexed: dict[int, list[Any]] = {}
+_indexed: dict[int, tuple[Any, list[Any]]] = {}  # id → (the app, kept alive so its id is not reused; functions)
 
 
 def _functions_of(app: Any) -> list[Any]:
     """`app.get_functions()` once per app (a FunctionApp refuses to build its functions twice)."""
-    if id(app) not in _indexed:
+    cached = _indexed.get(id(app))
+    if cached is None or cached[0] is not app:
         # The library warns on the root logger that auth levels only apply to HTTP functions: noise here.
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)
         try:
-            _indexed[id(app)] = app.get_functions()
+            _indexed[id(app)] = (app, app.get_functions())
         finally:
             root.setLevel(level)
-    return _indexed[id(app)]
+    return _indexed[id(app)][1]
 
 
 def _is_out(annotation: Any) -> bool:

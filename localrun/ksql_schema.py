@@ -25,15 +25,23 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def schema_text(full_name: str | None = FULL_NAME, optional: bool = True) -> str:
-    """The text ksqlDB registers for the USER_TRADES value (`full_name=None`: no VALUE_SCHEMA_FULL_NAME)."""
+# ksqlDB column types → the proto3 scalar types its PROTOBUF format writes.
+KSQL_TYPES = {"VARCHAR": "string", "STRING": "string", "INT": "int32", "INTEGER": "int32", "BIGINT": "int64"}
+KSQL_TYPES["DOUBLE"] = "double"
+
+
+def schema_text(
+    full_name: str | None = FULL_NAME, optional: bool = True, columns: tuple[tuple[str, str], ...] = COLUMNS
+) -> str:
+    """The text ksqlDB registers for a value of `columns` (name, proto type), numbered in order from 1.
+    `full_name=None`: no VALUE_SCHEMA_FULL_NAME, so `ConnectDefault1` in no package."""
     package, _, message = (full_name or "ConnectDefault1").rpartition(".")
     label = "optional " if optional else ""
     lines = ['syntax = "proto3";', ""]
     if package:
         lines += [f"package {package};", ""]
     lines.append(f"message {message} {{")
-    lines += [f"  {label}{ktype} {name} = {number};" for number, (name, ktype) in enumerate(COLUMNS, 1)]
+    lines += [f"  {label}{ptype} {name} = {number};" for number, (name, ptype) in enumerate(columns, 1)]
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -1,11 +1,19 @@
 """Apply the ksql/ statements, in file order, to a ksqlDB server's REST API.
 
-    python scripts/ksql_apply.py --server https://pksqlc-xxxx.region.azure.confluent.cloud:443 [--dry-run]
+    python scripts/ksql_apply.py --server https://pksqlc-xxxx.region.azure.confluent.cloud:443 \
+        --bootstrap-servers pkc-xxxx.region.azure.confluent.cloud:9092 [--mode cloud|self-managed] [--dry-run]
 
+- Topics first: every topic of the pipeline (sources, `user_trades`, `trade-settlements`, the dead-letter
+  topic) is created if missing, or its partition count read if it exists, and the `*_PARTITIONS` variables
+  follow the existing topics, so the statements apply to an empty cluster and to one that has them.
 - `${NAME}` variables are substituted from `--var NAME=VALUE`, then the environment, then the defaults
   below. Secret variables (names containing KEY, SECRET, PASSWORD or TOKEN) come only from the environment,
   never the command line, and print as ****.
-- Basic auth with `KSQLDB_API_KEY` / `KSQLDB_API_SECRET` from the environment.
+- Basic auth with `KSQLDB_API_KEY` / `KSQLDB_API_SECRET` from the environment. `--mode cloud` (default):
+  the fully managed connector, and connector statements carry `X-Confluent-API-Key` /
+  `X-Confluent-API-Secret` from `CONFLUENT_CLOUD_API_KEY` / `CONFLUENT_CLOUD_API_SECRET` (Confluent Cloud's
+  ksqlDB manages connectors only then). `--mode self-managed`: ksql/self-managed/ replaces the connector file.
+- Kafka access for the topic step: `KAFKA_API_KEY` / `KAFKA_API_SECRET` (SASL_SSL PLAIN) when set.
 - Prints each statement's status; stops at the first error with the server's message (exit 1).
 - Safe to re-run: every statement is `IF NOT EXISTS`.
 """
@@ -28,7 +36,24 @@ ROOT = Path(__file__).resolve().parent.parent
 KSQL_DIR = ROOT / "ksql"
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN", re.IGNORECASE)
-DEFAULTS = {"SOURCE_PARTITIONS": "6", "USER_TRADES_PARTITIONS": "6", "SINK_TASKS": "6"}
+DEFAULTS = {
+    "SOURCE_PARTITIONS": "6",
+    "USER_TRADES_PARTITIONS": "6",
+    "SETTLEMENTS_PARTITIONS": "6",
+    "DLQ_PARTITIONS": "1",
+    "SINK_TASKS": "6",
+}
+# Every topic the pipeline needs, with the variable holding its partition count. stocktrade and users feed
+# a join, so they must have the same count.
+TOPICS = (
+    ("stocktrade", "SOURCE_PARTITIONS"),
+    ("users", "SOURCE_PARTITIONS"),
+    ("user_trades", "USER_TRADES_PARTITIONS"),
+    ("trade-settlements", "SETTLEMENTS_PARTITIONS"),
+    ("user_trades-dlq", "DLQ_PARTITIONS"),
+)
+CONNECTOR = re.compile(r"^\s*(CREATE|DROP)\s+(SINK\s+|SOURCE\s+)?CONNECTOR\b", re.IGNORECASE)
+MODES = ("cloud", "self-managed")
 MASK = "****"
 
 
@@ -128,10 +153,79 @@ def redact(text: str, values: Mapping[str, str]) -> str:
     return text
 
 
+def statement_files(mode: str, ksql_dir: Path = KSQL_DIR) -> list[Path]:
+    """ksql/*.sql in order; in self-managed mode a file of ksql/self-managed/ replaces its namesake."""
+    files = sorted(ksql_dir.glob("*.sql"))
+    if mode == "self-managed":
+        overrides = {p.name: p for p in (ksql_dir / "self-managed").glob("*.sql")}
+        files = [overrides.get(p.name, p) for p in files]
+    return files
+
+
+def kafka_conf(bootstrap: str, env: Mapping[str, str]) -> dict[str, str]:
+    conf = {"bootstrap.servers": bootstrap}
+    if env.get("KAFKA_API_KEY") and env.get("KAFKA_API_SECRET"):
+        conf.update(
+            {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanisms": "PLAIN",
+                "sasl.username": env["KAFKA_API_KEY"],
+                "sasl.password": env["KAFKA_API_SECRET"],
+            }
+        )
+    return conf
+
+
+def ensure_topics(conf: Mapping[str, str], wanted: Mapping[str, int], timeout_s: float = 30.0) -> dict[str, int]:
+    """Create missing topics with the wanted counts; return every topic's actual partition count."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(dict(conf))
+    try:
+        existing = admin.list_topics(timeout=timeout_s).topics
+    except Exception as exc:  # noqa: BLE001 - KafkaException and friends: say what could not be reached
+        raise ApplyError(f"cannot list topics at {conf['bootstrap.servers']}: {exc}") from None
+    counts = {name: len(existing[name].partitions) for name in wanted if name in existing}
+    missing = [
+        NewTopic(name, num_partitions=n, replication_factor=-1) for name, n in wanted.items() if name not in counts
+    ]
+    for name, future in admin.create_topics(missing).items() if missing else []:
+        try:
+            future.result(timeout=timeout_s)
+        except Exception as exc:  # noqa: BLE001 - a concurrent creator is fine; anything else is not
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise ApplyError(f"cannot create topic {name}: {exc}") from None
+        counts[name] = wanted[name]
+    return counts
+
+
+def topic_values(counts: Mapping[str, int], topics: Sequence[tuple[str, str]] = TOPICS) -> dict[str, str]:
+    """The `*_PARTITIONS` variables as the topics really are; co-partitioned sources or an error."""
+    values: dict[str, str] = {}
+    for topic, variable in topics:
+        if topic not in counts:
+            continue
+        if variable in values and values[variable] != str(counts[topic]):
+            others = [t for t, v in topics if v == variable]
+            raise ApplyError(
+                f"{' and '.join(others)} have {', '.join(str(counts[t]) for t in others)} partitions: a join needs "
+                "them co-partitioned; repartition one of them first"
+            )
+        values[variable] = str(counts[topic])
+    return values
+
+
 class KsqlClient:
     """Minimal client for `POST /ksql`."""
 
-    def __init__(self, server: str, api_key: str | None, api_secret: str | None, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        server: str,
+        api_key: str | None,
+        api_secret: str | None,
+        timeout_s: float = 60.0,
+        connector_headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.url = server.rstrip("/") + "/ksql"
         self.timeout_s = timeout_s
         self.headers = {
@@ -141,13 +235,17 @@ class KsqlClient:
         if api_key and api_secret:
             token = base64.b64encode(f"{api_key}:{api_secret}".encode()).decode()
             self.headers["Authorization"] = f"Basic {token}"
+        self.connector_headers = dict(connector_headers or {})
 
     def execute(self, statement: str) -> str:
         """Run one statement; return the server's status line or raise `ApplyError` with its message."""
         body = json.dumps(
             {"ksql": statement, "streamsProperties": {"ksql.streams.auto.offset.reset": "earliest"}}
         ).encode()
-        request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")  # noqa: S310
+        headers = dict(self.headers)
+        if CONNECTOR.match(statement):
+            headers.update(self.connector_headers)
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:  # noqa: S310
                 return _status(json.loads(resp.read() or b"[]"))
@@ -181,10 +279,26 @@ def _error_message(code: int, raw: bytes) -> str:
     return f"HTTP {code}: {message}"
 
 
+def cloud_headers(env: Mapping[str, str]) -> dict[str, str]:
+    key, secret = env.get("CONFLUENT_CLOUD_API_KEY"), env.get("CONFLUENT_CLOUD_API_SECRET")
+    if not key or not secret:
+        raise ApplyError(
+            "connector statements on Confluent Cloud need CONFLUENT_CLOUD_API_KEY and CONFLUENT_CLOUD_API_SECRET "
+            "in the environment (sent as X-Confluent-API-Key / X-Confluent-API-Secret); use --mode self-managed "
+            "for ksqlDB with your own Connect cluster"
+        )
+    return {"X-Confluent-API-Key": key, "X-Confluent-API-Secret": secret}
+
+
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", default=env.get("KSQLDB_ENDPOINT"), help="ksqlDB endpoint (or KSQLDB_ENDPOINT)")
+    parser.add_argument("--mode", choices=MODES, default=env.get("KSQLDB_MODE", "cloud"), help="or KSQLDB_MODE")
+    parser.add_argument(
+        "--bootstrap-servers", default=env.get("KAFKA_BOOTSTRAP_SERVERS"), help="for the topic step (or env)"
+    )
+    parser.add_argument("--skip-topics", action="store_true", help="do not create or read topics first")
     parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="non-secret variable")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved statements, secrets masked")
     parser.add_argument("files", nargs="*", type=Path, help="statement files (default: ksql/*.sql in order)")
@@ -193,29 +307,56 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         cli = dict(v.split("=", 1) for v in args.var)
     except ValueError:
         parser.error("--var takes NAME=VALUE")
-    files = args.files or sorted(KSQL_DIR.glob("*.sql"))
+    files = args.files or statement_files(args.mode)
     try:
         statements = load_statements(files)
-        values = resolve_values(variables(statements), cli, env)
+        names = variables(statements)
+        connector_headers: dict[str, str] = {}
+        if args.mode == "cloud" and any(CONNECTOR.match(s.text) for s in statements):
+            connector_headers = cloud_headers(env)
         if args.dry_run:
+            values = resolve_values(names, cli, env)
+            print(f"-- mode {args.mode}; topics {'skipped' if args.skip_topics else 'created or read first'}")
+            if connector_headers:
+                print("-- connector statements carry X-Confluent-API-Key: ****, X-Confluent-API-Secret: ****")
             for s in statements:
                 print(f"-- {s.label}\n{substitute(s.text, values, masked=True)}\n")
             return 0
         if not args.server:
             raise ApplyError("no ksqlDB server: pass --server or set KSQLDB_ENDPOINT")
-        client = KsqlClient(args.server, env.get("KSQLDB_API_KEY"), env.get("KSQLDB_API_SECRET"))
+        if not args.skip_topics:
+            if not args.bootstrap_servers:
+                raise ApplyError(
+                    "no Kafka bootstrap servers for the topic step: pass --bootstrap-servers or --skip-topics"
+                )
+            wanted_values = resolve_values({v for _, v in TOPICS}, cli, env)
+            wanted = {topic: int(wanted_values[variable]) for topic, variable in TOPICS}
+            counts = ensure_topics(kafka_conf(args.bootstrap_servers, env), wanted)
+            actual = topic_values(counts)
+            for topic, variable in TOPICS:
+                note = "" if actual[variable] == wanted_values[variable] else f" (exists; {variable} follows it)"
+                print(f"[topics] {topic}: {counts[topic]} partitions{note}")
+            cli = {**cli, **actual}
+        values = resolve_values(names, cli, env)
+        client = KsqlClient(
+            args.server, env.get("KSQLDB_API_KEY"), env.get("KSQLDB_API_SECRET"), connector_headers=connector_headers
+        )
         for s in statements:
             first_line = s.text.splitlines()[0]
             try:
                 status = client.execute(substitute(s.text, values))
             except ApplyError as exc:
-                print(f"[{s.label}] {first_line} -> FAILED: {redact(str(exc), values)}")
+                print(f"[{s.label}] {first_line} -> FAILED: {redact(str(exc), {**values, **_secret_env(env)})}")
                 return 1
             print(f"[{s.label}] {first_line} -> {status}")
     except ApplyError as exc:
-        print(f"ksql_apply: {exc}", file=sys.stderr)
+        print(f"ksql_apply: {redact(str(exc), _secret_env(env))}", file=sys.stderr)
         return 2
     return 0
+
+
+def _secret_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if SECRET_NAME.search(k) and v}
 
 
 if __name__ == "__main__":

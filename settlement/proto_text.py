@@ -14,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from google.protobuf import descriptor_pb2
 
@@ -71,3 +72,39 @@ def compile_text(
         if fdp.name == MAIN:
             return fdp
     raise ProtoTextError("protoc produced no descriptor for the schema")
+
+
+_SCALARS = {
+    descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE: "double",
+    descriptor_pb2.FieldDescriptorProto.TYPE_FLOAT: "float",
+    descriptor_pb2.FieldDescriptorProto.TYPE_INT64: "int64",
+    descriptor_pb2.FieldDescriptorProto.TYPE_UINT64: "uint64",
+    descriptor_pb2.FieldDescriptorProto.TYPE_INT32: "int32",
+    descriptor_pb2.FieldDescriptorProto.TYPE_UINT32: "uint32",
+    descriptor_pb2.FieldDescriptorProto.TYPE_BOOL: "bool",
+    descriptor_pb2.FieldDescriptorProto.TYPE_STRING: "string",
+    descriptor_pb2.FieldDescriptorProto.TYPE_BYTES: "bytes",
+    descriptor_pb2.FieldDescriptorProto.TYPE_SINT32: "sint32",
+    descriptor_pb2.FieldDescriptorProto.TYPE_SINT64: "sint64",
+}
+
+
+def render_file(file_descriptor: Any) -> str:
+    """proto3 text of a file of flat scalar messages (what our own schemas are); a round trip through protoc
+    is tested. Anything richer raises rather than render something else."""
+    fdp = descriptor_pb2.FileDescriptorProto()
+    file_descriptor.CopyToProto(fdp)
+    if fdp.syntax != "proto3" or fdp.dependency or fdp.enum_type:
+        raise ValueError(f"{fdp.name}: only flat proto3 files without imports or enums are rendered")
+    lines = ['syntax = "proto3";', ""]
+    if fdp.package:
+        lines += [f"package {fdp.package};", ""]
+    for message in fdp.message_type:
+        lines.append(f"message {message.name} {{")
+        for f in message.field:
+            if f.type not in _SCALARS or f.label == f.LABEL_REPEATED or message.nested_type:
+                raise ValueError(f"{message.name}.{f.name}: only scalar singular fields are rendered")
+            label = "optional " if f.proto3_optional else ""
+            lines.append(f"  {label}{_SCALARS[f.type]} {f.name} = {f.number};")
+        lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -22,9 +22,8 @@ from typing import TypeVar
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
-from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.schema_registry.serde import SchemaId
-from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
+from confluent_kafka.serialization import SerializationError
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError
 
@@ -157,7 +156,7 @@ class TradeDecoder:
             raise PoisonRecord(
                 PoisonKind.WRONG_SCHEMA_TYPE, f"schema id {schema_id} is {schema.schema_type}, not PROTOBUF"
             )
-        fdp = self._descriptor(schema, f"schema id {schema_id}")
+        fdp = writer_descriptor(self._client, schema, f"schema id {schema_id}")
         conflicts = wire_conflicts(_message_at(fdp, indexes), self._reader)
         if conflicts:
             raise PoisonRecord(
@@ -165,49 +164,53 @@ class TradeDecoder:
                 f"schema id {schema_id} is not wire-compatible with UserTrade: {'; '.join(conflicts)}",
             )
 
-    def _descriptor(self, schema: Schema, what: str) -> descriptor_pb2.FileDescriptorProto:
-        """A registered Protobuf schema in either form the registry may return: base64 descriptor or text."""
-        text = schema.schema_str or ""
-        if not proto_text.looks_like_text(text):
-            try:
-                return descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(text))
-            except (ValueError, DecodeError):
-                raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what} is not a readable Protobuf schema") from None
-        references: dict[str, str | descriptor_pb2.FileDescriptorProto] = {}
-        self._collect_references(schema, what, references, depth=0)
-        try:
-            return proto_text.compile_text(text, references)
-        except proto_text.ProtoTextError as exc:
-            raise PoisonRecord(
-                PoisonKind.WRONG_SCHEMA_TYPE, f"{what} is not a readable Protobuf schema ({exc})"
-            ) from None
 
-    def _collect_references(
-        self, schema: Schema, what: str, out: dict[str, str | descriptor_pb2.FileDescriptorProto], depth: int
-    ) -> None:
-        """Every file the schema imports, transitively, as the registry returns it (text or descriptor)."""
-        if depth > _MAX_REFERENCE_DEPTH or len(out) > _MAX_REFERENCES:
-            raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what}: too many or too deeply nested references")
-        for ref in schema.references or []:
-            if not ref.name or not ref.subject or ref.version is None:
-                raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what} has an incomplete reference")
-            if ref.name in out:
-                continue
-            fetch = functools.partial(self._client.get_version, ref.subject, ref.version, fmt="serialized")
-            ref_schema = _registry_call(f"resolving reference {ref.name} of {what}", fetch).schema
-            ref_text = ref_schema.schema_str or ""
-            if proto_text.looks_like_text(ref_text):
-                out[ref.name] = ref_text
-            else:
-                try:
-                    fdp = descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(ref_text))
-                except (ValueError, DecodeError):
-                    raise PoisonRecord(
-                        PoisonKind.WRONG_SCHEMA_TYPE, f"reference {ref.name} of {what} is not readable"
-                    ) from None
-                fdp.name = ref.name
-                out[ref.name] = fdp
-            self._collect_references(ref_schema, what, out, depth + 1)
+def writer_descriptor(client: SchemaRegistryClient, schema: Schema, what: str) -> descriptor_pb2.FileDescriptorProto:
+    """A registered Protobuf schema in either form the registry may return: base64 descriptor or text."""
+    text = schema.schema_str or ""
+    if not proto_text.looks_like_text(text):
+        try:
+            return descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(text))
+        except (ValueError, DecodeError):
+            raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what} is not a readable Protobuf schema") from None
+    references: dict[str, str | descriptor_pb2.FileDescriptorProto] = {}
+    _collect_references(client, schema, what, references, depth=0)
+    try:
+        return proto_text.compile_text(text, references)
+    except proto_text.ProtoTextError as exc:
+        raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what} is not a readable Protobuf schema ({exc})") from None
+
+
+def _collect_references(
+    client: SchemaRegistryClient,
+    schema: Schema,
+    what: str,
+    out: dict[str, str | descriptor_pb2.FileDescriptorProto],
+    depth: int,
+) -> None:
+    """Every file the schema imports, transitively, as the registry returns it (text or descriptor)."""
+    if depth > _MAX_REFERENCE_DEPTH or len(out) > _MAX_REFERENCES:
+        raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what}: too many or too deeply nested references")
+    for ref in schema.references or []:
+        if not ref.name or not ref.subject or ref.version is None:
+            raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what} has an incomplete reference")
+        if ref.name in out:
+            continue
+        fetch = functools.partial(client.get_version, ref.subject, ref.version, fmt="serialized")
+        ref_schema = _registry_call(f"resolving reference {ref.name} of {what}", fetch).schema
+        ref_text = ref_schema.schema_str or ""
+        if proto_text.looks_like_text(ref_text):
+            out[ref.name] = ref_text
+        else:
+            try:
+                fdp = descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(ref_text))
+            except (ValueError, DecodeError):
+                raise PoisonRecord(
+                    PoisonKind.WRONG_SCHEMA_TYPE, f"reference {ref.name} of {what} is not readable"
+                ) from None
+            fdp.name = ref.name
+            out[ref.name] = fdp
+        _collect_references(client, ref_schema, what, out, depth + 1)
 
 
 T = TypeVar("T")
@@ -231,49 +234,66 @@ def _registry_call(what: str, call: Callable[[], T]) -> T:
 
 
 class SettlementEncoder:
-    """Encodes settlements for one topic through confluent-kafka's `ProtobufSerializer`.
+    """Encodes settlements for one topic: a fixed 6-byte framing + `SerializeToString()`.
 
-    The serializer registers (or looks up) the schema on first use. Its framing for this one message type
-    is then fixed for the life of the process, so after checking that the serializer's output is exactly
-    framing + `SerializeToString()`, later settlements reuse that framing: 4.9 µs → 0.5 µs a record
-    (DESIGN §4). Should the check ever fail (rules or a future framing), every record keeps going through
-    the serializer.
+    The schema is registered as `.proto` text (rendered from the generated descriptor), the form ksqlDB
+    registers its own schemas in, so both sides' registrations are compared text to text whichever comes
+    first (Apicurio 3.0.x cannot compare a base64 descriptor with text). With `auto_register` off the latest
+    registered version is used instead, after checking it is wire-compatible. Either way the registry is
+    asked once per process; after that a settlement costs one `SerializeToString()` (DESIGN §4: 0.5 µs).
     """
 
     def __init__(self, client: SchemaRegistryClient, topic: str, auto_register: bool) -> None:
-        self._serializer = ProtobufSerializer(
-            TradeSettlement,
-            client,
-            {
-                "use.deprecated.format": False,
-                "auto.register.schemas": auto_register,
-                "use.latest.version": not auto_register,
-            },
-        )
-        self._ctx = SerializationContext(topic, MessageField.VALUE)
+        self._client = client
+        self._subject = f"{topic}-value"
+        self._auto_register = auto_register
         self._framing: bytes | None = None
-        self._checked = False
+        self._lock = threading.Lock()
 
     def encode(self, settlement: TradeSettlement) -> bytes:
-        if self._framing is not None:
-            return self._framing + settlement.SerializeToString()
-        data = self._serialize(settlement)
-        if not self._checked:
-            payload = settlement.SerializeToString()
-            prefix = data[: len(data) - len(payload)]
-            if data.endswith(payload) and prefix[:1] == b"\x00" and len(prefix) >= _HEADER_MIN:
-                self._framing = prefix
-            self._checked = True
-        return data
+        framing = self._framing or self._resolve()
+        return framing + settlement.SerializeToString()
 
-    def _serialize(self, settlement: TradeSettlement) -> bytes:
+    def _resolve(self) -> bytes:
+        with self._lock:
+            if self._framing is None:
+                schema_id = self._register() if self._auto_register else self._latest()
+                self._framing = b"\x00" + schema_id.to_bytes(4, "big") + b"\x00"  # message index [0]
+            return self._framing
+
+    def _register(self) -> int:
+        text = proto_text.render_file(TradeSettlement.DESCRIPTOR.file)
+        schema = Schema(text, "PROTOBUF")
+        return _settlement_call("registering", lambda: self._client.register_schema(self._subject, schema))
+
+    def _latest(self) -> int:
+        latest = _settlement_call("looking up", lambda: self._client.get_latest_version(self._subject))
         try:
-            data = self._serializer(settlement, self._ctx)
-        except SchemaRegistryError as exc:
-            raise TransientError(f"Schema Registry refused the settlement schema: {exc}") from None
-        except SerializationError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - network failures surface as assorted httpx/OS errors
-            raise TransientError(f"Schema Registry unreachable registering the settlement schema: {exc}") from None
-        assert data is not None
-        return data
+            fdp = writer_descriptor(self._client, latest.schema, f"the latest {self._subject} schema")
+        except PoisonRecord as exc:
+            raise TransientError(f"settlement schema unusable: {exc.detail}") from None
+        ours = descriptor_pb2.DescriptorProto()
+        TradeSettlement.DESCRIPTOR.CopyToProto(ours)
+        # We frame with message index [0]: the first message must read what we write.
+        conflicts = wire_conflicts(ours, fdp.message_type[0]) if fdp.message_type else ["no message"]
+        if conflicts or latest.schema_id is None:
+            raise TransientError(
+                f"the latest {self._subject} schema is not what the settlement function writes "
+                f"({'; '.join(conflicts) or 'no schema id'})"
+            )
+        return int(latest.schema_id)
+
+
+def _settlement_call(what: str, call: Callable[[], T]) -> T:
+    """A registry request for the settlement schema: every failure fails the batch for retry."""
+    try:
+        return call()
+    except SchemaRegistryError as exc:
+        raise TransientError(
+            f"Schema Registry refused {what} the settlement schema: HTTP {exc.http_status_code}, "
+            f"code {exc.error_code}: {str(exc.error_message)[:300]}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - network failures surface as assorted httpx/OS errors
+        raise TransientError(
+            f"Schema Registry unreachable {what} the settlement schema: {type(exc).__name__}"
+        ) from None

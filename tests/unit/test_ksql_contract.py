@@ -19,7 +19,7 @@ KSQL_TO_PROTO = {
     "BIGINT": FieldDescriptor.TYPE_INT64,
     "DOUBLE": FieldDescriptor.TYPE_DOUBLE,
 }
-# From the connector's documentation (Confluent Cloud Azure Functions Sink).
+# The fully managed connector's documented configuration (Confluent Cloud, Azure Functions Sink).
 CONNECTOR_KEYS = {
     "connector.class",
     "name",
@@ -29,8 +29,6 @@ CONNECTOR_KEYS = {
     "function.key",
     "max.batch.size",
     "max.pending.requests",
-    "request.timeout",
-    "retry.timeout",
     "behavior.on.error",
     "tasks.max",
     "kafka.auth.mode",
@@ -38,6 +36,33 @@ CONNECTOR_KEYS = {
     "kafka.api.secret",
     "kafka.service.account.id",
     "schema.context.name",
+}
+# The self-managed connector (io.confluent.connect.http.AzureFunctionsSinkConnector): its configuration
+# reference, plus the Kafka Connect worker keys every connector takes (topics, tasks.max, converters).
+SELF_MANAGED_KEYS = {
+    "connector.class",
+    "name",
+    "topics",
+    "tasks.max",
+    "key.converter",
+    "value.converter",
+    "value.converter.schema.registry.url",
+    "function.url",
+    "function.key",
+    "max.batch.size",
+    "max.pending.requests",
+    "request.timeout",
+    "retry.timeout",
+    "max.retries",
+    "retry.backoff.ms",
+    "behavior.on.error",
+    "reporter.bootstrap.servers",
+    "reporter.result.topic.name",
+    "reporter.result.topic.replication.factor",
+    "reporter.error.topic.name",
+    "reporter.error.topic.replication.factor",
+    "confluent.topic.bootstrap.servers",
+    "confluent.topic.replication.factor",
 }
 STATEMENTS = load_statements(sorted(KSQL_DIR.glob("*.sql")))
 
@@ -106,6 +131,52 @@ def test_connector_uses_only_documented_keys_and_no_literal_secrets() -> None:
     for secret in ("function.key", "kafka.api.key", "kafka.api.secret", "function.url"):
         assert re.fullmatch(r"\$\{[A-Z_]+\}", pairs[secret]), f"{secret} must be a variable, not a value"
     assert pairs["max.pending.requests"] == "1"  # per-partition order, explained in the file
+
+
+def test_self_managed_connector_uses_only_its_documented_keys() -> None:
+    [connector] = load_statements([KSQL_DIR / "self-managed" / "03-sink-connector.sql"])
+    pairs = dict(re.findall(r"'([\w.]+)'\s*=\s*'([^']*)'", connector.text))
+    assert set(pairs) <= SELF_MANAGED_KEYS, set(pairs) - SELF_MANAGED_KEYS
+    assert pairs["connector.class"] == "io.confluent.connect.http.AzureFunctionsSinkConnector"
+    assert pairs["function.key"] == "${FUNCTION_KEY}" and pairs["max.pending.requests"] == "1"
+
+
+def test_case_branches_of_a_double_are_double_literals() -> None:
+    # `0.0` is a DECIMAL in ksqlDB and every CASE branch must have exactly the THEN type.
+    for s in STATEMENTS:
+        for then, other in re.findall(r"THEN (.+?) ELSE (.+?) END", s.text):
+            if then == "`amount`":
+                assert other == "CAST(0 AS DOUBLE)", (s.label, other)
+        assert not re.search(r"(THEN|ELSE)\s+\d+\.\d+", s.text), s.label
+
+
+def test_value_schema_full_names_are_the_protos_full_names() -> None:
+    user_trades = statement(r"CREATE STREAM IF NOT EXISTS USER_TRADES WITH")
+    settlements = statement(r"CREATE STREAM IF NOT EXISTS TRADE_SETTLEMENTS")
+    assert f"VALUE_SCHEMA_FULL_NAME = '{UserTrade.DESCRIPTOR.full_name}'" in user_trades
+    assert f"VALUE_SCHEMA_FULL_NAME = '{TradeSettlement.DESCRIPTOR.full_name}'" in settlements
+    # null REGIONID explicit on the wire, as the proto's `optional` declares it
+    assert "VALUE_PROTOBUF_NULLABLE_REPRESENTATION = 'OPTIONAL'" in user_trades
+    assert UserTrade.DESCRIPTOR.fields_by_name["regionid"].has_presence
+
+
+def test_the_local_ksqldb_schema_text_follows_the_statement() -> None:
+    from localrun import ksql_schema
+
+    text = statement(r"CREATE STREAM IF NOT EXISTS USER_TRADES WITH")
+    assert re.search(r"VALUE_SCHEMA_FULL_NAME = '([\w.]+)'", text).group(1) == ksql_schema.FULL_NAME  # type: ignore[union-attr]
+    aliases = re.findall(r"\w+\.\w+ AS (\w+)", text)[1:]
+    assert [name for name, _ in ksql_schema.COLUMNS] == aliases
+
+
+def test_topics_ksqldb_writes_to_or_reads_have_partitions_the_apply_tool_fills() -> None:
+    from scripts.ksql_apply import TOPICS
+
+    variables_by_topic = dict(TOPICS)
+    for s in STATEMENTS:
+        topic = re.search(r"KAFKA_TOPIC = '([\w.-]+)'", s.text)
+        if topic and topic.group(1) in variables_by_topic:
+            assert f"PARTITIONS = ${{{variables_by_topic[topic.group(1)]}}}" in s.text, s.label
 
 
 def test_every_variable_is_substituted() -> None:

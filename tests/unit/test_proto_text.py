@@ -45,3 +45,19 @@ def test_text_protoc_rejects_is_an_error_of_the_schema() -> None:
 def test_base64_is_never_taken_for_text() -> None:
     assert not looks_like_text("CgpzZXR0bGUucHJvdG8SEnRyYWRlc2V0dGxlbWVudC52MQ==")
     assert looks_like_text(ksql_schema.schema_text())
+
+
+def test_our_schemas_render_to_text_protoc_reads_back_identically() -> None:
+    from google.protobuf import descriptor_pb2
+
+    from settlement.proto_text import render_file
+    from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+
+    for message in (TradeSettlement, UserTrade):
+        ours = descriptor_pb2.FileDescriptorProto()
+        message.DESCRIPTOR.file.CopyToProto(ours)
+        back = compile_text(render_file(message.DESCRIPTOR.file))
+        for field in back.message_type[0].field:
+            field.ClearField("json_name")  # protoc fills it in descriptor sets; CopyToProto leaves it out
+        assert back.package == ours.package
+        assert back.message_type[0] == ours.message_type[0]
