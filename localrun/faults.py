@@ -137,6 +137,7 @@ def run_scenario(
     fault: Fault | None = None,
     wrap: Wrapper | None = None,
     poison: bool = False,
+    oversize: bool = False,
     timeout_s: float = 120.0,
 ) -> Outcome:
     """Stream `records` trades (plus poison records if asked) through the function while `fault` runs."""
@@ -144,7 +145,9 @@ def run_scenario(
 
     run_id = uuid.uuid4().hex[:8]
     source, settlements, dlq = f"faults-in-{run_id}", f"faults-out-{run_id}", f"faults-dlq-{run_id}"
-    create_topics(bootstrap, {source: partitions, settlements: 1, dlq: 1})
+    # Confluent Cloud topics take records of 2 MB and more; ours too, so oversize records can arrive.
+    create_topics(bootstrap, {source: partitions}, {"max.message.bytes": "4000000"})
+    create_topics(bootstrap, {settlements: 1, dlq: 1})
     settings = local_settings()
     settings.update(
         {
@@ -169,6 +172,15 @@ def run_scenario(
             raw.produce(source, key=f"User_{i}", value=value, partition=i % partitions)
         raw.flush(30)
         inputs += len(POISON_VALUES) * 3
+    if oversize:
+        # A 1.5 MB value and a 1 MB key: too large to write whole as a settlement or dead letter.
+        big = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 4_000_000})
+        framed = b"\x00\x00\x00\x00\x01\x00"
+        for i in range(partitions):
+            big.produce(source, key=f"User_{i}", value=framed + b"\x01" * 1_500_000, partition=i)
+            big.produce(source, key=b"U" * 1_000_000, value=framed, partition=i)
+        big.flush(30)
+        inputs += 2 * partitions
 
     binding = load_binding(function_app.app, settings)
     if wrap is not None:
@@ -221,6 +233,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "broker restart mid-run": {"fault": broker_restart, "wrap": slow_batches(0.25)},
     "registry unavailable 3 s, then back": {"fault": registry_outage(3.0)},
     "every poison kind in the stream": {"poison": True},
+    "1.5 MB values and 1 MB keys in the stream": {"oversize": True},
 }
 
 

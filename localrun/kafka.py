@@ -12,10 +12,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 
 
-def create_topics(bootstrap: str, partitions_by_topic: Mapping[str, int]) -> None:
+def create_topics(
+    bootstrap: str, partitions_by_topic: Mapping[str, int], config: Mapping[str, str] | None = None
+) -> None:
     """Create topics (replication 1, the local broker is one node) and wait until they exist."""
     admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures resolve
-    new = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in partitions_by_topic.items()]
+    new = [
+        NewTopic(name, num_partitions=n, replication_factor=1, config=dict(config or {}))
+        for name, n in partitions_by_topic.items()
+    ]
     for future in admin.create_topics(new).values():
         future.result(timeout=30)
 

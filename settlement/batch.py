@@ -14,9 +14,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from settlement.deadletter import dead_letter_headers
+from settlement.deadletter import dead_letter, record_size
 from settlement.poison import PoisonKind, PoisonRecord
-from settlement.producer import DeliveryTracker
+from settlement.producer import DeliveryError, DeliveryTracker, RecordTooLarge
 from settlement.records import InputRecord
 from settlement.rules import RulesConfig, Trade, settle
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
@@ -81,6 +81,7 @@ class SettlementProcessor:
         tracker_factory: Callable[[], DeliveryTracker],
         delivery_timeout_s: float,
         clock: Callable[[], float] = time.time,
+        max_message_bytes: int = 1_000_000,
     ) -> None:
         self._decoder = decoder
         self._encoder = encoder
@@ -89,6 +90,7 @@ class SettlementProcessor:
         self._tracker_factory = tracker_factory
         self._timeout_s = delivery_timeout_s
         self._clock = clock
+        self._max_message_bytes = max_message_bytes
 
     @property
     def decoder(self) -> TradeDecoder:
@@ -109,10 +111,7 @@ class SettlementProcessor:
                 # Registry lookups are bounded one by one; many slow ones must still not outlive the batch.
                 raise TransientError(f"batch deadline passed after planning {len(planned)} of {len(records)} records")
             planned.append(self._plan(record, decode))
-        tracker = self._tracker_factory()
-        for item in planned:
-            tracker.produce(item.topic, item.key, item.value, item.headers, deadline)
-        tracker.wait(deadline)
+        self._deliver(records, planned, deadline)
         result = BatchResult([p.result for p in planned])
         poison = Counter(r.reason for r in result.results if r.outcome == DEAD_LETTERED)
         log.info(
@@ -123,6 +122,31 @@ class SettlementProcessor:
             (time.monotonic() - started) * 1000,
         )
         return result
+
+    def _deliver(self, records: Sequence[InputRecord], planned: list[_Planned], deadline: float) -> None:
+        """Produce every planned record and wait for the batch's own acknowledgements. A record the producer
+        or the broker refuses as too large is replaced by its shrunk dead letter (nothing of it was written),
+        so size never fails a batch after part of it was produced."""
+        tracker = self._tracker_factory()
+        for i, item in enumerate(planned):
+            try:
+                tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
+            except RecordTooLarge as exc:
+                planned[i] = self._shrunk(records[i], f"the producer refused it as too large ({exc})")
+                tracker.produce(planned[i].topic, planned[i].key, planned[i].value, planned[i].headers, deadline, i)
+        refused = tracker.wait(deadline)
+        if not refused:
+            return
+        for i in refused:
+            planned[i] = self._shrunk(records[i], "the broker refused it as too large for the topic")
+            item = planned[i]
+            tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
+        if tracker.wait(deadline):
+            raise DeliveryError("the broker refused even the shrunk dead letters of oversize records")
+
+    def _shrunk(self, record: InputRecord, detail: str) -> _Planned:
+        log.warning("dead-lettering %s shrunk: %s", record.coordinates, detail)
+        return self._dead_letter(record, PoisonRecord(PoisonKind.OVERSIZE, detail), max_bytes=0)
 
     def _plan(self, record: InputRecord, decode: ValueDecoder) -> _Planned:
         try:
@@ -136,12 +160,14 @@ class SettlementProcessor:
             log.exception("dead-lettering %s: unexpected %s", record.coordinates, type(exc).__name__)
             return self._dead_letter(record, PoisonRecord(PoisonKind.UNSETTLEABLE, f"{type(exc).__name__}: {exc}"))
 
-    def _dead_letter(self, record: InputRecord, poison: PoisonRecord) -> _Planned:
+    def _dead_letter(self, record: InputRecord, poison: PoisonRecord, max_bytes: int | None = None) -> _Planned:
+        limit = self._max_message_bytes if max_bytes is None else max_bytes
+        key, value, headers = dead_letter(record, poison, self._clock(), limit)
         return _Planned(
             self._topics.dead_letter,
-            record.key,
-            record.value,
-            dead_letter_headers(record, poison, self._clock()),
+            key,
+            value,
+            headers,
             RecordResult(record.coordinates, DEAD_LETTERED, None, poison.kind.value),
         )
 
@@ -175,10 +201,17 @@ class SettlementProcessor:
             source_partition=record.partition,
             source_offset=record.offset,
         )
+        value = self._encoder.encode(settlement)
+        if record_size(record.key, value, ()) > self._max_message_bytes:
+            raise PoisonRecord(
+                PoisonKind.OVERSIZE,
+                f"its settlement would be {len(value) + len(record.key or b'')} bytes with the key, over the "
+                f"producer's message.max.bytes {self._max_message_bytes}",
+            )
         return _Planned(
             self._topics.settlements,
             record.key,
-            self._encoder.encode(settlement),
+            value,
             [],
             RecordResult(coordinates, SETTLED, decision.disposition.value, decision.reason.value),
         )

@@ -42,6 +42,8 @@ class Settings:
     max_record_bytes: int = 65_536
     delivery_timeout_s: float = 60.0
     auto_register_schemas: bool = True
+    http_max_body_bytes: int = 32 * 1024 * 1024
+    http_max_records: int = 10_000
 
     def producer_conf(self) -> dict[str, Any]:
         """librdkafka settings for the settlement producer (durability is pinned by `settlement.producer`)."""
@@ -198,6 +200,10 @@ def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretS
         max_record_bytes=int(r.number("SETTLEMENT_MAX_RECORD_BYTES", 65_536, 64, 8 * 1024 * 1024)),
         delivery_timeout_s=delivery_timeout,
         auto_register_schemas=r.flag("SCHEMA_REGISTRY_AUTO_REGISTER", True),
+        # Sized well above the connector's batches (64 records of at most SETTLEMENT_MAX_RECORD_BYTES, base64)
+        # and below the 100 MB a Functions HTTP request may carry.
+        http_max_body_bytes=int(r.number("SETTLEMENT_HTTP_MAX_BODY_BYTES", 32 * 1024 * 1024, 1024, 100 * 1024 * 1024)),
+        http_max_records=int(r.number("SETTLEMENT_HTTP_MAX_RECORDS", 10_000, 1, 1_000_000)),
     )
     if "url" in settings.registry_config:
         raise ConfigError("SCHEMA_REGISTRY_CONFIG", "must not contain 'url'; set SCHEMA_REGISTRY_URL instead")

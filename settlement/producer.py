@@ -8,13 +8,14 @@ returns only once every record that batch produced is acknowledged, or raises so
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 # Settings that make "acknowledged" mean durable and make retries safe; user JSON config may not weaken them.
 DURABILITY = {"acks": "all", "enable.idempotence": True}
@@ -28,6 +29,24 @@ class DeliveryError(RuntimeError):
     """Some records of the batch were not acknowledged: the batch must be retried."""
 
 
+class RecordTooLarge(Exception):
+    """The producer or broker refused one record as too large: retrying cannot fix it, so it is that record's
+    fate (dead-lettered shrunk), never the batch's."""
+
+
+# librdkafka's per-record refusals that no retry can fix.
+_TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
+_fatal = threading.Event()
+
+
+def _on_error(err: KafkaError) -> None:
+    """librdkafka's error callback: a fatal error (e.g. an idempotence sequence gap) makes the producer
+    unusable for good, so the next batch must get a new one."""
+    if err.fatal():
+        _fatal.set()
+    logging.getLogger("settlement.librdkafka").warning("producer error: %s", err)
+
+
 def build_config(base: Mapping[str, Any], extra: Mapping[str, Any], delivery_timeout_ms: int) -> dict[str, Any]:
     """Merge user config over defaults, then pin durability: a user cannot turn acks=all off by accident."""
     conf: dict[str, Any] = {**DEFAULTS, **base, **extra}
@@ -38,16 +57,25 @@ def build_config(base: Mapping[str, Any], extra: Mapping[str, Any], delivery_tim
     # librdkafka's own log lines (broker down, auth failures) go through Python logging, so the Functions
     # worker ships them with the app's logs instead of losing them on stderr.
     conf.setdefault("logger", logging.getLogger("settlement.librdkafka"))
+    conf.setdefault("error_cb", _on_error)
     conf["delivery.timeout.ms"] = delivery_timeout_ms
     conf.setdefault("request.timeout.ms", min(30_000, delivery_timeout_ms))
     return conf
 
 
+def max_message_bytes(conf: Mapping[str, Any]) -> int:
+    """The producer's per-record limit (librdkafka `message.max.bytes`, default 1,000,000)."""
+    return int(conf.get("message.max.bytes", 1_000_000))
+
+
 def shared_producer(conf: dict[str, Any]) -> Producer:
-    """The process-wide producer, created on first call. Later calls reuse it (the config is fixed per process)."""
+    """The process-wide producer, created on first call and reused; rebuilt once after a fatal error."""
     global _producer
-    if _producer is None:
+    if _producer is None or _fatal.is_set():
         with _lock:
+            if _fatal.is_set():
+                _fatal.clear()
+                _producer = None  # unusable; its undelivered records are the failed batch's, retried
             if _producer is None:
                 _producer = Producer(conf)
     return _producer
@@ -63,19 +91,27 @@ def reset_shared_producer(timeout_s: float = 10.0) -> None:
 
 
 class DeliveryTracker:
-    """Counts one batch's acknowledgements on a shared producer."""
+    """One batch's acknowledgements on the shared producer. It waits for its own records only (polling serves
+    every batch's callbacks, each to its own tracker), never for other invocations' records."""
 
     def __init__(self, producer: Producer) -> None:
         self._producer = producer
         self._pending = 0
         self._errors: list[str] = []
+        self._too_large: list[int] = []
         self._lock = threading.Lock()
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+    def _delivered(self, index: int, err: KafkaError | None, _msg: Message) -> None:
         with self._lock:
             self._pending -= 1
-            if err is not None:
-                self._errors.append(f"{err.name()}: {err.str()}")
+            if err is None:
+                return
+            if err.code() in _TOO_LARGE:
+                self._too_large.append(index)
+                return
+            if err.fatal():
+                _fatal.set()
+            self._errors.append(f"{err.name()}: {err.str()}")
 
     def produce(
         self,
@@ -84,11 +120,17 @@ class DeliveryTracker:
         value: bytes | None,
         headers: Sequence[tuple[str, bytes]] | None = None,
         deadline: float | None = None,
+        index: int = -1,
     ) -> None:
+        """Hand one record to the producer; raise `RecordTooLarge` for a record it refuses by size."""
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=key, headers=list(headers or []), on_delivery=self._on_delivery
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers or []),
+                    on_delivery=functools.partial(self._delivered, index),
                 )
                 break
             except BufferError:
@@ -96,20 +138,31 @@ class DeliveryTracker:
                 if deadline is not None and time.monotonic() > deadline:
                     raise DeliveryError("producer queue stayed full until the delivery deadline") from None
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if err is not None and err.code() in _TOO_LARGE:
+                    raise RecordTooLarge(err.str()) from None
+                if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
+                    _fatal.set()
+                raise DeliveryError(f"the producer refused a record: {exc}") from None
         with self._lock:
             self._pending += 1
         self._producer.poll(0)
 
-    def wait(self, deadline: float) -> int:
-        """Block until every record is acknowledged; raise `DeliveryError` on any failure or at the deadline."""
+    def wait(self, deadline: float) -> list[int]:
+        """Block until every record is acknowledged. Return the indexes of records the broker refused as too
+        large (the caller dead-letters them shrunk); raise `DeliveryError` on any other failure or at the
+        deadline."""
         while True:
             with self._lock:
                 pending, errors = self._pending, list(self._errors)
             if errors:
                 raise DeliveryError(f"{len(errors)} record(s) not delivered; first error: {errors[0]}")
             if pending == 0:
-                return 0
+                with self._lock:
+                    too_large, self._too_large = self._too_large, []
+                return too_large
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeliveryError(f"{pending} record(s) not acknowledged before the delivery deadline")
-            self._producer.flush(min(remaining, 0.5))
+            self._producer.poll(min(remaining, 0.1))

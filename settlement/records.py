@@ -32,15 +32,18 @@ def parse_timestamp(raw: object) -> int | None:
     """Epoch milliseconds from the host's timestamp (ISO 8601 text, naive meaning UTC; or epoch ms)."""
     if raw is None or raw == "":
         return None
-    if isinstance(raw, int | float):
-        return int(raw)
-    text = str(raw).strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+        if isinstance(raw, int | float):
+            stamp = int(raw)
+        else:
+            text = str(raw).strip()
+            if text.isascii() and text.lstrip("-").isdigit() and len(text) <= 20:
+                stamp = int(text)
+            else:
+                moment = datetime.fromisoformat(text)
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+                stamp = round(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):  # NaN, infinities, unparseable text: no usable timestamp
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return round(moment.timestamp() * 1000)
+    return stamp if -(2**63) <= stamp < 2**63 else None

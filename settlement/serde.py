@@ -56,6 +56,35 @@ def _message_at(fdp: descriptor_pb2.FileDescriptorProto, indexes: list[int]) -> 
     return found
 
 
+_MAX_INDEXES = 16  # message nesting depth; real schemas stay in single digits
+_MAX_VARINT_BYTES = 5  # a zigzag int32
+
+
+def _check_index_framing(value: bytes) -> None:
+    """Bound the message-index array before anyone parses it: a hostile record with a 65 KB varint or
+    millions of indexes would otherwise cost seconds of CPU in the parser. Beyond the limits it is poison."""
+    pos = 5
+
+    def varint() -> int:
+        nonlocal pos
+        start = pos
+        while pos < len(value) and value[pos] & 0x80 and pos - start < _MAX_VARINT_BYTES:
+            pos += 1
+        if pos >= len(value) or pos - start >= _MAX_VARINT_BYTES:
+            raise PoisonRecord(PoisonKind.TRUNCATED_HEADER, "message-index framing is truncated or over its limits")
+        pos += 1
+        raw = 0
+        for shift, byte in enumerate(value[start:pos]):
+            raw |= (byte & 0x7F) << (7 * shift)
+        return (raw >> 1) ^ -(raw & 1)  # zigzag
+
+    count = varint()
+    if not 0 < count <= _MAX_INDEXES:
+        raise PoisonRecord(PoisonKind.TRUNCATED_HEADER, f"message-index count {count} is outside 1..{_MAX_INDEXES}")
+    for _ in range(count):
+        varint()
+
+
 def wire_conflicts(writer: descriptor_pb2.DescriptorProto, reader: descriptor_pb2.DescriptorProto) -> list[str]:
     """Fields whose numbers both messages use with different types or labels: such records cannot be read.
 
@@ -114,6 +143,7 @@ class TradeDecoder:
             # The common framing, message-index path [0] written as the single byte 0x00.
             sid, indexes, body = int.from_bytes(value[1:5], "big"), (0,), value[6:]
         else:
+            _check_index_framing(value)
             schema_id = SchemaId("PROTOBUF")  # anything else: confluent-kafka's own parser
             try:
                 payload = schema_id.from_bytes(io.BytesIO(value))

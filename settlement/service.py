@@ -19,11 +19,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from settlement.batch import SettlementProcessor
 from settlement.config import ConfigError, Settings, load_settings
-from settlement.producer import DeliveryTracker, build_config, shared_producer
+from settlement.producer import DeliveryTracker, build_config, max_message_bytes, shared_producer
 from settlement.serde import SettlementEncoder, TradeDecoder
 
 _lock = threading.Lock()
 _processor: SettlementProcessor | None = None
+_settings: Settings | None = None
 
 
 def build_processor(settings: Settings) -> SettlementProcessor:
@@ -41,7 +42,7 @@ def build_processor(settings: Settings) -> SettlementProcessor:
     except ValueError as exc:  # our own durability check
         raise ConfigError("KAFKA_PRODUCER_CONFIG", _masked(str(exc), settings.producer_config)) from None
     try:
-        producer = shared_producer(producer_conf)
+        shared_producer(producer_conf)  # built now so that a bad setting fails the first invocation
     except KafkaException as exc:
         raise ConfigError("KAFKA_PRODUCER_CONFIG", _redacted(exc, settings.producer_config)) from None
     return SettlementProcessor(
@@ -49,8 +50,10 @@ def build_processor(settings: Settings) -> SettlementProcessor:
         encoder=SettlementEncoder(registry, settings.topics.settlements, settings.auto_register_schemas),
         rules=settings.rules,
         topics=settings.topics,
-        tracker_factory=lambda: DeliveryTracker(producer),
+        # The shared producer is looked up per batch: after a fatal error it is rebuilt for the next one.
+        tracker_factory=lambda: DeliveryTracker(shared_producer(producer_conf)),
         delivery_timeout_s=settings.delivery_timeout_s,
+        max_message_bytes=max_message_bytes(producer_conf),
     )
 
 
@@ -71,16 +74,26 @@ def _redacted(exc: Exception, secret_config: Mapping[str, Any]) -> str:
 
 def processor(env: Mapping[str, str] | None = None) -> SettlementProcessor:
     """The process-wide processor, built on first call from the app settings (environment variables)."""
-    global _processor
+    global _processor, _settings
     if _processor is None:
         with _lock:
             if _processor is None:
-                _processor = build_processor(load_settings(os.environ if env is None else env))
+                settings = load_settings(os.environ if env is None else env)
+                _processor = build_processor(settings)
+                _settings = settings
     return _processor
+
+
+def http_limits() -> tuple[int, int]:
+    """(max body bytes, max records) of a sink-connector request, from the settings of `processor()`."""
+    processor()
+    assert _settings is not None
+    return _settings.http_max_body_bytes, _settings.http_max_records
 
 
 def reset() -> None:
     """Forget the process-wide processor (tests, and the local host between runs)."""
-    global _processor
+    global _processor, _settings
     with _lock:
         _processor = None
+        _settings = None

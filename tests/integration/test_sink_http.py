@@ -68,10 +68,13 @@ def test_a_good_batch_answers_aligned_results_and_settles(pipeline: Pipeline) ->
     ]
 
 
+GOOD_FIELDS = b'"topic": "t", "partition": 0, "offset": 1'
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"not json", "body is not JSON (line 1, column 1)"),
+        (b"not json", "body is not JSON (Expecting value, at character 0)"),
         (b'["\xff"]', "body is not UTF-8 text"),
         (b'{"key": "a"}', "body must be a JSON array of records"),
         (b'[{"key": "a", "value": {}, "partition": 0, "offset": 1}]', "record 0: 'topic' must be a non-empty string"),
@@ -80,6 +83,40 @@ def test_a_good_batch_answers_aligned_results_and_settles(pipeline: Pipeline) ->
             "record 0: 'partition' must be a non-negative integer",
         ),
         (b"[1]", "record 0: must be a JSON object"),
+        # hostile bodies: each once answered 500
+        (b"[" * 200_000, "body nests too deeply (at character 1)"),
+        (b'[{"value": ' + b"[" * 200_000 + b"]}]", "body nests too deeply (at character 11)"),
+        (b'[{"timestamp": NaN, ' + GOOD_FIELDS + b"}]", "body is not JSON (NaN is not a JSON number, at character 15)"),
+        (
+            b'[{"timestamp": -Infinity, ' + GOOD_FIELDS + b"}]",
+            "body is not JSON (-Infinity is not a JSON number, at character 15)",
+        ),
+        (
+            '[{"timestamp": "²", '.encode() + GOOD_FIELDS + b"}]",
+            "record 0: 'timestamp' must be epoch milliseconds (an integer) or null",
+        ),
+        (
+            b'[{"timestamp": ' + b"9" * 4000 + b", " + GOOD_FIELDS + b"}]",
+            "record 0: 'timestamp' must be epoch milliseconds (an integer) or null",
+        ),
+        (
+            b'[{"timestamp": ' + b"9" * 5000 + b", " + GOOD_FIELDS + b"}]",
+            "body is not JSON (Exceeds the limit (4300 digits) for integer string conversion, at character 15)",
+        ),
+        (b'[{"key": "\\ud800", ' + GOOD_FIELDS + b"}]", "record 0: 'key' is not valid Unicode (a lone surrogate)"),
+        (
+            b'[{"key": "a", "value": {}, "topic": "\\udfff", "partition": 0, "offset": 1}]',
+            "record 0: 'topic' is not valid Unicode (a lone surrogate)",
+        ),
+        (
+            b'[{"offset": 1, "partition": 4294967296, "topic": "t"}]',
+            "record 0: 'partition' must be a non-negative integer",
+        ),
+        (b'[{"key": "a", ' + GOOD_FIELDS + b"}] trailing", "body has data after the array (at character 58)"),
+        (
+            b'[{"key": "a", ' + GOOD_FIELDS + b"}",
+            "body is not a JSON array of records (',' or ']' expected at character 56)",
+        ),
     ],
 )
 def test_a_malformed_body_is_400_and_produces_nothing(pipeline: Pipeline, body: bytes, message: str) -> None:
@@ -125,6 +162,34 @@ def test_a_mixed_poison_batch_dead_letters_and_never_500s(pipeline: Pipeline) ->
     offsets = [int(dict(m.headers())[deadletter.SOURCE_OFFSET]) for m in dead]
     assert offsets == [1, 2, 3, 4, 6, 7]
     assert json.loads(dead[0].value()) == trade(QUANTITY="ten")  # the record as the connector sent it
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "records"),
+    [("SETTLEMENT_HTTP_MAX_RECORDS", "3", 4), ("SETTLEMENT_HTTP_MAX_BODY_BYTES", "1024", 20)],
+)
+def test_a_request_over_a_limit_is_413_and_produces_nothing(
+    pipeline: Pipeline, monkeypatch, setting: str, value: str, records: int
+) -> None:
+    monkeypatch.setenv(setting, value)
+    service.reset()
+    resp = post([record(pipeline, i, "User_1", trade()) for i in range(records)])
+    assert resp.status_code == 413, resp.get_body()
+    assert "over the limit" in json.loads(resp.get_body())["error"]
+    assert drain(pipeline.bootstrap, pipeline.settlements, 0, timeout_s=1) == []
+
+
+def test_a_dead_letter_carries_the_value_exactly_as_the_connector_sent_it(pipeline: Pipeline) -> None:
+    value = '{ "SYMBOL" : "Zürich\\u00e9",\n  "QUANTITY": "ten", "PRICE": 1.50e1 }'
+    body = (
+        '[{"key": "User_1", "value": ' + value + ', "topic": "' + pipeline.source + '", "partition": 0, '
+        '"offset": 7, "timestamp": 1795607193123}]'
+    ).encode()
+    resp = post(body)
+    assert resp.status_code == 200
+    assert json.loads(resp.get_body())[0]["reason"] == "undecodable-payload"
+    [dead] = drain(pipeline.bootstrap, pipeline.dlq, 1)
+    assert dead.value() == value.encode()
 
 
 def test_a_delivery_failure_answers_503_so_the_connector_retries(pipeline: Pipeline, monkeypatch) -> None:

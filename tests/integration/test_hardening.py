@@ -1,0 +1,140 @@
+"""Size, broker refusals and producer failures never fail a batch they should settle, never lose a record,
+never duplicate one: against the real broker."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+import function_app
+from localrun import ksql_schema
+from settlement import deadletter, producer, service
+from settlement.producer import DeliveryError, DeliveryTracker
+from tests.integration.pipeline import Pipeline, as_events
+from tests.integration.test_registry import TRADE
+from tests.kafka_helpers import drain, unique_name
+
+pytestmark = pytest.mark.integration
+
+
+def _topic(bootstrap: str, name: str, **config: str) -> str:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(name, 1, 1, config=config)]).values():
+        future.result(timeout=30)
+    return name
+
+
+def _produce_big(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 4_000_000, "linger.ms": 5})
+    for key, value in records:
+        p.produce(topic, key=key, value=value)
+    assert p.flush(30) == 0
+
+
+def _good(pipeline: Pipeline) -> bytes:
+    schema_id = ksql_schema.register(SchemaRegistryClient({"url": pipeline.registry_url}), f"{pipeline.source}-value")
+    return ksql_schema.encode(schema_id, TRADE)
+
+
+def test_records_of_a_megabyte_and_more_are_dead_lettered_shrunk_and_the_batch_settles(
+    pipeline: Pipeline, monkeypatch
+) -> None:
+    source = _topic(pipeline.bootstrap, unique_name("big-in"), **{"max.message.bytes": "4000000"})
+    monkeypatch.setenv("USER_TRADES_TOPIC", source)
+    good = _good(pipeline)
+    huge_value = good[:6] + b"\x01" * 1_500_000
+    huge_key = b"U" * 1_000_000
+    _produce_big(
+        pipeline.bootstrap, source, [(b"User_1", good), (b"User_2", huge_value), (huge_key, good), (b"User_3", good)]
+    )
+    consumed = drain(pipeline.bootstrap, source, 4)
+    function_app.settle_user_trades(as_events(consumed))
+    function_app.settle_user_trades(as_events(consumed))  # a replay changes nothing but adds the same again
+
+    settled = drain(pipeline.bootstrap, pipeline.settlements, 4)
+    dead = drain(pipeline.bootstrap, pipeline.dlq, 4)
+    assert len(settled) == 4 and len(dead) == 4  # two runs: 2 settled + 2 dead-lettered each, none lost
+    by_offset = {}
+    for m in dead[:2]:
+        h = dict(m.headers() or [])
+        by_offset[int(h[deadletter.SOURCE_OFFSET])] = (m, h)
+    value_dead, vh = by_offset[consumed[1].offset()]
+    assert vh[deadletter.REASON] == b"oversize"
+    assert vh[deadletter.ORIGINAL_VALUE_BYTES] == str(len(huge_value)).encode()
+    assert vh[deadletter.ORIGINAL_VALUE_SHA256] == hashlib.sha256(huge_value).hexdigest().encode()
+    assert value_dead.value() == huge_value[: deadletter.PREFIX_BYTES]
+    key_dead, kh = by_offset[consumed[2].offset()]
+    assert kh[deadletter.REASON] == b"oversize" and kh[deadletter.ORIGINAL_KEY_BYTES] == b"1000000"
+    assert key_dead.key() == huge_key[: deadletter.PREFIX_BYTES]
+
+
+def test_records_the_broker_refuses_as_too_large_become_dead_letters(pipeline: Pipeline, monkeypatch) -> None:
+    tiny = _topic(pipeline.bootstrap, unique_name("tiny-out"), **{"max.message.bytes": "64"})
+    monkeypatch.setenv("SETTLEMENTS_TOPIC", tiny)
+    service.reset()
+    good = _good(pipeline)
+    _produce_big(pipeline.bootstrap, pipeline.source, [(b"User_1", good), (b"User_2", good)])
+    function_app.settle_user_trades(as_events(drain(pipeline.bootstrap, pipeline.source, 2)))
+    assert drain(pipeline.bootstrap, tiny, 0, timeout_s=1) == []
+    dead = drain(pipeline.bootstrap, pipeline.dlq, 2)
+    assert [dict(m.headers() or [])[deadletter.REASON] for m in dead] == [b"oversize", b"oversize"]
+    assert all(b"refused it as too large" in dict(m.headers() or [])[deadletter.DETAIL] for m in dead)
+
+
+class _FatalOnce:
+    """The real producer, whose next produce fails as librdkafka does after a fatal (idempotence) error."""
+
+    def __init__(self, real: Producer) -> None:
+        self.real = real
+        self.fired = False
+
+    def produce(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not self.fired:
+            self.fired = True
+            raise KafkaException(KafkaError(KafkaError._FATAL, "injected fatal error", fatal=True))
+        return self.real.produce(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.real, name)
+
+
+def test_a_fatal_producer_error_fails_the_batch_and_the_next_gets_a_new_producer(pipeline: Pipeline) -> None:
+    good = _good(pipeline)
+    _produce_big(pipeline.bootstrap, pipeline.source, [(b"User_1", good)])
+    events = as_events(drain(pipeline.bootstrap, pipeline.source, 1))
+    function_app.settle_user_trades(events)
+    first = producer._producer
+    assert first is not None
+    producer._producer = _FatalOnce(first)  # type: ignore[assignment]
+    with pytest.raises(DeliveryError, match="injected fatal error"):
+        function_app.settle_user_trades(events)
+    function_app.settle_user_trades(events)
+    assert producer._producer is not first and not isinstance(producer._producer, _FatalOnce)
+    assert len(drain(pipeline.bootstrap, pipeline.settlements, 2)) == 2
+    first.flush(5)
+
+
+def test_a_batch_waits_for_its_own_acknowledgements_only(pipeline: Pipeline) -> None:
+    shared = Producer(
+        {
+            "bootstrap.servers": pipeline.bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "delivery.timeout.ms": 8000,
+        }
+    )
+    stuck = DeliveryTracker(shared)
+    stuck.produce(unique_name("no-such-topic"), b"k", b"v", deadline=time.monotonic() + 10)
+    ours = DeliveryTracker(shared)
+    ours.produce(pipeline.settlements, b"k", b"v", deadline=time.monotonic() + 10)
+    started = time.monotonic()
+    assert ours.wait(time.monotonic() + 10) == []
+    assert time.monotonic() - started < 3.0  # not held back by the other batch's undeliverable record
+    with pytest.raises(DeliveryError):
+        stuck.wait(time.monotonic() + 10)
+    shared.flush(1)
