@@ -44,7 +44,7 @@ Options (each may also be set in a --config file as KEY=VALUE, e.g. LOCATION=nor
   --suffix SUFFIX          unique suffix for global names (default: derived from the subscription and prefix,
                            stable across runs)
   --sku SKU                Elastic Premium SKU: EP1, EP2 or EP3 (default: EP1)
-  --max-burst N            maximum instances the plan may scale out to (default: 20)
+  --max-burst N            maximum instances the plan may scale out to, 1..20 (default: 20)
   --secrets-file FILE      KEY=VALUE file with KAFKA_BOOTSTRAP_SERVERS, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD,
                            KAFKA_PRODUCER_CONFIG, SCHEMA_REGISTRY_CONFIG (default: deploy.secrets; '-' = stdin)
   --schema-registry-url URL  Schema Registry endpoint (not a secret)
@@ -108,8 +108,9 @@ parse_args() {
   done
   [[ "$PREFIX" =~ ^[a-z][a-z0-9]{2,11}$ ]] || die "--prefix must be 3-12 lower-case letters and digits"
   [[ "$PLAN_SKU" =~ ^EP[123]$ ]] || die "--sku must be EP1, EP2 or EP3"
-  if ! [[ "$MAX_BURST" =~ ^[0-9]+$ ]] || (( MAX_BURST < 1 || MAX_BURST > 100 )); then
-    die "--max-burst must be 1..100"
+  # The Azure CLI (2.91.0) accepts --max-burst 0..20 for Elastic Premium plans; 0 would never scale out.
+  if ! [[ "$MAX_BURST" =~ ^[0-9]+$ ]] || (( MAX_BURST < 1 || MAX_BURST > 20 )); then
+    die "--max-burst must be 1..20 (the Azure CLI's limit for Elastic Premium plans)"
   fi
   [[ "$LAG_THRESHOLD" =~ ^[0-9]+$ ]] || die "--lag-threshold must be a whole number"
   [[ -z "$SUFFIX" || "$SUFFIX" =~ ^[a-z0-9]{3,8}$ ]] || die "--suffix must be 3-8 lower-case letters and digits"
@@ -124,9 +125,10 @@ change() {
     printf '[dry-run] %s\n' "$*" >&3  # fd 3 is the terminal: callers silence the command's own output
     return 0
   fi
+  # stdout is the command's answer (an id, a principal); its stderr (az WARNING lines) is shown only on failure.
   local out
-  if ! out=$("$@" 2>&1); then
-    die "step '$step' failed: $1 ${2:-} ${3:-}: $(printf '%s' "$out" | tail -n 3)"
+  if ! out=$("$@" 2>"$WORK_DIR/change.err"); then
+    die "step '$step' failed: $1 ${2:-} ${3:-}: $(tail -n 3 "$WORK_DIR/change.err")"
   fi
   printf '%s' "$out"
 }
@@ -191,17 +193,22 @@ derive_names() {
 declare -A SECRETS=()
 
 read_secrets() {
-  local src="$SECRETS_FILE" line key value
+  local src="$SECRETS_FILE" line key value n=0
   if [[ "$src" != "-" ]]; then
     [[ -f "$src" ]] || die "secrets file not found: $src (copy deploy.secrets.example and fill it in)"
   fi
+  # Nothing of a line is ever printed unless it is a well-formed key name: a stray line may be part of a
+  # secret (a JSON value broken over lines), and the text before its '=' could be too.
   while IFS= read -r line || [[ -n "$line" ]]; do
+    n=$((n + 1))
     [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
-    [[ "$line" == *=* ]] || die "secrets file: a line is not KEY=VALUE (values are not shown)"
     key="${line%%=*}"; value="${line#*=}"
+    if [[ "$line" != *=* || ! "$key" =~ ^[A-Z][A-Z0-9_]*$ ]]; then
+      die "secrets file: line $n is not KEY=VALUE on one line (the line is not shown)"
+    fi
     case " ${SECRET_KEYS[*]} " in
       *" $key "*) SECRETS[$key]="$value" ;;
-      *) die "secrets file: unknown key $key" ;;
+      *) die "secrets file: line $n has an unknown key $key (known: ${SECRET_KEYS[*]})" ;;
     esac
   done < <(if [[ "$src" == "-" ]]; then cat; else cat -- "$src"; fi)
   local required
@@ -259,6 +266,10 @@ ensure_storage() {
 ensure_vault() {
   if exists az keyvault show --name "$VAULT" --resource-group "$RESOURCE_GROUP"; then
     log "key vault $VAULT exists"
+  elif exists az keyvault show-deleted --name "$VAULT"; then
+    # A destroyed deployment leaves its vault soft-deleted, holding the name: bring it back (secrets and all).
+    change "recover key vault" az keyvault recover --name "$VAULT" --output none >/dev/null
+    log "key vault $VAULT recovered from soft delete"
   else
     change "create key vault" az keyvault create --name "$VAULT" --resource-group "$RESOURCE_GROUP" \
       --location "$LOCATION" --enable-rbac-authorization true --tags "${TAGS[@]}" --output none >/dev/null
@@ -270,7 +281,10 @@ ensure_vault() {
 
 ensure_role() {
   local principal="$1" type="$2" role="$3" count
-  count=$(read_or 0 az role assignment list --assignee "$principal" --role "$role" --scope "$VAULT_ID" --query 'length(@)' -o tsv)
+  # Filtered by object id on our side: `--assignee` resolves the principal through Microsoft Graph, which may
+  # not see a managed identity created moments ago.
+  count=$(read_or 0 az role assignment list --scope "$VAULT_ID" --role "$role" \
+    --query "length([?principalId=='$principal'])" -o tsv)
   if [[ "$count" == "0" ]]; then
     change "grant $role" az role assignment create --assignee-object-id "$principal" --assignee-principal-type "$type" \
       --role "$role" --scope "$VAULT_ID" --output none >/dev/null
@@ -278,10 +292,29 @@ ensure_role() {
   fi
 }
 
+# The signed-in principal's object id and type, for a user or a service principal (CI) alike, without Microsoft
+# Graph: the object id is the `oid` claim of the CLI's own access token.
+signed_in_principal() {
+  local kind token payload oid
+  if (( DRY_RUN )); then ME='<signed-in-principal>'; ME_TYPE=User; return 0; fi
+  kind=$(query az account show --query user.type -o tsv)
+  case "$kind" in
+    user) ME_TYPE=User ;;
+    servicePrincipal) ME_TYPE=ServicePrincipal ;;
+    *) die "cannot tell the signed-in principal's type (az account show: '$kind')" ;;
+  esac
+  token=$(query az account get-access-token --query accessToken -o tsv)
+  payload=$(printf '%s' "$token" | cut -d. -f2 | tr '_-' '/+')
+  while (( ${#payload} % 4 )); do payload="$payload="; done
+  oid=$(printf '%s' "$payload" | base64 -d 2>/dev/null | grep -o '"oid" *: *"[^"]*"' | sed 's/.*"\([^"]*\)"$/\1/' || true)
+  [[ "$oid" =~ ^[0-9a-fA-F-]{36}$ ]] || die "cannot read the signed-in principal's object id from its access token"
+  ME="$oid"
+}
+
 store_secrets() {
-  local me key
-  me=$(read_or '<signed-in-user>' az ad signed-in-user show --query id -o tsv)
-  ensure_role "$me" User "Key Vault Secrets Officer"
+  local key
+  signed_in_principal
+  ensure_role "$ME" "$ME_TYPE" "Key Vault Secrets Officer"
   # RBAC assignments take a while to reach the vault's data plane: poll until we may list secrets.
   wait_until "the Key Vault Secrets Officer role to propagate" az keyvault secret list --vault-name "$VAULT" --output none
   for key in "${SECRET_KEYS[@]}"; do
@@ -377,6 +410,32 @@ ensure_scale_monitoring() {
   fi
 }
 
+# Key Vault references resolve only once the app identity's role has reached the vault's data plane; until then
+# the app sees the reference text. Poll the platform's own status of every reference; restart the app now and
+# then so that it resolves them again (a re-run does the same for references a previous run left unresolved).
+references_resolved() {
+  local unresolved
+  unresolved=$(query az rest --method get \
+    --url "https://management.azure.com$(query_app_id)/config/configreferences/appsettings?api-version=2022-03-01" \
+    --query "length(value[?properties.status!='Resolved'])" -o tsv)
+  [[ "$unresolved" == "0" ]]
+}
+
+ensure_references_resolved() {
+  (( DRY_RUN )) && return 0
+  local deadline=$((SECONDS + WAIT_TIMEOUT)) polls=0
+  until references_resolved; do
+    (( SECONDS < deadline )) || die "timed out after ${WAIT_TIMEOUT}s waiting for Key Vault references to resolve"
+    if (( polls % 6 == 0 )); then
+      change "restart function app" az functionapp restart --name "$APP" --resource-group "$RESOURCE_GROUP" >/dev/null
+      log "Key Vault references not resolved yet: restarted $APP"
+    fi
+    polls=$((polls + 1))
+    sleep "$POLL_SECONDS"
+  done
+  log "Key Vault references resolved"
+}
+
 app_running() { [[ "$(query az functionapp show --name "$APP" --resource-group "$RESOURCE_GROUP" --query state -o tsv)" == "Running" ]]; }
 
 package_sha() {
@@ -419,7 +478,9 @@ destroy() {
     change "delete resource group" az group delete --name "$RESOURCE_GROUP" --yes --no-wait >/dev/null
     log "deleting resource group $RESOURCE_GROUP (created by this script)"
   else
-    ids=$(query az resource list --resource-group "$RESOURCE_GROUP" --tag "deployment=$DEPLOYMENT" --query '[].id' -o tsv)
+    # The CLI (2.91.0) refuses --tag together with --resource-group: list by tag, keep this group's.
+    ids=$(query az resource list --tag "deployment=$DEPLOYMENT" --query '[].[id,resourceGroup]' -o tsv \
+      | awk -F '\t' -v g="$RESOURCE_GROUP" 'tolower($2) == tolower(g) { print $1 }')
     if [[ -z "$ids" ]]; then
       log "no resources tagged deployment=$DEPLOYMENT in $RESOURCE_GROUP"
       return 0
@@ -453,6 +514,7 @@ main() {
   ensure_app
   ensure_settings
   ensure_scale_monitoring
+  ensure_references_resolved
   publish
   log "done: https://${APP}.azurewebsites.net"
 }

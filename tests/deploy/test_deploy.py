@@ -17,7 +17,7 @@ PASSWORD = "sasl-Qw3rTy9Zx7Vb2Nm5"
 PRODUCER_JSON = '{"linger.ms": 10, "sasl.password": "pj-Lk8Jh6Gf4Ds2"}'
 REGISTRY_JSON = '{"basic.auth.user.info": "SRKEY:sr-Po9Iu7Yt5Re3"}'
 SECRETS = (PASSWORD, "pj-Lk8Jh6Gf4Ds2", "sr-Po9Iu7Yt5Re3")
-MUTATING = ("create", "set", "update", "delete", "assign", "tag")
+MUTATING = ("create", "set", "update", "delete", "assign", "tag", "restart", "recover")
 
 
 @dataclass
@@ -44,7 +44,7 @@ def azure(tmp_path: Path):  # type: ignore[no-untyped-def]
         f"KAFKA_PRODUCER_CONFIG={PRODUCER_JSON}\n"
         f"SCHEMA_REGISTRY_CONFIG={REGISTRY_JSON}\n"
     )
-    env = {
+    base_env = {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "FAKE_AZ_STATE": str(tmp_path / "state.json"),
@@ -52,10 +52,10 @@ def azure(tmp_path: Path):  # type: ignore[no-untyped-def]
         "DEPLOY_POLL_SECONDS": "0",
     }
 
-    def run(*args: str, fail: str | None = None) -> Result:
+    def run(*args: str, fail: str | None = None, env: dict[str, str] | None = None) -> Result:
         log = tmp_path / "calls.log"
         log.write_text("")
-        run_env = dict(env)
+        run_env = {**base_env, **(env or {})}
         if fail:
             run_env["FAKE_AZ_FAIL"] = fail
         proc = subprocess.run(
@@ -78,7 +78,7 @@ def azure(tmp_path: Path):  # type: ignore[no-untyped-def]
         return Result(proc.returncode, proc.stdout + proc.stderr, calls)
 
     run.state = lambda: json.loads((tmp_path / "state.json").read_text())  # type: ignore[attr-defined]
-    run.env = env  # type: ignore[attr-defined]
+    run.env = base_env  # type: ignore[attr-defined]
     return run
 
 
@@ -116,6 +116,8 @@ def test_first_run_creates_everything_in_order(azure) -> None:
         "role assignment create",
         "functionapp config appsettings set",
         "resource update",
+        # the app identity's role had not reached the vault when the settings were set: restarted once it had
+        "functionapp restart",
         "func azure functionapp publish",
         "resource tag",
     ]
@@ -173,7 +175,7 @@ def test_second_run_changes_nothing(azure) -> None:
 
 def test_a_changed_setting_changes_only_that(azure) -> None:
     assert azure().code == 0
-    r = azure("--max-burst", "30", "--lag-threshold", "500")
+    r = azure("--max-burst", "15", "--lag-threshold", "500")
     assert mutations(r.calls) == ["functionapp plan update", "functionapp config appsettings set"]
     setting_call = next(c for c in r.calls if c[:4] == ["functionapp", "config", "appsettings", "set"])
     assert "KAFKA_LAG_THRESHOLD=500" in setting_call and not any("KeyVault" in a for a in setting_call)
@@ -237,11 +239,78 @@ def test_destroy_never_deletes_a_group_it_did_not_create(azure) -> None:
     assert left == {"shared-rg", "theirs"}
 
 
+def test_destroy_then_deploy_recovers_the_soft_deleted_vault(azure) -> None:
+    assert azure().code == 0
+    assert azure("--destroy").code == 0
+    r = azure()
+    assert r.code == 0, r.out
+    assert "keyvault recover" in mutations(r.calls) and "keyvault create" not in mutations(r.calls)
+    assert azure.state()["secrets"]["kafka-sasl-password"] == PASSWORD
+
+
+def test_a_service_principal_login_deploys_without_graph(azure) -> None:
+    r = azure(env={"FAKE_AZ_LOGIN": "servicePrincipal"})
+    assert r.code == 0, r.out
+    officer = [x for x in azure.state()["roles"] if x["role"] == "Key Vault Secrets Officer"]
+    assert [(x["principal"], x["type"]) for x in officer] == [
+        ("99999999-8888-7777-6666-555555555555", "ServicePrincipal")
+    ]
+    assert not any(c[:2] == ["ad", "signed-in-user"] for c in r.calls)
+    assert not any("--assignee" in c for c in r.calls)  # Graph would not see a just-created identity
+
+
+def test_an_az_warning_on_stderr_never_becomes_part_of_an_answer(azure) -> None:
+    subprocess.run(["az", "group", "create", "--name", "tradesettle-x1y2z3-rg"], env=azure.env, check=True)
+    subprocess.run(  # an app that exists without an identity: deploy.sh assigns one, az warns on stderr
+        [
+            "az",
+            "functionapp",
+            "create",
+            "--name",
+            "tradesettle-x1y2z3-func",
+            "--resource-group",
+            "tradesettle-x1y2z3-rg",
+        ],
+        env=azure.env,
+        check=True,
+        capture_output=True,
+    )
+    r = azure("--suffix", "x1y2z3")
+    assert r.code == 0, r.out
+    users = [x["principal"] for x in azure.state()["roles"] if x["role"] == "Key Vault Secrets User"]
+    assert users == ["principal-of-tradesettle-x1y2z3-func"]
+
+
+def test_a_rerun_restarts_an_app_whose_references_a_previous_run_left_unresolved(azure, tmp_path: Path) -> None:
+    assert azure().code == 0
+    state = azure.state()
+    app = next(v for v in state["resources"].values() if v["kind"] == "app")
+    app["refsResolved"] = False
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    r = azure()
+    assert r.code == 0, r.out
+    assert mutations(r.calls) == ["functionapp restart"]
+    assert "Key Vault references resolved" in r.out
+
+
+def test_secrets_file_lines_are_never_echoed(azure, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.secrets"
+    bad.write_text('KAFKA_PRODUCER_CONFIG={\n  "sasl.jaas.config": "pw=Zt5Hidden9Kq"\n}\n')
+    r = azure("--secrets-file", str(bad))
+    assert r.code == 1
+    assert "line 2 is not KEY=VALUE on one line (the line is not shown)" in r.out
+    assert "Zt5Hidden9Kq" not in r.out and "sasl.jaas.config" not in r.out
+
+
 def test_help_and_bad_flags() -> None:
     out = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--destroy" in out.stdout and "Premium plans bill while deployed" in out.stdout
     bad = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "--sku", "Y1"], capture_output=True, text=True)
     assert bad.returncode == 1 and "--sku must be EP1, EP2 or EP3" in bad.stderr
+    burst = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--max-burst", "30"], capture_output=True, text=True
+    )
+    assert burst.returncode == 1 and "--max-burst must be 1..20" in burst.stderr
 
 
 def test_shellcheck_is_clean() -> None:
