@@ -35,7 +35,7 @@ trigger = load_trigger_settings(os.environ)
 @app.retry(
     strategy="exponential_backoff",
     max_retry_count=str(trigger.max_retries),
-    minimum_interval="00:00:02",
+    minimum_interval="00:00:05",
     maximum_interval="00:01:00",
 )
 def settle_user_trades(events: typing.List[func.KafkaEvent]) -> None:  # noqa: UP006 - the worker needs typing.List

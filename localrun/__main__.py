@@ -2,4 +2,5 @@
 
 from localrun.main import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # instance processes are spawned: they must not run the job again
+    raise SystemExit(main())

@@ -1,9 +1,11 @@
-"""Fault scenarios on the real local stack, run through the local Kafka-trigger host.
+"""Fault scenarios on the real local stack, run through the local Kafka-trigger host (instances as processes).
 
 Each scenario streams trades through the real function while a fault happens, then counts what became of
-every input record (settled, dead-lettered, lost, duplicated). Run with `commitOnFailure: false` (ours) the
-invariant inputs = settlements + dead letters holds; with the extension's default (`true`) the count of
-lost records is the price of that default. `python -m localrun.faults` prints the table in the README.
+every input record: settled, dead-lettered, lost (never written), duplicated (written twice). Each runs with
+our host.json settings (`commitOnFailure: false`, `maxRetries: 2`, `maxPollIntervalMs` 30 min) and with the
+extension's defaults (`commitOnFailure: true`, `maxRetries: 5`, 5 min), the function's `@app.retry` policy
+in both, its back-off scaled down so minutes of retries take seconds. `python -m localrun.faults` prints the
+table in the README.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from devstack import stack
 from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, local_settings
 from localrun.kafka import create_topics, header, high_watermarks, read_all, settlement_of
-from settlement import producer, service
 from settlement.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 
 POISON_VALUES = (b"", b"{not protobuf}", b"\x00\x00", b"\x00\x7f\xff\xff\xf0\x00\x08\x01", b"\x00" * 9000)
@@ -33,14 +34,17 @@ POISON_VALUES = (b"", b"{not protobuf}", b"\x00\x00", b"\x00\x7f\xff\xff\xf0\x00
 @dataclass(frozen=True)
 class Outcome:
     scenario: str
-    commit_on_failure: bool
+    settings: str  # "ours" or "defaults"
     inputs: int
     settled: int
     dead_lettered: int
     duplicates: int
     lost: int
+    invocations: int
     failed_invocations: int
     skipped_records: int
+    store_failures: int
+    finished: bool  # every input settled or dead-lettered before the time limit (False: a partition stalled)
 
     @property
     def invariant_holds(self) -> bool:
@@ -62,7 +66,6 @@ class Run:
 
 
 Fault = Callable[[Run], None]
-Wrapper = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def _wait_for_progress(run: Run, share: float, timeout_s: float = 60.0) -> None:
@@ -94,50 +97,58 @@ def registry_outage(seconds: float) -> Fault:
     return fault
 
 
-def failing_batches(failures: int) -> Wrapper:
-    """The function raises on its first `failures` invocations (a bug, a timeout, a dependency blip)."""
-
-    def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
-        remaining = {"n": failures}
-        lock = threading.Lock()
-
-        def flaky(events: list[Any]) -> Any:
-            with lock:
-                fail = remaining["n"] > 0
-                remaining["n"] -= 1 if fail else 0
-            if fail:
-                raise RuntimeError("injected failure")
-            return function(events)
-
-        return flaky
-
-    return wrap
+def kill_instance_mid_batch(run: Run) -> None:
+    """SIGKILL the only instance while a (slow) batch is in flight, once a third is through; start another."""
+    _wait_for_progress(run, 1 / 3)
+    time.sleep(0.25)  # the batch's records are written; its offsets are not stored yet
+    run.host.kill_instance(0)
+    run.host.add_instance()
 
 
-def slow_batches(seconds: float) -> Wrapper:
-    """Each invocation takes at least `seconds`, so a fault lands mid-run rather than after the end."""
+def scale_out_mid_run(run: Run) -> None:
+    """A second instance joins once a third is through: the eager assignor revokes every partition."""
+    _wait_for_progress(run, 1 / 3)
+    run.host.add_instance()
 
-    def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
-        def slow(events: list[Any]) -> Any:
-            time.sleep(seconds)
-            return function(events)
 
-        return slow
+# Poll-interval scenario: the consumer may go 7 s without polling (librdkafka needs session.timeout.ms below
+# it); a batch that always fails takes 1 s an invocation, so its retries outlast that.
+EVICTABLE = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 
-    return wrap
+SCENARIOS: dict[str, dict[str, Any]] = {
+    # nested retries: 6 failing invocations outlast one execution (@app.retry: 1 + 4 retries)
+    "function raises on 6 invocations": {"function_fault": "fail-first:6"},
+    "broker restart mid-run": {"fault": broker_restart, "function_fault": "slow:0.25"},
+    "registry unavailable 3 s, then back": {"fault": registry_outage(3.0)},
+    "every poison kind in the stream": {"poison": True},
+    "1.5 MB values and 1 MB keys in the stream": {"oversize": True},
+    "a batch that always fails": {"function_fault": "fail-offset:0:60"},
+    "... and whose retries outlast max.poll.interval.ms": {
+        "function_fault": "slow:1,fail-offset:0:60",
+        "max_poll_interval_ms": 7000,
+        "consumer_conf": EVICTABLE,
+        "timeout_s": 45.0,
+    },
+    # the kill lands after a batch was written, before its offsets were stored: at-least-once shows
+    "an instance killed mid-batch": {"fault": kill_instance_mid_batch, "function_fault": "slow-after:0.5"},
+    "scale-out (eager rebalance) mid-run": {"fault": scale_out_mid_run, "function_fault": "slow-after:0.2"},
+}
+DEFAULTS = KafkaHostOptions()  # the extension's own defaults
 
 
 def run_scenario(
     name: str,
     bootstrap: str,
     registry_url: str,
-    commit_on_failure: bool,
+    ours: bool = True,
     records: int = 600,
     partitions: int = 3,
     fault: Fault | None = None,
-    wrap: Wrapper | None = None,
+    function_fault: str | None = None,
     poison: bool = False,
     oversize: bool = False,
+    max_poll_interval_ms: int | None = None,
+    consumer_conf: dict[str, Any] | None = None,
     timeout_s: float = 120.0,
 ) -> Outcome:
     """Stream `records` trades (plus poison records if asked) through the function while `fault` runs."""
@@ -162,8 +173,6 @@ def run_scenario(
         }
     )
     os.environ.update(settings)
-    service.reset()
-    producer.reset_shared_producer()
 
     inputs = produce_trades(bootstrap, registry_url, source, records, GeneratorConfig(seed=11))
     if poison:
@@ -183,17 +192,25 @@ def run_scenario(
         inputs += 2 * partitions
 
     binding = load_binding(function_app.app, settings)
-    if wrap is not None:
-        binding = replace(binding, user_function=wrap(binding.user_function))
-    options = replace(KafkaHostOptions.from_host_json(), commit_on_failure=commit_on_failure, max_batch_size=50)
-    host = LocalHost(binding, options, partitions, retry_scale=0.05)
+    base = KafkaHostOptions.from_host_json() if ours else DEFAULTS
+    options = replace(base, max_batch_size=50, max_poll_interval_ms=max_poll_interval_ms or base.max_poll_interval_ms)
+    host = LocalHost(
+        binding,
+        options,
+        partitions,
+        consumer_conf=consumer_conf,
+        retry_scale=0.01,
+        app="function_app:app",
+        settings=settings,
+        fault=function_fault,
+    )
     run = Run(host, bootstrap, settlements, dlq, inputs)
     fault_thread = threading.Thread(target=fault, args=(run,), daemon=True) if fault else None
+    host.start(1)
     if fault_thread:
         fault_thread.start()
-    host.start(1)
     try:
-        host.run_until(
+        finished = host.run_until(
             lambda: host.lag() == 0 and (fault_thread is None or not fault_thread.is_alive()),
             timeout_s,
             autoscale=False,
@@ -203,55 +220,51 @@ def run_scenario(
         host.stop()
         if fault_thread:
             fault_thread.join(timeout=60)
-    outcome = _count(name, run, commit_on_failure)
-    producer.reset_shared_producer(timeout_s=5)
-    service.reset()
-    return outcome
+    return _count(name, run, "ours" if ours else "defaults", finished)
 
 
-def _count(name: str, run: Run, commit_on_failure: bool) -> Outcome:
+def _count(name: str, run: Run, settings: str, finished: bool) -> Outcome:
     settled_msgs = read_all(run.bootstrap, run.settlements, high_watermarks(run.bootstrap, run.settlements))
     dead_msgs = read_all(run.bootstrap, run.dead_letter, high_watermarks(run.bootstrap, run.dead_letter))
     covered = [(s.source_partition, s.source_offset) for s in map(settlement_of, settled_msgs)]
     covered += [(int(header(m, SOURCE_PARTITION)), int(header(m, SOURCE_OFFSET))) for m in dead_msgs]
     unique = len(set(covered))
+    stats = run.host.stats
     return Outcome(
         name,
-        commit_on_failure,
+        settings,
         run.inputs,
         len(settled_msgs),
         len(dead_msgs),
         len(covered) - unique,
         run.inputs - unique,
-        run.host.stats.failures,
-        run.host.stats.skipped_records,
+        stats.invocations,
+        stats.failures,
+        stats.skipped_records,
+        stats.store_failures,
+        finished,
     )
-
-
-SCENARIOS: dict[str, dict[str, Any]] = {
-    "function raises on 3 batches": {"wrap": failing_batches(3)},
-    "broker restart mid-run": {"fault": broker_restart, "wrap": slow_batches(0.25)},
-    "registry unavailable 3 s, then back": {"fault": registry_outage(3.0)},
-    "every poison kind in the stream": {"poison": True},
-    "1.5 MB values and 1 MB keys in the stream": {"oversize": True},
-}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localrun.faults", description=__doc__)
     parser.add_argument("--records", type=int, default=600)
+    parser.add_argument("--only", help="run the scenarios whose name contains this text")
     args = parser.parse_args(argv)
     with stack.running() as state:
         print(
-            f"{'scenario':<38}{'commitOnFailure':>16}{'inputs':>8}{'settled':>9}{'dead':>6}{'dup':>5}"
-            f"{'lost':>6}{'failed calls':>14}"
+            f"{'scenario':<52}{'settings':>9}{'inputs':>8}{'settled':>9}{'dead':>6}{'dup':>5}{'lost':>6}"
+            f"{'calls':>7}{'failed':>8}{'skipped':>9}{'done':>6}"
         )
         for name, kwargs in SCENARIOS.items():
-            for commit in (False, True):
-                o = run_scenario(name, state.bootstrap_servers, state.registry_url, commit, args.records, **kwargs)
+            if args.only and args.only not in name:
+                continue
+            for ours in (True, False):
+                o = run_scenario(name, state.bootstrap_servers, state.registry_url, ours, args.records, **kwargs)
                 print(
-                    f"{o.scenario:<38}{str(o.commit_on_failure).lower():>16}{o.inputs:>8}{o.settled:>9}"
-                    f"{o.dead_lettered:>6}{o.duplicates:>5}{o.lost:>6}{o.failed_invocations:>14}",
+                    f"{o.scenario:<52}{o.settings:>9}{o.inputs:>8}{o.settled:>9}{o.dead_lettered:>6}"
+                    f"{o.duplicates:>5}{o.lost:>6}{o.invocations:>7}{o.failed_invocations:>8}{o.skipped_records:>9}"
+                    f"{'yes' if o.finished else 'NO':>6}",
                     flush=True,
                 )
     return 0

@@ -23,6 +23,7 @@ from devstack.errors import StackError
 from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, local_settings
 from localrun.kafka import create_topics, header, high_watermarks, read_all, settlement_of
+from localrun.scaler import MODES
 from settlement.deadletter import REASON
 
 POISON = (b"", b"not protobuf at all", b"\x00\x00\x00", b"\x00\x7f\xff\xff\xff\x00\x08\x01")
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         help="scale-controller evaluation interval in seconds (Azure: 30)",
     )
     parser.add_argument("--lag-threshold", type=int, default=None, help="override KAFKA_LAG_THRESHOLD")
+    parser.add_argument("--scaling", choices=MODES, default="target", help="scale controller mode (default target)")
+    parser.add_argument("--max-instances", type=int, default=None, help="cap instances (default: partitions)")
     parser.add_argument("--rate", type=float, default=None, help="generate at this many trades/s (default: max)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
@@ -112,7 +115,16 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
 
     binding = load_binding(function_app.app, settings)
     options = KafkaHostOptions.from_host_json()
-    host = LocalHost(binding, options, args.partitions, evaluation_interval_s=args.evaluation_interval)
+    host = LocalHost(
+        binding,
+        options,
+        args.partitions,
+        evaluation_interval_s=args.evaluation_interval,
+        app="function_app:app",  # each instance a process importing the app, as on Azure
+        settings=settings,
+        scaling=args.scaling,
+        max_instances=args.max_instances,
+    )
     outputs = {"n": 0}
     last = {"t": time.monotonic(), "n": 0}
 
@@ -128,7 +140,7 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
         last.update(t=now, n=outputs["n"])
         print(
             f"  {outputs['n']:>8}/{inputs} settled or dead-lettered | {rate:8.0f} rec/s | "
-            f"lag {h.lag():>7} | instances {len(h.instances)}",
+            f"lag {h.lag():>7} | instances {len(h.instances)} (pids {' '.join(str(i.pid) for i in h.instances)})",
             flush=True,
         )
 
@@ -154,7 +166,8 @@ def _summary(bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, hos
 
     print(
         f"\nprocessed {inputs} records in {elapsed:.1f}s ({inputs / max(elapsed, 1e-9):.0f} rec/s), "
-        f"{host.stats.batches} batches, peak instances {len(host.instances)}"
+        f"{host.stats.batches} batches, peak instances {host.peak_instances} "
+        f"({len(host.stats.pids)} processes did work)"
     )
     print("\nsettlements by disposition")
     for disposition, n in by_disposition.most_common():

@@ -1,20 +1,30 @@
 """Capacity model for the Kafka-triggered function on a Premium plan: instances and lag over time.
 
-The scale controller evaluates every `interval` seconds and adds at most one instance while the lag per
-instance exceeds `lag_threshold`, never more instances than partitions. Each instance settles one batch at a
-time (`batch_size` records, `record_s` seconds each, plus `batch_overhead_s`), over the partitions it owns.
+The scale controller evaluates every `interval` seconds (localrun/scaler.py, the same decision the local host
+uses): `--scaling incremental` adds at most one instance while the lag per instance exceeds `lag_threshold`;
+`--scaling target` (the default since runtime 4.19) sets ceil(lag / lag_threshold) instances at once. Never
+more instances than partitions. Each instance settles one batch at a time (`batch_size` records, `record_s`
+seconds each, plus `batch_overhead_s`), over the partitions it owns.
 
-    python scripts/capacity_model.py --partitions 100 --records 5000000 --batch-size 1 --record-seconds 5
+    python scripts/capacity_model.py --partitions 100 --records 5000000 --batch-size 1 --record-seconds 5 \
+        --scaling incremental
 
 reproduces the figure reported for the service: 100 instances after about 50 minutes (99 evaluations of
-30 s), with lag still near 5M because 100 instances at 5 s per record settle only 20 records/s.
+30 s), with lag still near 5M because 100 instances at 5 s per record settle only 20 records/s. Without
+`--scaling` it prints both modes for the same input.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from localrun.scaler import MODES, ScaleController
 
 
 @dataclass(frozen=True)
@@ -42,9 +52,10 @@ def instance_rate(p: Params) -> float:
     return p.batch_size / (p.batch_size * p.record_s + p.batch_overhead_s)
 
 
-def simulate(p: Params, horizon_s: float, step_s: float | None = None) -> list[Point]:
+def simulate(p: Params, horizon_s: float, step_s: float | None = None, mode: str = "incremental") -> list[Point]:
     """Lag and instances at every scale evaluation (and at the end), from a backlog of `p.records`."""
-    cap = min(p.partitions, p.max_instances or p.partitions)
+    controller = ScaleController(mode, p.lag_threshold, p.partitions, p.max_instances)
+    cap = controller.cap
     step = step_s or p.interval_s
     instances, lag, t = min(p.start_instances, cap), float(p.records), 0.0
     points = [Point(0.0, instances, lag)]
@@ -56,8 +67,7 @@ def simulate(p: Params, horizon_s: float, step_s: float | None = None) -> list[P
         lag = max(0.0, lag - busy * instance_rate(p) * dt)
         t += dt
         if math.isclose(t, next_eval) or t >= next_eval:
-            if lag / instances > p.lag_threshold and instances < cap:
-                instances += 1
+            instances = controller.desired(math.ceil(lag), instances, t)
             next_eval += p.interval_s
             points.append(Point(t, instances, lag))
     if points[-1].t_s != t:
@@ -73,6 +83,27 @@ def drain_time(points: list[Point]) -> float | None:
     return next((pt.t_s for pt in points if pt.lag <= 0), None)
 
 
+def report(p: Params, horizon_h: float, mode: str) -> None:
+    points = simulate(p, horizon_h * 3600, mode=mode)
+    print(f"\n--scaling {mode}")
+    print(f"{'minute':>8}{'instances':>11}{'lag':>14}")
+    shown = set()
+    for pt in points:
+        minute = int(pt.t_s // 600) * 10
+        if minute not in shown:
+            shown.add(minute)
+            print(f"{pt.t_s / 60:>8.1f}{pt.instances:>11}{pt.lag:>14.0f}")
+    full = time_to_instances(points, min(p.partitions, p.max_instances or p.partitions))
+    reached = f"max instances reached after {full / 60:.1f} min" if full is not None else "max instances not reached"
+    print(f"per-instance rate {instance_rate(p):.3f} rec/s; {reached}")
+    drained = drain_time(points)
+    print(
+        f"backlog drained after {drained / 60:.1f} min"
+        if drained is not None
+        else f"backlog not drained within {horizon_h} h (lag {points[-1].lag:.0f})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--partitions", type=int, default=100)
@@ -83,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=30.0, help="scale evaluation interval, seconds")
     parser.add_argument("--batch-overhead", type=float, default=0.0, help="fixed seconds per batch")
     parser.add_argument("--horizon-hours", type=float, default=2.0)
+    parser.add_argument("--scaling", choices=MODES, default=None, help="one mode (default: both)")
     args = parser.parse_args(argv)
     p = Params(
         args.partitions,
@@ -93,23 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         args.interval,
         args.batch_overhead,
     )
-    points = simulate(p, args.horizon_hours * 3600)
-    print(f"{'minute':>8}{'instances':>11}{'lag':>14}")
-    shown = set()
-    for pt in points:
-        minute = int(pt.t_s // 600) * 10
-        if minute not in shown:
-            shown.add(minute)
-            print(f"{pt.t_s / 60:>8.1f}{pt.instances:>11}{pt.lag:>14.0f}")
-    full = time_to_instances(points, min(p.partitions, p.max_instances or p.partitions))
-    reached = f"max instances reached after {full / 60:.1f} min" if full is not None else "max instances not reached"
-    print(f"\nper-instance rate {instance_rate(p):.3f} rec/s; {reached}")
-    drained = drain_time(points)
-    print(
-        f"backlog drained after {drained / 60:.1f} min"
-        if drained is not None
-        else f"backlog not drained within {args.horizon_hours} h (lag {points[-1].lag:.0f})"
-    )
+    for mode in [args.scaling] if args.scaling else ["incremental", "target"]:
+        report(p, args.horizon_hours, mode)
     return 0
 
 

@@ -15,6 +15,9 @@ from settlement.batch import Topics
 from settlement.rules import DEFAULT_LARGE_TRADE_LIMIT, DEFAULT_SEC_SAMPLE_RATE, RulesConfig
 from settlement.secrets import Secret, SecretNotFound, SecretSource, secret_name_for
 
+# A batch's deadline. With host.json's retries it bounds how long one batch can hold its partition without
+# polling (README "Retries and the poll interval"); tests/unit/test_extension.py keeps that below the bound.
+DEFAULT_DELIVERY_TIMEOUT_S = 30.0
 SECRET_SETTINGS = ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_PRODUCER_CONFIG", "SCHEMA_REGISTRY_CONFIG")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
@@ -40,7 +43,7 @@ class Settings:
     topics: Topics = field(default_factory=lambda: Topics("trade-settlements", "user_trades-dlq"))
     rules: RulesConfig = field(default_factory=RulesConfig)
     max_record_bytes: int = 65_536
-    delivery_timeout_s: float = 60.0
+    delivery_timeout_s: float = 30.0
     auto_register_schemas: bool = True
     http_max_body_bytes: int = 32 * 1024 * 1024
     http_max_records: int = 10_000
@@ -179,7 +182,7 @@ def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretS
     if not registry_url.startswith(("http://", "https://")):
         raise ConfigError("SCHEMA_REGISTRY_URL", "must start with http:// or https://")
     watchlist = frozenset(s.strip() for s in (r.raw("SETTLEMENT_SEC_WATCHLIST") or "").split(",") if s.strip())
-    delivery_timeout = r.number("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", 60.0, 1.0, 1800.0)
+    delivery_timeout = r.number("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", DEFAULT_DELIVERY_TIMEOUT_S, 1.0, 1800.0)
     settings = Settings(
         bootstrap_servers=bootstrap,
         security_protocol=protocol,
@@ -254,5 +257,5 @@ def load_trigger_settings(env: Mapping[str, str]) -> TriggerSettings:
         protocol=_choice(r, "KAFKA_TRIGGER_PROTOCOL", "SaslSsl", _TRIGGER_PROTOCOLS),
         authentication_mode=_choice(r, "KAFKA_TRIGGER_AUTH_MODE", "Plain", _TRIGGER_AUTH_MODES),
         lag_threshold=_integer(r, "KAFKA_LAG_THRESHOLD", 1000, 1, 10_000_000),
-        max_retries=_integer(r, "SETTLEMENT_MAX_RETRIES", 5, -1, 100),
+        max_retries=_integer(r, "SETTLEMENT_MAX_RETRIES", 4, -1, 100),
     )

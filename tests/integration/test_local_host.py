@@ -12,6 +12,7 @@ import azure.functions as func
 import pytest
 
 from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, local_settings, resolve
+from localrun.indexing import RetryPolicy
 from scripts.capacity_model import Params, simulate
 from tests.kafka_helpers import consumer, create_topics, produce, unique_name
 
@@ -31,9 +32,10 @@ def test_binding_is_read_from_function_app_and_resolved_from_settings() -> None:
         "b:1",
     )
     assert (binding.cardinality, binding.data_type, binding.lag_threshold) == ("MANY", "BINARY", 1000)
-    assert (binding.retry_min_s, binding.retry_max_s) == (2.0, 60.0)
+    assert binding.retry is not None and (binding.retry.minimum_interval_s, binding.retry.maximum_interval_s) == (5, 60)
     options = KafkaHostOptions.from_host_json()
-    assert (options.max_batch_size, options.commit_on_failure, options.max_retries) == (64, False, 5)
+    assert (options.max_batch_size, options.commit_on_failure, options.max_retries) == (64, False, 2)
+    assert (options.auto_commit_interval_ms, options.max_poll_interval_ms) == (200, 1_800_000)
     with pytest.raises(KeyError, match="%MISSING%"):
         resolve("%MISSING%", {})
 
@@ -58,8 +60,7 @@ def _recording_binding(stack, topic: str, lag_threshold: int, delay_s: float) ->
         function,
         param_name="events",
         annotation=typing.List[func.KafkaEvent],  # noqa: UP006 - what the worker accepts
-        retry_min_s=0.01,
-        retry_max_s=0.02,
+        retry=RetryPolicy("exponential_backoff", 1, 0.01, 0.02),
     )
     return binding, calls
 
@@ -96,7 +97,13 @@ def test_scale_out_adds_one_instance_per_evaluation_up_to_the_partition_count(st
     create_topics(stack.bootstrap, [topic], partitions=3)
     produce(stack.bootstrap, topic, ((f"k{i}", b"v") for i in range(3000)))
     binding, calls = _recording_binding(stack, topic, lag_threshold=100, delay_s=0.05)
-    host = LocalHost(binding, replace(KafkaHostOptions(), max_batch_size=10), partitions=3, evaluation_interval_s=0.5)
+    host = LocalHost(
+        binding,
+        replace(KafkaHostOptions(), max_batch_size=10),
+        partitions=3,
+        evaluation_interval_s=0.5,
+        scaling="incremental",
+    )
     host.start(1)
     try:
         host.run_until(
@@ -112,7 +119,28 @@ def test_scale_out_adds_one_instance_per_evaluation_up_to_the_partition_count(st
     model = simulate(
         Params(partitions=3, records=3000, batch_size=10, record_s=0.005, lag_threshold=100, interval_s=0.5),
         horizon_s=0.5 * len(counts),
+        mode="incremental",
     )
     predicted = [pt.instances for pt in model[1:]]
     n = min(len(predicted), len(counts))
     assert n >= 3 and predicted[:n] == counts[:n]
+
+
+def test_target_scaling_starts_what_the_lag_asks_for_at_once(stack) -> None:
+    topic = unique_name("host-target")
+    create_topics(stack.bootstrap, [topic], partitions=3)
+    produce(stack.bootstrap, topic, ((f"k{i}", b"v") for i in range(3000)))
+    binding, _calls = _recording_binding(stack, topic, lag_threshold=100, delay_s=0.05)
+    host = LocalHost(binding, replace(KafkaHostOptions(), max_batch_size=10), partitions=3, evaluation_interval_s=0.5)
+    host.start(1)
+    try:
+        host.run_until(lambda: len(host.scale_events) >= 2, timeout_s=30, tick_s=0.05)
+    finally:
+        host.stop()
+    counts = [n for _, n, _ in host.scale_events]
+    model = simulate(
+        Params(partitions=3, records=3000, batch_size=10, record_s=0.005, lag_threshold=100, interval_s=0.5),
+        horizon_s=1.0,
+        mode="target",
+    )
+    assert counts[0] == 3 == model[1].instances  # ceil(lag / 100) capped at 3 partitions, in one evaluation

@@ -33,3 +33,24 @@ def test_more_instances_than_partitions_would_idle() -> None:
     p = Params(partitions=2, records=10**9, batch_size=1, record_s=1.0, interval_s=1)
     points = simulate(p, horizon_s=10)
     assert max(pt.instances for pt in points) == 2
+
+
+def test_target_scaling_sets_ceil_lag_over_threshold_at_once() -> None:
+    p = Params(partitions=100, records=5_000_000, batch_size=1, record_s=5.0, lag_threshold=1000, interval_s=30)
+    points = simulate(p, horizon_s=600, mode="target")
+    assert time_to_instances(points, 100) == pytest.approx(30)  # one evaluation, capped at the partitions
+    small = simulate(Params(partitions=100, records=2500, batch_size=1, record_s=1e9), horizon_s=60, mode="target")
+    assert small[1].instances == 3  # ceil(2500 / 1000)
+
+
+def test_target_scaling_scales_in_but_not_right_after_a_scale_out() -> None:
+    from localrun.scaler import ScaleController, partition_lag
+
+    c = ScaleController("target", lag_threshold=100, partitions=10, scale_in_delay_s=60)
+    assert c.desired(lag=550, instances=1, now_s=0) == 6
+    assert c.desired(lag=50, instances=6, now_s=30) == 6  # throttled: a scale-out 30 s ago
+    assert c.desired(lag=50, instances=6, now_s=61) == 1
+    assert c.desired(lag=-1, instances=4, now_s=200) == 4  # lag unknown: no change
+    assert (partition_lag(0, 100, -1001), partition_lag(40, 100, 10), partition_lag(0, 100, 70)) == (100, 60, 30)
+    with pytest.raises(ValueError, match="scaling mode"):
+        ScaleController("eager", 1, 1)

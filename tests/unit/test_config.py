@@ -22,7 +22,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert s.security_protocol == "PLAINTEXT"
     assert (s.topics.settlements, s.topics.dead_letter) == ("trade-settlements", "user_trades-dlq")
     assert (s.rules.large_trade_limit, s.rules.sec_sample_rate, s.rules.sec_watchlist) == (100_000, 0.05, frozenset())
-    assert (s.max_record_bytes, s.delivery_timeout_s, s.auto_register_schemas) == (65_536, 60.0, True)
+    assert (s.max_record_bytes, s.delivery_timeout_s, s.auto_register_schemas) == (65_536, 30.0, True)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_secrets_do_not_show_in_repr() -> None:
     assert s.registry_conf() == {
         "url": "http://registry:8081",
         "basic.auth.user.info": f"k:{PASSWORD}",
-        "timeout": 15.0,  # a quarter of the 60 s batch deadline
+        "timeout": 7.5,  # a quarter of the 30 s batch deadline
         "max.retries": 1,
         "retries.wait.ms": 200,
         "retries.max.wait.ms": 1000,

@@ -26,8 +26,8 @@ def test_every_function_of_the_app_indexes() -> None:
     assert kafka.binding("kafkaTrigger")["cardinality"] == "MANY"
     assert kafka.binding("kafkaTrigger")["dataType"] == "BINARY"
     assert kafka.retry is not None
-    assert (kafka.retry.strategy, kafka.retry.max_retry_count) == ("exponential_backoff", 5)
-    assert (kafka.retry.minimum_interval_s, kafka.retry.maximum_interval_s) == (2.0, 60.0)
+    assert (kafka.retry.strategy, kafka.retry.max_retry_count) == ("exponential_backoff", 4)
+    assert (kafka.retry.minimum_interval_s, kafka.retry.maximum_interval_s) == (5.0, 60.0)
     http = indexed["settle_sink_batch"]
     assert http.binding("http")["name"] == "$return"
     assert http.inputs["req"].binding_type == "httpTrigger"

@@ -1,0 +1,135 @@
+"""What the Azure Functions Kafka extension (4.3.x) does with one batch, as a model the local host runs.
+
+Read from the extension's source and docs (Microsoft.Azure.WebJobs.Extensions.Kafka 4.3.x, host.json
+`extensions.kafka`), not guessed:
+
+- Each *execution* runs the function under its `@app.retry` policy: up to `max_retry_count` retries with a
+  randomized exponential back-off between `minimum_interval` and `maximum_interval` (or a fixed delay).
+- If the execution still fails: with `commitOnFailure: true` (the default) its offsets are stored at once and
+  the batch is gone; with `false` the execution is re-run *immediately*, up to `maxRetries` more times
+  (`-1`: forever), then the offsets are stored anyway (the batch is skipped, and logged).
+  The two loops multiply: up to (maxRetries + 1) * (retry count + 1) invocations of one batch.
+- Offsets are *stored* after each batch (`StoreOffset`), and librdkafka auto-commits stored offsets every
+  `autoCommitIntervalMs` (200 ms); nothing is committed synchronously.
+- While a batch is being retried the consumer does not poll. Past `maxPollIntervalMs` the member is evicted,
+  the partition moves, the in-memory retry counters start again elsewhere, and a batch that always fails is
+  never skipped: the partition stalls. `worst_case_s` is that bound's other side.
+- `commitOnFailure` and `maxRetries` exist from extension 4.3.0; bundles before 4.37.1 ship 4.2.0, which
+  ignores both (a failed batch is lost), so host.json's bundle range starts at 4.37.1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from localrun.indexing import RetryPolicy
+
+ROOT = Path(__file__).resolve().parent.parent
+JITTER = 0.2  # the host randomizes each exponential delay by ±20 %
+
+
+@dataclass(frozen=True)
+class KafkaHostOptions:
+    """`extensions.kafka` of host.json, with the extension's defaults."""
+
+    max_batch_size: int = 64
+    subscriber_interval_s: float = 1.0
+    auto_offset_reset: str = "earliest"
+    commit_on_failure: bool = True
+    max_retries: int = 5
+    auto_commit_interval_ms: int = 200
+    max_poll_interval_ms: int = 300_000
+
+    @classmethod
+    def from_host_json(cls, path: Path = ROOT / "host.json") -> KafkaHostOptions:
+        kafka = {k.lower(): v for k, v in json.loads(path.read_text()).get("extensions", {}).get("kafka", {}).items()}
+        return cls(
+            max_batch_size=int(kafka.get("maxbatchsize", 64)),
+            subscriber_interval_s=float(kafka.get("subscriberintervalinseconds", 1)),
+            auto_offset_reset=str(kafka.get("autooffsetreset", "Earliest")).lower(),
+            commit_on_failure=bool(kafka.get("commitonfailure", True)),
+            max_retries=int(kafka.get("maxretries", 5)),
+            auto_commit_interval_ms=int(kafka.get("autocommitintervalms", 200)),
+            max_poll_interval_ms=int(kafka.get("maxpollintervalms", 300_000)),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What became of one batch."""
+
+    invocations: int
+    succeeded: bool
+    store: bool  # offsets stored (succeeded, or given up on: skipped)
+    aborted: bool = False  # the instance stopped mid-way: nothing stored, the batch is redelivered
+
+    @property
+    def skipped(self) -> bool:
+        return self.store and not self.succeeded
+
+
+def backoff_s(policy: RetryPolicy | None, attempt: int, rng: random.Random | None = None) -> float:
+    """Delay before retry `attempt` (0-based) of one execution under the function's `@app.retry` policy."""
+    if policy is None:
+        return 0.0
+    if policy.strategy == "fixed_delay":
+        return policy.minimum_interval_s
+    base = min(policy.maximum_interval_s, policy.minimum_interval_s * 2**attempt)
+    factor = 1.0 if rng is None else rng.uniform(1 - JITTER, 1 + JITTER)
+    return min(policy.maximum_interval_s, base * factor)
+
+
+def run_execution(
+    call: Callable[[], object],
+    options: KafkaHostOptions,
+    policy: RetryPolicy | None,
+    sleep: Callable[[float], None],
+    rng: random.Random,
+    stopped: Callable[[], bool] = lambda: False,
+    on_failure: Callable[[int, Exception], None] = lambda _n, _exc: None,
+) -> Execution:
+    """Run one batch through both retry loops; return what happened and whether to store its offsets."""
+    retries = policy.max_retry_count if policy else 0
+    invocations = executions = 0
+    while True:
+        attempt = 0
+        while True:
+            if stopped():
+                return Execution(invocations, False, store=False, aborted=True)
+            invocations += 1
+            try:
+                call()
+                return Execution(invocations, True, store=True)
+            except Exception as exc:  # noqa: BLE001 - the host catches whatever the function raises
+                on_failure(invocations, exc)
+            if retries != -1 and attempt >= retries:
+                break
+            sleep(backoff_s(policy, attempt, rng))
+            attempt += 1
+        executions += 1
+        if options.commit_on_failure:
+            return Execution(invocations, False, store=True)
+        if options.max_retries != -1 and executions > options.max_retries:
+            return Execution(invocations, False, store=True)
+
+
+def worst_case_s(options: KafkaHostOptions, policy: RetryPolicy | None, invocation_s: float) -> float:
+    """Longest a batch can keep its consumer from polling: every invocation takes `invocation_s` (the
+    function's own deadline) and every back-off its longest randomized delay. Infinite with -1 counts."""
+    retries = policy.max_retry_count if policy else 0
+    executions = 1 if options.commit_on_failure else options.max_retries + 1
+    if retries == -1 or (not options.commit_on_failure and options.max_retries == -1):
+        return math.inf
+    longest = [
+        min(policy.maximum_interval_s, backoff_s(policy, a) * (1 + JITTER)) if policy else 0.0 for a in range(retries)
+    ]
+    return executions * ((retries + 1) * invocation_s + sum(longest))
