@@ -15,17 +15,20 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from confluent_kafka import Producer
 
 from devstack import stack
 from devstack.errors import StackError
+from localrun.charts import Sample, run_chart
 from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, local_settings
 from localrun.kafka import create_topics, header, high_watermarks, read_all, settlement_of
 from localrun.scaler import MODES
 from settlement.deadletter import REASON
 
+RUNS_DIR = Path(__file__).resolve().parent.parent / ".runs"
 POISON = (b"", b"not protobuf at all", b"\x00\x00\x00", b"\x00\x7f\xff\xff\xff\x00\x08\x01")
 
 
@@ -69,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None, help="generate at this many trades/s (default: max)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
+    parser.add_argument("--chart", type=Path, help="where to write the run's chart (default: .runs/run-<id>.png)")
+    parser.add_argument("--no-chart", action="store_true", help="write no chart")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -127,6 +132,7 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
     )
     outputs = {"n": 0}
     last = {"t": time.monotonic(), "n": 0}
+    samples: list[Sample] = []
 
     def done() -> bool:
         outputs["n"] = high_watermarks(bootstrap, topics.settlements) + high_watermarks(bootstrap, topics.dead_letter)
@@ -138,9 +144,11 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
             return
         rate = (outputs["n"] - last["n"]) / (now - last["t"])
         last.update(t=now, n=outputs["n"])
+        lag = h.lag()
+        samples.append(Sample(now - t1, outputs["n"], rate, lag, len(h.instances)))
         print(
             f"  {outputs['n']:>8}/{inputs} settled or dead-lettered | {rate:8.0f} rec/s | "
-            f"lag {h.lag():>7} | instances {len(h.instances)} (pids {' '.join(str(i.pid) for i in h.instances)})",
+            f"lag {lag:>7} | instances {len(h.instances)} (pids {' '.join(str(i.pid) for i in h.instances)})",
             flush=True,
         )
 
@@ -151,7 +159,14 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
     host.stop()
     if not finished:
         print(f"timed out after {args.timeout:.0f}s with {outputs['n']}/{inputs} outputs", file=sys.stderr)
-    return _summary(bootstrap, topics, inputs, elapsed, host)
+    samples.append(Sample(elapsed, outputs["n"], 0.0, 0, len(host.instances)))
+    code = _summary(bootstrap, topics, inputs, elapsed, host)
+    if not args.no_chart:
+        chart = args.chart or (RUNS_DIR / f"run-{run_id}.png")
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        title = f"run {run_id}: {inputs:,} records, {args.partitions} partitions, {args.scaling} scaling"
+        print(f"\nchart: {run_chart(samples, host.scale_events, chart, title)}")
+    return code
 
 
 def _summary(bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, host: LocalHost) -> int:

@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-overhead", type=float, default=0.0, help="fixed seconds per batch")
     parser.add_argument("--horizon-hours", type=float, default=2.0)
     parser.add_argument("--scaling", choices=MODES, default=None, help="one mode (default: both)")
+    parser.add_argument("--plot", type=Path, help="write a PNG of instances and lag over time for the mode(s)")
     args = parser.parse_args(argv)
     p = Params(
         args.partitions,
@@ -125,8 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         args.interval,
         args.batch_overhead,
     )
-    for mode in [args.scaling] if args.scaling else ["incremental", "target"]:
+    modes = [args.scaling] if args.scaling else ["incremental", "target"]
+    for mode in modes:
         report(p, args.horizon_hours, mode)
+    if args.plot:
+        from localrun.charts import capacity_chart
+
+        points = {mode: simulate(p, args.horizon_hours * 3600, mode=mode) for mode in modes}
+        title = (
+            f"{p.partitions} partitions, {p.records:,} records, {p.record_s:g} s a record, threshold {p.lag_threshold}"
+        )
+        print(f"\nchart: {capacity_chart(points, args.plot, title)}")
     return 0
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from settlement import telemetry
 from settlement.deadletter import dead_letter, record_size
 from settlement.poison import PoisonKind, PoisonRecord
 from settlement.producer import DeliveryError, DeliveryTracker, RecordTooLarge
@@ -105,21 +106,27 @@ class SettlementProcessor:
         started = time.monotonic()
         deadline = started + self._timeout_s
         decode = decode or self._decoder.for_batch()
-        planned: list[_Planned] = []
-        for record in records:
-            if time.monotonic() > deadline:
-                # Registry lookups are bounded one by one; many slow ones must still not outlive the batch.
-                raise TransientError(f"batch deadline passed after planning {len(planned)} of {len(records)} records")
-            planned.append(self._plan(record, decode))
-        self._deliver(records, planned, deadline)
-        result = BatchResult([p.result for p in planned])
-        poison = Counter(r.reason for r in result.results if r.outcome == DEAD_LETTERED)
+        with telemetry.batch_span(records) as span:
+            planned: list[_Planned] = []
+            for record in records:
+                if time.monotonic() > deadline:
+                    # Registry lookups are bounded one by one; many slow ones must still not outlive the batch.
+                    raise TransientError(
+                        f"batch deadline passed after planning {len(planned)} of {len(records)} records"
+                    )
+                planned.append(self._plan(record, decode, span))
+            self._deliver(records, planned, deadline)
+            result = BatchResult([p.result for p in planned])
+            dispositions = Counter(r.disposition or "" for r in result.results if r.outcome == SETTLED)
+            poison = Counter(r.reason for r in result.results if r.outcome == DEAD_LETTERED)
+            elapsed_ms = (time.monotonic() - started) * 1000
+            telemetry.record_batch(span, dispositions, poison, len(records), elapsed_ms)
         log.info(
             "batch settled=%d dead_lettered=%d %s in %.1f ms",
             result.settled,
             result.dead_lettered,
             dict(poison) if poison else "",
-            (time.monotonic() - started) * 1000,
+            elapsed_ms,
         )
         return result
 
@@ -148,9 +155,9 @@ class SettlementProcessor:
         log.warning("dead-lettering %s shrunk: %s", record.coordinates, detail)
         return self._dead_letter(record, PoisonRecord(PoisonKind.OVERSIZE, detail), max_bytes=0)
 
-    def _plan(self, record: InputRecord, decode: ValueDecoder) -> _Planned:
+    def _plan(self, record: InputRecord, decode: ValueDecoder, span: telemetry.BatchSpan) -> _Planned:
         try:
-            return self._settle(record, decode)
+            return self._settle(record, decode, span)
         except PoisonRecord as poison:
             log.warning("dead-lettering %s: %s", record.coordinates, poison)
             return self._dead_letter(record, poison)
@@ -171,7 +178,7 @@ class SettlementProcessor:
             RecordResult(record.coordinates, DEAD_LETTERED, None, poison.kind.value),
         )
 
-    def _settle(self, record: InputRecord, decode: ValueDecoder) -> _Planned:
+    def _settle(self, record: InputRecord, decode: ValueDecoder, span: telemetry.BatchSpan) -> _Planned:
         coordinates = record.coordinates  # the SEC-sample identity and the result's name: built once
         user = _user(record.key)
         if record.timestamp_ms is None:
@@ -212,7 +219,7 @@ class SettlementProcessor:
             self._topics.settlements,
             record.key,
             value,
-            [],
+            span.output_headers(record.headers),
             RecordResult(coordinates, SETTLED, decision.disposition.value, decision.reason.value),
         )
 

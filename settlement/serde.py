@@ -27,7 +27,7 @@ from confluent_kafka.serialization import SerializationError
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError
 
-from settlement import proto_text
+from settlement import proto_text, telemetry
 from settlement.poison import PoisonKind, PoisonRecord
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
@@ -179,6 +179,7 @@ class TradeDecoder:
             self._good.add(key)
 
     def _check(self, schema_id: int, indexes: list[int]) -> None:
+        telemetry.count_registry_lookup("schema")
         schema = _registry_call(
             f"resolving schema id {schema_id}", lambda: self._client.get_schema(schema_id, fmt="serialized")
         )
@@ -292,11 +293,13 @@ class SettlementEncoder:
             return self._framing
 
     def _register(self) -> int:
+        telemetry.count_registry_lookup("register")
         text = proto_text.render_file(TradeSettlement.DESCRIPTOR.file)
         schema = Schema(text, "PROTOBUF")
         return _settlement_call("registering", lambda: self._client.register_schema(self._subject, schema))
 
     def _latest(self) -> int:
+        telemetry.count_registry_lookup("latest")
         latest = _settlement_call("looking up", lambda: self._client.get_latest_version(self._subject))
         try:
             fdp = writer_descriptor(self._client, latest.schema, f"the latest {self._subject} schema")

@@ -99,3 +99,10 @@ def test_a_bad_indexing_time_setting_names_itself(setting: str, value: str) -> N
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("settlement.config.ConfigError: " + setting), last
+
+
+def test_importing_the_app_loads_no_telemetry_or_protoc() -> None:
+    lazy = ("opentelemetry", "azure.monitor", "grpc_tools")
+    code = f"import sys, function_app; print(sorted(m for m in {lazy!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

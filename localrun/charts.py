@@ -1,0 +1,85 @@
+"""Pictures of a run: lag, instances and throughput over time with the scale-out decisions marked, and the
+capacity model's scenario in both scaling modes. matplotlib is a development dependency only (never in
+requirements.txt or the published package), imported here on first use with a file-only backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sample:
+    t_s: float
+    outputs: int
+    rate: float
+    lag: int
+    instances: int
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def run_chart(
+    samples: Sequence[Sample], scale_events: Sequence[tuple[float, int, int]], path: Path, title: str
+) -> Path:
+    """Three stacked panels sharing time: lag, instances (scale-outs marked), settled records per second."""
+    plt = _pyplot()
+    fig, (lag_ax, inst_ax, rate_ax) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    t = [s.t_s for s in samples]
+    lag_ax.plot(t, [max(s.lag, 0) for s in samples], color="tab:red")
+    lag_ax.set_ylabel("lag (records)")
+    inst_t = [e[0] for e in scale_events]
+    inst_ax.step([0.0, *inst_t], [samples[0].instances if samples else 1, *[e[1] for e in scale_events]], where="post")
+    previous = samples[0].instances if samples else 1
+    for when, count, lag in scale_events:
+        if count != previous:
+            inst_ax.annotate(
+                f"{previous}→{count}\nlag {lag:,}",
+                (when, count),
+                textcoords="offset points",
+                xytext=(4, 6),
+                fontsize=8,
+                arrowprops={"arrowstyle": "-", "color": "grey"},
+            )
+            for ax in (lag_ax, inst_ax, rate_ax):
+                ax.axvline(when, color="grey", linestyle=":", linewidth=0.8)
+            previous = count
+    inst_ax.set_ylabel("instances")
+    inst_ax.set_ylim(bottom=0)
+    rate_ax.plot(t, [s.rate for s in samples], color="tab:green")
+    rate_ax.set_ylabel("settled + dead-lettered / s")
+    rate_ax.set_xlabel("seconds since the host started")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def capacity_chart(points_by_mode: Mapping[str, Sequence[Any]], path: Path, title: str) -> Path:
+    """Instances and lag over time (minutes) for each scaling mode of the capacity model."""
+    plt = _pyplot()
+    fig, (inst_ax, lag_ax) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    for mode, points in points_by_mode.items():
+        minutes = [p.t_s / 60 for p in points]
+        inst_ax.step(minutes, [p.instances for p in points], where="post", label=mode)
+        lag_ax.plot(minutes, [p.lag for p in points], label=mode)
+    inst_ax.set_ylabel("instances")
+    inst_ax.legend()
+    lag_ax.set_ylabel("lag (records)")
+    lag_ax.set_xlabel("minutes")
+    lag_ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
