@@ -159,7 +159,6 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
     host.stop()
     if not finished:
         print(f"timed out after {args.timeout:.0f}s with {outputs['n']}/{inputs} outputs", file=sys.stderr)
-    samples.append(Sample(elapsed, outputs["n"], 0.0, 0, len(host.instances)))
     code = _summary(bootstrap, topics, inputs, elapsed, host)
     if not args.no_chart:
         chart = args.chart or (RUNS_DIR / f"run-{run_id}.png")
