@@ -13,13 +13,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from settlement import telemetry
 from settlement.deadletter import dead_letter, record_size
 from settlement.poison import PoisonKind, PoisonRecord
 from settlement.producer import DeliveryError, DeliveryTracker, RecordTooLarge
 from settlement.records import InputRecord
-from settlement.rules import RulesConfig, Trade, settle
+from settlement.rules import RulesConfig, decide
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 from settlement.serde import SettlementEncoder, TradeDecoder, TransientError
@@ -38,8 +39,7 @@ class Topics:
     dead_letter: str
 
 
-@dataclass(frozen=True)
-class RecordResult:
+class RecordResult(NamedTuple):
     """What became of one input record; the HTTP path returns these aligned with its request."""
 
     coordinates: str
@@ -61,8 +61,7 @@ class BatchResult:
         return sum(1 for r in self.results if r.outcome == DEAD_LETTERED)
 
 
-@dataclass(frozen=True)
-class _Planned:
+class _Planned(NamedTuple):
     topic: str
     key: bytes | None
     value: bytes | None
@@ -92,6 +91,7 @@ class SettlementProcessor:
         self._timeout_s = delivery_timeout_s
         self._clock = clock
         self._max_message_bytes = max_message_bytes
+        self._settlement_limit = max_message_bytes - record_size(None, None, ())  # key + value, margin kept
 
     @property
     def decoder(self) -> TradeDecoder:
@@ -135,12 +135,18 @@ class SettlementProcessor:
         or the broker refuses as too large is replaced by its shrunk dead letter (nothing of it was written),
         so size never fails a batch after part of it was produced."""
         tracker = self._tracker_factory()
+        plain: dict[str, list[tuple[int, bytes | None, bytes]]] = {}
         for i, item in enumerate(planned):
-            try:
-                tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
-            except RecordTooLarge as exc:
-                planned[i] = self._shrunk(records[i], f"the producer refused it as too large ({exc})")
-                tracker.produce(planned[i].topic, planned[i].key, planned[i].value, planned[i].headers, deadline, i)
+            if item.headers or item.value is None:
+                try:
+                    tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
+                except RecordTooLarge as exc:
+                    self._produce_shrunk(tracker, records, planned, i, f"the producer refused it as too large ({exc})")
+            else:
+                plain.setdefault(item.topic, []).append((i, item.key, item.value))
+        for topic, items in plain.items():
+            for i in tracker.produce_batch(topic, items, deadline):
+                self._produce_shrunk(tracker, records, planned, i, "the producer refused it as too large")
         refused = tracker.wait(deadline)
         if not refused:
             return
@@ -150,6 +156,12 @@ class SettlementProcessor:
             tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
         if tracker.wait(deadline):
             raise DeliveryError("the broker refused even the shrunk dead letters of oversize records")
+
+    def _produce_shrunk(
+        self, tracker: DeliveryTracker, records: Sequence[InputRecord], planned: list[_Planned], i: int, detail: str
+    ) -> None:
+        planned[i] = item = self._shrunk(records[i], detail)
+        tracker.produce(item.topic, item.key, item.value, item.headers, None, index=i)
 
     def _shrunk(self, record: InputRecord, detail: str) -> _Planned:
         log.warning("dead-lettering %s shrunk: %s", record.coordinates, detail)
@@ -184,32 +196,29 @@ class SettlementProcessor:
         if record.timestamp_ms is None:
             raise PoisonRecord(PoisonKind.NO_TIMESTAMP, "the record carries no Kafka timestamp")
         trade = decode(record.value)
-        decision = settle(
-            Trade(
-                user=user,
-                regionid=trade.regionid if trade.HasField("regionid") else None,
-                quantity=trade.quantity,
-                symbol=trade.symbol,
-                price=trade.price,
-                account=trade.account,
-                side=trade.side,
-                identity=coordinates,
-            ),
+        symbol = trade.symbol
+        decision = decide(
+            user,
+            trade.regionid if trade.HasField("regionid") else None,
+            trade.quantity,
+            symbol,
+            trade.price,
+            coordinates,
             self._rules,
         )
         settlement = TradeSettlement(
             user=user or "",
-            symbol=trade.symbol,
+            symbol=symbol,
             amount=decision.amount,
-            disposition=decision.disposition.value,
-            reason=decision.reason.value,
+            disposition=decision.disposition,  # StrEnum members are str: no .value lookups per record
+            reason=decision.reason,
             timestamp=record.timestamp_ms,
             source_topic=record.topic,
             source_partition=record.partition,
             source_offset=record.offset,
         )
         value = self._encoder.encode(settlement)
-        if record_size(record.key, value, ()) > self._max_message_bytes:
+        if len(value) + len(record.key or b"") > self._settlement_limit:
             raise PoisonRecord(
                 PoisonKind.OVERSIZE,
                 f"its settlement would be {len(value) + len(record.key or b'')} bytes with the key, over the "
@@ -220,7 +229,7 @@ class SettlementProcessor:
             record.key,
             value,
             span.output_headers(record.headers),
-            RecordResult(coordinates, SETTLED, decision.disposition.value, decision.reason.value),
+            RecordResult(coordinates, SETTLED, decision.disposition, decision.reason),
         )
 
 

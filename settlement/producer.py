@@ -19,7 +19,9 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 # Settings that make "acknowledged" mean durable and make retries safe; user JSON config may not weaken them.
 DURABILITY = {"acks": "all", "enable.idempotence": True}
-DEFAULTS = {"compression.type": "lz4", "linger.ms": 5}
+# linger.ms 0: a batch waits for its own acknowledgements (no flush), so lingering would add its full 5 ms to
+# every batch; records produced in one call (`produce_batch`) still travel in one request.
+DEFAULTS = {"compression.type": "lz4", "linger.ms": 0}
 
 _lock = threading.Lock()
 _producer: Producer | None = None
@@ -99,7 +101,18 @@ class DeliveryTracker:
         self._pending = 0
         self._errors: list[str] = []
         self._too_large: list[int] = []
+        self._batched: list[tuple[int, bytes | None, bytes]] = []
         self._lock = threading.Lock()
+
+    def _delivered_in_batch(self, err: KafkaError | None, msg: Message) -> None:
+        """One callback for every record of `produce_batch`; its index is looked up only on an error."""
+        if err is None:
+            with self._lock:
+                self._pending -= 1
+            return
+        value = msg.value()
+        index = next((i for i, _key, v in self._batched if v == value), -1)  # errors only: a scan is fine
+        self._delivered(index, err, msg)
 
     def _delivered(self, index: int, err: KafkaError | None, _msg: Message) -> None:
         with self._lock:
@@ -147,7 +160,47 @@ class DeliveryTracker:
                 raise DeliveryError(f"the producer refused a record: {exc}") from None
         with self._lock:
             self._pending += 1
-        self._producer.poll(0)
+
+    def produce_batch(
+        self, topic: str, records: Sequence[tuple[int, bytes | None, bytes]], deadline: float | None = None
+    ) -> list[int]:
+        """Hand records without headers (index, key, value) to the producer in one call: librdkafka enqueues
+        them at once, so they leave in one request instead of trickling out one by one. Returns the indexes
+        the producer refused as too large; values must be distinct (settlements name their source)."""
+        self._batched.extend(records)
+        pending = list(records)
+        refused: list[int] = []
+        while pending:
+            messages = [{"key": key, "value": value} for _i, key, value in pending]
+            try:
+                queued = self._producer.produce_batch(topic, messages, on_delivery=self._delivered_in_batch)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
+                    _fatal.set()
+                raise DeliveryError(f"the producer refused a batch: {exc}") from None
+            with self._lock:
+                self._pending += queued
+            retry: list[tuple[int, bytes | None, bytes]] = []
+            for item, message in zip(pending, messages, strict=True):
+                failure: Any = message.get("_error")
+                if failure is None:
+                    continue
+                code = failure.code() if isinstance(failure, KafkaError) else None
+                if code in _TOO_LARGE:
+                    refused.append(item[0])
+                elif code == KafkaError._QUEUE_FULL:
+                    retry.append(item)
+                else:
+                    if isinstance(failure, KafkaError) and failure.fatal():
+                        _fatal.set()
+                    raise DeliveryError(f"the producer refused a record: {failure!s}")
+            if retry:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise DeliveryError("producer queue stayed full until the delivery deadline")
+                self._producer.poll(0.05)
+            pending = retry
+        return refused
 
     def wait(self, deadline: float) -> list[int]:
         """Block until every record is acknowledged. Return the indexes of records the broker refused as too

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class InputRecord:
+class InputRecord(NamedTuple):
     """One `user_trades` record with the coordinates that make it traceable and replayable.
 
     `timestamp_ms` is the Kafka record timestamp in epoch milliseconds, or None when the host did not pass

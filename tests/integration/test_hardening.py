@@ -93,11 +93,18 @@ class _FatalOnce:
         self.real = real
         self.fired = False
 
-    def produce(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _fire(self) -> None:
         if not self.fired:
             self.fired = True
             raise KafkaException(KafkaError(KafkaError._FATAL, "injected fatal error", fatal=True))
+
+    def produce(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._fire()
         return self.real.produce(*args, **kwargs)
+
+    def produce_batch(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._fire()
+        return self.real.produce_batch(*args, **kwargs)
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         return getattr(self.real, name)
