@@ -8,13 +8,16 @@
 (b) coldstart: importing function_app against importing only its dependencies, fresh interpreters;
 (c) latency: end-to-end p50/p99 at a fixed rate through the local Kafka-trigger host, against the
     passthrough driven the same way;
-(d) rss: resident memory while settling 1M records through the processor.
+(d) rss: resident memory while settling 1M records through the processor;
+(e) scaleout: the main job's host with 1, 2 and 4 instance processes on 4 partitions;
+(f) firstbatch: a fresh process's first batch acknowledged against a warm batch of the same size.
 Not tests: they print, they assert nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -34,7 +37,7 @@ from confluent_kafka import Producer  # noqa: E402
 
 from devstack import stack  # noqa: E402
 from localrun.generator import GeneratorConfig, produce_trades, trades, value_encoder  # noqa: E402
-from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding  # noqa: E402
+from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, local_settings  # noqa: E402
 from localrun.indexing import kafka_annotation  # noqa: E402
 from localrun.invocation import messages_to_events  # noqa: E402
 from localrun.kafka import create_topics, fresh_consumer, high_watermarks, read_all, settlement_of  # noqa: E402
@@ -284,11 +287,105 @@ def bench_rss(bootstrap: str, registry: str, records: int) -> None:
     )
 
 
+def bench_scaleout(bootstrap: str, registry: str, records: int) -> None:
+    """Instances as processes (each importing the app, its own producer), fixed count, 4 partitions: settled
+    records per second between 10 % and 90 % of the stream (process start-up excluded)."""
+    import function_app
+
+    print(
+        f"\n(e) scale-out: {records:,} records on 4 partitions, instances as processes "
+        "(the broker and the registry share the cores)"
+    )
+    print(f"{'instances':>10}{'rec/s':>10}{'vs 1':>7}")
+    base = None
+    for n in (1, 2, 4):
+        run = uuid.uuid4().hex[:8]
+        src, out, dlq = (f"scale-{x}-{run}" for x in ("in", "out", "dlq"))
+        topics(bootstrap, src, partitions=4)
+        topics(bootstrap, out, dlq, partitions=4)
+        produce_trades(bootstrap, registry, src, records, GeneratorConfig(seed=4))
+        settings = local_settings()
+        settings.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "SCHEMA_REGISTRY_URL": registry,
+                "USER_TRADES_TOPIC": src,
+                "SETTLEMENTS_TOPIC": out,
+                "DEAD_LETTER_TOPIC": dlq,
+                "KAFKA_CONSUMER_GROUP": f"scale-{run}",
+            }
+        )
+        binding = load_binding(function_app.app, settings)
+        host = LocalHost(binding, KafkaHostOptions.from_host_json(), 4, app="function_app:app", settings=settings)
+        marks: dict[float, float] = {}
+        host.start(n)
+
+        def done(out: str = out, dlq: str = dlq, marks: dict[float, float] = marks) -> bool:
+            got = high_watermarks(bootstrap, out) + high_watermarks(bootstrap, dlq)
+            for share in (0.1, 0.9):
+                if got >= share * records and share not in marks:
+                    marks[share] = time.perf_counter()
+            return got >= records
+
+        host.run_until(done, 300, autoscale=False, tick_s=0.25)
+        host.stop()
+        rate = 0.8 * records / (marks[0.9] - marks[0.1])
+        base = base or rate
+        print(f"{n:>10}{rate:>10.0f}{rate / base:>7.2f}", flush=True)
+
+
+def bench_first_batch(bootstrap: str, registry: str, size: int = 64, repeats: int = 5) -> None:
+    """A fresh process's first batch (settings, registry client, producer connection, schema resolution, first
+    produce) against a warm batch of the same size in the same process; import time beside it."""
+    import pickle
+    import tempfile
+
+    from localrun.invocation import HostRecord
+
+    print(f"\n(f) first batch of {size} in a fresh process vs a warm batch (median of {repeats})")
+    run = uuid.uuid4().hex[:8]
+    src, out, dlq = (f"first-{x}-{run}" for x in ("in", "out", "dlq"))
+    topics(bootstrap, src, out, dlq)
+    produce_trades(bootstrap, registry, src, 2 * size, GeneratorConfig(seed=6))
+    records = [HostRecord.of(m) for m in read_all(bootstrap, src, 2 * size)]
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SCHEMA_REGISTRY_URL": registry,
+        "SETTLEMENTS_TOPIC": out,
+        "DEAD_LETTER_TOPIC": dlq,
+    }
+    results = []
+    with tempfile.NamedTemporaryFile(suffix=".pickle") as f:
+        f.write(pickle.dumps((records[:size], records[size:])))
+        f.flush()
+        for _ in range(repeats):
+            proc = subprocess.run(
+                [sys.executable, str(ROOT / "bench" / "first_batch.py"), f.name],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    med = {k: statistics.median(r[k] for r in results) for k in results[0]}
+    print(f"  import function_app {med['import_ms']:>8.0f} ms")
+    print(f"  first batch         {med['first_batch_ms']:>8.1f} ms")
+    print(f"  warm batch          {med['warm_batch_ms']:>8.1f} ms")
+    print(f"  ratio first / warm  {med['first_batch_ms'] / med['warm_batch_ms']:>8.1f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", default="all", choices=["throughput", "coldstart", "latency", "rss", "all"])
+    parser.add_argument(
+        "which",
+        nargs="?",
+        default="all",
+        choices=["throughput", "coldstart", "latency", "rss", "scaleout", "firstbatch", "all"],
+    )
     parser.add_argument("--records", type=int, default=20_000, help="records per throughput case")
     parser.add_argument("--rss-records", type=int, default=1_000_000)
+    parser.add_argument("--scale-records", type=int, default=60_000)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
@@ -309,6 +406,10 @@ def main() -> int:
             bench_latency(bootstrap, registry, args.rate, args.seconds)
         if args.which in ("rss", "all"):
             bench_rss(bootstrap, registry, args.rss_records)
+        if args.which in ("scaleout", "all"):
+            bench_scaleout(bootstrap, registry, args.scale_records)
+        if args.which in ("firstbatch", "all"):
+            bench_first_batch(bootstrap, registry)
     return 0
 
 

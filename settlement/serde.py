@@ -281,6 +281,19 @@ class SettlementEncoder:
         self._framing: bytes | None = None
         self._lock = threading.Lock()
 
+    def prefetch(self) -> None:
+        """Start resolving the settlement schema in the background, so that a fresh process's first batch
+        overlaps it with decoding (its own writer-schema lookup) and the producer's connection. A failure
+        here is not reported: `encode` resolves again and raises it where the batch can be retried."""
+
+        def resolve() -> None:
+            try:
+                self._resolve()
+            except Exception:  # noqa: BLE001 - surfaced by encode() on the batch's own path
+                return
+
+        threading.Thread(target=resolve, name="settlement-schema-prefetch", daemon=True).start()
+
     def encode(self, settlement: TradeSettlement) -> bytes:
         framing = self._framing or self._resolve()
         return framing + settlement.SerializeToString()

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from settlement.batch import SettlementProcessor
@@ -29,10 +29,8 @@ _settings: Settings | None = None
 
 def build_processor(settings: Settings) -> SettlementProcessor:
     """Wire a processor from settings (tests call this directly with their own settings)."""
-    try:
-        registry = SchemaRegistryClient(settings.registry_conf())
-    except Exception as exc:  # noqa: BLE001 - the client raises ValueError/TypeError/others for bad settings
-        raise ConfigError("SCHEMA_REGISTRY_CONFIG", _redacted(exc, settings.registry_config)) from None
+    # The producer first: librdkafka connects, fetches metadata and its idempotent producer id in its own
+    # threads while this one builds the registry client (an HTTP client with its TLS context) and decodes.
     try:
         producer_conf = build_config(
             settings.producer_conf(),
@@ -42,12 +40,19 @@ def build_processor(settings: Settings) -> SettlementProcessor:
     except ValueError as exc:  # our own durability check
         raise ConfigError("KAFKA_PRODUCER_CONFIG", _masked(str(exc), settings.producer_config)) from None
     try:
-        shared_producer(producer_conf)  # built now so that a bad setting fails the first invocation
+        producer = shared_producer(producer_conf)  # built now so that a bad setting fails the first invocation
     except KafkaException as exc:
         raise ConfigError("KAFKA_PRODUCER_CONFIG", _redacted(exc, settings.producer_config)) from None
+    _warm_metadata(producer, settings.topics.settlements)
+    try:
+        registry = SchemaRegistryClient(settings.registry_conf())
+    except Exception as exc:  # noqa: BLE001 - the client raises ValueError/TypeError/others for bad settings
+        raise ConfigError("SCHEMA_REGISTRY_CONFIG", _redacted(exc, settings.registry_config)) from None
+    encoder = SettlementEncoder(registry, settings.topics.settlements, settings.auto_register_schemas)
+    encoder.prefetch()
     return SettlementProcessor(
         decoder=TradeDecoder(registry, settings.max_record_bytes),
-        encoder=SettlementEncoder(registry, settings.topics.settlements, settings.auto_register_schemas),
+        encoder=encoder,
         rules=settings.rules,
         topics=settings.topics,
         # The shared producer is looked up per batch: after a fatal error it is rebuilt for the next one.
@@ -55,6 +60,18 @@ def build_processor(settings: Settings) -> SettlementProcessor:
         delivery_timeout_s=settings.delivery_timeout_s,
         max_message_bytes=max_message_bytes(producer_conf),
     )
+
+
+def _warm_metadata(producer: Producer, topic: str) -> None:
+    """Fetch the settlement topic's metadata in the background, so the first produce does not wait for it."""
+
+    def fetch() -> None:
+        try:
+            producer.list_topics(topic, timeout=10)
+        except KafkaException:
+            return  # the first produce fetches it again and reports what is wrong
+
+    threading.Thread(target=fetch, name="settlement-metadata-prefetch", daemon=True).start()
 
 
 def _masked(text: str, secret_config: Mapping[str, Any]) -> str:

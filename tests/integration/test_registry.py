@@ -160,17 +160,17 @@ def front(pipeline: Pipeline, monkeypatch) -> Iterator[_Registry]:
     server.server_close()
 
 
-def _ksql_values(pipeline: Pipeline, count: int) -> list[bytes]:
+def _ksql_events(pipeline: Pipeline, count: int) -> list:
+    """`count` trades written as ksqlDB writes them, consumed back as the function receives them."""
     schema_id = ksql_schema.register(SchemaRegistryClient({"url": pipeline.registry_url}), f"{pipeline.source}-value")
-    return [ksql_schema.encode(schema_id, TRADE) for _ in range(count)]
+    produce(pipeline.bootstrap, pipeline.source, [(b"User_1", ksql_schema.encode(schema_id, TRADE))] * count)
+    return as_events(drain(pipeline.bootstrap, pipeline.source, count))
 
 
 def test_a_hanging_registry_fails_the_batch_within_its_deadline_and_produces_nothing(
     pipeline: Pipeline, front: _Registry
 ) -> None:
-    values = _ksql_values(pipeline, 3)
-    produce(pipeline.bootstrap, pipeline.source, [(b"User_1", v) for v in values])
-    events = as_events(drain(pipeline.bootstrap, pipeline.source, 3))
+    events = _ksql_events(pipeline, 3)
     front.mode = "hang"
     started = time.monotonic()
     with pytest.raises(TransientError, match="unreachable"):
@@ -183,9 +183,7 @@ def test_a_hanging_registry_fails_the_batch_within_its_deadline_and_produces_not
 def test_a_gateway_404_is_retried_not_dead_lettered_and_the_next_batch_settles(
     pipeline: Pipeline, front: _Registry
 ) -> None:
-    values = _ksql_values(pipeline, 3)
-    produce(pipeline.bootstrap, pipeline.source, [(b"User_1", v) for v in values])
-    events = as_events(drain(pipeline.bootstrap, pipeline.source, 3))
+    events = _ksql_events(pipeline, 3)
     front.mode = "html404"
     with pytest.raises(TransientError, match="HTTP 404"):
         function_app.settle_user_trades(events)
