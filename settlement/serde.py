@@ -1,13 +1,15 @@
 """Confluent-framed Protobuf in and out, through the Schema Registry.
 
-Decoding: the framing (magic byte, schema id, message indexes) is parsed by confluent-kafka's `SchemaId`;
-each schema id is resolved in the registry once per process and checked for wire compatibility with our
-`UserTrade` before any record written with it is trusted. Protobuf would otherwise "decode" a record of a
-different message type into silent garbage. After that, a record costs one header parse and one
-`FromString`, not a registry round trip: that gap decides the throughput (see bench/).
+Decoding: the framing (magic byte, schema id, message indexes) is parsed by confluent-kafka's `SchemaId`
+(after bounding the index array); each schema id is resolved in the registry once per process, in either
+form a registry returns (base64 descriptor, or `.proto` text as ksqlDB registers it, compiled by protoc),
+and checked for wire compatibility with our `UserTrade` before any record written with it is trusted.
+Protobuf would otherwise "decode" a record of a different message type into silent garbage. After that, a
+record costs one header parse and one `FromString`, not a registry round trip: that gap decides the
+throughput (see bench/). Only the registry's own "not found" (40403) makes a record poison.
 
-Encoding: confluent-kafka's `ProtobufSerializer`, which registers (or looks up) the settlement schema once
-per process and caches its id.
+Encoding: the settlement schema is registered once per process as `.proto` text (or the latest version is
+used), then each settlement is the fixed framing + `SerializeToString()`.
 """
 
 from __future__ import annotations
