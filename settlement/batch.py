@@ -141,27 +141,34 @@ class SettlementProcessor:
                 try:
                     tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
                 except RecordTooLarge as exc:
-                    self._produce_shrunk(tracker, records, planned, i, f"the producer refused it as too large ({exc})")
+                    detail = f"the producer refused it as too large ({exc})"
+                    self._produce_shrunk(tracker, records, planned, i, deadline, detail)
             else:
                 plain.setdefault(item.topic, []).append((i, item.key, item.value))
         for topic, items in plain.items():
             for i in tracker.produce_batch(topic, items, deadline):
-                self._produce_shrunk(tracker, records, planned, i, "the producer refused it as too large")
+                self._produce_shrunk(tracker, records, planned, i, deadline, "the producer refused it as too large")
         refused = tracker.wait(deadline)
         if not refused:
             return
         for i in refused:
-            planned[i] = self._shrunk(records[i], "the broker refused it as too large for the topic")
-            item = planned[i]
-            tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
+            detail = "the broker refused it as too large for the topic"
+            self._produce_shrunk(tracker, records, planned, i, deadline, detail)
         if tracker.wait(deadline):
             raise DeliveryError("the broker refused even the shrunk dead letters of oversize records")
 
     def _produce_shrunk(
-        self, tracker: DeliveryTracker, records: Sequence[InputRecord], planned: list[_Planned], i: int, detail: str
+        self,
+        tracker: DeliveryTracker,
+        records: Sequence[InputRecord],
+        planned: list[_Planned],
+        i: int,
+        deadline: float,
+        detail: str,
     ) -> None:
+        """Replace record `i`'s plan with its shrunk dead letter and hand that to the producer."""
         planned[i] = item = self._shrunk(records[i], detail)
-        tracker.produce(item.topic, item.key, item.value, item.headers, None, index=i)
+        tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
 
     def _shrunk(self, record: InputRecord, detail: str) -> _Planned:
         log.warning("dead-lettering %s shrunk: %s", record.coordinates, detail)

@@ -41,11 +41,20 @@ _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
 _fatal = threading.Event()
 
 
-def _on_error(err: KafkaError) -> None:
-    """librdkafka's error callback: a fatal error (e.g. an idempotence sequence gap) makes the producer
-    unusable for good, so the next batch must get a new one."""
-    if err.fatal():
+def _note_fatal(err: object) -> None:
+    """A fatal error (e.g. an idempotence sequence gap) makes the producer unusable for good: the next batch
+    must get a new one."""
+    if isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL):
         _fatal.set()
+
+
+def _error_of(exc: KafkaException) -> KafkaError | None:
+    return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+
+
+def _on_error(err: KafkaError) -> None:
+    """librdkafka's error callback."""
+    _note_fatal(err)
     logging.getLogger("settlement.librdkafka").warning("producer error: %s", err)
 
 
@@ -122,8 +131,7 @@ class DeliveryTracker:
             if err.code() in _TOO_LARGE:
                 self._too_large.append(index)
                 return
-            if err.fatal():
-                _fatal.set()
+            _note_fatal(err)
             self._errors.append(f"{err.name()}: {err.str()}")
 
     def produce(
@@ -152,11 +160,10 @@ class DeliveryTracker:
                     raise DeliveryError("producer queue stayed full until the delivery deadline") from None
                 self._producer.poll(0.05)
             except KafkaException as exc:
-                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                err = _error_of(exc)
                 if err is not None and err.code() in _TOO_LARGE:
                     raise RecordTooLarge(err.str()) from None
-                if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
-                    _fatal.set()
+                _note_fatal(err)
                 raise DeliveryError(f"the producer refused a record: {exc}") from None
         with self._lock:
             self._pending += 1
@@ -175,9 +182,7 @@ class DeliveryTracker:
             try:
                 queued = self._producer.produce_batch(topic, messages, on_delivery=self._delivered_in_batch)
             except KafkaException as exc:
-                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
-                    _fatal.set()
+                _note_fatal(_error_of(exc))
                 raise DeliveryError(f"the producer refused a batch: {exc}") from None
             with self._lock:
                 self._pending += queued
@@ -192,8 +197,7 @@ class DeliveryTracker:
                 elif code == KafkaError._QUEUE_FULL:
                     retry.append(item)
                 else:
-                    if isinstance(failure, KafkaError) and failure.fatal():
-                        _fatal.set()
+                    _note_fatal(failure)
                     raise DeliveryError(f"the producer refused a record: {failure!s}")
             if retry:
                 if deadline is not None and time.monotonic() > deadline:

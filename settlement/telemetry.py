@@ -65,11 +65,8 @@ def instruments() -> Any:
     return _instruments or None
 
 
-def context_of(headers: Sequence[tuple[str, bytes]]) -> Any:
+def _context_of(inst: Any, headers: Sequence[tuple[str, bytes]]) -> Any:
     """The span context of a record's `traceparent` header, if it carries a valid one."""
-    inst = instruments()
-    if inst is None:
-        return None
     for name, value in headers:
         if name == TRACEPARENT:
             ctx = inst.propagator.extract({TRACEPARENT: value.decode("ascii", "replace")})
@@ -109,7 +106,7 @@ def batch_span(records: Sequence[Any]) -> Iterator[BatchSpan]:
     seen: set[int] = set()
     for record in records:
         if record.headers:
-            span_context = context_of(record.headers)
+            span_context = _context_of(inst, record.headers)
             if span_context is not None and span_context.span_id not in seen and len(links) < _MAX_LINKS:
                 seen.add(span_context.span_id)
                 links.append(inst.trace.Link(span_context))
