@@ -72,8 +72,7 @@ def value_encoder(registry_url: str, topic: str, schema_form: str = "ksqldb") ->
     if schema_form != "ksqldb":
         raise ValueError(f"unknown schema form {schema_form!r}")
     schema_id = ksql_schema.register(SchemaRegistryClient({"url": registry_url}), f"{topic}-value")
-    framing = ksql_schema.framing(schema_id)
-    return lambda trade: framing + trade.SerializeToString()
+    return lambda trade: ksql_schema.encode(schema_id, trade)
 
 
 def produce_trades(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.serde import framing
 
 FULL_NAME = "tradesettlement.v1.UserTrade"
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -26,8 +27,14 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 # ksqlDB column types → the proto3 scalar types its PROTOBUF format writes.
-KSQL_TYPES = {"VARCHAR": "string", "STRING": "string", "INT": "int32", "INTEGER": "int32", "BIGINT": "int64"}
-KSQL_TYPES["DOUBLE"] = "double"
+KSQL_TYPES = {
+    "VARCHAR": "string",
+    "STRING": "string",
+    "INT": "int32",
+    "INTEGER": "int32",
+    "BIGINT": "int64",
+    "DOUBLE": "double",
+}
 
 
 def schema_text(
@@ -51,10 +58,6 @@ def register(client: SchemaRegistryClient, subject: str, text: str | None = None
     return client.register_schema(subject, Schema(text or schema_text(), "PROTOBUF"))
 
 
-def framing(schema_id: int) -> bytes:
-    """The 6-byte Confluent framing ksqlDB's serializer writes: magic, id, message index [0]."""
-    return b"\x00" + schema_id.to_bytes(4, "big") + b"\x00"
-
-
 def encode(schema_id: int, trade: UserTrade) -> bytes:
+    """A value as ksqlDB's serializer writes it: the Confluent framing with message index [0], then the trade."""
     return framing(schema_id) + trade.SerializeToString()

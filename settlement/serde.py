@@ -106,6 +106,11 @@ def wire_conflicts(writer: descriptor_pb2.DescriptorProto, reader: descriptor_pb
     return conflicts
 
 
+def framing(schema_id: int) -> bytes:
+    """The 6-byte Confluent framing of a value of the schema's first message: magic, id, message index [0]."""
+    return b"\x00" + schema_id.to_bytes(4, "big") + b"\x00"
+
+
 class TradeDecoder:
     """Turns a `user_trades` value into a `UserTrade`, or raises `PoisonRecord` / `TransientError`."""
 
@@ -202,16 +207,21 @@ def writer_descriptor(client: SchemaRegistryClient, schema: Schema, what: str) -
     """A registered Protobuf schema in either form the registry may return: base64 descriptor or text."""
     text = schema.schema_str or ""
     if not proto_text.looks_like_text(text):
-        try:
-            return descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(text))
-        except (ValueError, DecodeError):
-            raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what} is not a readable Protobuf schema") from None
+        return _from_base64(text, what)
     references: dict[str, str | descriptor_pb2.FileDescriptorProto] = {}
     _collect_references(client, schema, what, references, depth=0)
     try:
         return proto_text.compile_text(text, references)
     except proto_text.ProtoTextError as exc:
         raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what} is not a readable Protobuf schema ({exc})") from None
+
+
+def _from_base64(text: str, what: str) -> descriptor_pb2.FileDescriptorProto:
+    """A schema in the form Confluent's registry returns for `format=serialized`: a base64 descriptor."""
+    try:
+        return descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(text))
+    except (ValueError, DecodeError):
+        raise PoisonRecord(PoisonKind.WRONG_SCHEMA_TYPE, f"{what} is not a readable Protobuf schema") from None
 
 
 def _collect_references(
@@ -235,12 +245,7 @@ def _collect_references(
         if proto_text.looks_like_text(ref_text):
             out[ref.name] = ref_text
         else:
-            try:
-                fdp = descriptor_pb2.FileDescriptorProto.FromString(base64.standard_b64decode(ref_text))
-            except (ValueError, DecodeError):
-                raise PoisonRecord(
-                    PoisonKind.WRONG_SCHEMA_TYPE, f"reference {ref.name} of {what} is not readable"
-                ) from None
+            fdp = _from_base64(ref_text, f"reference {ref.name} of {what}")
             fdp.name = ref.name
             out[ref.name] = fdp
         _collect_references(client, ref_schema, what, out, depth + 1)
@@ -304,7 +309,7 @@ class SettlementEncoder:
         with self._lock:
             if self._framing is None:
                 schema_id = self._register() if self._auto_register else self._latest()
-                self._framing = b"\x00" + schema_id.to_bytes(4, "big") + b"\x00"  # message index [0]
+                self._framing = framing(schema_id)
             return self._framing
 
     def _register(self) -> int:
@@ -333,15 +338,9 @@ class SettlementEncoder:
 
 
 def _settlement_call(what: str, call: Callable[[], T]) -> T:
-    """A registry request for the settlement schema: every failure fails the batch for retry."""
+    """A registry request for the settlement schema: like any registry request, except that nothing about it
+    can make a record poison, so every failure fails the batch for retry."""
     try:
-        return call()
-    except SchemaRegistryError as exc:
-        raise TransientError(
-            f"Schema Registry refused {what} the settlement schema: HTTP {exc.http_status_code}, "
-            f"code {exc.error_code}: {str(exc.error_message)[:300]}"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - network failures surface as assorted httpx/OS errors
-        raise TransientError(
-            f"Schema Registry unreachable {what} the settlement schema: {type(exc).__name__}"
-        ) from None
+        return _registry_call(f"{what} the settlement schema", call)
+    except PoisonRecord as exc:
+        raise TransientError(f"Schema Registry: {exc.detail}") from None
