@@ -41,26 +41,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from settlement import deadletter
+from settlement.config import kafka_client_conf
 
 REDRIVE_COUNT = "dlq.redrive.count"
 REDRIVE_SOURCE_TOPIC = "dlq.redrive.source.topic"
 REDRIVE_SOURCE_PARTITION = "dlq.redrive.source.partition"
 REDRIVE_SOURCE_OFFSET = "dlq.redrive.source.offset"
-_DLQ_HEADERS = frozenset(
-    {
-        deadletter.REASON,
-        deadletter.DETAIL,
-        deadletter.SOURCE_TOPIC,
-        deadletter.SOURCE_PARTITION,
-        deadletter.SOURCE_OFFSET,
-        deadletter.SOURCE_TIMESTAMP,
-        deadletter.FAILED_AT,
-        REDRIVE_COUNT,
-        REDRIVE_SOURCE_TOPIC,
-        REDRIVE_SOURCE_PARTITION,
-        REDRIVE_SOURCE_OFFSET,
-    }
-)
+# A redriven record goes back with its own headers only, plus the redrive's: never the dead letter's.
+_DLQ_HEADERS = deadletter.HEADERS | {
+    REDRIVE_COUNT,
+    REDRIVE_SOURCE_TOPIC,
+    REDRIVE_SOURCE_PARTITION,
+    REDRIVE_SOURCE_OFFSET,
+}
 
 
 class RedriveError(RuntimeError):
@@ -94,20 +87,6 @@ class Report:
     refused_loop: Counter[str] = field(default_factory=Counter)
     refused_shrunk: Counter[str] = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
-
-
-def kafka_conf(env: Mapping[str, str]) -> dict[str, Any]:
-    bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        raise RedriveError("KAFKA_BOOTSTRAP_SERVERS: is required but not set")
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap}
-    user, password = env.get("KAFKA_SASL_USERNAME"), env.get("KAFKA_SASL_PASSWORD")
-    if bool(user) != bool(password):
-        raise RedriveError("KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD: must be set together")
-    if user:
-        conf.update({"sasl.mechanisms": "PLAIN", "sasl.username": user, "sasl.password": password})
-    conf["security.protocol"] = env.get("KAFKA_SECURITY_PROTOCOL") or ("SASL_SSL" if user else "PLAINTEXT")
-    return conf
 
 
 def _headers(msg: Message) -> list[tuple[str, bytes]]:
@@ -175,7 +154,7 @@ def redrive(
 ) -> Report:
     """Read the dead-letter topic from the group's last commit to today's end; send what the filters pass.
     `stop_after` ends the run after that many transactions (tests interrupt a redrive with it)."""
-    conf = kafka_conf(env)
+    conf = kafka_client_conf(env)
     dlq = env.get("DEAD_LETTER_TOPIC") or "user_trades-dlq"
     target = target or env.get("USER_TRADES_TOPIC") or "user_trades"
     consumer = Consumer(

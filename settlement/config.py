@@ -43,27 +43,15 @@ class Settings:
     topics: Topics = field(default_factory=lambda: Topics("trade-settlements", "user_trades-dlq"))
     rules: RulesConfig = field(default_factory=RulesConfig)
     max_record_bytes: int = 65_536
-    delivery_timeout_s: float = 30.0
+    delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S
     auto_register_schemas: bool = True
     http_max_body_bytes: int = 32 * 1024 * 1024
     http_max_records: int = 10_000
 
     def producer_conf(self) -> dict[str, Any]:
         """librdkafka settings for the settlement producer (durability is pinned by `settlement.producer`)."""
-        conf: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "security.protocol": self.security_protocol,
-            "client.id": "trade-settlement",
-        }
-        if self.sasl_username is not None and self.sasl_password is not None:
-            conf.update(
-                {
-                    "sasl.mechanisms": "PLAIN",
-                    "sasl.username": self.sasl_username.reveal(),
-                    "sasl.password": self.sasl_password.reveal(),
-                }
-            )
-        return conf
+        conf = _client_conf(self.bootstrap_servers, self.security_protocol, self.sasl_username, self.sasl_password)
+        return {**conf, "client.id": "trade-settlement"}
 
     def registry_conf(self) -> dict[str, Any]:
         """Registry client settings. Every request is bounded by the batch deadline: a registry that accepts
@@ -76,6 +64,15 @@ class Settings:
         if _is_number(conf["max.retries"]):
             conf["max.retries"] = int(min(max(conf["max.retries"], 0), 1))
         return {"url": self.registry_url, **conf}
+
+
+def _client_conf(bootstrap: str, protocol: str, username: Secret | None, password: Secret | None) -> dict[str, Any]:
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "security.protocol": protocol}
+    if username is not None and password is not None:
+        conf.update(
+            {"sasl.mechanisms": "PLAIN", "sasl.username": username.reveal(), "sasl.password": password.reveal()}
+        )
+    return conf
 
 
 def _is_number(value: object) -> bool:
@@ -144,16 +141,44 @@ class _Reader:
         return parsed
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
+        return float(self._bounded(name, default, low, high, float, "a number", "g"))
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        return int(self._bounded(name, default, low, high, int, "a whole number", "d"))
+
+    def _bounded(
+        self, name: str, default: float, low: float, high: float, parse: Callable[[str], float], kind: str, fmt: str
+    ) -> float:
         value = self.raw(name)
         if value is None:
             return default
         try:
-            number = float(value)
+            number = parse(value)
         except ValueError:
-            raise ConfigError(name, f"{value!r} is not a number") from None
+            raise ConfigError(name, f"{value!r} is not {kind}") from None
         if not low <= number <= high:
-            raise ConfigError(name, f"{number:g} is outside {low:g}..{high:g}")
+            raise ConfigError(name, f"{number:{fmt}} is outside {low:{fmt}}..{high:{fmt}}")
         return number
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.raw(name) or default
+        for option in allowed:
+            if value.lower() == option.lower():
+                return option
+        raise ConfigError(name, f"{value!r} is not one of {', '.join(allowed)}")
+
+    def kafka(self) -> tuple[str, str, Secret | None, Secret | None]:
+        """Bootstrap servers, security protocol, SASL username and password: how any client of ours connects."""
+        bootstrap = self.required("KAFKA_BOOTSTRAP_SERVERS")
+        username = self.secret("KAFKA_SASL_USERNAME")
+        password = self.secret("KAFKA_SASL_PASSWORD")
+        if (username is None) != (password is None):
+            missing = "KAFKA_SASL_PASSWORD" if password is None else "KAFKA_SASL_USERNAME"
+            raise ConfigError(missing, "must be set together with the other SASL setting")
+        protocol = (self.raw("KAFKA_SECURITY_PROTOCOL") or ("SASL_SSL" if username else "PLAINTEXT")).upper()
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError("KAFKA_SECURITY_PROTOCOL", f"{protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}")
+        return bootstrap, protocol, username, password
 
     def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
@@ -169,15 +194,7 @@ class _Reader:
 def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretSource] | None = None) -> Settings:
     """Read every setting; raise `ConfigError` for the first bad one."""
     r = _Reader(env, vault_factory)
-    bootstrap = r.required("KAFKA_BOOTSTRAP_SERVERS")
-    username = r.secret("KAFKA_SASL_USERNAME")
-    password = r.secret("KAFKA_SASL_PASSWORD")
-    if (username is None) != (password is None):
-        missing = "KAFKA_SASL_PASSWORD" if password is None else "KAFKA_SASL_USERNAME"
-        raise ConfigError(missing, "must be set together with the other SASL setting")
-    protocol = (r.raw("KAFKA_SECURITY_PROTOCOL") or ("SASL_SSL" if username else "PLAINTEXT")).upper()
-    if protocol not in SECURITY_PROTOCOLS:
-        raise ConfigError("KAFKA_SECURITY_PROTOCOL", f"{protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}")
+    bootstrap, protocol, username, password = r.kafka()
     registry_url = r.required("SCHEMA_REGISTRY_URL")
     if not registry_url.startswith(("http://", "https://")):
         raise ConfigError("SCHEMA_REGISTRY_URL", "must start with http:// or https://")
@@ -230,32 +247,19 @@ _TRIGGER_PROTOCOLS = ("NotSet", "Plaintext", "Ssl", "SaslPlaintext", "SaslSsl")
 _TRIGGER_AUTH_MODES = ("NotSet", "Gssapi", "Plain", "ScramSha256", "ScramSha512")
 
 
-def _choice(r: _Reader, name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = r.raw(name) or default
-    for choice in allowed:
-        if value.lower() == choice.lower():
-            return choice
-    raise ConfigError(name, f"{value!r} is not one of {', '.join(allowed)}")
-
-
-def _integer(r: _Reader, name: str, default: int, low: int, high: int) -> int:
-    value = r.raw(name)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(name, f"{value!r} is not a whole number") from None
-    if not low <= number <= high:
-        raise ConfigError(name, f"{number} is outside {low}..{high}")
-    return number
-
-
 def load_trigger_settings(env: Mapping[str, str]) -> TriggerSettings:
     r = _Reader(env, None)
     return TriggerSettings(
-        protocol=_choice(r, "KAFKA_TRIGGER_PROTOCOL", "SaslSsl", _TRIGGER_PROTOCOLS),
-        authentication_mode=_choice(r, "KAFKA_TRIGGER_AUTH_MODE", "Plain", _TRIGGER_AUTH_MODES),
-        lag_threshold=_integer(r, "KAFKA_LAG_THRESHOLD", 1000, 1, 10_000_000),
-        max_retries=_integer(r, "SETTLEMENT_MAX_RETRIES", 4, -1, 100),
+        protocol=r.choice("KAFKA_TRIGGER_PROTOCOL", "SaslSsl", _TRIGGER_PROTOCOLS),
+        authentication_mode=r.choice("KAFKA_TRIGGER_AUTH_MODE", "Plain", _TRIGGER_AUTH_MODES),
+        lag_threshold=r.integer("KAFKA_LAG_THRESHOLD", 1000, 1, 10_000_000),
+        max_retries=r.integer("SETTLEMENT_MAX_RETRIES", 4, -1, 100),
     )
+
+
+def kafka_client_conf(
+    env: Mapping[str, str], vault_factory: Callable[[str], SecretSource] | None = None
+) -> dict[str, Any]:
+    """librdkafka connection settings from the function's own app settings, for tools that act on its topics
+    (scripts/dlq_redrive.py): the same settings, secrets and checks as the function's producer."""
+    return _client_conf(*_Reader(env, vault_factory).kafka())

@@ -28,7 +28,8 @@ PREFIX_BYTES = 1024  # what a shrunk dead letter keeps of an oversize value or k
 _DETAIL_BYTES = 1024
 # librdkafka counts key + value + headers against message.max.bytes; keep a margin for its framing.
 _OVERHEAD = 512
-_OURS = frozenset({REASON, DETAIL, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, SOURCE_TIMESTAMP, FAILED_AT})
+# The headers a dead letter gains (beside the record's own), whatever the record carried under these names.
+HEADERS = frozenset({REASON, DETAIL, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, SOURCE_TIMESTAMP, FAILED_AT})
 
 
 def dead_letter_headers(record: InputRecord, poison: PoisonRecord, now_s: float) -> list[tuple[str, bytes]]:
@@ -36,7 +37,7 @@ def dead_letter_headers(record: InputRecord, poison: PoisonRecord, now_s: float)
     name the record already carried); `now_s` is when it was dead-lettered (epoch seconds)."""
     stamp = "" if record.timestamp_ms is None else str(record.timestamp_ms)
     failed_at = datetime.fromtimestamp(now_s, UTC).isoformat(timespec="milliseconds")
-    own = [(name, value) for name, value in record.headers if name not in _OURS]
+    own = [(name, value) for name, value in record.headers if name not in HEADERS]
     return [
         *own,
         (REASON, poison.kind.value.encode()),
@@ -72,8 +73,8 @@ def dead_letter(
     key, value = record.key, record.value
     if record_size(key, value, headers) <= max_bytes:
         return key, value, headers
-    own = [(n, v) for n, v in headers if n not in _OURS]
-    ours = [(n, v) for n, v in headers if n in _OURS]
+    own = [(n, v) for n, v in headers if n not in HEADERS]
+    ours = [(n, v) for n, v in headers if n in HEADERS]
     extra: list[tuple[str, bytes]] = []
     own_size = sum(len(n) + len(v or b"") for n, v in own)
     if own_size > PREFIX_BYTES:
