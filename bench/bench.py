@@ -37,7 +37,7 @@ from confluent_kafka import Producer  # noqa: E402
 
 from devstack import stack  # noqa: E402
 from localrun.generator import GeneratorConfig, produce_trades, trades, value_encoder  # noqa: E402
-from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, local_settings  # noqa: E402
+from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, run_settings  # noqa: E402
 from localrun.indexing import kafka_annotation  # noqa: E402
 from localrun.invocation import messages_to_events  # noqa: E402
 from localrun.kafka import create_topics, fresh_consumer, high_watermarks, read_all, settlement_of  # noqa: E402
@@ -304,17 +304,7 @@ def bench_scaleout(bootstrap: str, registry: str, records: int) -> None:
         topics(bootstrap, src, partitions=4)
         topics(bootstrap, out, dlq, partitions=4)
         produce_trades(bootstrap, registry, src, records, GeneratorConfig(seed=4))
-        settings = local_settings()
-        settings.update(
-            {
-                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                "SCHEMA_REGISTRY_URL": registry,
-                "USER_TRADES_TOPIC": src,
-                "SETTLEMENTS_TOPIC": out,
-                "DEAD_LETTER_TOPIC": dlq,
-                "KAFKA_CONSUMER_GROUP": f"scale-{run}",
-            }
-        )
+        settings = run_settings(bootstrap, registry, src, out, dlq, f"scale-{run}")
         binding = load_binding(function_app.app, settings)
         host = LocalHost(binding, KafkaHostOptions.from_host_json(), 4, app="function_app:app", settings=settings)
         marks: dict[float, float] = {}

@@ -24,9 +24,8 @@ import json
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from localrun.indexing import RetryPolicy
 
@@ -58,9 +57,6 @@ class KafkaHostOptions:
             auto_commit_interval_ms=int(kafka.get("autocommitintervalms", 200)),
             max_poll_interval_ms=int(kafka.get("maxpollintervalms", 300_000)),
         )
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from confluent_kafka import Producer
 
 from devstack import stack
 from localrun.generator import GeneratorConfig, produce_trades
-from localrun.host import KafkaHostOptions, LocalHost, load_binding, local_settings
+from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
 from localrun.kafka import create_topics, header, high_watermarks, read_all, settlement_of
 from settlement.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 
@@ -159,18 +159,15 @@ def run_scenario(
     # Confluent Cloud topics take records of 2 MB and more; ours too, so oversize records can arrive.
     create_topics(bootstrap, {source: partitions}, {"max.message.bytes": "4000000"})
     create_topics(bootstrap, {settlements: 1, dlq: 1})
-    settings = local_settings()
-    settings.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "SCHEMA_REGISTRY_URL": registry_url,
-            "USER_TRADES_TOPIC": source,
-            "SETTLEMENTS_TOPIC": settlements,
-            "DEAD_LETTER_TOPIC": dlq,
-            "KAFKA_CONSUMER_GROUP": f"faults-{run_id}",
-            "SETTLEMENT_DELIVERY_TIMEOUT_SECONDS": "15",
-            "SCHEMA_REGISTRY_CONFIG": '{"timeout": 1, "max.retries": 0}',
-        }
+    settings = run_settings(
+        bootstrap,
+        registry_url,
+        source,
+        settlements,
+        dlq,
+        f"faults-{run_id}",
+        SETTLEMENT_DELIVERY_TIMEOUT_SECONDS="15",
+        SCHEMA_REGISTRY_CONFIG='{"timeout": 1, "max.retries": 0}',
     )
     os.environ.update(settings)
 

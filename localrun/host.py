@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,17 @@ from localrun.extension import KafkaHostOptions
 from localrun.instance import InstanceSpec, process_main, thread_main
 from localrun.scaler import ScaleController, partition_lag
 
-__all__ = ["HostStats", "KafkaHostOptions", "LocalHost", "TriggerBinding", "invoke", "load_binding", "resolve"]
+__all__ = [
+    "HostStats",
+    "KafkaHostOptions",
+    "LocalHost",
+    "TriggerBinding",
+    "invoke",
+    "load_binding",
+    "local_settings",
+    "resolve",
+    "run_settings",
+]
 
 log = logging.getLogger("localrun.host")
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +145,7 @@ class LocalHost:
         if len(self.instances) >= self.controller.cap:
             return False
         self._started_instances += 1
-        spec = InstanceSpec(**{**self.spec.__dict__, "name": f"instance-{self._started_instances}"})
+        spec = replace(self.spec, name=f"instance-{self._started_instances}")
         stop: Any
         if self.spec.app:
             stop = self._ctx.Event()
@@ -161,9 +171,9 @@ class LocalHost:
 
     def kill_instance(self, index: int = 0) -> int | None:
         """A real process death (SIGKILL), mid-batch or not: nothing is closed, nothing more is committed."""
-        running = self.instances.pop(index)
         if not self.spec.app:
             raise RuntimeError("only process instances can be killed")
+        running = self.instances.pop(index)
         running.handle.kill()
         running.handle.join(timeout=10)
         self.stats.killed += 1
@@ -239,7 +249,7 @@ class LocalHost:
             running.stop.set()
         for running in self.instances:
             running.handle.join(timeout=30)
-            if getattr(running.handle, "is_alive", lambda: False)() and self.spec.app:
+            if self.spec.app and running.handle.is_alive():
                 running.handle.kill()
         self.poll_events()
         self._lag_consumer.close()
@@ -252,3 +262,23 @@ def local_settings(path: Path | None = None) -> dict[str, str]:
         path = ROOT / "local.settings.json.example"
     values = json.loads(path.read_text()).get("Values", {})
     return {k: str(v) for k, v in values.items()}
+
+
+def run_settings(
+    bootstrap: str, registry_url: str, source: str, settlements: str, dead_letter: str, group: str, **extra: str
+) -> dict[str, str]:
+    """The app settings of one local run: local.settings.json's values, pointed at this run's broker, registry,
+    topics and consumer group (`extra` adds or overrides settings by name)."""
+    settings = local_settings()
+    settings.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "SCHEMA_REGISTRY_URL": registry_url,
+            "USER_TRADES_TOPIC": source,
+            "SETTLEMENTS_TOPIC": settlements,
+            "DEAD_LETTER_TOPIC": dead_letter,
+            "KAFKA_CONSUMER_GROUP": group,
+            **extra,
+        }
+    )
+    return settings

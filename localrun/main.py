@@ -23,7 +23,7 @@ from devstack import stack
 from devstack.errors import StackError
 from localrun.charts import Sample, run_chart
 from localrun.generator import GeneratorConfig, produce_trades
-from localrun.host import KafkaHostOptions, LocalHost, load_binding, local_settings
+from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
 from localrun.kafka import create_topics, header, high_watermarks, read_all, settlement_of
 from localrun.scaler import MODES
 from settlement.deadletter import REASON
@@ -91,16 +91,8 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
     create_topics(
         bootstrap, {topics.source: args.partitions, topics.settlements: args.partitions, topics.dead_letter: 1}
     )
-    settings = local_settings()
-    settings.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "SCHEMA_REGISTRY_URL": registry_url,
-            "USER_TRADES_TOPIC": topics.source,
-            "SETTLEMENTS_TOPIC": topics.settlements,
-            "DEAD_LETTER_TOPIC": topics.dead_letter,
-            "KAFKA_CONSUMER_GROUP": topics.group,
-        }
+    settings = run_settings(
+        bootstrap, registry_url, topics.source, topics.settlements, topics.dead_letter, topics.group
     )
     if args.lag_threshold is not None:
         settings["KAFKA_LAG_THRESHOLD"] = str(args.lag_threshold)

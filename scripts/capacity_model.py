@@ -83,8 +83,7 @@ def drain_time(points: list[Point]) -> float | None:
     return next((pt.t_s for pt in points if pt.lag <= 0), None)
 
 
-def report(p: Params, horizon_h: float, mode: str) -> None:
-    points = simulate(p, horizon_h * 3600, mode=mode)
+def report(p: Params, points: list[Point], horizon_h: float, mode: str) -> None:
     print(f"\n--scaling {mode}")
     print(f"{'minute':>8}{'instances':>11}{'lag':>14}")
     shown = set()
@@ -127,12 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         args.batch_overhead,
     )
     modes = [args.scaling] if args.scaling else ["incremental", "target"]
+    points = {mode: simulate(p, args.horizon_hours * 3600, mode=mode) for mode in modes}
     for mode in modes:
-        report(p, args.horizon_hours, mode)
+        report(p, points[mode], args.horizon_hours, mode)
     if args.plot:
         from localrun.charts import capacity_chart
 
-        points = {mode: simulate(p, args.horizon_hours * 3600, mode=mode) for mode in modes}
         title = (
             f"{p.partitions} partitions, {p.records:,} records, {p.record_s:g} s a record, threshold {p.lag_threshold}"
         )

@@ -9,10 +9,8 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 import function_app
-from localrun import ksql_schema
 from settlement import deadletter, producer, service
 from settlement.producer import DeliveryError, DeliveryTracker
 from tests.integration.pipeline import Pipeline, as_events
@@ -37,8 +35,8 @@ def _produce_big(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]])
 
 
 def _good(pipeline: Pipeline) -> bytes:
-    schema_id = ksql_schema.register(SchemaRegistryClient({"url": pipeline.registry_url}), f"{pipeline.source}-value")
-    return ksql_schema.encode(schema_id, TRADE)
+    ser, ctx = pipeline.serializer()
+    return ser(TRADE, ctx)
 
 
 def test_records_of_a_megabyte_and_more_are_dead_lettered_shrunk_and_the_batch_settles(

@@ -162,8 +162,8 @@ def front(pipeline: Pipeline, monkeypatch) -> Iterator[_Registry]:
 
 def _ksql_events(pipeline: Pipeline, count: int) -> list:
     """`count` trades written as ksqlDB writes them, consumed back as the function receives them."""
-    schema_id = ksql_schema.register(SchemaRegistryClient({"url": pipeline.registry_url}), f"{pipeline.source}-value")
-    produce(pipeline.bootstrap, pipeline.source, [(b"User_1", ksql_schema.encode(schema_id, TRADE))] * count)
+    ser, ctx = pipeline.serializer()
+    produce(pipeline.bootstrap, pipeline.source, [(b"User_1", ser(TRADE, ctx))] * count)
     return as_events(drain(pipeline.bootstrap, pipeline.source, count))
 
 

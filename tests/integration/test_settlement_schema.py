@@ -50,8 +50,8 @@ def _backward(registry_url: str, subject: str) -> None:
 
 
 def _settle_one(pipeline: Pipeline) -> None:
-    schema_id = ksql_schema.register(SchemaRegistryClient({"url": pipeline.registry_url}), f"{pipeline.source}-value")
-    produce(pipeline.bootstrap, pipeline.source, [(b"User_1", ksql_schema.encode(schema_id, TRADE))])
+    ser, ctx = pipeline.serializer()
+    produce(pipeline.bootstrap, pipeline.source, [(b"User_1", ser(TRADE, ctx))])
     function_app.settle_user_trades(as_events(drain(pipeline.bootstrap, pipeline.source, 1)))
 
 
