@@ -79,7 +79,7 @@ def _faulty(function: Callable[..., Any], fault: str | None) -> Callable[..., An
     return wrapped
 
 
-def _next_offsets(batch: list[Message]) -> list[TopicPartition]:
+def next_offsets(batch: list[Message]) -> list[TopicPartition]:
     last: dict[tuple[str, int], int] = {}
     for m in batch:
         key = (str(m.topic()), int(m.partition() or 0))
@@ -135,7 +135,7 @@ class InstanceLoop:
             stopped=self.stop.is_set,
             on_failure=failed,
         )
-        offsets = _next_offsets(batch)
+        offsets = next_offsets(batch)
         stored = False
         if execution.store:
             try:

@@ -19,9 +19,13 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 # Settings that make "acknowledged" mean durable and make retries safe; user JSON config may not weaken them.
 DURABILITY = {"acks": "all", "enable.idempotence": True}
-# linger.ms 0: a batch waits for its own acknowledgements (no flush), so lingering would add its full 5 ms to
-# every batch; records produced in one call (`produce_batch`) still travel in one request.
-DEFAULTS = {"compression.type": "lz4", "linger.ms": 0}
+# linger.ms 5 (librdkafka's default) lets concurrent invocations' records share requests; a batch never pays
+# it, because `DeliveryTracker.wait` flushes, which sends at once. (linger.ms 0 was slower and erratic: 500
+# records left in many small requests, median 2.5 ms and p90 9 ms to acknowledge, against 1.1 / 1.2 ms.)
+DEFAULTS = {"compression.type": "lz4", "linger.ms": 5}
+# How long one flush inside `wait` may block: while other invocations' records are in flight, flush cannot
+# return on our records alone, so this bounds how late a batch can notice its own acknowledgements.
+_FLUSH_SLICE_S = 0.005
 
 _lock = threading.Lock()
 _producer: Producer | None = None
@@ -110,7 +114,7 @@ class DeliveryTracker:
         self._pending = 0
         self._errors: list[str] = []
         self._too_large: list[int] = []
-        self._batched: list[tuple[int, bytes | None, bytes]] = []
+        self._batched: list[tuple[int, dict[str, Any]]] = []
         self._lock = threading.Lock()
 
     def _delivered_in_batch(self, err: KafkaError | None, msg: Message) -> None:
@@ -120,7 +124,7 @@ class DeliveryTracker:
                 self._pending -= 1
             return
         value = msg.value()
-        index = next((i for i, _key, v in self._batched if v == value), -1)  # errors only: a scan is fine
+        index = next((i for i, m in self._batched if m["value"] == value), -1)  # errors only: a scan is fine
         self._delivered(index, err, msg)
 
     def _delivered(self, index: int, err: KafkaError | None, _msg: Message) -> None:
@@ -169,33 +173,41 @@ class DeliveryTracker:
             self._pending += 1
 
     def produce_batch(
-        self, topic: str, records: Sequence[tuple[int, bytes | None, bytes]], deadline: float | None = None
+        self,
+        topic: str,
+        indexes: Sequence[int],
+        messages: list[dict[str, Any]],
+        deadline: float | None = None,
     ) -> list[int]:
-        """Hand records without headers (index, key, value) to the producer in one call: librdkafka enqueues
-        them at once, so they leave in one request instead of trickling out one by one. Returns the indexes
-        the producer refused as too large; values must be distinct (settlements name their source)."""
-        self._batched.extend(records)
-        pending = list(records)
+        """Hand records without headers (`{"key", "value"}` dicts, with their batch indexes) to the producer in
+        one call: librdkafka enqueues them at once, so they leave together instead of trickling out one by
+        one. Returns the indexes the producer refused as too large; values must be distinct (settlements name
+        their source), since a delivery error finds its record by value."""
+        self._batched.extend(zip(indexes, messages, strict=True))
+        pending_idx, pending = list(indexes), messages
         refused: list[int] = []
         while pending:
-            messages = [{"key": key, "value": value} for _i, key, value in pending]
             try:
-                queued = self._producer.produce_batch(topic, messages, on_delivery=self._delivered_in_batch)
+                queued = self._producer.produce_batch(topic, pending, on_delivery=self._delivered_in_batch)
             except KafkaException as exc:
                 _note_fatal(_error_of(exc))
                 raise DeliveryError(f"the producer refused a batch: {exc}") from None
             with self._lock:
                 self._pending += queued
-            retry: list[tuple[int, bytes | None, bytes]] = []
-            for item, message in zip(pending, messages, strict=True):
-                failure: Any = message.get("_error")
+            if queued == len(pending):
+                break
+            retry_idx: list[int] = []
+            retry: list[dict[str, Any]] = []
+            for index, message in zip(pending_idx, pending, strict=True):
+                failure: Any = message.pop("_error", None)
                 if failure is None:
                     continue
                 code = failure.code() if isinstance(failure, KafkaError) else None
                 if code in _TOO_LARGE:
-                    refused.append(item[0])
+                    refused.append(index)
                 elif code == KafkaError._QUEUE_FULL:
-                    retry.append(item)
+                    retry_idx.append(index)
+                    retry.append(message)
                 else:
                     _note_fatal(failure)
                     raise DeliveryError(f"the producer refused a record: {failure!s}")
@@ -203,7 +215,7 @@ class DeliveryTracker:
                 if deadline is not None and time.monotonic() > deadline:
                     raise DeliveryError("producer queue stayed full until the delivery deadline")
                 self._producer.poll(0.05)
-            pending = retry
+            pending_idx, pending = retry_idx, retry
         return refused
 
     def wait(self, deadline: float) -> list[int]:
@@ -222,4 +234,6 @@ class DeliveryTracker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeliveryError(f"{pending} record(s) not acknowledged before the delivery deadline")
-            self._producer.poll(min(remaining, 0.1))
+            # flush, not poll: it makes librdkafka send queued records now instead of after linger.ms, and
+            # serves delivery callbacks (ours and other invocations') while it waits.
+            self._producer.flush(min(remaining, _FLUSH_SLICE_S))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import NamedTuple
 
 
@@ -43,6 +44,21 @@ class RulesConfig:
     sec_watchlist: frozenset[str] = field(default_factory=frozenset)
     sec_sample_rate: float = DEFAULT_SEC_SAMPLE_RATE
 
+    @cached_property
+    def sample_below(self) -> bytes:
+        """`sample_point(x) < sec_sample_rate` as a comparison of x's 8-byte digest with these bytes, so the hot
+        path builds no int or float per record. Exact: `d / 2**64` rounds monotonically in `d`, so the digests
+        it samples are those below the smallest `d` whose point reaches the rate, found here by bisection."""
+        lo, hi = 0, 2**64
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if mid / 2**64 >= self.sec_sample_rate:
+                hi = mid
+            else:
+                lo = mid + 1
+        # Big-endian bytes of equal length compare as the integers do; 9 bytes of ff..ff00 exceed every digest.
+        return lo.to_bytes(8, "big") if lo < 2**64 else b"\xff" * 8 + b"\x00"
+
 
 class Trade(NamedTuple):
     """A joined trade as the rules see it. `user` is the record key (USERID); `regionid` is None when the
@@ -65,10 +81,30 @@ class Decision(NamedTuple):
     amount: float
 
 
+class Verdict(NamedTuple):
+    disposition: Disposition
+    reason: Reason
+
+
+# One immutable verdict per outcome: the hot path returns these, allocating nothing per record.
+_NO_USER = Verdict(Disposition.REJECTED, Reason.NO_USER)
+_NO_SYMBOL = Verdict(Disposition.REJECTED, Reason.NO_SYMBOL)
+_BAD_QUANTITY = Verdict(Disposition.REJECTED, Reason.BAD_QUANTITY)
+_BAD_PRICE = Verdict(Disposition.REJECTED, Reason.BAD_PRICE)
+_LARGE_TRADE = Verdict(Disposition.PENDING, Reason.LARGE_TRADE)
+_WATCHLIST = Verdict(Disposition.SEC_FLAGGED, Reason.WATCHLIST)
+_SAMPLED = Verdict(Disposition.SEC_FLAGGED, Reason.SAMPLED)
+_COMPLETED = Verdict(Disposition.COMPLETED, Reason.WITHIN_LIMIT)
+_blake2b = hashlib.blake2b
+
+
+def _digest(identity: str) -> bytes:
+    return _blake2b(identity.encode("utf-8"), digest_size=8).digest()
+
+
 def sample_point(identity: str) -> float:
     """Map an identity to [0, 1) stably across processes and Python versions (unlike `hash()`)."""
-    digest = hashlib.blake2b(identity.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    return int.from_bytes(_digest(identity), "big") / 2**64
 
 
 def settle(trade: Trade, config: RulesConfig) -> Decision:
@@ -79,20 +115,35 @@ def settle(trade: Trade, config: RulesConfig) -> Decision:
 def decide(
     user: str | None, regionid: str | None, quantity: int, symbol: str, price: int, identity: str, config: RulesConfig
 ) -> Decision:
-    """`settle` on the fields the rules read, for the hot path (no `Trade` built per record)."""
+    """`settle` on the fields the rules read (no `Trade` built)."""
     amount = float(quantity) * float(price)
+    disposition, reason = verdict(user, regionid, quantity, symbol, price, amount, identity, config)
+    return Decision(disposition, reason, amount)
+
+
+def verdict(
+    user: str | None,
+    regionid: str | None,
+    quantity: int,
+    symbol: str,
+    price: int,
+    amount: float,
+    identity: str,
+    config: RulesConfig,
+) -> Verdict:
+    """The rules themselves, for the hot path: the caller has the amount, and gets a shared constant back."""
     if not user or not regionid:
-        return Decision(Disposition.REJECTED, Reason.NO_USER, amount)
+        return _NO_USER
     if not symbol:
-        return Decision(Disposition.REJECTED, Reason.NO_SYMBOL, amount)
+        return _NO_SYMBOL
     if quantity <= 0:
-        return Decision(Disposition.REJECTED, Reason.BAD_QUANTITY, amount)
+        return _BAD_QUANTITY
     if price <= 0:
-        return Decision(Disposition.REJECTED, Reason.BAD_PRICE, amount)
+        return _BAD_PRICE
     if amount > config.large_trade_limit:
-        return Decision(Disposition.PENDING, Reason.LARGE_TRADE, amount)
+        return _LARGE_TRADE
     if symbol in config.sec_watchlist:
-        return Decision(Disposition.SEC_FLAGGED, Reason.WATCHLIST, amount)
-    if sample_point(identity) < config.sec_sample_rate:
-        return Decision(Disposition.SEC_FLAGGED, Reason.SAMPLED, amount)
-    return Decision(Disposition.COMPLETED, Reason.WITHIN_LIMIT, amount)
+        return _WATCHLIST
+    if _digest(identity) < config.sample_below:
+        return _SAMPLED
+    return _COMPLETED

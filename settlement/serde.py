@@ -118,6 +118,7 @@ class TradeDecoder:
         self._client = client
         self._max = max_record_bytes
         self._good: set[tuple[int, tuple[int, ...]]] = set()
+        self._good_framings: set[bytes] = set()  # a subset of _good, as the bytes that start such records
         self._lock = threading.Lock()
         self._reader = descriptor_pb2.DescriptorProto()
         UserTrade.DESCRIPTOR.CopyToProto(self._reader)
@@ -127,11 +128,14 @@ class TradeDecoder:
         the batch: a batch full of one unknown id costs one lookup, and the next batch asks again, so a
         schema registered meanwhile (or a registry that was lagging) is never held against later records."""
         unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord] = {}
-        return lambda value: self.decode(value, unknown)
+        return functools.partial(self._decode, unknown)  # a C-level call per record, unlike a lambda
 
     def decode(
         self, value: bytes | None, unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord] | None = None
     ) -> UserTrade:
+        return self._decode({} if unknown is None else unknown, value)
+
+    def _decode(self, unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord], value: bytes | None) -> UserTrade:
         if not value:
             raise PoisonRecord(PoisonKind.EMPTY_VALUE, "record value is null or empty")
         if len(value) > self._max:
@@ -139,6 +143,15 @@ class TradeDecoder:
                 PoisonKind.OVERSIZE,
                 f"value is {len(value)} bytes, over the limit of {self._max} (SETTLEMENT_MAX_RECORD_BYTES)",
             )
+        # The common case costs one set lookup: the 6-byte framing (magic, id, index [0]) of a verified schema.
+        body = value[_HEADER_MIN:] if value[:_HEADER_MIN] in self._good_framings else self._body(value, unknown)
+        try:
+            return UserTrade.FromString(body)
+        except DecodeError as exc:
+            raise PoisonRecord(PoisonKind.UNDECODABLE, f"Protobuf payload does not parse ({exc})") from None
+
+    def _body(self, value: bytes, unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord]) -> bytes:
+        """Check the framing and its schema, and return the Protobuf payload after it."""
         if value[0] != _MAGIC:
             raise PoisonRecord(
                 PoisonKind.BAD_MAGIC_BYTE, f"first byte is 0x{value[0]:02x}, not the Confluent magic byte 0x00"
@@ -148,7 +161,7 @@ class TradeDecoder:
         indexes: tuple[int, ...]
         if value[5] == 0:
             # The common framing, message-index path [0] written as the single byte 0x00.
-            sid, indexes, body = int.from_bytes(value[1:5], "big"), (0,), value[6:]
+            sid, indexes, body = int.from_bytes(value[1:5], "big"), (0,), value[_HEADER_MIN:]
         else:
             _check_index_framing(value)
             schema_id = SchemaId("PROTOBUF")  # anything else: confluent-kafka's own parser
@@ -158,11 +171,10 @@ class TradeDecoder:
                 raise PoisonRecord(PoisonKind.TRUNCATED_HEADER, f"unreadable message-index framing ({exc})") from None
             assert schema_id.id is not None
             sid, indexes, body = schema_id.id, tuple(schema_id.message_indexes or [0]), payload.read()
-        self._verify(sid, indexes, {} if unknown is None else unknown)
-        try:
-            return UserTrade.FromString(body)
-        except DecodeError as exc:
-            raise PoisonRecord(PoisonKind.UNDECODABLE, f"Protobuf payload does not parse ({exc})") from None
+        self._verify(sid, indexes, unknown)
+        if indexes == (0,) and value[5] == 0:
+            self._good_framings.add(value[:_HEADER_MIN])
+        return body
 
     def _verify(
         self, schema_id: int, indexes: tuple[int, ...], unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord]
@@ -182,7 +194,9 @@ class TradeDecoder:
                     unknown[key] = poison
                 raise
             if len(self._good) >= _MAX_CACHED_SCHEMAS:
-                self._good.clear()  # hostile streams of distinct ids must not grow memory without bound
+                # hostile streams of distinct ids must not grow memory without bound
+                self._good_framings.clear()
+                self._good.clear()
             self._good.add(key)
 
     def _check(self, schema_id: int, indexes: list[int]) -> None:

@@ -87,10 +87,10 @@ class BatchSpan:
             inst.propagator.inject(carrier, context=inst.trace.set_span_in_context(span))
             self.traceparent = carrier.get(TRACEPARENT, "").encode()
 
-    def output_headers(self, input_headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    def output_headers(self, input_headers: Sequence[tuple[str, bytes]]) -> Sequence[tuple[str, bytes]]:
         """Headers a settlement carries: its input's trace context forward, and the batch span's."""
         if not self.traceparent:
-            return []
+            return ()  # shared and empty: no allocation per record without tracing
         own = next((v for n, v in input_headers if n == TRACEPARENT), None)
         return [(TRACEPARENT, own or self.traceparent), (BATCH_TRACEPARENT, self.traceparent)]
 

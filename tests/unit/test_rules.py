@@ -78,3 +78,17 @@ def test_sample_is_a_stable_function_of_identity() -> None:
     assert 0.04 < len(flagged) / 20_000 < 0.06
     again = [i for i in range(20_000) if sample_point(f"user_trades/0/{i}") < rate]
     assert flagged == again
+
+
+@pytest.mark.parametrize("rate", [0.0, 5e-324, 1e-9, 0.05, 0.5, 1 - 2**-53, 1.0, 2.0, -1.0])
+def test_sample_threshold_is_exactly_the_float_comparison(rate: float) -> None:
+    # The hot path compares digests as bytes; the digest just below the threshold must sample and the one at
+    # it must not, under the documented rule `sample_point < rate`.
+    below = RulesConfig(sec_sample_rate=rate).sample_below
+    if len(below) == 9:  # every digest samples
+        assert (2**64 - 1) / 2**64 < rate
+        return
+    threshold = int.from_bytes(below, "big")
+    if threshold > 0:
+        assert (threshold - 1) / 2**64 < rate
+    assert not threshold / 2**64 < rate
