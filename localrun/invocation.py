@@ -109,14 +109,18 @@ def trigger_input(records: Sequence[HostRecord]) -> tuple[meta.Datum, dict[str, 
     return body, metadata
 
 
-def to_events(records: Sequence[HostRecord], annotation: Any) -> list[func.KafkaEvent]:
-    """Convert a batch the way the worker does: check the parameter's annotation, then the library decodes."""
+def convert(body: meta.Datum, metadata: dict[str, meta.Datum], annotation: Any) -> list[func.KafkaEvent]:
+    """The worker's half: check the parameter's annotation, then the library's converter decodes the batch."""
     converter = meta.get_binding_registry().get("kafkaTrigger")
     if not converter.check_input_type_annotation(annotation):
         raise TypeError(f"the worker refuses annotation {annotation!r} for a kafkaTrigger parameter")
+    return list(converter.decode(body, trigger_metadata=metadata))
+
+
+def to_events(records: Sequence[HostRecord], annotation: Any) -> list[func.KafkaEvent]:
+    """Convert a batch as host and worker do: the host's data for it, then the worker's conversion."""
     body, metadata = trigger_input(records)
-    events = converter.decode(body, trigger_metadata=metadata)
-    return list(events)
+    return convert(body, metadata, annotation)
 
 
 def messages_to_events(messages: Sequence[Message], annotation: Any) -> list[func.KafkaEvent]:

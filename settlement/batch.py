@@ -9,7 +9,6 @@ and the function returns only when all of them are acknowledged.
 from __future__ import annotations
 
 import logging
-import operator
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ from settlement.deadletter import dead_letter, record_size
 from settlement.poison import PoisonKind, PoisonRecord
 from settlement.producer import DeliveryError, DeliveryTracker, RecordTooLarge
 from settlement.records import InputRecord
-from settlement.rules import RulesConfig, verdict
+from settlement.rules import RulesConfig, Verdict, verdict
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 from settlement.serde import SettlementEncoder, TradeDecoder, TransientError
@@ -49,41 +48,54 @@ class RecordResult(NamedTuple):
     reason: str
 
 
-class _Planned(NamedTuple):
-    """One output record and what it means for its input: a single tuple per record on the hot path (the
-    `RecordResult`s are built only when someone asks for them)."""
+Outcome = Verdict | PoisonRecord  # a record's fate: a settlement's (shared) verdict, or why it is poison
+
+
+class _Output(NamedTuple):
+    """A record produced on its own (`produce`, with headers): dead letters, and settlements under tracing."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
-    coordinates: str
-    outcome: str
-    disposition: str | None
-    reason: str
 
 
-_DISPOSITION = operator.itemgetter(6)
-_OUTCOME = operator.itemgetter(5)
+class _Plan:
+    """A batch's outputs before any is produced, kept as parallel lists so that a settlement costs no object
+    of its own beyond the `{"key", "value"}` dict `produce_batch` takes (profiling showed a tuple per record
+    costing as much as decoding it). `outcomes[i]` is input record i's fate."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+        self.plain_indexes: list[int] = []  # settlements without headers, sent with one produce_batch
+        self.plain: list[dict[str, bytes | None]] = []
+        self.single: dict[int, _Output] = {}  # everything else, by input index
 
 
 class BatchResult:
     """What became of a batch's records, in input order."""
 
-    def __init__(self, planned: Sequence[_Planned]) -> None:
-        self._planned = planned
-        # Counted in C (map + itemgetter + Counter): no Python-level step per record.
-        self.dispositions: Counter[str] = Counter(map(_DISPOSITION, planned))
-        self.dispositions.pop(None, None)  # type: ignore[call-overload]  # dead letters have no disposition
+    def __init__(self, records: Sequence[InputRecord], outcomes: list[Outcome]) -> None:
+        self._records = records
+        self._outcomes = outcomes
+        self.dispositions: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        for outcome, n in Counter(outcomes).items():  # counted in C: verdicts are a handful of shared constants
+            if isinstance(outcome, Verdict):
+                self.dispositions[outcome.disposition] += n
+            else:
+                self.reasons[outcome.kind.value] += n
         self.settled = sum(self.dispositions.values())
-        self.dead_lettered = len(planned) - self.settled
-        self.reasons: Counter[str] = Counter(
-            p.reason for p in planned if p.outcome == DEAD_LETTERED
-        ) if self.dead_lettered else Counter()
+        self.dead_lettered = len(outcomes) - self.settled
 
     @property
     def results(self) -> list[RecordResult]:
-        return [RecordResult(p.coordinates, p.outcome, p.disposition, p.reason) for p in self._planned]
+        return [
+            RecordResult(r.coordinates, SETTLED, o.disposition, o.reason)
+            if isinstance(o, Verdict)
+            else RecordResult(r.coordinates, DEAD_LETTERED, None, o.kind.value)
+            for r, o in zip(self._records, self._outcomes, strict=True)
+        ]
 
 
 class SettlementProcessor:
@@ -124,16 +136,9 @@ class SettlementProcessor:
         deadline = started + self._timeout_s
         decode = decode or self._decoder.for_batch()
         with telemetry.batch_span(records) as span:
-            planned: list[_Planned] = []
-            for record in records:
-                if time.monotonic() > deadline:
-                    # Registry lookups are bounded one by one; many slow ones must still not outlive the batch.
-                    raise TransientError(
-                        f"batch deadline passed after planning {len(planned)} of {len(records)} records"
-                    )
-                planned.append(self._plan(record, decode, span))
-            self._deliver(records, planned, deadline)
-            result = BatchResult(planned)
+            plan = self._plan(records, decode, span, deadline)
+            self._deliver(records, plan, deadline)
+            result = BatchResult(records, plan.outcomes)
             elapsed_ms = (time.monotonic() - started) * 1000
             telemetry.record_batch(span, result.dispositions, result.reasons, len(records), elapsed_ms)
         log.info(
@@ -145,32 +150,28 @@ class SettlementProcessor:
         )
         return result
 
-    def _deliver(self, records: Sequence[InputRecord], planned: list[_Planned], deadline: float) -> None:
+    def _deliver(self, records: Sequence[InputRecord], plan: _Plan, deadline: float) -> None:
         """Produce every planned record and wait for the batch's own acknowledgements. A record the producer
         or the broker refuses as too large is replaced by its shrunk dead letter (nothing of it was written),
         so size never fails a batch after part of it was produced."""
         tracker = self._tracker_factory()
-        plain: dict[str, tuple[list[int], list[dict[str, bytes | None]]]] = {}
-        for i, item in enumerate(planned):
-            if item.headers or item.value is None:
-                try:
-                    tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
-                except RecordTooLarge as exc:
-                    detail = f"the producer refused it as too large ({exc})"
-                    self._produce_shrunk(tracker, records, planned, i, deadline, detail)
-            else:
-                indexes, messages = plain.get(item.topic) or plain.setdefault(item.topic, ([], []))
-                indexes.append(i)
-                messages.append({"key": item.key, "value": item.value})
-        for topic, (indexes, messages) in plain.items():
-            for i in tracker.produce_batch(topic, indexes, messages, deadline):
-                self._produce_shrunk(tracker, records, planned, i, deadline, "the producer refused it as too large")
+        for i, item in plan.single.items():
+            try:
+                tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
+            except RecordTooLarge as exc:
+                self._produce_shrunk(
+                    tracker, records, plan, i, deadline, f"the producer refused it as too large ({exc})"
+                )
+        if plan.plain:
+            settlements = self._topics.settlements
+            for i in tracker.produce_batch(settlements, plan.plain_indexes, plan.plain, deadline):
+                self._produce_shrunk(tracker, records, plan, i, deadline, "the producer refused it as too large")
         refused = tracker.wait(deadline)
         if not refused:
             return
         for i in refused:
             detail = "the broker refused it as too large for the topic"
-            self._produce_shrunk(tracker, records, planned, i, deadline, detail)
+            self._produce_shrunk(tracker, records, plan, i, deadline, detail)
         if tracker.wait(deadline):
             raise DeliveryError("the broker refused even the shrunk dead letters of oversize records")
 
@@ -178,84 +179,90 @@ class SettlementProcessor:
         self,
         tracker: DeliveryTracker,
         records: Sequence[InputRecord],
-        planned: list[_Planned],
+        plan: _Plan,
         i: int,
         deadline: float,
         detail: str,
     ) -> None:
-        """Replace record `i`'s plan with its shrunk dead letter and hand that to the producer."""
-        planned[i] = item = self._shrunk(records[i], detail)
+        """Replace record `i`'s output with its shrunk dead letter and hand that to the producer."""
+        log.warning("dead-lettering %s shrunk: %s", records[i].coordinates, detail)
+        poison = PoisonRecord(PoisonKind.OVERSIZE, detail)
+        plan.outcomes[i] = poison
+        item = plan.single[i] = self._dead_letter(records[i], poison, max_bytes=0)
         tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
 
-    def _shrunk(self, record: InputRecord, detail: str) -> _Planned:
-        log.warning("dead-lettering %s shrunk: %s", record.coordinates, detail)
-        return self._dead_letter(record, PoisonRecord(PoisonKind.OVERSIZE, detail), max_bytes=0)
+    def _plan(
+        self, records: Sequence[InputRecord], decode: ValueDecoder, span: telemetry.BatchSpan, deadline: float
+    ) -> _Plan:
+        """Each record's output: its settlement, or its dead letter if it is poison."""
+        plan = _Plan()
+        outcomes, plain_indexes, plain, single = plan.outcomes, plan.plain_indexes, plan.plain, plan.single
+        settle, settlements = self._settle, self._topics.settlements
+        scratch = TradeSettlement()  # one message per batch, refilled per record: batches may run concurrently
+        for i, record in enumerate(records):
+            if time.monotonic() > deadline:
+                # Registry lookups are bounded one by one; many slow ones must still not outlive the batch.
+                raise TransientError(f"batch deadline passed after planning {i} of {len(records)} records")
+            try:
+                outcome, value = settle(record, decode, scratch)
+            except PoisonRecord as poison:
+                log.warning("dead-lettering %s: %s", record.coordinates, poison)
+                outcomes.append(poison)
+                single[i] = self._dead_letter(record, poison)
+                continue
+            except TransientError:
+                raise
+            except Exception as exc:  # one record's surprise must not block its partition forever
+                log.exception("dead-lettering %s: unexpected %s", record.coordinates, type(exc).__name__)
+                surprise = PoisonRecord(PoisonKind.UNSETTLEABLE, f"{type(exc).__name__}: {exc}")
+                outcomes.append(surprise)
+                single[i] = self._dead_letter(record, surprise)
+                continue
+            outcomes.append(outcome)
+            headers = span.output_headers(record.headers)
+            if headers:
+                single[i] = _Output(settlements, record.key, value, headers)
+            else:
+                plain_indexes.append(i)
+                plain.append({"key": record.key, "value": value})
+        return plan
 
-    def _plan(self, record: InputRecord, decode: ValueDecoder, span: telemetry.BatchSpan) -> _Planned:
-        try:
-            return self._settle(record, decode, span)
-        except PoisonRecord as poison:
-            log.warning("dead-lettering %s: %s", record.coordinates, poison)
-            return self._dead_letter(record, poison)
-        except TransientError:
-            raise
-        except Exception as exc:  # one record's surprise must not block its partition forever
-            log.exception("dead-lettering %s: unexpected %s", record.coordinates, type(exc).__name__)
-            return self._dead_letter(record, PoisonRecord(PoisonKind.UNSETTLEABLE, f"{type(exc).__name__}: {exc}"))
-
-    def _dead_letter(self, record: InputRecord, poison: PoisonRecord, max_bytes: int | None = None) -> _Planned:
+    def _dead_letter(self, record: InputRecord, poison: PoisonRecord, max_bytes: int | None = None) -> _Output:
         limit = self._max_message_bytes if max_bytes is None else max_bytes
         key, value, headers = dead_letter(record, poison, self._clock(), limit)
-        return _Planned(
-            self._topics.dead_letter, key, value, headers, record.coordinates, DEAD_LETTERED, None, poison.kind.value
-        )
+        return _Output(self._topics.dead_letter, key, value, headers)
 
-    def _settle(self, record: InputRecord, decode: ValueDecoder, span: telemetry.BatchSpan) -> _Planned:
-        coordinates = record.coordinates  # the SEC-sample identity and the result's name: built once
-        user = _user(record.key)
+    def _settle(self, record: InputRecord, decode: ValueDecoder, settlement: TradeSettlement) -> tuple[Verdict, bytes]:
+        """The record's verdict and its settlement's value, or `PoisonRecord`."""
+        topic, partition, offset, key = record.topic, record.partition, record.offset, record.key
+        user = _user(key) if key else None
         if record.timestamp_ms is None:
             raise PoisonRecord(PoisonKind.NO_TIMESTAMP, "the record carries no Kafka timestamp")
         trade = decode(record.value)
         symbol, quantity, price = trade.symbol, trade.quantity, trade.price
         amount = float(quantity) * float(price)
-        disposition, reason = verdict(
-            user,
-            trade.regionid if trade.HasField("regionid") else None,
-            quantity,
-            symbol,
-            price,
-            amount,
-            coordinates,
-            self._rules,
-        )
-        settlement = TradeSettlement(
-            user=user or "",
-            symbol=symbol,
-            amount=amount,
-            disposition=disposition,  # StrEnum members are str: no .value lookups per record
-            reason=reason,
-            timestamp=record.timestamp_ms,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-        )
+        identity = f"{topic}/{partition}/{offset}"  # = record.coordinates: the SEC sample's stable identity
+        # An unset regionid reads as "": the rules treat it as the missing user row it is.
+        outcome = verdict(user, trade.regionid, quantity, symbol, price, amount, identity, self._rules)
+        # Every field is assigned, so the reused message serialises exactly as a new one would (proto3 fields
+        # set to their defaults are not written either way); assigning is cheaper than keyword construction.
+        settlement.user = user or ""
+        settlement.symbol = symbol
+        settlement.amount = amount
+        settlement.disposition = outcome.disposition  # StrEnum members are str: no .value lookups per record
+        settlement.reason = outcome.reason
+        settlement.timestamp = record.timestamp_ms
+        settlement.source_topic = topic
+        settlement.source_partition = partition
+        settlement.source_offset = offset
         value = self._encoder.encode(settlement)
-        if len(value) + len(record.key or b"") > self._settlement_limit:
+        if len(value) + len(key or b"") > self._settlement_limit:
             raise PoisonRecord(
                 PoisonKind.OVERSIZE,
-                f"its settlement would be {len(value) + len(record.key or b'')} bytes with the key, over the "
+                f"its settlement would be {len(value) + len(key or b'')} bytes with the key, over the "
                 f"producer's message.max.bytes {self._max_message_bytes}",
             )
-        return _Planned(
-            self._topics.settlements,
-            record.key,
-            value,
-            span.output_headers(record.headers),
-            coordinates,
-            SETTLED,
-            disposition,
-            reason,
-        )
+        return outcome, value
 
 
 def _user(key: bytes | None) -> str | None:

@@ -114,7 +114,7 @@ class DeliveryTracker:
         self._pending = 0
         self._errors: list[str] = []
         self._too_large: list[int] = []
-        self._batched: list[tuple[int, dict[str, Any]]] = []
+        self._batched: list[tuple[Sequence[int], list[dict[str, Any]]]] = []  # (indexes, messages) per call
         self._lock = threading.Lock()
 
     def _delivered_in_batch(self, err: KafkaError | None, msg: Message) -> None:
@@ -124,7 +124,15 @@ class DeliveryTracker:
                 self._pending -= 1
             return
         value = msg.value()
-        index = next((i for i, m in self._batched if m["value"] == value), -1)  # errors only: a scan is fine
+        index = next(  # errors only: a scan is fine
+            (
+                i
+                for indexes, messages in self._batched
+                for i, m in zip(indexes, messages, strict=True)
+                if m["value"] == value
+            ),
+            -1,
+        )
         self._delivered(index, err, msg)
 
     def _delivered(self, index: int, err: KafkaError | None, _msg: Message) -> None:
@@ -183,7 +191,7 @@ class DeliveryTracker:
         one call: librdkafka enqueues them at once, so they leave together instead of trickling out one by
         one. Returns the indexes the producer refused as too large; values must be distinct (settlements name
         their source), since a delivery error finds its record by value."""
-        self._batched.extend(zip(indexes, messages, strict=True))
+        self._batched.append((indexes, messages))
         pending_idx, pending = list(indexes), messages
         refused: list[int] = []
         while pending:

@@ -34,6 +34,8 @@ class _Instruments:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.trace = trace
+        # The API's own providers, in place until an SDK provider is installed: their spans record nothing.
+        self.no_tracing = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
         self.propagator = TraceContextTextMapPropagator()
         self.tracer = trace.get_tracer("settlement")
         meter = metrics.get_meter("settlement")
@@ -99,8 +101,8 @@ class BatchSpan:
 def batch_span(records: Sequence[Any]) -> Iterator[BatchSpan]:
     """A span for one batch, linked to the trace contexts its records carry."""
     inst = instruments()
-    if inst is None:
-        yield BatchSpan(None, None)
+    if inst is None or isinstance(inst.trace.get_tracer_provider(), inst.no_tracing):
+        yield BatchSpan(None, None)  # no tracer provider installed: spans would be dropped, skip the link scan
         return
     links: list[Any] = []
     seen: set[int] = set()
