@@ -111,7 +111,10 @@ class DeliveryTracker:
 
     def __init__(self, producer: Producer) -> None:
         self._producer = producer
-        self._pending = 0
+        # Records handed to the producer (only the batch's own thread adds) and delivery reports received
+        # (any thread serving callbacks appends; list.append is atomic, so a success costs no lock).
+        self._queued = 0
+        self._reported: list[None] = []
         self._errors: list[str] = []
         self._too_large: list[int] = []
         self._batched: list[tuple[Sequence[int], list[dict[str, Any]]]] = []  # (indexes, messages) per call
@@ -120,8 +123,7 @@ class DeliveryTracker:
     def _delivered_in_batch(self, err: KafkaError | None, msg: Message) -> None:
         """One callback for every record of `produce_batch`; its index is looked up only on an error."""
         if err is None:
-            with self._lock:
-                self._pending -= 1
+            self._reported.append(None)
             return
         value = msg.value()
         index = next(  # errors only: a scan is fine
@@ -137,7 +139,7 @@ class DeliveryTracker:
 
     def _delivered(self, index: int, err: KafkaError | None, _msg: Message) -> None:
         with self._lock:
-            self._pending -= 1
+            self._reported.append(None)
             if err is None:
                 return
             if err.code() in _TOO_LARGE:
@@ -177,8 +179,7 @@ class DeliveryTracker:
                     raise RecordTooLarge(err.str()) from None
                 _note_fatal(err)
                 raise DeliveryError(f"the producer refused a record: {exc}") from None
-        with self._lock:
-            self._pending += 1
+        self._queued += 1
 
     def produce_batch(
         self,
@@ -200,8 +201,7 @@ class DeliveryTracker:
             except KafkaException as exc:
                 _note_fatal(_error_of(exc))
                 raise DeliveryError(f"the producer refused a batch: {exc}") from None
-            with self._lock:
-                self._pending += queued
+            self._queued += queued
             if queued == len(pending):
                 break
             retry_idx: list[int] = []
@@ -232,7 +232,7 @@ class DeliveryTracker:
         deadline."""
         while True:
             with self._lock:
-                pending, errors = self._pending, list(self._errors)
+                pending, errors = self._queued - len(self._reported), list(self._errors)
             if errors:
                 raise DeliveryError(f"{len(errors)} record(s) not delivered; first error: {errors[0]}")
             if pending == 0:
