@@ -19,11 +19,11 @@ Every local path that calls the Kafka-triggered function (local host, tests, ben
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import azure.functions as func
 from azure.functions import meta
@@ -32,9 +32,8 @@ from confluent_kafka import Message
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class HostRecord:
-    """What the extension knows of one consumed record."""
+class HostRecord(NamedTuple):
+    """What the extension knows of one consumed record (a tuple: the local host builds one per record)."""
 
     value: bytes | None
     key: bytes | None
@@ -42,22 +41,22 @@ class HostRecord:
     partition: int
     offset: int
     timestamp_ms: int
-    headers: Sequence[tuple[str, bytes | None]] = field(default_factory=tuple)
+    headers: Sequence[tuple[str, bytes | None]] = ()
     leader_epoch: int | None = None
     is_partition_eof: bool = False
 
     @classmethod
     def of(cls, msg: Message) -> HostRecord:
-        epoch = msg.leader_epoch() if hasattr(msg, "leader_epoch") else None
+        headers = msg.headers()
         return cls(
-            value=msg.value(),
-            key=msg.key(),
-            topic=str(msg.topic()),
-            partition=int(msg.partition() or 0),
-            offset=int(msg.offset() or 0),
-            timestamp_ms=int(msg.timestamp()[1]),
-            headers=tuple(msg.headers() or ()),  # type: ignore[arg-type]  # a list of (str, bytes | None)
-            leader_epoch=epoch,
+            msg.value(),
+            msg.key(),
+            str(msg.topic()),
+            int(msg.partition() or 0),
+            int(msg.offset() or 0),
+            int(msg.timestamp()[1]),
+            tuple(headers) if headers else (),  # type: ignore[arg-type]  # a list of (str, bytes | None)
+            msg.leader_epoch(),
         )
 
 
@@ -71,10 +70,15 @@ class _Collection:
 
 def json_net_utc(timestamp_ms: int) -> str:
     """A UTC DateTime as Json.NET writes it by default (ISO 8601, `FFFFFFF` fraction, `Z`)."""
-    moment = _EPOCH + timedelta(milliseconds=timestamp_ms)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    fraction = f"{moment.microsecond:06d}".rstrip("0")
-    return f"{text}.{fraction}Z" if fraction else f"{text}Z"
+    seconds, millis = divmod(timestamp_ms, 1000)
+    fraction = f"{millis:03d}".rstrip("0")
+    return f"{_utc_seconds(seconds)}.{fraction}Z" if fraction else f"{_utc_seconds(seconds)}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_seconds(seconds: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS` of an epoch second; cached, as a batch's records share a few seconds."""
+    return (_EPOCH + timedelta(seconds=seconds)).isoformat(timespec="seconds")[:19]
 
 
 def host_key(key: bytes | None) -> str | None:

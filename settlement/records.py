@@ -29,6 +29,12 @@ class InputRecord(NamedTuple):
 
 def parse_timestamp(raw: object) -> int | None:
     """Epoch milliseconds from the host's timestamp (ISO 8601 text, naive meaning UTC; or epoch ms)."""
+    if isinstance(raw, str) and raw.endswith("Z"):
+        # The form the extension always sends (Json.NET's UTC DateTime): one C call per record, no checks.
+        try:
+            return round(datetime.fromisoformat(raw).timestamp() * 1000)
+        except ValueError:
+            pass  # the general path below decides
     if raw is None or raw == "":
         return None
     try:

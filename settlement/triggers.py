@@ -42,15 +42,17 @@ def _headers(raw: object) -> tuple[tuple[str, bytes], ...]:
 
 
 def from_kafka_event(event: func.KafkaEvent) -> InputRecord:
-    """One event as the worker built it from the host's data (see localrun/invocation.py for that shape)."""
+    """One event as the worker built it from the host's data (see localrun/invocation.py for that shape).
+    Each of the event's properties is read once: this runs per record, before any settling."""
+    key, partition, offset, headers = event.key, event.partition, event.offset, event.headers
     return InputRecord(
-        key=_as_bytes(event.key),
-        value=event.get_body(),
-        topic=event.topic or "",
-        partition=int(event.partition if event.partition is not None else -1),
-        offset=int(event.offset if event.offset is not None else -1),
-        timestamp_ms=parse_timestamp(event.timestamp),
-        headers=_headers(event.headers),
+        key.encode("utf-8") if isinstance(key, str) else _as_bytes(key),
+        event.get_body(),
+        event.topic or "",
+        -1 if partition is None else int(partition),
+        -1 if offset is None else int(offset),
+        parse_timestamp(event.timestamp),
+        _headers(headers) if headers else (),
     )
 
 

@@ -24,6 +24,8 @@ ANNOTATION = typing.List[func.KafkaEvent]  # noqa: UP006
         (1714979289100, "2024-05-06T07:08:09.1Z"),
         (1714979289123, "2024-05-06T07:08:09.123Z"),
         (1714979289007, "2024-05-06T07:08:09.007Z"),
+        (-1, "1969-12-31T23:59:59.999Z"),
+        (253402300799999, "9999-12-31T23:59:59.999Z"),
     ],
 )
 def test_timestamps_are_written_as_json_net_writes_a_utc_datetime(ms: int, text: str) -> None:

@@ -86,7 +86,7 @@ def test_sample_threshold_is_exactly_the_float_comparison(rate: float) -> None:
     # it must not, under the documented rule `sample_point < rate`.
     below = RulesConfig(sec_sample_rate=rate).sample_below
     if len(below) == 9:  # every digest samples
-        assert (2**64 - 1) / 2**64 < rate
+        assert rate > (2**64 - 1) / 2**64
         return
     threshold = int.from_bytes(below, "big")
     if threshold > 0:

@@ -13,6 +13,10 @@ from settlement.triggers import from_kafka_event
     ("raw", "expected"),
     [
         ("2026-11-25T11:46:33.123Z", 1_795_607_193_123),
+        ("2026-11-25T11:46:33Z", 1_795_607_193_000),  # Json.NET writes no fraction at .000
+        (" 2026-11-25T11:46:33.123Z ", 1_795_607_193_123),  # not the host's form: the general path
+        ("1795607193123Z", None),
+        ("Z", None),
         ("2026-11-25T11:46:33.1234567Z", 1_795_607_193_123),  # .NET ticks precision
         ("2026-11-25T11:46:33.123", 1_795_607_193_123),  # naive means UTC
         ("2026-11-25T12:46:33.123+01:00", 1_795_607_193_123),
