@@ -80,11 +80,10 @@ def _faulty(function: Callable[..., Any], fault: str | None) -> Callable[..., An
 
 
 def next_offsets(batch: list[Message]) -> list[TopicPartition]:
-    last: dict[tuple[str, int], int] = {}
-    for m in batch:
-        key = (str(m.topic()), int(m.partition() or 0))
-        last[key] = max(last.get(key, -1), int(m.offset() or 0))
-    return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(last.items())]
+    """The offsets to store after a batch: one past each partition's last record. A batch holds each
+    partition's records in offset order, so the last one seen is the highest (the dict keeps it)."""
+    last = {(m.topic(), m.partition()): m.offset() for m in batch}
+    return [TopicPartition(str(t), int(p or 0), int(o or 0) + 1) for (t, p), o in sorted(last.items())]
 
 
 class InstanceLoop:
