@@ -11,11 +11,14 @@ import typing
 import azure.functions as func
 
 from settlement.config import load_trigger_settings
+from settlement.service import warm_start
 from settlement.triggers import settle_http_request, settle_kafka_events
 
 app = func.FunctionApp()
 # Read while the host indexes the app; a bad value raises ConfigError naming the setting.
 trigger = load_trigger_settings(os.environ)
+# Clients and schemas resolved in the background while the host joins the consumer group.
+warming = warm_start(os.environ.get("USER_TRADES_TOPIC")) if trigger.warm_start else None
 
 
 @app.function_name("settle_user_trades")

@@ -240,6 +240,7 @@ class TriggerSettings:
     authentication_mode: str
     lag_threshold: int
     max_retries: int
+    warm_start: bool
 
 
 # The enums of azure-functions' decorators/kafka.py (BrokerProtocol, BrokerAuthenticationMode).
@@ -254,6 +255,7 @@ def load_trigger_settings(env: Mapping[str, str]) -> TriggerSettings:
         authentication_mode=r.choice("KAFKA_TRIGGER_AUTH_MODE", "Plain", _TRIGGER_AUTH_MODES),
         lag_threshold=r.integer("KAFKA_LAG_THRESHOLD", 1000, 1, 10_000_000),
         max_retries=r.integer("SETTLEMENT_MAX_RETRIES", 4, -1, 100),
+        warm_start=r.flag("SETTLEMENT_WARM_START", True),
     )
 
 

@@ -130,6 +130,18 @@ class TradeDecoder:
         unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord] = {}
         return functools.partial(self._decode, unknown)  # a C-level call per record, unlike a lambda
 
+    def prefetch_latest(self, subject: str) -> None:
+        """Resolve and check the latest schema of `subject` ahead of the records written with it (a warm
+        start). Best effort: any failure leaves it to the first record, which resolves it the usual way."""
+        try:
+            latest = self._client.get_latest_version(subject)
+            if latest.schema_id is None:
+                return
+            self._verify(int(latest.schema_id), (0,), {})
+        except Exception:  # noqa: BLE001 - PoisonRecord, TransientError, registry errors: the records decide
+            return
+        self._good_framings.add(framing(int(latest.schema_id)))
+
     def decode(
         self, value: bytes | None, unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord] | None = None
     ) -> UserTrade:

@@ -3,12 +3,15 @@ once on first use and reused by every invocation of every entry path (Kafka trig
 
 Built lazily rather than at import so that a bad setting fails the first invocation with a clear
 `ConfigError` instead of breaking function indexing (where the host would hide the message), and so that
-importing `function_app` stays cheap for cold starts.
+importing `function_app` stays cheap for cold starts. `warm_start` builds it in the background right after
+the import instead: the host joins the consumer group before it sends the first batch, which leaves time
+to build the clients and resolve both schemas, so the first batch costs about what a warm one does.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -22,6 +25,7 @@ from settlement.config import ConfigError, Settings, load_settings
 from settlement.producer import DeliveryTracker, build_config, max_message_bytes, shared_producer
 from settlement.serde import SettlementEncoder, TradeDecoder
 
+log = logging.getLogger("settlement.service")
 _lock = threading.Lock()
 _processor: SettlementProcessor | None = None
 _settings: Settings | None = None
@@ -99,6 +103,25 @@ def processor(env: Mapping[str, str] | None = None) -> SettlementProcessor:
                 _processor = build_processor(settings)
                 _settings = settings
     return _processor
+
+
+def warm_start(source_topic: str | None, env: Mapping[str, str] | None = None) -> threading.Thread:
+    """Build the process-wide processor in a background thread and resolve the latest `user_trades` schema,
+    so that a fresh worker's first batch finds everything ready. Best effort: on any failure it stops, and
+    the first invocation builds again and raises the error there, naming the setting."""
+
+    def warm() -> None:
+        try:
+            proc = processor(env)
+        except Exception as exc:  # noqa: BLE001 - reported by the first invocation, which builds again
+            log.info("warm start stopped (%s); the first invocation will report it", type(exc).__name__)
+            return
+        if source_topic:
+            proc.decoder.prefetch_latest(f"{source_topic}-value")
+
+    thread = threading.Thread(target=warm, name="settlement-warm-start", daemon=True)
+    thread.start()
+    return thread
 
 
 def http_limits() -> tuple[int, int]:

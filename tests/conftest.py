@@ -14,6 +14,10 @@ import pytest
 
 from tests.kafka_helpers import create_topics, unique_name
 
+# Importing function_app in the test process must not build a processor in the background from whatever
+# the environment holds at that moment; tests/integration/test_warm_start.py covers the warm start.
+os.environ.setdefault("SETTLEMENT_WARM_START", "false")
+
 
 @dataclass
 class Stack:
