@@ -205,26 +205,25 @@ class SettlementProcessor:
                 raise TransientError(f"batch deadline passed after planning {i} of {len(records)} records")
             try:
                 outcome, value = settle(record, decode, scratch)
-            except PoisonRecord as poison:
-                log.warning("dead-lettering %s: %s", record.coordinates, poison)
-                outcomes.append(poison)
-                single[i] = self._dead_letter(record, poison)
-                continue
+            except PoisonRecord as exc:
+                log.warning("dead-lettering %s: %s", record.coordinates, exc)
+                poison = exc
             except TransientError:
                 raise
             except Exception as exc:  # one record's surprise must not block its partition forever
                 log.exception("dead-lettering %s: unexpected %s", record.coordinates, type(exc).__name__)
-                surprise = PoisonRecord(PoisonKind.UNSETTLEABLE, f"{type(exc).__name__}: {exc}")
-                outcomes.append(surprise)
-                single[i] = self._dead_letter(record, surprise)
-                continue
-            outcomes.append(outcome)
-            headers = span.output_headers(record.headers)
-            if headers:
-                single[i] = _Output(settlements, record.key, value, headers)
+                poison = PoisonRecord(PoisonKind.UNSETTLEABLE, f"{type(exc).__name__}: {exc}")
             else:
-                plain_indexes.append(i)
-                plain.append({"key": record.key, "value": value})
+                outcomes.append(outcome)
+                headers = span.output_headers(record.headers)
+                if headers:
+                    single[i] = _Output(settlements, record.key, value, headers)
+                else:
+                    plain_indexes.append(i)
+                    plain.append({"key": record.key, "value": value})
+                continue
+            outcomes.append(poison)
+            single[i] = self._dead_letter(record, poison)
         return plan
 
     def _dead_letter(self, record: InputRecord, poison: PoisonRecord, max_bytes: int | None = None) -> _Output:
@@ -235,15 +234,15 @@ class SettlementProcessor:
     def _settle(self, record: InputRecord, decode: ValueDecoder, settlement: TradeSettlement) -> tuple[Verdict, bytes]:
         """The record's verdict and its settlement's value, or `PoisonRecord`."""
         topic, partition, offset, key = record.topic, record.partition, record.offset, record.key
-        user = _user(key) if key else None
+        user = _user(key)
         if record.timestamp_ms is None:
             raise PoisonRecord(PoisonKind.NO_TIMESTAMP, "the record carries no Kafka timestamp")
         trade = decode(record.value)
         symbol, quantity, price = trade.symbol, trade.quantity, trade.price
         amount = float(quantity) * float(price)
-        identity = f"{topic}/{partition}/{offset}"  # = record.coordinates: the SEC sample's stable identity
-        # An unset regionid reads as "": the rules treat it as the missing user row it is.
-        outcome = verdict(user, trade.regionid, quantity, symbol, price, amount, identity, self._rules)
+        # The SEC sample's stable identity is the record's coordinates. An unset regionid reads as "": the rules
+        # treat it as the missing user row it is.
+        outcome = verdict(user, trade.regionid, quantity, symbol, price, amount, record.coordinates, self._rules)
         # Every field is assigned, so the reused message serialises exactly as a new one would (proto3 fields
         # set to their defaults are not written either way); assigning is cheaper than keyword construction.
         settlement.user = user or ""

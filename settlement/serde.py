@@ -140,7 +140,6 @@ class TradeDecoder:
             self._verify(int(latest.schema_id), (0,), {})
         except Exception:  # noqa: BLE001 - PoisonRecord, TransientError, registry errors: the records decide
             return
-        self._good_framings.add(framing(int(latest.schema_id)))
 
     def decode(
         self, value: bytes | None, unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord] | None = None
@@ -184,8 +183,6 @@ class TradeDecoder:
             assert schema_id.id is not None
             sid, indexes, body = schema_id.id, tuple(schema_id.message_indexes or [0]), payload.read()
         self._verify(sid, indexes, unknown)
-        if indexes == (0,) and value[5] == 0:
-            self._good_framings.add(value[:_HEADER_MIN])
         return body
 
     def _verify(
@@ -210,6 +207,8 @@ class TradeDecoder:
                 self._good_framings.clear()
                 self._good.clear()
             self._good.add(key)
+            if indexes == (0,):
+                self._good_framings.add(framing(schema_id))  # what the fast path in `_decode` looks up
 
     def _check(self, schema_id: int, indexes: list[int]) -> None:
         telemetry.count_registry_lookup("schema")

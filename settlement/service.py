@@ -105,14 +105,14 @@ def processor(env: Mapping[str, str] | None = None) -> SettlementProcessor:
     return _processor
 
 
-def warm_start(source_topic: str | None, env: Mapping[str, str] | None = None) -> threading.Thread:
+def warm_start(source_topic: str | None) -> threading.Thread:
     """Build the process-wide processor in a background thread and resolve the latest `user_trades` schema,
     so that a fresh worker's first batch finds everything ready. Best effort: on any failure it stops, and
     the first invocation builds again and raises the error there, naming the setting."""
 
     def warm() -> None:
         try:
-            proc = processor(env)
+            proc = processor()
         except Exception as exc:  # noqa: BLE001 - reported by the first invocation, which builds again
             log.info("warm start stopped (%s); the first invocation will report it", type(exc).__name__)
             return

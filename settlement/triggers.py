@@ -44,15 +44,15 @@ def _headers(raw: object) -> tuple[tuple[str, bytes], ...]:
 def from_kafka_event(event: func.KafkaEvent) -> InputRecord:
     """One event as the worker built it from the host's data (see localrun/invocation.py for that shape).
     Each of the event's properties is read once: this runs per record, before any settling."""
-    key, partition, offset, headers = event.key, event.partition, event.offset, event.headers
+    partition, offset = event.partition, event.offset
     return InputRecord(
-        key.encode("utf-8") if isinstance(key, str) else _as_bytes(key),
+        _as_bytes(event.key),
         event.get_body(),
         event.topic or "",
         -1 if partition is None else int(partition),
         -1 if offset is None else int(offset),
         parse_timestamp(event.timestamp),
-        _headers(headers) if headers else (),
+        _headers(event.headers),
     )
 
 
