@@ -20,7 +20,7 @@ from settlement.deadletter import dead_letter, record_size
 from settlement.poison import PoisonKind, PoisonRecord
 from settlement.producer import DeliveryError, DeliveryTracker, RecordTooLarge
 from settlement.records import InputRecord
-from settlement.rules import RulesConfig, Verdict, verdict
+from settlement.rules import RulesConfig, Verdict, amount_of, verdict
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 from settlement.serde import SettlementEncoder, TradeDecoder, TransientError
@@ -239,7 +239,7 @@ class SettlementProcessor:
             raise PoisonRecord(PoisonKind.NO_TIMESTAMP, "the record carries no Kafka timestamp")
         trade = decode(record.value)
         symbol, quantity, price = trade.symbol, trade.quantity, trade.price
-        amount = float(quantity) * float(price)
+        amount = amount_of(quantity, price)
         # The SEC sample's stable identity is the record's coordinates. An unset regionid reads as "": the rules
         # treat it as the missing user row it is.
         outcome = verdict(user, trade.regionid, quantity, symbol, price, amount, record.coordinates, self._rules)

@@ -112,11 +112,16 @@ def settle(trade: Trade, config: RulesConfig) -> Decision:
     return decide(trade.user, trade.regionid, trade.quantity, trade.symbol, trade.price, trade.identity, config)
 
 
+def amount_of(quantity: int, price: int) -> float:
+    """A trade's amount, which the rules weigh and the settlement carries."""
+    return float(quantity) * float(price)
+
+
 def decide(
     user: str | None, regionid: str | None, quantity: int, symbol: str, price: int, identity: str, config: RulesConfig
 ) -> Decision:
     """`settle` on the fields the rules read (no `Trade` built)."""
-    amount = float(quantity) * float(price)
+    amount = amount_of(quantity, price)
     disposition, reason = verdict(user, regionid, quantity, symbol, price, amount, identity, config)
     return Decision(disposition, reason, amount)
 
