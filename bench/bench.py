@@ -109,17 +109,8 @@ def drive(
 
     `prepare` turns the consumed messages into what `handle` takes, off the clock: the function path uses it
     for the host's side of an invocation (its serialisation, .NET work in production, emulated here)."""
-    options = KafkaHostOptions.from_host_json()
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": not sync_commit,
-            "enable.auto.offset.store": False,
-            "auto.commit.interval.ms": options.auto_commit_interval_ms,
-        }
-    )
+    conf = KafkaHostOptions.from_host_json().consumer_conf(bootstrap, f"bench-{uuid.uuid4().hex[:8]}")
+    consumer = Consumer({**conf, "auto.offset.reset": "earliest", "enable.auto.commit": not sync_commit})
     consumer.subscribe([topic])
     done, timed, started, untimed = 0, 0, 0.0, 0.0
     while done < count:

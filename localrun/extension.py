@@ -26,6 +26,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from localrun.indexing import RetryPolicy
 
@@ -57,6 +58,20 @@ class KafkaHostOptions:
             auto_commit_interval_ms=int(kafka.get("autocommitintervalms", 200)),
             max_poll_interval_ms=int(kafka.get("maxpollintervalms", 300_000)),
         )
+
+    def consumer_conf(self, bootstrap: str, group: str) -> dict[str, Any]:
+        """librdkafka settings of the extension's consumer: offsets stored after each batch and auto-committed
+        every `autoCommitIntervalMs`, the poll bound of host.json, librdkafka's default (eager) assignors."""
+        return {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": self.auto_offset_reset,
+            "enable.auto.commit": True,
+            "enable.auto.offset.store": False,
+            "auto.commit.interval.ms": self.auto_commit_interval_ms,
+            "max.poll.interval.ms": self.max_poll_interval_ms,
+            "partition.assignment.strategy": "range,roundrobin",
+        }
 
 
 @dataclass(frozen=True)

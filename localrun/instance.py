@@ -97,17 +97,7 @@ class InstanceLoop:
         self.rng = random.Random(hash(spec.name))
         options = spec.options
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": binding.broker_list,
-                "group.id": binding.consumer_group,
-                "auto.offset.reset": options.auto_offset_reset,
-                "enable.auto.commit": True,
-                "enable.auto.offset.store": False,
-                "auto.commit.interval.ms": options.auto_commit_interval_ms,
-                "max.poll.interval.ms": options.max_poll_interval_ms,
-                "partition.assignment.strategy": "range,roundrobin",  # librdkafka's default: eager
-                **spec.consumer_conf,
-            }
+            {**options.consumer_conf(binding.broker_list, binding.consumer_group), **spec.consumer_conf}
         )
 
     def run(self) -> None:
