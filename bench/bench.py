@@ -1,6 +1,6 @@
 """Benchmarks: figures and ratios against a baseline measured in the same run on the same broker.
 
-    python bench/bench.py [throughput|coldstart|latency|rss|all] [--records N]
+    python bench/bench.py [throughput|coldstart|latency|rss|scaleout|firstbatch|channel|all] [--records N]
 
 (a) throughput: settle (decode → rules → encode → produce → wait for acks → commit) against a raw
     confluent-kafka consume → produce → wait → commit passthrough, at MaxBatchSize 1, 64 and 500; beside
@@ -10,7 +10,8 @@
     passthrough driven the same way;
 (d) rss: resident memory while settling 1M records through the processor;
 (e) scaleout: the main job's host with 1, 2 and 4 instance processes on 4 partitions;
-(f) firstbatch: a fresh process's first batch acknowledged against a warm batch of the same size.
+(f) firstbatch: a fresh process's first batch acknowledged against a warm batch of the same size;
+(g) channel: one instance under the extension's executor-channel defaults against host.json's settings.
 Not tests: they print, they assert nothing.
 """
 
@@ -329,53 +330,83 @@ def bench_rss(bootstrap: str, registry: str, records: int) -> None:
     )
 
 
-def bench_scaleout(bootstrap: str, registry: str, records: int, repeats: int = 3) -> None:
-    """Instances as processes (each importing the app, its own producer), fixed count, 4 partitions: records
-    per second from the moment every instance has reported a batch until 95 % of the stream is settled, read
-    from the instances' own batch reports every 20 ms. Starting the clock only then leaves out process
-    start-up, first batches, and the group's rebalance: a joining consumer waits for the others to rejoin,
-    which they do at their next heartbeat (3 s), so a short stream is over before a second instance gets a
-    partition. The median of `repeats` runs, taken in turn (1, 2, 4, 1, 2, 4, ...) so that drift on the
-    machine hits every count alike."""
+def _host_rate(bootstrap: str, registry: str, records: int, instances: int, options: KafkaHostOptions) -> float:
+    """Records per second of the main job's host with `instances` instance processes (each importing the app,
+    its own producer) on 4 partitions, from the moment every instance has reported a batch until 95 % of the
+    stream is settled, read from the instances' own batch reports every 20 ms. Starting the clock only then
+    leaves out process start-up, first batches, and the group's rebalance: a joining consumer waits for the
+    others to rejoin, which they do at their next heartbeat (3 s), so a short stream is over before a second
+    instance gets a partition."""
     import function_app
 
+    run = uuid.uuid4().hex[:8]
+    src, out, dlq = (f"scale-{x}-{run}" for x in ("in", "out", "dlq"))
+    topics(bootstrap, src, out, dlq, partitions=4)
+    # 1,000 users, not the demo's 9: nine keys hash to 4 partitions unevenly (a third of the stream on one),
+    # and the busiest partition, not the instance count, would then bound the figure.
+    produce_trades(bootstrap, registry, src, records, GeneratorConfig(seed=4, users=1000))
+    settings = run_settings(bootstrap, registry, src, out, dlq, f"scale-{run}")
+    binding = load_binding(function_app.app, settings)
+    host = LocalHost(binding, options, 4, app="function_app:app", settings=settings)
+    marks: list[tuple[float, int]] = []
+    host.start(instances)
+
+    def done() -> bool:
+        if not marks and len(host.stats.pids) == instances:  # every instance has a partition and is warm
+            marks.append((time.perf_counter(), host.stats.records))
+        if len(marks) == 1 and host.stats.records >= 0.95 * records:
+            marks.append((time.perf_counter(), host.stats.records))
+        return len(marks) == 2
+
+    finished = host.run_until(done, 600, autoscale=False, tick_s=0.02)
+    host.stop()
+    if not finished:
+        raise RuntimeError(f"{instances} instances: not all took part before 95 % of the stream was settled")
+    (t0, r0), (t1, r1) = marks
+    return (r1 - r0) / (t1 - t0)
+
+
+def bench_scaleout(bootstrap: str, registry: str, records: int, repeats: int = 3) -> None:
+    """The main job's host (host.json's settings) with 1, 2 and 4 instance processes; the median of `repeats`
+    runs, taken in turn (1, 2, 4, 1, 2, 4, ...) so that drift on the machine hits every count alike, after an
+    unmeasured warm-up run (the broker's JIT makes the very first run slower)."""
     print(
         f"\n(e) scale-out: {records:,} records on 4 partitions, instances as processes "
         f"(the broker and the registry share the cores); median of {repeats} runs"
     )
+    options = KafkaHostOptions.from_host_json()
+    _host_rate(bootstrap, registry, records // 4, 1, options)
     print(f"{'instances':>10}{'rec/s':>10}{'vs 1':>7}   runs")
     rates: dict[int, list[float]] = {1: [], 2: [], 4: []}
     for _ in range(repeats):
         for n in rates:
-            run = uuid.uuid4().hex[:8]
-            src, out, dlq = (f"scale-{x}-{run}" for x in ("in", "out", "dlq"))
-            topics(bootstrap, src, out, dlq, partitions=4)
-            # 1,000 users, not the demo's 9: nine keys hash to 4 partitions unevenly (a third of the stream on
-            # one), and the busiest partition, not the instance count, would then bound the figure.
-            produce_trades(bootstrap, registry, src, records, GeneratorConfig(seed=4, users=1000))
-            settings = run_settings(bootstrap, registry, src, out, dlq, f"scale-{run}")
-            binding = load_binding(function_app.app, settings)
-            host = LocalHost(binding, KafkaHostOptions.from_host_json(), 4, app="function_app:app", settings=settings)
-            marks: list[tuple[float, int]] = []
-            host.start(n)
-
-            def done(host: LocalHost = host, marks: list[tuple[float, int]] = marks, n: int = n) -> bool:
-                if not marks and len(host.stats.pids) == n:  # every instance has a partition and is warm
-                    marks.append((time.perf_counter(), host.stats.records))
-                if len(marks) == 1 and host.stats.records >= 0.95 * records:
-                    marks.append((time.perf_counter(), host.stats.records))
-                return len(marks) == 2
-
-            finished = host.run_until(done, 300, autoscale=False, tick_s=0.02)
-            host.stop()
-            if not finished:
-                raise RuntimeError(f"{n} instances: not all took part before 95 % of the stream was settled")
-            (t0, r0), (t1, r1) = marks
-            rates[n].append((r1 - r0) / (t1 - t0))
+            rates[n].append(_host_rate(bootstrap, registry, records, n, options))
     base = statistics.median(rates[1])
     for n, runs in rates.items():
         rate = statistics.median(runs)
         print(f"{n:>10}{rate:>10.0f}{rate / base:>7.2f}   {' '.join(f'{r:.0f}' for r in runs)}", flush=True)
+
+
+def bench_channel(bootstrap: str, registry: str, records: int) -> None:
+    """One instance process under the extension's executor-channel settings: its defaults (capacity 1, a
+    50 ms sleep while the channel is full) against host.json's. With a function faster than the sleep, the
+    sleep sets the pace, so the defaults get a smaller stream (the figure is a rate either way)."""
+    ours = KafkaHostOptions.from_host_json()
+    cases = [
+        ("extension defaults", replace(ours, executor_channel_capacity=1, channel_full_retry_interval_ms=50)),
+        ("capacity 1, 5 ms", replace(ours, executor_channel_capacity=1, channel_full_retry_interval_ms=5)),
+        ("host.json", ours),
+    ]
+    print(f"\n(g) executor channel: one instance process, maxBatchSize {ours.max_batch_size}")
+    print(f"{'settings':>22}{'capacity':>10}{'retry ms':>10}{'rec/s':>10}")
+    for name, options in cases:
+        count = records if options.channel_full_retry_interval_ms < 10 else records // 10
+        rate = _host_rate(bootstrap, registry, count, 1, options)
+        print(
+            f"{name:>22}{options.executor_channel_capacity:>10}{options.channel_full_retry_interval_ms:>10}"
+            f"{rate:>10.0f}",
+            flush=True,
+        )
 
 
 def bench_first_batch(bootstrap: str, registry: str, size: int = 64, repeats: int = 5) -> None:
@@ -430,11 +461,12 @@ def main() -> int:
         "which",
         nargs="?",
         default="all",
-        choices=["throughput", "coldstart", "latency", "rss", "scaleout", "firstbatch", "all"],
+        choices=["throughput", "coldstart", "latency", "rss", "scaleout", "firstbatch", "channel", "all"],
     )
     parser.add_argument("--records", type=int, default=20_000, help="records per throughput case")
     parser.add_argument("--rss-records", type=int, default=1_000_000)
     parser.add_argument("--scale-records", type=int, default=400_000)
+    parser.add_argument("--channel-records", type=int, default=200_000)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
@@ -459,6 +491,8 @@ def main() -> int:
             bench_scaleout(bootstrap, registry, args.scale_records)
         if args.which in ("firstbatch", "all"):
             bench_first_batch(bootstrap, registry)
+        if args.which in ("channel", "all"):
+            bench_channel(bootstrap, registry, args.channel_records)
     return 0
 
 

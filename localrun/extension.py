@@ -9,6 +9,11 @@ Read from the extension's source and docs (Microsoft.Azure.WebJobs.Extensions.Ka
   the batch is gone; with `false` the execution is re-run *immediately*, up to `maxRetries` more times
   (`-1`: forever), then the offsets are stored anyway (the batch is skipped, and logged).
   The two loops multiply: up to (maxRetries + 1) * (retry count + 1) invocations of one batch.
+- A subscriber thread consumes and hands each batch to the executor through a bounded channel of
+  `executorChannelCapacity` batches (default 1); when the channel is full it sleeps
+  `channelFullRetryIntervalInMs` (default 50) and tries again, not polling meanwhile. So an instance holds up to
+  capacity + 2 batches (one running, the channel, one waiting to enter it), and with a function faster than the
+  retry interval the interval, not the function, sets the pace: about capacity + 1 batches per interval.
 - Offsets are *stored* after each batch (`StoreOffset`), and librdkafka auto-commits stored offsets every
   `autoCommitIntervalMs` (200 ms); nothing is committed synchronously.
 - While a batch is being retried the consumer does not poll. Past `maxPollIntervalMs` the member is evicted,
@@ -45,6 +50,19 @@ class KafkaHostOptions:
     max_retries: int = 5
     auto_commit_interval_ms: int = 200
     max_poll_interval_ms: int = 300_000
+    executor_channel_capacity: int = 1
+    channel_full_retry_interval_ms: int = 50
+
+    def __post_init__(self) -> None:
+        # The extension refuses these at start-up (KafkaOptions' setters), so the local host does too.
+        for setting, value in (
+            ("maxBatchSize", self.max_batch_size),
+            ("subscriberIntervalInSeconds", self.subscriber_interval_s),
+            ("executorChannelCapacity", self.executor_channel_capacity),
+            ("channelFullRetryIntervalInMs", self.channel_full_retry_interval_ms),
+        ):
+            if value <= 0:
+                raise ValueError(f"host.json extensions.kafka.{setting} must be larger than 0, not {value}")
 
     @classmethod
     def from_host_json(cls, path: Path = ROOT / "host.json") -> KafkaHostOptions:
@@ -57,6 +75,8 @@ class KafkaHostOptions:
             max_retries=int(kafka.get("maxretries", 5)),
             auto_commit_interval_ms=int(kafka.get("autocommitintervalms", 200)),
             max_poll_interval_ms=int(kafka.get("maxpollintervalms", 300_000)),
+            executor_channel_capacity=int(kafka.get("executorchannelcapacity", 1)),
+            channel_full_retry_interval_ms=int(kafka.get("channelfullretryintervalinms", 50)),
         )
 
     def consumer_conf(self, bootstrap: str, group: str) -> dict[str, Any]:

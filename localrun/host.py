@@ -8,8 +8,8 @@ function:
   handing each batch of at most `maxBatchSize` records over as host-shaped data through the azure-functions
   library's converter (localrun/invocation.py), per-partition order kept;
 - each batch runs through the extension's two retry loops (`@app.retry`, then `commitOnFailure` /
-  `maxRetries`), its offsets stored after it and auto-committed every `autoCommitIntervalMs`, the consumer
-  not polling meanwhile (localrun/extension.py);
+  `maxRetries`), its offsets stored after it and auto-committed every `autoCommitIntervalMs`, a subscriber
+  thread consuming meanwhile into the extension's executor channel until it is full (localrun/extension.py);
 - a scale controller evaluates lag every interval, target-based by default or incremental
   (localrun/scaler.py), and starts or stops instance processes to match.
 
@@ -64,6 +64,8 @@ class HostStats:
     store_failures: int = 0
     aborted_batches: int = 0
     killed: int = 0
+    channel_wait_s: float = 0.0  # time batches waited for room in the executor channel (the extension's throttle)
+    busy_s: float = 0.0  # time instances spent running batches (invocations, retries, storing offsets)
     pids: set[int] = field(default_factory=set)
     batch_log: list[tuple[str, list[tuple[int, int]]]] = field(default_factory=list)
 
@@ -75,6 +77,8 @@ class HostStats:
         self.skipped_records += event["records"] if event["skipped"] else 0
         self.store_failures += 0 if event["stored"] or event["aborted"] else 1
         self.aborted_batches += 1 if event["aborted"] else 0
+        self.channel_wait_s += event.get("channel_wait_s", 0.0)
+        self.busy_s += event.get("busy_s", 0.0)
         self.pids.add(event["pid"])
         if event["coords"]:
             self.batch_log.append((event["instance"], [tuple(c) for c in event["coords"]]))

@@ -6,19 +6,25 @@ instance as a process that imports the app itself (`spawn`): scale-out uses the 
 an instance is a real process death (its stored-but-not-yet-committed offsets die with it). The consumer is
 configured as the extension configures librdkafka: offsets stored after each batch and auto-committed every
 `autoCommitIntervalMs`, `max.poll.interval.ms` from host.json, librdkafka's default eager assignor (a
-rebalance revokes every partition). For tests and benchmarks that drive an in-process function, the same
-loop runs in a thread.
+rebalance revokes every partition). As in the extension, a subscriber thread consumes while the function
+runs and hands batches over through a channel of `executorChannelCapacity` batches, sleeping
+`channelFullRetryIntervalInMs` while the channel is full; batches still in the channel when the instance
+stops are dropped (the next owner reads them again from the last commit). For tests and benchmarks that
+drive an in-process function, the same loop runs in a thread.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import importlib
 import logging
+import math
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -28,6 +34,7 @@ from localrun.binding import TriggerBinding, invoke, load_binding
 from localrun.extension import KafkaHostOptions, run_execution
 
 log = logging.getLogger("localrun.instance")
+_CONSUME_SLICE_S = 0.005  # longest a store waits for the subscriber's consume call to return
 
 
 class StopFlag(Protocol):
@@ -95,26 +102,70 @@ class InstanceLoop:
         self.emit = emit
         self.stop = stop
         self.rng = random.Random(hash(spec.name))
+        self._stopping = threading.Event()  # set by the executor once it has left its loop
+        self._turns = _Turns()
         options = spec.options
         self.consumer = Consumer(
             {**options.consumer_conf(binding.broker_list, binding.consumer_group), **spec.consumer_conf}
         )
 
     def run(self) -> None:
+        """The executor: run each batch the subscriber hands over, in order, until the instance stops."""
+        channel = _Channel(self.spec.options.executor_channel_capacity)
+        failure: list[BaseException] = []
+        subscriber = threading.Thread(
+            target=self._subscribe, args=(channel, failure), name=f"{self.spec.name}-subscriber", daemon=True
+        )
         self.consumer.subscribe([self.binding.topic])
+        subscriber.start()
         try:
             while not self.stop.is_set():
-                msgs = self.consumer.consume(self.spec.options.max_batch_size, self.spec.options.subscriber_interval_s)
-                batch = [m for m in msgs if not _is_error(m)]
-                if batch:
-                    self._deliver(batch)
+                item = channel.get(timeout_s=0.05)
+                if item is None:
+                    if not subscriber.is_alive():
+                        break
+                    continue
+                self._deliver(*item)
         finally:
+            self._stopping.set()
+            subscriber.join()
             self.consumer.close()  # commits what was stored
+        if failure:
+            raise failure[0]
 
-    def _deliver(self, batch: list[Message]) -> None:
+    def _subscribe(self, channel: _Channel, failure: list[BaseException]) -> None:
+        """The extension's subscriber thread: consume up to maxBatchSize records within the subscriber interval,
+        then put the batch in the channel, sleeping the retry interval while it is full (no polling then)."""
+        options = self.spec.options
+        retry_s = options.channel_full_retry_interval_ms / 1000
+        try:
+            while not self._stopping.is_set():
+                batch = self._consume_window(options.max_batch_size, options.subscriber_interval_s)
+                if batch:
+                    channel.put_on_tick(batch, retry_s, self._stopping)
+        except BaseException as exc:  # noqa: BLE001 - handed to the executor, which re-raises it
+            failure.append(exc)
+
+    def _consume_window(self, max_size: int, window_s: float) -> list[Message]:
+        """Up to `max_size` records consumed within `window_s`, in short slices: confluent-kafka lets one call
+        at a time into a consumer and makes a concurrent caller wait, so a store between slices is not held up
+        by a whole window (the extension's .NET client has no such limit)."""
+        batch: list[Message] = []
+        deadline = time.monotonic() + window_s
+        while len(batch) < max_size and not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with self._turns.consuming():
+                msgs = self.consumer.consume(max_size - len(batch), min(left, _CONSUME_SLICE_S))
+            batch.extend(m for m in msgs if not _is_error(m))
+        return batch
+
+    def _deliver(self, batch: list[Message], waited_s: float = 0.0) -> None:
         def failed(n: int, exc: Exception) -> None:
             log.warning("%s: invocation %d on a batch of %d failed: %s", self.spec.name, n, len(batch), exc)
 
+        started = time.perf_counter()
         execution = run_execution(
             lambda: invoke(self.binding, batch),
             self.spec.options,
@@ -128,7 +179,8 @@ class InstanceLoop:
         stored = False
         if execution.store:
             try:
-                self.consumer.store_offsets(offsets=offsets)
+                with self._turns.storing():
+                    self.consumer.store_offsets(offsets=offsets)
                 stored = True
             except KafkaException as exc:
                 # The partitions moved while the batch ran (eviction past max.poll.interval.ms, a rebalance):
@@ -151,9 +203,90 @@ class InstanceLoop:
                 "skipped": execution.skipped and stored,
                 "stored": stored,
                 "aborted": execution.aborted,
+                "channel_wait_s": waited_s,
+                "busy_s": time.perf_counter() - started,
                 "coords": [(int(m.partition() or 0), int(m.offset() or 0)) for m in batch] if self.spec.trace else [],
             }
         )
+
+
+class _Channel:
+    """The extension's bounded executor channel. When it is full the subscriber sleeps the retry interval and
+    tries again; the first try that finds room comes at the first whole interval after the executor made room.
+    Rather than wake every interval (a thread waking every millisecond costs a Python process its GIL), the
+    subscriber here waits for room and then sleeps to that interval's end, which puts each batch in at the
+    moment the extension's polling would."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: collections.deque[tuple[list[Message], float]] = collections.deque()
+        self._cond = threading.Condition()
+
+    def put_on_tick(self, batch: list[Message], retry_s: float, stopping: threading.Event) -> None:
+        """Put `batch` in, as the extension's subscriber would, unless the instance stops first."""
+        full_at = time.monotonic()
+        with self._cond:
+            if len(self._items) < self._capacity:
+                self._items.append((batch, 0.0))
+                self._cond.notify_all()
+                return
+            while len(self._items) >= self._capacity and not stopping.is_set():
+                self._cond.wait(0.05)
+        if stopping.is_set():
+            return
+        tries = max(1, math.ceil((time.monotonic() - full_at) / retry_s))
+        stopping.wait(max(0.0, full_at + tries * retry_s - time.monotonic()))
+        with self._cond:  # the subscriber is the only writer: the room it saw is still there
+            self._items.append((batch, tries * retry_s))
+            self._cond.notify_all()
+
+    def get(self, timeout_s: float) -> tuple[list[Message], float] | None:
+        """The next batch and how long it waited for room, or None after `timeout_s` without one."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout_s)
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+
+class _Turns:
+    """Takes turns on the consumer between the subscriber's consume slices and the executor's stores, a
+    waiting store going first: confluent-kafka makes a second caller poll until the first leaves, and a
+    subscriber calling consume back to back would starve it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._consuming = False
+        self._stores_waiting = 0
+
+    @contextlib.contextmanager
+    def consuming(self) -> Iterator[None]:
+        with self._cond:
+            while self._stores_waiting:
+                self._cond.wait()
+            self._consuming = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._consuming = False
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def storing(self) -> Iterator[None]:
+        with self._cond:
+            self._stores_waiting += 1
+            while self._consuming:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._stores_waiting -= 1
+                self._cond.notify_all()
 
 
 def _is_error(msg: Message) -> bool:

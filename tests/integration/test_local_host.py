@@ -144,3 +144,60 @@ def test_target_scaling_starts_what_the_lag_asks_for_at_once(stack) -> None:
         mode="target",
     )
     assert counts[0] == 3 == model[1].instances  # ceil(lag / 100) capped at 3 partitions, in one evaluation
+
+
+def test_a_full_executor_channel_paces_the_subscriber_by_the_retry_interval(stack) -> None:
+    """The extension's subscriber sleeps channelFullRetryIntervalInMs while the channel is full: with a function
+    faster than the interval, the interval sets the pace (each waiting batch waits whole intervals)."""
+    topic = unique_name("host-channel")
+    create_topics(stack.bootstrap, [topic], partitions=1)
+    produce(stack.bootstrap, topic, ((f"k{i}", b"v") for i in range(100)))
+    binding, calls = _recording_binding(stack, topic, lag_threshold=10_000, delay_s=0.0)
+    options = replace(KafkaHostOptions(), max_batch_size=10, executor_channel_capacity=1)
+    options = replace(options, channel_full_retry_interval_ms=200)
+    host = LocalHost(binding, options, partitions=1)
+    host.start(1)
+    try:
+        assert host.run_until(lambda: host.stats.records == 100, timeout_s=60, autoscale=False, tick_s=0.05)
+    finally:
+        host.stop()
+    assert [len(batch) for _, batch in calls] == [10] * 10
+    waits = host.stats.channel_wait_s
+    # At most capacity + 1 batches get in per interval (the one the executor takes at once, then the channel's),
+    # so of ten batches at least four wait, each a whole number of 200 ms intervals.
+    assert waits >= 4 * 0.2 - 1e-9, waits
+    assert abs(waits / 0.2 - round(waits / 0.2)) < 1e-6
+
+
+def test_batches_left_in_the_channel_at_stop_are_redelivered_not_committed(stack) -> None:
+    topic = unique_name("host-channel-stop")
+    create_topics(stack.bootstrap, [topic], partitions=1)
+    produce(stack.bootstrap, topic, ((f"k{i}", b"v") for i in range(100)))
+    release = threading.Event()
+    first: list[list[int]] = []
+
+    def blocking(events):  # type: ignore[no-untyped-def]
+        first.append([e.offset for e in events])
+        release.wait(30)
+
+    binding, _ = _recording_binding(stack, topic, lag_threshold=10_000, delay_s=0.0)
+    binding = replace(binding, user_function=blocking)
+    options = replace(KafkaHostOptions(), max_batch_size=10, executor_channel_capacity=2)
+    host = LocalHost(binding, options, partitions=1)
+    host.start(1)
+    try:
+        deadline = time.monotonic() + 30
+        while not first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the subscriber fills the channel (2 batches) and holds a third
+        host.instances[0].stop.set()  # the instance stops after the running batch ...
+        release.set()  # ... which then returns
+    finally:
+        host.stop()
+    assert first == [list(range(10))]  # only the running batch was invoked
+    c = consumer(stack.bootstrap, binding.consumer_group)
+    from confluent_kafka import TopicPartition
+
+    committed = c.committed([TopicPartition(topic, 0)], timeout=10)
+    c.close()
+    assert committed[0].offset == 10  # the running batch's offsets; the channel's batches go to the next owner

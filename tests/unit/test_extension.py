@@ -72,3 +72,23 @@ def test_our_worst_case_stays_well_below_max_poll_interval() -> None:
     assert worst_case_s(KafkaHostOptions(commit_on_failure=False, max_retries=-1), retry, 1) == pytest.approx(
         float("inf")
     )
+
+
+def test_host_json_sets_the_executor_channel() -> None:
+    options = KafkaHostOptions.from_host_json()
+    assert (options.executor_channel_capacity, options.channel_full_retry_interval_ms) == (2, 1)
+    defaults = KafkaHostOptions()
+    assert (defaults.executor_channel_capacity, defaults.channel_full_retry_interval_ms) == (1, 50)
+
+
+@pytest.mark.parametrize(
+    ("field", "setting"),
+    [
+        ("max_batch_size", "maxBatchSize"),
+        ("executor_channel_capacity", "executorChannelCapacity"),
+        ("channel_full_retry_interval_ms", "channelFullRetryIntervalInMs"),
+    ],
+)
+def test_a_setting_the_extension_refuses_fails_naming_it(field: str, setting: str) -> None:
+    with pytest.raises(ValueError, match=f"extensions.kafka.{setting} must be larger than 0"):
+        KafkaHostOptions(**{field: 0})
