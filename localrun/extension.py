@@ -13,7 +13,8 @@ Read from the extension's source and docs (Microsoft.Azure.WebJobs.Extensions.Ka
   `executorChannelCapacity` batches (default 1); when the channel is full it sleeps
   `channelFullRetryIntervalInMs` (default 50) and tries again, not polling meanwhile. So an instance holds up to
   capacity + 2 batches (one running, the channel, one waiting to enter it), and with a function faster than the
-  retry interval the interval, not the function, sets the pace: about capacity + 1 batches per interval.
+  retry interval the interval, not the function, sets the pace: about capacity + 1 batches per interval in the
+  extension, about capacity in this model (measured: bench/bench.py channel).
 - Offsets are *stored* after each batch (`StoreOffset`), and librdkafka auto-commits stored offsets every
   `autoCommitIntervalMs` (200 ms); nothing is committed synchronously.
 - While a batch is being retried the consumer does not poll. Past `maxPollIntervalMs` the member is evicted,

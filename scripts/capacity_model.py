@@ -4,7 +4,11 @@ The scale controller evaluates every `interval` seconds (localrun/scaler.py, the
 uses): `--scaling incremental` adds at most one instance while the lag per instance exceeds `lag_threshold`;
 `--scaling target` (the default since runtime 4.19) sets ceil(lag / lag_threshold) instances at once. Never
 more instances than partitions. Each instance settles one batch at a time (`batch_size` records, `record_s`
-seconds each, plus `batch_overhead_s`), over the partitions it owns.
+seconds each, plus `batch_overhead_s`), over the partitions it owns, and no faster than the extension's
+executor channel lets batches in: when the channel (`executorChannelCapacity` batches) is full, the
+subscriber sleeps `channelFullRetryIntervalInMs` and tries again, so a function faster than that gets about
+capacity + 1 batches per interval (the one the executor takes at once, then the channel's). With the
+extension's defaults (1 batch, 50 ms) that is 40 batches a second, 2,560 records at maxBatchSize 64.
 
     python scripts/capacity_model.py --partitions 100 --records 5000000 --batch-size 1 --record-seconds 5 \
         --scaling incremental
@@ -38,6 +42,8 @@ class Params:
     batch_overhead_s: float = 0.0
     start_instances: int = 1
     max_instances: int | None = None
+    channel_capacity: int = 2  # host.json executorChannelCapacity
+    channel_retry_s: float = 0.001  # host.json channelFullRetryIntervalInMs, in seconds
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,10 @@ class Point:
 
 
 def instance_rate(p: Params) -> float:
-    """Records per second one instance settles."""
-    return p.batch_size / (p.batch_size * p.record_s + p.batch_overhead_s)
+    """Records per second one instance settles: the function's pace, or the executor channel's if slower."""
+    function_bound = p.batch_size / (p.batch_size * p.record_s + p.batch_overhead_s)
+    channel_bound = p.batch_size * (p.channel_capacity + 1) / p.channel_retry_s
+    return min(function_bound, channel_bound)
 
 
 def simulate(p: Params, horizon_s: float, step_s: float | None = None, mode: str = "incremental") -> list[Point]:
@@ -112,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag-threshold", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=30.0, help="scale evaluation interval, seconds")
     parser.add_argument("--batch-overhead", type=float, default=0.0, help="fixed seconds per batch")
+    parser.add_argument("--channel-capacity", type=int, default=2, help="host.json executorChannelCapacity")
+    parser.add_argument("--channel-retry-ms", type=float, default=1.0, help="host.json channelFullRetryIntervalInMs")
     parser.add_argument("--horizon-hours", type=float, default=2.0)
     parser.add_argument("--scaling", choices=MODES, default=None, help="one mode (default: both)")
     parser.add_argument("--plot", type=Path, help="write a PNG of instances and lag over time for the mode(s)")
@@ -124,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         args.lag_threshold,
         args.interval,
         args.batch_overhead,
+        channel_capacity=args.channel_capacity,
+        channel_retry_s=args.channel_retry_ms / 1000,
     )
     modes = [args.scaling] if args.scaling else ["incremental", "target"]
     points = {mode: simulate(p, args.horizon_hours * 3600, mode=mode) for mode in modes}

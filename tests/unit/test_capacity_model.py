@@ -54,3 +54,12 @@ def test_target_scaling_scales_in_but_not_right_after_a_scale_out() -> None:
     assert (partition_lag(0, 100, -1001), partition_lag(40, 100, 10), partition_lag(0, 100, 70)) == (100, 60, 30)
     with pytest.raises(ValueError, match="scaling mode"):
         ScaleController("eager", 1, 1)
+
+
+def test_a_fast_function_is_paced_by_the_executor_channel() -> None:
+    fast = Params(partitions=4, records=1_000_000, batch_size=64, record_s=10e-6)
+    defaults = Params(**{**fast.__dict__, "channel_capacity": 1, "channel_retry_s": 0.050})
+    assert instance_rate(defaults) == pytest.approx(2 * 64 / 0.050)  # 2,560 rec/s, whatever the function
+    assert instance_rate(fast) == pytest.approx(1 / 10e-6)  # host.json's channel leaves the function's pace
+    slow = Params(**{**defaults.__dict__, "record_s": 0.01})
+    assert instance_rate(slow) == pytest.approx(100)  # slower than the channel: the function's pace
