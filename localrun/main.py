@@ -173,7 +173,8 @@ def _summary(bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, hos
     print(
         f"\nprocessed {inputs} records in {elapsed:.1f}s ({inputs / max(elapsed, 1e-9):.0f} rec/s), "
         f"{host.stats.batches} batches, peak instances {host.peak_instances} "
-        f"({len(host.stats.pids)} processes did work)"
+        f"({len(host.stats.pids)} processes did work); instances ran batches {host.stats.busy_s:.1f}s, and batches "
+        f"spent {host.stats.channel_wait_s:.1f}s in all waiting for room in the extension's executor channel"
     )
     print("\nsettlements by disposition")
     for disposition, n in by_disposition.most_common():
