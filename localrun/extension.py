@@ -68,16 +68,19 @@ class KafkaHostOptions:
     @classmethod
     def from_host_json(cls, path: Path = ROOT / "host.json") -> KafkaHostOptions:
         kafka = {k.lower(): v for k, v in json.loads(path.read_text()).get("extensions", {}).get("kafka", {}).items()}
+        default = cls()  # a key host.json leaves out takes the extension's default
         return cls(
-            max_batch_size=int(kafka.get("maxbatchsize", 64)),
-            subscriber_interval_s=float(kafka.get("subscriberintervalinseconds", 1)),
-            auto_offset_reset=str(kafka.get("autooffsetreset", "Earliest")).lower(),
-            commit_on_failure=bool(kafka.get("commitonfailure", True)),
-            max_retries=int(kafka.get("maxretries", 5)),
-            auto_commit_interval_ms=int(kafka.get("autocommitintervalms", 200)),
-            max_poll_interval_ms=int(kafka.get("maxpollintervalms", 300_000)),
-            executor_channel_capacity=int(kafka.get("executorchannelcapacity", 1)),
-            channel_full_retry_interval_ms=int(kafka.get("channelfullretryintervalinms", 50)),
+            max_batch_size=int(kafka.get("maxbatchsize", default.max_batch_size)),
+            subscriber_interval_s=float(kafka.get("subscriberintervalinseconds", default.subscriber_interval_s)),
+            auto_offset_reset=str(kafka.get("autooffsetreset", default.auto_offset_reset)).lower(),
+            commit_on_failure=bool(kafka.get("commitonfailure", default.commit_on_failure)),
+            max_retries=int(kafka.get("maxretries", default.max_retries)),
+            auto_commit_interval_ms=int(kafka.get("autocommitintervalms", default.auto_commit_interval_ms)),
+            max_poll_interval_ms=int(kafka.get("maxpollintervalms", default.max_poll_interval_ms)),
+            executor_channel_capacity=int(kafka.get("executorchannelcapacity", default.executor_channel_capacity)),
+            channel_full_retry_interval_ms=int(
+                kafka.get("channelfullretryintervalinms", default.channel_full_retry_interval_ms)
+            ),
         )
 
     def consumer_conf(self, bootstrap: str, group: str) -> dict[str, Any]:
