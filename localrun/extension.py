@@ -17,9 +17,10 @@ Read from the extension's source and docs (Microsoft.Azure.WebJobs.Extensions.Ka
   extension, about capacity in this model (measured: bench/bench.py channel).
 - Offsets are *stored* after each batch (`StoreOffset`), and librdkafka auto-commits stored offsets every
   `autoCommitIntervalMs` (200 ms); nothing is committed synchronously.
-- While a batch is being retried the consumer does not poll. Past `maxPollIntervalMs` the member is evicted,
-  the partition moves, the in-memory retry counters start again elsewhere, and a batch that always fails is
-  never skipped: the partition stalls. `worst_case_s` is that bound's other side.
+- While a batch is being retried the consumer stops polling once the channel is full (a batch or two later).
+  Past `maxPollIntervalMs` the member is evicted, the partition moves, the in-memory retry counters start
+  again elsewhere, and a batch that always fails is never skipped: the partition stalls. `worst_case_s` is
+  that bound's other side.
 - `commitOnFailure` and `maxRetries` exist from extension 4.3.0; bundles before 4.37.1 ship 4.2.0, which
   ignores both (a failed batch is lost), so host.json's bundle range starts at 4.37.1.
 """

@@ -77,8 +77,8 @@ class HostStats:
         self.skipped_records += event["records"] if event["skipped"] else 0
         self.store_failures += 0 if event["stored"] or event["aborted"] else 1
         self.aborted_batches += 1 if event["aborted"] else 0
-        self.channel_wait_s += event.get("channel_wait_s", 0.0)
-        self.busy_s += event.get("busy_s", 0.0)
+        self.channel_wait_s += event["channel_wait_s"]
+        self.busy_s += event["busy_s"]
         self.pids.add(event["pid"])
         if event["coords"]:
             self.batch_log.append((event["instance"], [tuple(c) for c in event["coords"]]))

@@ -161,7 +161,7 @@ class InstanceLoop:
             batch.extend(m for m in msgs if not _is_error(m))
         return batch
 
-    def _deliver(self, batch: list[Message], waited_s: float = 0.0) -> None:
+    def _deliver(self, batch: list[Message], waited_s: float) -> None:
         def failed(n: int, exc: Exception) -> None:
             log.warning("%s: invocation %d on a batch of %d failed: %s", self.spec.name, n, len(batch), exc)
 
