@@ -25,8 +25,7 @@ from confluent_kafka import Producer
 from devstack import stack
 from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
-from localrun.kafka import create_topics, header, high_watermarks, read_all, settlement_of
-from settlement.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
+from localrun.kafka import coverage, create_topics, high_watermarks, read_all, settlement_of
 
 POISON_VALUES = (b"", b"{not protobuf}", b"\x00\x00", b"\x00\x7f\xff\xff\xf0\x00\x08\x01", b"\x00" * 9000)
 
@@ -223,18 +222,16 @@ def run_scenario(
 def _count(name: str, run: Run, settings: str, finished: bool) -> Outcome:
     settled_msgs = read_all(run.bootstrap, run.settlements, high_watermarks(run.bootstrap, run.settlements))
     dead_msgs = read_all(run.bootstrap, run.dead_letter, high_watermarks(run.bootstrap, run.dead_letter))
-    covered = [(s.source_partition, s.source_offset) for s in map(settlement_of, settled_msgs)]
-    covered += [(int(header(m, SOURCE_PARTITION)), int(header(m, SOURCE_OFFSET))) for m in dead_msgs]
-    unique = len(set(covered))
+    counted = coverage(run.inputs, [settlement_of(m) for m in settled_msgs], dead_msgs)
     stats = run.host.stats
     return Outcome(
         name,
         settings,
         run.inputs,
-        len(settled_msgs),
-        len(dead_msgs),
-        len(covered) - unique,
-        run.inputs - unique,
+        counted.settled,
+        counted.dead_lettered,
+        counted.duplicates,
+        counted.lost,
         stats.invocations,
         stats.failures,
         stats.skipped_records,
