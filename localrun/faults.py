@@ -23,9 +23,10 @@ from typing import Any
 from confluent_kafka import Producer
 
 from devstack import stack
+from localrun.accounting import coverage
 from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
-from localrun.kafka import coverage, create_topics, high_watermarks, read_all, settlement_of
+from localrun.kafka import create_topics, high_watermarks, read_all, settlement_of
 
 POISON_VALUES = (b"", b"{not protobuf}", b"\x00\x00", b"\x00\x7f\xff\xff\xf0\x00\x08\x01", b"\x00" * 9000)
 

@@ -62,13 +62,13 @@ class HostStats:
     failures: int = 0
     skipped_records: int = 0
     store_failures: int = 0
-    unstored_records: int = 0  # records of batches whose offsets were not stored (refused, or stopped mid-retry)
     aborted_batches: int = 0
     killed: int = 0
     channel_wait_s: float = 0.0  # time batches waited for room in the executor channel (the extension's throttle)
     busy_s: float = 0.0  # time instances spent running batches (invocations, retries, storing offsets)
     pids: set[int] = field(default_factory=set)
     batch_log: list[tuple[str, list[tuple[int, int]]]] = field(default_factory=list)
+    ranges: list[tuple[int, int, int]] = field(default_factory=list)  # (partition, first, last) of every batch run
 
     def add(self, event: Mapping[str, Any]) -> None:
         self.batches += 1
@@ -77,7 +77,7 @@ class HostStats:
         self.failures += event["invocations"] - (1 if event["succeeded"] else 0)
         self.skipped_records += event["records"] if event["skipped"] else 0
         self.store_failures += 0 if event["stored"] or event["aborted"] else 1
-        self.unstored_records += 0 if event["stored"] else event["records"]
+        self.ranges.extend(tuple(r) for r in event["ranges"])
         self.aborted_batches += 1 if event["aborted"] else 0
         self.channel_wait_s += event["channel_wait_s"]
         self.busy_s += event["busy_s"]

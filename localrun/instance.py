@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from localrun.accounting import batch_ranges
 from localrun.binding import TriggerBinding, invoke, load_binding
 from localrun.extension import KafkaHostOptions, run_execution
 
@@ -175,24 +176,12 @@ class InstanceLoop:
             stopped=self.stop.is_set,
             on_failure=failed,
         )
-        offsets = next_offsets(batch)
-        stored = False
-        if execution.store:
-            try:
-                with self._turns.storing():
-                    self.consumer.store_offsets(offsets=offsets)
-                stored = True
-            except KafkaException as exc:
-                # The partitions moved while the batch ran (eviction past max.poll.interval.ms, a rebalance):
-                # the new owner starts from the last commit and the batch is redelivered.
-                log.warning("%s: offsets not stored (%s); the batch will be redelivered", self.spec.name, exc)
+        stored = execution.store and self._store(next_offsets(batch))
+        coords = [(int(m.partition() or 0), int(m.offset() or 0)) for m in batch]
+        ranges = batch_ranges(coords)
         if execution.skipped:
-            ranges = [
-                f"{tp.topic}[{tp.partition}] offsets "
-                f"{min(int(m.offset() or 0) for m in batch if m.partition() == tp.partition)}..{tp.offset - 1}"
-                for tp in offsets
-            ]
-            log.error("%s: storing offsets past a failed batch; skipped %s", self.spec.name, "; ".join(ranges))
+            skipped = "; ".join(f"{self.binding.topic}[{p}] offsets {lo}..{hi}" for p, lo, hi in ranges)
+            log.error("%s: storing offsets past a failed batch; skipped %s", self.spec.name, skipped)
         self.emit(
             {
                 "instance": self.spec.name,
@@ -205,9 +194,31 @@ class InstanceLoop:
                 "aborted": execution.aborted,
                 "channel_wait_s": waited_s,
                 "busy_s": time.perf_counter() - started,
-                "coords": [(int(m.partition() or 0), int(m.offset() or 0)) for m in batch] if self.spec.trace else [],
+                "coords": coords if self.spec.trace else [],
+                "ranges": ranges,
             }
         )
+
+    def _store(self, offsets: list[TopicPartition]) -> bool:
+        """Store a batch's offsets as the extension's `AsyncCommitStrategy` does: one `StoreOffset` per partition,
+        the first refusal ending the loop (`FunctionExecutorBase.Commit` logs it). A single call for all of them
+        would differ: librdkafka then stores the partitions it still owns and reports nothing unless none was."""
+        for tp in offsets:
+            try:
+                with self._turns.storing():
+                    self.consumer.store_offsets(offsets=[tp])
+            except KafkaException as exc:
+                # The partition moved while the batch ran (eviction past max.poll.interval.ms, a rebalance): the
+                # new owner starts from the last commit and reads the batch again.
+                log.warning(
+                    "%s: offsets not stored from %s[%d] on (%s); the batch will be redelivered",
+                    self.spec.name,
+                    tp.topic,
+                    tp.partition,
+                    exc,
+                )
+                return False
+        return True
 
 
 class _Channel:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from settlement.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 
 
@@ -72,21 +70,3 @@ def header(msg: Message, name: str) -> str:
 def settlement_of(msg: Message) -> TradeSettlement:
     """Decode a settlement written by our encoder (6-byte Confluent framing, message index [0])."""
     return TradeSettlement.FromString((msg.value() or b"")[6:])
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """What became of a run's input records, by identity (source partition and offset), not by count."""
-
-    settled: int
-    dead_lettered: int
-    duplicates: int  # outputs beyond the first for the same input record (at-least-once redelivery)
-    lost: int  # input records with no output at all
-
-
-def coverage(inputs: int, settlements: Sequence[TradeSettlement], dead_letters: Sequence[Message]) -> Coverage:
-    """Account for `inputs` records of a fresh single-topic stream (every output names an input of it)."""
-    covered = [(s.source_partition, s.source_offset) for s in settlements]
-    covered += [(int(header(m, SOURCE_PARTITION)), int(header(m, SOURCE_OFFSET))) for m in dead_letters]
-    unique = len(set(covered))
-    return Coverage(len(settlements), len(dead_letters), len(covered) - unique, inputs - unique)

@@ -21,10 +21,11 @@ from confluent_kafka import Producer
 
 from devstack import stack
 from devstack.errors import StackError
+from localrun.accounting import Coverage, Range, coverage, delivered_twice, unexplained
 from localrun.charts import Sample, run_chart
 from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
-from localrun.kafka import Coverage, coverage, create_topics, header, high_watermarks, read_all, settlement_of
+from localrun.kafka import create_topics, header, high_watermarks, read_all, settlement_of
 from localrun.scaler import MODES
 from settlement.deadletter import REASON
 
@@ -191,29 +192,27 @@ def _summary(bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, hos
     for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)):
         print(f"  {label:<5}{percentile(latencies, q):>9.0f} ms")
 
-    return _check(inputs, coverage(inputs, settlements, dead_msgs), host.stats.unstored_records)
+    return _check(inputs, coverage(inputs, settlements, dead_msgs), delivered_twice(host.stats.ranges))
 
 
-def _check(inputs: int, counted: Coverage, redelivered: int) -> int:
-    """The run's verdict: every input record has an output, and any second output comes from a batch the host
-    redelivered (its offsets were not stored: a rebalance moved its partition while it ran). The Kafka trigger
-    is at-least-once, as the extension is; anything else is a defect, and the exit status says so."""
-    explained = counted.duplicates <= redelivered
-    ok = counted.lost == 0 and explained
+def _check(inputs: int, counted: Coverage, redelivered: list[Range]) -> int:
+    """The run's verdict: every input record has an output, and a record written twice was delivered to the
+    function twice (its partition moved while its batch ran, so the next owner read it again: the Kafka trigger
+    is at-least-once, as the extension is). A record delivered once and written twice is a defect."""
+    defects = unexplained(counted.duplicated, redelivered)
+    ok = counted.lost == 0 and not defects
     print(
         f"\ncheck: inputs {inputs} = settlements {counted.settled} + dead letters {counted.dead_lettered}"
         f" - duplicates {counted.duplicates}; lost {counted.lost}: {'OK' if ok else 'MISMATCH'}"
     )
     if counted.duplicates:
+        redelivered_records = sum(hi - lo + 1 for _, lo, hi in redelivered)
         print(
-            f"  {counted.duplicates} records were written twice, "
-            + (
-                f"within the {redelivered} records of batches whose partition moved while they ran (at-least-once:"
-                " the next owner reads them again; deduplicate on source_topic, source_partition, source_offset)"
-                if explained
-                else f"more than the {redelivered} records of redelivered batches can explain"
-            )
+            f"  {counted.duplicates} outputs repeat a record; the host delivered {redelivered_records} records twice"
+            " after rebalances (at-least-once: deduplicate on source_topic, source_partition, source_offset)"
         )
+    if defects:
+        print(f"  {len(defects)} records written twice were delivered once, e.g. partition/offset {defects[:5]}")
     return 0 if ok else 1
 
 

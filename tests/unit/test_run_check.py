@@ -1,13 +1,13 @@
-"""The main job's verdict: outputs accounted for by source identity, and duplicates only where the host
-redelivered a batch (at-least-once), never unexplained ones or losses."""
+"""The main job's verdict: outputs accounted for by source identity, and a record written twice only where
+the host delivered it twice (at-least-once redelivery), never an unexplained duplicate or a loss."""
 
 from __future__ import annotations
 
 import pytest
 from confluent_kafka import Message
 
+from localrun.accounting import Coverage, batch_ranges, coverage, delivered_twice, unexplained
 from localrun.host import HostStats
-from localrun.kafka import Coverage, coverage
 from localrun.main import _check
 from settlement.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
@@ -22,43 +22,70 @@ def _dead(partition: int, offset: int) -> Message:
     return Message(topic="dlq", value=b"", headers=headers)
 
 
+def _covered(duplicated: set[tuple[int, int]], duplicates: int, lost: int) -> Coverage:
+    return Coverage(100, 0, frozenset(duplicated), duplicates, lost)
+
+
 def test_coverage_counts_by_identity_not_by_count() -> None:
     settlements = [_settled(0, 0), _settled(0, 1), _settled(0, 1), _settled(1, 0)]
     # 4 settlements + 1 dead letter = 5 = inputs, yet (0, 1) is written twice and (1, 1) never.
     counted = coverage(5, settlements, [_dead(0, 2)])
-    assert counted == Coverage(settled=4, dead_lettered=1, duplicates=1, lost=1)
+    assert counted == Coverage(settled=4, dead_lettered=1, duplicated=frozenset({(0, 1)}), duplicates=1, lost=1)
 
 
 def test_a_record_both_settled_and_dead_lettered_is_a_duplicate() -> None:
-    assert coverage(1, [_settled(0, 0)], [_dead(0, 0)]) == Coverage(1, 1, 1, 0)
+    assert coverage(1, [_settled(0, 0)], [_dead(0, 0)]) == Coverage(1, 1, frozenset({(0, 0)}), 1, 0)
+
+
+def test_batch_ranges_are_one_range_per_partition() -> None:
+    assert batch_ranges([(2, 10), (0, 5), (2, 11), (0, 6), (2, 12)]) == [(0, 5, 6), (2, 10, 12)]
+
+
+@pytest.mark.parametrize(
+    ("ranges", "twice"),
+    [
+        ([(0, 0, 63), (0, 64, 127)], []),  # adjacent batches: nothing twice
+        ([(0, 0, 63), (0, 40, 103)], [(0, 40, 63)]),  # a batch redelivered from a commit inside the last one
+        ([(0, 0, 9), (0, 0, 9), (0, 0, 9)], [(0, 0, 9)]),  # three times counts as twice
+        ([(0, 0, 9), (1, 0, 9), (0, 5, 14), (1, 20, 29)], [(0, 5, 9)]),  # partitions are separate
+        ([(0, 0, 9), (0, 0, 4), (0, 5, 9)], [(0, 0, 9)]),  # touching overlaps merge into one range
+    ],
+)
+def test_delivered_twice_finds_overlapping_deliveries(
+    ranges: list[tuple[int, int, int]], twice: list[tuple[int, int, int]]
+) -> None:
+    assert delivered_twice(ranges) == twice
+
+
+def test_unexplained_duplicates_are_those_outside_every_redelivered_range() -> None:
+    assert unexplained({(0, 5), (0, 70), (1, 5)}, [(0, 0, 63)]) == [(0, 70), (1, 5)]
 
 
 @pytest.mark.parametrize(
     ("counted", "redelivered", "code"),
     [
-        (Coverage(10, 0, 0, 0), 0, 0),
-        (Coverage(74, 0, 64, 0), 64, 0),  # one batch of 64 redelivered after a rebalance
-        (Coverage(75, 0, 65, 0), 64, 1),  # one duplicate more than redelivery explains
-        (Coverage(9, 0, 0, 1), 0, 1),  # a loss is never OK
-        (Coverage(73, 0, 64, 1), 64, 1),
+        (_covered(set(), 0, 0), [], 0),
+        (_covered({(0, 3), (0, 4)}, 2, 0), [(0, 0, 63)], 0),  # a batch redelivered after a rebalance
+        (_covered({(0, 3), (1, 4)}, 2, 0), [(0, 0, 63)], 1),  # (1, 4) was delivered once: a defect
+        (_covered(set(), 0, 1), [], 1),  # a loss is never OK
+        (_covered({(0, 3)}, 1, 1), [(0, 0, 63)], 1),
     ],
 )
-def test_check_accepts_only_duplicates_the_host_redelivered(
-    counted: Coverage, redelivered: int, code: int, capsys: pytest.CaptureFixture[str]
+def test_check_accepts_only_duplicates_the_host_delivered_twice(
+    counted: Coverage, redelivered: list[tuple[int, int, int]], code: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _check(10, counted, redelivered) == code
+    assert _check(100, counted, redelivered) == code
     out = capsys.readouterr().out
     assert ("OK" if code == 0 else "MISMATCH") in out
-    if counted.duplicates and code == 0:
+    if counted.duplicates:
         assert "deduplicate on source_topic" in out
 
 
-def test_host_stats_count_records_of_batches_whose_offsets_were_not_stored() -> None:
+def test_host_stats_keep_every_batch_range() -> None:
     stats = HostStats()
     base = {"invocations": 1, "succeeded": True, "skipped": False, "aborted": False, "channel_wait_s": 0.0}
-    stats.add({**base, "records": 64, "stored": True, "busy_s": 0.1, "pid": 1, "coords": [], "instance": "a"})
-    stats.add({**base, "records": 50, "stored": False, "busy_s": 0.1, "pid": 1, "coords": [], "instance": "a"})
-    stats.add(
-        {**base, "records": 7, "stored": False, "aborted": True, "busy_s": 0.1, "pid": 1, "coords": [], "instance": "a"}
-    )
-    assert (stats.store_failures, stats.unstored_records) == (1, 57)
+    common = {**base, "busy_s": 0.1, "pid": 1, "coords": [], "instance": "a"}
+    stats.add({**common, "records": 64, "stored": True, "ranges": [(0, 0, 63)]})
+    stats.add({**common, "records": 64, "stored": False, "ranges": [(0, 64, 100), (1, 0, 26)]})
+    assert stats.ranges == [(0, 0, 63), (0, 64, 100), (1, 0, 26)]
+    assert stats.store_failures == 1
