@@ -172,7 +172,7 @@ class LocalHost:
             return False
         running = self.instances.pop()
         running.stop.set()
-        running.handle.join(timeout=30)
+        self._join([running], timeout_s=30)
         return True
 
     def kill_instance(self, index: int = 0) -> int | None:
@@ -253,12 +253,23 @@ class LocalHost:
     def stop(self) -> None:
         for running in self.instances:
             running.stop.set()
-        for running in self.instances:
-            running.handle.join(timeout=30)
-            if self.spec.app and running.handle.is_alive():
-                running.handle.kill()
-        self.poll_events()
+        self._join(self.instances, timeout_s=30)
         self._lag_consumer.close()
+
+    def _join(self, stopping: list[_Running], timeout_s: float) -> None:
+        """Wait for stopping instances to exit, reading their reports meanwhile: a process does not exit while
+        its queue still holds reports the pipe could not take (multiprocessing flushes it at exit), so joining
+        without reading blocks until the timeout, and the reports die with the process that is then killed."""
+        deadline = time.monotonic() + timeout_s
+        for running in stopping:
+            while running.handle.is_alive() and time.monotonic() < deadline:
+                self.poll_events()
+                running.handle.join(timeout=0.05)
+            if self.spec.app and running.handle.is_alive():
+                log.warning("%s did not stop within %.0f s; killed", running.name, timeout_s)
+                running.handle.kill()
+                running.handle.join(timeout=10)
+        self.poll_events()
 
 
 def local_settings(path: Path | None = None) -> dict[str, str]:
