@@ -1,6 +1,6 @@
 """Benchmarks: figures and ratios against a baseline measured in the same run on the same broker.
 
-    python bench/bench.py [throughput|coldstart|latency|rss|scaleout|firstbatch|channel|all] [--records N]
+    python bench/bench.py [throughput|coldstart|latency|rss|scaleout|firstbatch|channel|batchsize|all] [--records N]
 
 (a) throughput: settle (decode → rules → encode → produce → wait for acks → commit) against a raw
     confluent-kafka consume → produce → wait → commit passthrough, at MaxBatchSize 1, 64 and 500; beside
@@ -11,7 +11,9 @@
 (d) rss: resident memory while settling 1M records through the processor;
 (e) scaleout: the main job's host with 1, 2 and 4 instance processes on 4 partitions;
 (f) firstbatch: a fresh process's first batch acknowledged against a warm batch of the same size;
-(g) channel: one instance under the extension's executor-channel defaults against host.json's settings.
+(g) channel: one instance under the extension's executor-channel defaults against host.json's settings;
+(h) batchsize: host.json's maxBatchSize against the extension's default 64, throughput with 1 and 2 instance
+    processes and latency at 500 rec/s.
 Not tests: they print, they assert nothing.
 """
 
@@ -252,39 +254,48 @@ def bench_latency(bootstrap: str, registry: str, rate: float, seconds: float) ->
         "(input record timestamp -> output record timestamp)"
     )
     print(f"{'path':>13}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    options = replace(KafkaHostOptions.from_host_json(), subscriber_interval_s=0.1)
+    for label in ("passthrough", "settle"):
+        p50, p99, top = _latency(bootstrap, registry, label, options, rate, seconds)
+        print(f"{label:>13}{p50:>9.0f}{p99:>9.0f}{top:>9.0f}", flush=True)
+
+
+def _latency(
+    bootstrap: str, registry: str, label: str, options: KafkaHostOptions, rate: float, seconds: float
+) -> tuple[float, float, float]:
+    """p50, p99 and max milliseconds from input record to output record, one instance, a paced stream."""
     import function_app  # noqa: F401 - the real binding's function is wrapped below
 
-    for label in ("passthrough", "settle"):
-        run = uuid.uuid4().hex[:8]
-        src, out, dlq = (f"lat-{x}-{run}" for x in ("in", "out", "dlq"))
-        topics(bootstrap, src, out, dlq, partitions=3)
-        if label == "settle":
-            proc = processor_for(bootstrap, registry, out, dlq)
+    run = uuid.uuid4().hex[:8]
+    src, out, dlq = (f"lat-{x}-{run}" for x in ("in", "out", "dlq"))
+    topics(bootstrap, src, out, dlq, partitions=3)
+    if label == "settle":
+        proc = processor_for(bootstrap, registry, out, dlq)
 
-            def function(events: list[Any], proc: Any = proc) -> None:
-                proc.process([from_kafka_event(e) for e in events])
-        else:
-            raw = passthrough_function(bootstrap, out)
+        def function(events: list[Any], proc: Any = proc) -> None:
+            proc.process([from_kafka_event(e) for e in events])
+    else:
+        raw = passthrough_function(bootstrap, out)
 
-            def function(events: list[Any], raw: Any = raw) -> None:
-                raw([_Event(e) for e in events])
+        def function(events: list[Any], raw: Any = raw) -> None:
+            raw([_Event(e) for e in events])
 
-        binding = TriggerBinding(
-            "bench", src, f"lat-{run}", bootstrap, "MANY", "BINARY", 10**9, function, annotation=_annotation()
-        )
-        host = LocalHost(binding, replace(KafkaHostOptions.from_host_json(), subscriber_interval_s=0.1), 3)
-        host.start(1)
-        n = int(rate * seconds)
-        produce_trades(bootstrap, registry, src, n, GeneratorConfig(seed=5), rate=rate)
-        host.run_until(lambda out=out, n=n: high_watermarks(bootstrap, out) >= n, 120, autoscale=False, tick_s=0.2)
-        host.stop()
-        ins = {(m.partition(), m.offset()): m.timestamp()[1] for m in read_all(bootstrap, src, n)}
-        outs = read_all(bootstrap, out, n)
-        if label == "settle":
-            lat = sorted(float(m.timestamp()[1] - settlement_of(m).timestamp) for m in outs)
-        else:
-            lat = sorted(float(m.timestamp()[1] - ins[_source(m)]) for m in outs)
-        print(f"{label:>13}{percentile(lat, 0.5):>9.0f}{percentile(lat, 0.99):>9.0f}{lat[-1]:>9.0f}", flush=True)
+    binding = TriggerBinding(
+        "bench", src, f"lat-{run}", bootstrap, "MANY", "BINARY", 10**9, function, annotation=_annotation()
+    )
+    host = LocalHost(binding, options, 3)
+    host.start(1)
+    n = int(rate * seconds)
+    produce_trades(bootstrap, registry, src, n, GeneratorConfig(seed=5), rate=rate)
+    host.run_until(lambda: high_watermarks(bootstrap, out) >= n, 120, autoscale=False, tick_s=0.2)
+    host.stop()
+    ins = {(m.partition(), m.offset()): m.timestamp()[1] for m in read_all(bootstrap, src, n)}
+    outs = read_all(bootstrap, out, n)
+    if label == "settle":
+        lat = sorted(float(m.timestamp()[1] - settlement_of(m).timestamp) for m in outs)
+    else:
+        lat = sorted(float(m.timestamp()[1] - ins[_source(m)]) for m in outs)
+    return percentile(lat, 0.5), percentile(lat, 0.99), lat[-1]
 
 
 class _Event:
@@ -427,6 +438,27 @@ def bench_channel(bootstrap: str, registry: str, records: int) -> None:
         )
 
 
+def bench_batch_size(bootstrap: str, registry: str, records: int, repeats: int = 3) -> None:
+    """host.json's maxBatchSize against the extension's default: instance processes' throughput (1 and 2, in
+    turn, median of `repeats` after a warm-up run) and what a larger batch costs in latency when the stream is
+    slower than a batch per subscriber interval (500 rec/s, host.json's 1 s interval, one instance)."""
+    ours = KafkaHostOptions.from_host_json()
+    sizes = sorted({64, ours.max_batch_size})
+    print(f"\n(h) maxBatchSize: {records:,} records on 4 partitions; latency at 500 rec/s for 10 s")
+    print(f"{'maxBatchSize':>13}{'1 instance':>12}{'2 instances':>13}{'vs 1':>7}{'p50 ms':>9}{'p99 ms':>9}")
+    _host_rate(bootstrap, registry, records, 1, ours)
+    rates: dict[tuple[int, int], list[float]] = {}
+    for _ in range(repeats):
+        for size in sizes:
+            for n in (1, 2):
+                rate = _host_rate(bootstrap, registry, records, n, replace(ours, max_batch_size=size))
+                rates.setdefault((size, n), []).append(rate)
+    for size in sizes:
+        one, two = statistics.median(rates[(size, 1)]), statistics.median(rates[(size, 2)])
+        p50, p99, _ = _latency(bootstrap, registry, "settle", replace(ours, max_batch_size=size), 500.0, 10.0)
+        print(f"{size:>13}{one:>12.0f}{two:>13.0f}{two / one:>7.2f}{p50:>9.0f}{p99:>9.0f}", flush=True)
+
+
 def bench_first_batch(bootstrap: str, registry: str, size: int = 64, repeats: int = 5) -> None:
     """A fresh process's first batch (settings, registry client, producer connection, schema resolution, first
     produce) against a warm batch of the same size in the same process; import time beside it."""
@@ -479,7 +511,7 @@ def main() -> int:
         "which",
         nargs="?",
         default="all",
-        choices=["throughput", "coldstart", "latency", "rss", "scaleout", "firstbatch", "channel", "all"],
+        choices=["throughput", "coldstart", "latency", "rss", "scaleout", "firstbatch", "channel", "batchsize", "all"],
     )
     parser.add_argument("--records", type=int, default=20_000, help="records per throughput case")
     parser.add_argument("--rss-records", type=int, default=1_000_000)
@@ -511,6 +543,8 @@ def main() -> int:
             bench_first_batch(bootstrap, registry)
         if args.which in ("channel", "all"):
             bench_channel(bootstrap, registry, args.channel_records)
+        if args.which in ("batchsize", "all"):
+            bench_batch_size(bootstrap, registry, args.scale_records)
     return 0
 
 

@@ -34,7 +34,7 @@ def test_binding_is_read_from_function_app_and_resolved_from_settings() -> None:
     assert (binding.cardinality, binding.data_type, binding.lag_threshold) == ("MANY", "BINARY", 1000)
     assert binding.retry is not None and (binding.retry.minimum_interval_s, binding.retry.maximum_interval_s) == (5, 60)
     options = KafkaHostOptions.from_host_json()
-    assert (options.max_batch_size, options.commit_on_failure, options.max_retries) == (64, False, 2)
+    assert (options.max_batch_size, options.commit_on_failure, options.max_retries) == (256, False, 2)
     assert (options.auto_commit_interval_ms, options.max_poll_interval_ms) == (200, 1_800_000)
     with pytest.raises(KeyError, match="%MISSING%"):
         resolve("%MISSING%", {})
