@@ -175,9 +175,11 @@ def _throughput_run(
     produce_trades(bootstrap, registry, src, n, GeneratorConfig(seed=3))
     base = drive(bootstrap, src, batch_size, n, passthrough_function(bootstrap, raw_out), sync_commit)
     proc = processor_for(bootstrap, registry, out, dlq)
-    settle = drive(
-        bootstrap, src, batch_size, n, lambda msgs, p=proc: p.process([_record(m) for m in msgs]), sync_commit
-    )
+
+    def settle_batch(msgs: list[Any]) -> None:
+        proc.process([_record(m) for m in msgs])
+
+    settle = drive(bootstrap, src, batch_size, n, settle_batch, sync_commit)
     host_side, worker_side = function_path(bootstrap, registry, fout, dlq)
     full = drive(bootstrap, src, batch_size, n, worker_side, sync_commit, prepare=host_side)
     return base, settle, full
@@ -269,16 +271,13 @@ def _latency(
     run = uuid.uuid4().hex[:8]
     src, out, dlq = (f"lat-{x}-{run}" for x in ("in", "out", "dlq"))
     topics(bootstrap, src, out, dlq, partitions=3)
+    function: Callable[[list[Any]], None]
     if label == "settle":
         proc = processor_for(bootstrap, registry, out, dlq)
-
-        def function(events: list[Any], proc: Any = proc) -> None:
-            proc.process([from_kafka_event(e) for e in events])
+        function = lambda events: proc.process([from_kafka_event(e) for e in events])  # noqa: E731
     else:
         raw = passthrough_function(bootstrap, out)
-
-        def function(events: list[Any], raw: Any = raw) -> None:
-            raw([_Event(e) for e in events])
+        function = lambda events: raw([_Event(e) for e in events])  # noqa: E731
 
     binding = TriggerBinding(
         "bench", src, f"lat-{run}", bootstrap, "MANY", "BINARY", 10**9, function, annotation=_annotation()

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/shellcheck scripts/*.sh .ci/run
-.venv/bin/mypy --no-error-summary settlement function_app.py devstack localrun scripts
+.venv/bin/mypy --no-error-summary settlement function_app.py devstack localrun scripts bench
 exec .venv/bin/python -m pytest "$@"
