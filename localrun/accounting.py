@@ -44,12 +44,19 @@ def coverage(inputs: int, settlements: Sequence[TradeSettlement], dead_letters: 
 
 
 def batch_ranges(coordinates: Iterable[tuple[int, int]]) -> list[Range]:
-    """A batch's records as one offset range per partition (a batch holds each partition's records in order)."""
-    ranges: dict[int, list[int]] = {}
+    """A batch's records as offset ranges per partition, a new range each time a partition's offsets go back:
+    a rebalance while the subscriber fills a batch can hand the same partition back from its last commit, so
+    one batch may hold the same records twice, and a single min..max range would hide that."""
+    ranges: list[list[int]] = []
+    current: dict[int, list[int]] = {}
     for partition, offset in coordinates:
-        span = ranges.setdefault(partition, [offset, offset])
-        span[1] = offset
-    return [(p, lo, hi) for p, (lo, hi) in sorted(ranges.items())]
+        span = current.get(partition)
+        if span is not None and offset > span[2]:
+            span[2] = offset
+            continue
+        span = current[partition] = [partition, offset, offset]
+        ranges.append(span)
+    return sorted((p, lo, hi) for p, lo, hi in ranges)
 
 
 def delivered_twice(ranges: Iterable[Range]) -> list[Range]:

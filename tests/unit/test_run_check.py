@@ -41,6 +41,13 @@ def test_batch_ranges_are_one_range_per_partition() -> None:
     assert batch_ranges([(2, 10), (0, 5), (2, 11), (0, 6), (2, 12)]) == [(0, 5, 6), (2, 10, 12)]
 
 
+def test_a_batch_that_reads_a_partition_again_after_a_rebalance_reports_both_deliveries() -> None:
+    # Partition 2 was revoked and handed back while the batch filled: the consumer restarted at the commit (40).
+    ranges = batch_ranges([(2, 40), (2, 41), (2, 42), (2, 43), (2, 40), (2, 41), (2, 42)])
+    assert ranges == [(2, 40, 42), (2, 40, 43)]
+    assert delivered_twice(ranges) == [(2, 40, 42)]
+
+
 @pytest.mark.parametrize(
     ("ranges", "twice"),
     [
