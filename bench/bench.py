@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,7 +42,7 @@ from devstack import stack  # noqa: E402
 from localrun.generator import GeneratorConfig, produce_trades, trades, value_encoder  # noqa: E402
 from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, run_settings  # noqa: E402
 from localrun.indexing import kafka_annotation  # noqa: E402
-from localrun.instance import next_offsets  # noqa: E402
+from localrun.instance import coordinates, next_offsets  # noqa: E402
 from localrun.invocation import HostRecord, convert, trigger_input  # noqa: E402
 from localrun.kafka import create_topics, high_watermarks, read_all, settlement_of  # noqa: E402
 from localrun.main import percentile  # noqa: E402
@@ -124,10 +124,11 @@ def drive(
         prepared = prepare(msgs)
         untimed += time.perf_counter() - before
         handle(prepared)
+        offsets = next_offsets(topic, coordinates(msgs))
         if sync_commit:
-            consumer.commit(offsets=next_offsets(msgs), asynchronous=False)
+            consumer.commit(offsets=offsets, asynchronous=False)
         else:
-            consumer.store_offsets(offsets=next_offsets(msgs))
+            consumer.store_offsets(offsets=offsets)
         if done:
             timed += len(msgs)
         else:
@@ -266,8 +267,6 @@ def _latency(
     bootstrap: str, registry: str, label: str, options: KafkaHostOptions, rate: float, seconds: float
 ) -> tuple[float, float, float]:
     """p50, p99 and max milliseconds from input record to output record, one instance, a paced stream."""
-    import function_app  # noqa: F401 - the real binding's function is wrapped below
-
     run = uuid.uuid4().hex[:8]
     src, out, dlq = (f"lat-{x}-{run}" for x in ("in", "out", "dlq"))
     topics(bootstrap, src, out, dlq, partitions=3)
@@ -393,22 +392,33 @@ def _host_rate(bootstrap: str, registry: str, records: int, instances: int, opti
     return (r1 - r0) / (t1 - t0)
 
 
+K = TypeVar("K")
+
+
+def _rates_in_turn(
+    bootstrap: str, registry: str, records: int, cases: dict[K, tuple[int, KafkaHostOptions]], repeats: int
+) -> dict[K, list[float]]:
+    """`_host_rate` of each case (instances, options) `repeats` times, the cases taken in turn so that drift on
+    the machine hits every case alike, after an unmeasured full-size warm-up run: the broker's JIT makes its
+    first runs slower (a quarter-size warm-up left the first measured run 20 % below the others)."""
+    _host_rate(bootstrap, registry, records, 1, KafkaHostOptions.from_host_json())
+    rates: dict[K, list[float]] = {key: [] for key in cases}
+    for _ in range(repeats):
+        for key, (instances, options) in cases.items():
+            rates[key].append(_host_rate(bootstrap, registry, records, instances, options))
+    return rates
+
+
 def bench_scaleout(bootstrap: str, registry: str, records: int, repeats: int = 5) -> None:
     """The main job's host (host.json's settings) with 1, 2 and 4 instance processes; the median of `repeats`
-    runs, taken in turn (1, 2, 4, 1, 2, 4, ...) so that drift on the machine hits every count alike, after an
-    unmeasured full-size warm-up run: the broker's JIT makes its first runs slower (a quarter-size warm-up left
-    the first measured run 20 % below the others), and over three runs the median still moved by ±0.08."""
+    runs in turn (over three runs the median still moved by ±0.08)."""
     print(
         f"\n(e) scale-out: {records:,} records on 4 partitions, instances as processes "
         f"(the broker and the registry share the cores); median of {repeats} runs"
     )
     options = KafkaHostOptions.from_host_json()
-    _host_rate(bootstrap, registry, records, 1, options)
+    rates = _rates_in_turn(bootstrap, registry, records, {n: (n, options) for n in (1, 2, 4)}, repeats)
     print(f"{'instances':>10}{'rec/s':>10}{'vs 1':>7}   runs")
-    rates: dict[int, list[float]] = {1: [], 2: [], 4: []}
-    for _ in range(repeats):
-        for n in rates:
-            rates[n].append(_host_rate(bootstrap, registry, records, n, options))
     base = statistics.median(rates[1])
     for n, runs in rates.items():
         rate = statistics.median(runs)
@@ -439,19 +449,14 @@ def bench_channel(bootstrap: str, registry: str, records: int) -> None:
 
 def bench_batch_size(bootstrap: str, registry: str, records: int, repeats: int = 3) -> None:
     """host.json's maxBatchSize against the extension's default: instance processes' throughput (1 and 2, in
-    turn, median of `repeats` after a warm-up run) and what a larger batch costs in latency when the stream is
+    turn, median of `repeats`) and what a larger batch costs in latency when the stream is
     slower than a batch per subscriber interval (500 rec/s, host.json's 1 s interval, one instance)."""
     ours = KafkaHostOptions.from_host_json()
     sizes = sorted({64, ours.max_batch_size})
     print(f"\n(h) maxBatchSize: {records:,} records on 4 partitions; latency at 500 rec/s for 10 s")
     print(f"{'maxBatchSize':>13}{'1 instance':>12}{'2 instances':>13}{'vs 1':>7}{'p50 ms':>9}{'p99 ms':>9}")
-    _host_rate(bootstrap, registry, records, 1, ours)
-    rates: dict[tuple[int, int], list[float]] = {}
-    for _ in range(repeats):
-        for size in sizes:
-            for n in (1, 2):
-                rate = _host_rate(bootstrap, registry, records, n, replace(ours, max_batch_size=size))
-                rates.setdefault((size, n), []).append(rate)
+    cases = {(size, n): (n, replace(ours, max_batch_size=size)) for size in sizes for n in (1, 2)}
+    rates = _rates_in_turn(bootstrap, registry, records, cases, repeats)
     for size in sizes:
         one, two = statistics.median(rates[(size, 1)]), statistics.median(rates[(size, 2)])
         p50, p99, _ = _latency(bootstrap, registry, "settle", replace(ours, max_batch_size=size), 500.0, 10.0)

@@ -77,7 +77,7 @@ class HostStats:
         self.failures += event["invocations"] - (1 if event["succeeded"] else 0)
         self.skipped_records += event["records"] if event["skipped"] else 0
         self.store_failures += 0 if event["stored"] or event["aborted"] else 1
-        self.ranges.extend(tuple(r) for r in event["ranges"])
+        self.ranges.extend(event["ranges"])
         self.aborted_batches += 1 if event["aborted"] else 0
         self.channel_wait_s += event["channel_wait_s"]
         self.busy_s += event["busy_s"]

@@ -87,11 +87,16 @@ def _faulty(function: Callable[..., Any], fault: str | None) -> Callable[..., An
     return wrapped
 
 
-def next_offsets(batch: list[Message]) -> list[TopicPartition]:
-    """The offsets to store after a batch: one past each partition's last record. A batch holds each
-    partition's records in offset order, so the last one seen is the highest (the dict keeps it)."""
-    last = {(m.topic(), m.partition()): m.offset() for m in batch}
-    return [TopicPartition(str(t), int(p or 0), int(o or 0) + 1) for (t, p), o in sorted(last.items())]
+def coordinates(batch: list[Message]) -> list[tuple[int, int]]:
+    """A batch's records as (partition, offset) pairs, in the order they were consumed."""
+    return [(int(m.partition() or 0), int(m.offset() or 0)) for m in batch]
+
+
+def next_offsets(topic: str, coords: list[tuple[int, int]]) -> list[TopicPartition]:
+    """The offsets to store after a batch: one past each partition's last record consumed (the dict keeps the
+    last). That is the consumer's position: normally the highest offset, but after a rebalance hands a partition
+    back while the batch fills it can be lower, and storing it then only has those records read again."""
+    return [TopicPartition(topic, p, o + 1) for p, o in sorted(dict(coords).items())]
 
 
 class InstanceLoop:
@@ -176,8 +181,8 @@ class InstanceLoop:
             stopped=self.stop.is_set,
             on_failure=failed,
         )
-        stored = execution.store and self._store(next_offsets(batch))
-        coords = [(int(m.partition() or 0), int(m.offset() or 0)) for m in batch]
+        coords = coordinates(batch)
+        stored = execution.store and self._store(next_offsets(self.binding.topic, coords))
         ranges = batch_ranges(coords)
         if execution.skipped:
             skipped = "; ".join(f"{self.binding.topic}[{p}] offsets {lo}..{hi}" for p, lo, hi in ranges)
