@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from settlement import telemetry
 from settlement.deadletter import dead_letter, record_size
+from settlement.exactly_once import ExactlyOnce
+from settlement.ledger import Ledger
 from settlement.poison import PoisonKind, PoisonRecord
 from settlement.producer import DeliveryError, DeliveryTracker, RecordTooLarge
 from settlement.records import InputRecord
@@ -51,7 +53,7 @@ class RecordResult(NamedTuple):
 Outcome = Verdict | PoisonRecord  # a record's fate: a settlement's (shared) verdict, or why it is poison
 
 
-class _Output(NamedTuple):
+class Output(NamedTuple):
     """A record produced on its own (`produce`, with headers): dead letters, and settlements under tracing."""
 
     topic: str
@@ -60,7 +62,7 @@ class _Output(NamedTuple):
     headers: Sequence[tuple[str, bytes]]
 
 
-class _Plan:
+class Plan:
     """A batch's outputs before any is produced, kept as parallel lists so that a settlement costs no object
     of its own beyond the `{"key", "value"}` dict `produce_batch` takes (profiling showed a tuple per record
     costing as much as decoding it). `outcomes[i]` is input record i's fate."""
@@ -69,7 +71,11 @@ class _Plan:
         self.outcomes: list[Outcome] = []
         self.plain_indexes: list[int] = []  # settlements without headers, sent with one produce_batch
         self.plain: list[dict[str, bytes | None]] = []
-        self.single: dict[int, _Output] = {}  # everything else, by input index
+        self.single: dict[int, Output] = {}  # everything else, by input index
+
+    def plain_of(self) -> dict[int, dict[str, bytes | None]]:
+        """The plain settlements by input index."""
+        return dict(zip(self.plain_indexes, self.plain, strict=True))
 
 
 class BatchResult:
@@ -111,6 +117,7 @@ class SettlementProcessor:
         delivery_timeout_s: float,
         clock: Callable[[], float] = time.time,
         max_message_bytes: int = 1_000_000,
+        ledger: Ledger | None = None,
     ) -> None:
         self._decoder = decoder
         self._encoder = encoder
@@ -121,6 +128,13 @@ class SettlementProcessor:
         self._clock = clock
         self._max_message_bytes = max_message_bytes
         self._settlement_limit = max_message_bytes - record_size(None, None, ())  # key + value, margin kept
+        self._ledger = ledger
+        self._exactly_once = None if ledger is None else ExactlyOnce(ledger, topics)
+
+    def close(self) -> None:
+        """Commit what the exactly-once ledger holds open and release its producers."""
+        if self._ledger is not None:
+            self._ledger.close()
 
     @property
     def decoder(self) -> TradeDecoder:
@@ -136,9 +150,15 @@ class SettlementProcessor:
         deadline = started + self._timeout_s
         decode = decode or self._decoder.for_batch()
         with telemetry.batch_span(records) as span:
-            plan = self._plan(records, decode, span, deadline)
-            self._deliver(records, plan, deadline)
-            result = BatchResult(records, plan.outcomes)
+            if self._exactly_once is None:
+                plan = self._plan(records, decode, span, deadline)
+                self._deliver(records, plan, deadline)
+                outcomes = plan.outcomes
+            else:
+                outcomes = self._exactly_once.settle(
+                    records, lambda recs, shrink: self._plan(recs, decode, span, deadline, shrink), deadline
+                )
+            result = BatchResult(records, outcomes)
             elapsed_ms = (time.monotonic() - started) * 1000
             telemetry.record_batch(span, result.dispositions, result.reasons, len(records), elapsed_ms)
         log.info(
@@ -150,7 +170,7 @@ class SettlementProcessor:
         )
         return result
 
-    def _deliver(self, records: Sequence[InputRecord], plan: _Plan, deadline: float) -> None:
+    def _deliver(self, records: Sequence[InputRecord], plan: Plan, deadline: float) -> None:
         """Produce every planned record and wait for the batch's own acknowledgements. A record the producer
         or the broker refuses as too large is replaced by its shrunk dead letter (nothing of it was written),
         so size never fails a batch after part of it was produced."""
@@ -179,7 +199,7 @@ class SettlementProcessor:
         self,
         tracker: DeliveryTracker,
         records: Sequence[InputRecord],
-        plan: _Plan,
+        plan: Plan,
         i: int,
         deadline: float,
         detail: str,
@@ -192,10 +212,16 @@ class SettlementProcessor:
         tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
 
     def _plan(
-        self, records: Sequence[InputRecord], decode: ValueDecoder, span: telemetry.BatchSpan, deadline: float
-    ) -> _Plan:
-        """Each record's output: its settlement, or its dead letter if it is poison."""
-        plan = _Plan()
+        self,
+        records: Sequence[InputRecord],
+        decode: ValueDecoder,
+        span: telemetry.BatchSpan,
+        deadline: float,
+        shrink: Collection[str] = (),
+    ) -> Plan:
+        """Each record's output: its settlement, or its dead letter if it is poison (shrunk for the records in
+        `shrink`, which the broker refused as too large in an aborted transaction)."""
+        plan = Plan()
         outcomes, plain_indexes, plain, single = plan.outcomes, plan.plain_indexes, plan.plain, plan.single
         settle, settlements = self._settle, self._topics.settlements
         scratch = TradeSettlement()  # one message per batch, refilled per record: batches may run concurrently
@@ -204,6 +230,8 @@ class SettlementProcessor:
                 # Registry lookups are bounded one by one; many slow ones must still not outlive the batch.
                 raise TransientError(f"batch deadline passed after planning {i} of {len(records)} records")
             try:
+                if shrink and record.coordinates in shrink:
+                    raise PoisonRecord(PoisonKind.OVERSIZE, "the broker refused it as too large for the topic")
                 outcome, value = settle(record, decode, scratch)
             except PoisonRecord as exc:
                 log.warning("dead-lettering %s: %s", record.coordinates, exc)
@@ -217,19 +245,19 @@ class SettlementProcessor:
                 outcomes.append(outcome)
                 headers = span.output_headers(record.headers)
                 if headers:
-                    single[i] = _Output(settlements, record.key, value, headers)
+                    single[i] = Output(settlements, record.key, value, headers)
                 else:
                     plain_indexes.append(i)
                     plain.append({"key": record.key, "value": value})
                 continue
             outcomes.append(poison)
-            single[i] = self._dead_letter(record, poison)
+            single[i] = self._dead_letter(record, poison, 0 if shrink and record.coordinates in shrink else None)
         return plan
 
-    def _dead_letter(self, record: InputRecord, poison: PoisonRecord, max_bytes: int | None = None) -> _Output:
+    def _dead_letter(self, record: InputRecord, poison: PoisonRecord, max_bytes: int | None = None) -> Output:
         limit = self._max_message_bytes if max_bytes is None else max_bytes
         key, value, headers = dead_letter(record, poison, self._clock(), limit)
-        return _Output(self._topics.dead_letter, key, value, headers)
+        return Output(self._topics.dead_letter, key, value, headers)
 
     def _settle(self, record: InputRecord, decode: ValueDecoder, settlement: TradeSettlement) -> tuple[Verdict, bytes]:
         """The record's verdict and its settlement's value, or `PoisonRecord`."""

@@ -20,6 +20,12 @@ from settlement.secrets import Secret, SecretNotFound, SecretSource, secret_name
 DEFAULT_DELIVERY_TIMEOUT_S = 30.0
 SECRET_SETTINGS = ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_PRODUCER_CONFIG", "SCHEMA_REGISTRY_CONFIG")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+EXACTLY_ONCE = "exactly-once"
+AT_LEAST_ONCE = "at-least-once"
+GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
+# How long a partition's transaction stays open across batches (README "Delivery guarantees"): what a
+# read_committed reader waits at most beyond at-least-once, against a few ms of commit per interval.
+DEFAULT_COMMIT_INTERVAL_MS = 100
 _UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
 
 
@@ -47,6 +53,18 @@ class Settings:
     auto_register_schemas: bool = True
     http_max_body_bytes: int = 32 * 1024 * 1024
     http_max_records: int = 10_000
+    guarantee: str = EXACTLY_ONCE
+    ledger_group: str = ""  # the trigger's consumer group; the ledger's names derive from it
+    commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_MS / 1000
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.guarantee == EXACTLY_ONCE
+
+    def consumer_conf(self) -> dict[str, Any]:
+        """librdkafka connection settings for the ledger's consumer (positions, gap repair reads)."""
+        conf = _client_conf(self.bootstrap_servers, self.security_protocol, self.sasl_username, self.sasl_password)
+        return {**conf, "client.id": "trade-settlement-ledger"}
 
     def producer_conf(self) -> dict[str, Any]:
         """librdkafka settings for the settlement producer (durability is pinned by `settlement.producer`)."""
@@ -200,6 +218,10 @@ def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretS
         raise ConfigError("SCHEMA_REGISTRY_URL", "must start with http:// or https://")
     watchlist = frozenset(s.strip() for s in (r.raw("SETTLEMENT_SEC_WATCHLIST") or "").split(",") if s.strip())
     delivery_timeout = r.number("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", DEFAULT_DELIVERY_TIMEOUT_S, 1.0, 1800.0)
+    guarantee = r.choice("SETTLEMENT_DELIVERY_GUARANTEE", EXACTLY_ONCE, GUARANTEES)
+    group = r.raw("KAFKA_CONSUMER_GROUP") or ""
+    if guarantee == EXACTLY_ONCE and not group:
+        raise ConfigError("KAFKA_CONSUMER_GROUP", f"is required with SETTLEMENT_DELIVERY_GUARANTEE {EXACTLY_ONCE}")
     settings = Settings(
         bootstrap_servers=bootstrap,
         security_protocol=protocol,
@@ -224,6 +246,9 @@ def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretS
         # and below the 100 MB a Functions HTTP request may carry.
         http_max_body_bytes=int(r.number("SETTLEMENT_HTTP_MAX_BODY_BYTES", 32 * 1024 * 1024, 1024, 100 * 1024 * 1024)),
         http_max_records=int(r.number("SETTLEMENT_HTTP_MAX_RECORDS", 10_000, 1, 1_000_000)),
+        guarantee=guarantee,
+        ledger_group=group,
+        commit_interval_s=r.integer("SETTLEMENT_COMMIT_INTERVAL_MS", DEFAULT_COMMIT_INTERVAL_MS, 0, 60_000) / 1000,
     )
     if "url" in settings.registry_config:
         raise ConfigError("SCHEMA_REGISTRY_CONFIG", "must not contain 'url'; set SCHEMA_REGISTRY_URL instead")

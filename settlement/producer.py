@@ -156,6 +156,7 @@ class DeliveryTracker:
         headers: Sequence[tuple[str, bytes]] | None = None,
         deadline: float | None = None,
         index: int = -1,
+        partition: int = -1,
     ) -> None:
         """Hand one record to the producer; raise `RecordTooLarge` for a record it refuses by size."""
         while True:
@@ -165,6 +166,7 @@ class DeliveryTracker:
                     value=value,
                     key=key,
                     headers=list(headers or []),
+                    partition=partition,
                     on_delivery=functools.partial(self._delivered, index),
                 )
                 break
@@ -187,6 +189,7 @@ class DeliveryTracker:
         indexes: Sequence[int],
         messages: list[dict[str, Any]],
         deadline: float | None = None,
+        partition: int = -1,
     ) -> list[int]:
         """Hand records without headers (`{"key", "value"}` dicts, with their batch indexes) to the producer in
         one call: librdkafka enqueues them at once, so they leave together instead of trickling out one by
@@ -197,7 +200,9 @@ class DeliveryTracker:
         refused: list[int] = []
         while pending:
             try:
-                queued = self._producer.produce_batch(topic, pending, on_delivery=self._delivered_in_batch)
+                queued = self._producer.produce_batch(
+                    topic, pending, partition=partition, on_delivery=self._delivered_in_batch
+                )
             except KafkaException as exc:
                 _note_fatal(_error_of(exc))
                 raise DeliveryError(f"the producer refused a batch: {exc}") from None
@@ -225,6 +230,11 @@ class DeliveryTracker:
                 self._producer.poll(0.05)
             pending_idx, pending = retry_idx, retry
         return refused
+
+    def refuse(self, index: int) -> None:
+        """Count a record the producer refused locally as too large among those `wait` returns."""
+        with self._lock:
+            self._too_large.append(index)
 
     def wait(self, deadline: float) -> list[int]:
         """Block until every record is acknowledged. Return the indexes of records the broker refused as too

@@ -22,6 +22,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from settlement.batch import SettlementProcessor
 from settlement.config import ConfigError, Settings, load_settings
+from settlement.ledger import Ledger, LedgerConfig
 from settlement.producer import DeliveryTracker, build_config, max_message_bytes, shared_producer
 from settlement.serde import SettlementEncoder, TradeDecoder
 
@@ -54,6 +55,7 @@ def build_processor(settings: Settings) -> SettlementProcessor:
         raise ConfigError("SCHEMA_REGISTRY_CONFIG", _redacted(exc, settings.registry_config)) from None
     encoder = SettlementEncoder(registry, settings.topics.settlements, settings.auto_register_schemas)
     encoder.prefetch()
+    ledger = _ledger(settings, producer_conf) if settings.exactly_once else None
     return SettlementProcessor(
         decoder=TradeDecoder(registry, settings.max_record_bytes),
         encoder=encoder,
@@ -63,7 +65,24 @@ def build_processor(settings: Settings) -> SettlementProcessor:
         tracker_factory=lambda: DeliveryTracker(shared_producer(producer_conf)),
         delivery_timeout_s=settings.delivery_timeout_s,
         max_message_bytes=max_message_bytes(producer_conf),
+        ledger=ledger,
     )
+
+
+def _ledger(settings: Settings, producer_conf: Mapping[str, Any]) -> Ledger:
+    """The exactly-once ledger. A transaction stays open for at most the commit interval plus one batch's
+    deadline, so the coordinator's timeout (which aborts a transaction whose holder went silent) sits above
+    that, within the broker's default 15-minute `transaction.max.timeout.ms`."""
+    delivery_ms = int(settings.delivery_timeout_s * 1000)
+    txn_timeout_ms = min(900_000, max(60_000, delivery_ms + int(settings.commit_interval_s * 1000) + 10_000))
+    conf = {**producer_conf, "transaction.timeout.ms": txn_timeout_ms, "client.id": "trade-settlement-txn"}
+    config = LedgerConfig(
+        settings.ledger_group, settings.commit_interval_s, timeout_s=min(30.0, settings.delivery_timeout_s)
+    )
+    try:
+        return Ledger(config, conf, settings.consumer_conf())
+    except KafkaException as exc:
+        raise ConfigError("KAFKA_PRODUCER_CONFIG", _redacted(exc, settings.producer_config)) from None
 
 
 def _warm_metadata(producer: Producer, topic: str) -> None:
@@ -132,8 +151,11 @@ def http_limits() -> tuple[int, int]:
 
 
 def reset() -> None:
-    """Forget the process-wide processor (tests, and the local host between runs)."""
+    """Forget the process-wide processor (tests, and the local host between runs), committing and releasing
+    what its exactly-once ledger holds."""
     global _processor, _settings
     with _lock:
+        if _processor is not None:
+            _processor.close()
         _processor = None
         _settings = None

@@ -55,6 +55,7 @@ def _pipeline(stack, monkeypatch) -> Iterator[Pipeline]:
         "SCHEMA_REGISTRY_URL": stack.registry_url,
         "SCHEMA_REGISTRY_CONFIG": '{"basic.auth.user.info": "svc:' + SECRET + '"}',
         "USER_TRADES_TOPIC": p.source,
+        "KAFKA_CONSUMER_GROUP": unique_name("settle"),
         "SETTLEMENTS_TOPIC": p.settlements,
         "DEAD_LETTER_TOPIC": p.dlq,
         "SETTLEMENT_SEC_SAMPLE_RATE": "0",
