@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Mapping
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
@@ -70,3 +70,42 @@ def header(msg: Message, name: str) -> str:
 def settlement_of(msg: Message) -> TradeSettlement:
     """Decode a settlement written by our encoder (6-byte Confluent framing, message index [0])."""
     return TradeSettlement.FromString((msg.value() or b"")[6:])
+
+
+def read_to_end(
+    bootstrap: str, topic: str, isolation: str = "read_committed", timeout_s: float = 60.0
+) -> list[Message]:
+    """Every record of a topic that a reader at `isolation` sees, up to each partition's end as of now (for a
+    read_committed reader, the last stable offset): transactional topics have markers and aborted records,
+    so their high watermarks do not count records."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-to-end-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            "enable.partition.eof": True,
+        }
+    )
+    out: list[Message] = []
+    try:
+        partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {}
+        for p in partitions:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        c.assign([TopicPartition(topic, p, 0) for p in ends])
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            for m in c.consume(1000, timeout=0.2):
+                err = m.error()
+                if err is None:
+                    out.append(m)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    ends.pop(m.partition() or 0, None)
+        if ends:
+            raise TimeoutError(f"{topic}: partitions {sorted(ends)} not read to their end in {timeout_s:.0f} s")
+    finally:
+        c.close()
+    return out
