@@ -35,6 +35,7 @@ from localrun.binding import TriggerBinding, invoke, load_binding, resolve
 from localrun.extension import KafkaHostOptions
 from localrun.instance import InstanceSpec, process_main, thread_main
 from localrun.scaler import ScaleController, partition_lag
+from settlement.ledger import settled_group
 
 __all__ = [
     "HostStats",
@@ -144,6 +145,19 @@ class LocalHost:
         self._lag_consumer = Consumer(
             {"bootstrap.servers": binding.broker_list, "group.id": binding.consumer_group, "enable.auto.commit": False}
         )
+        self._settled_consumer = Consumer(
+            {
+                "bootstrap.servers": binding.broker_list,
+                "group.id": settled_group(binding.consumer_group),
+                "enable.auto.commit": False,
+            }
+        )
+
+    def drained(self, exactly_once: bool) -> bool:
+        """Every input is through: the group's lag is 0, and under exactly-once the ledger's too (a transaction
+        lost after its batch returned is settled again by the process that lost it, or by the partition's
+        next batch; the run must not end before)."""
+        return self.lag() == 0 and (not exactly_once or self.lag(settled=True) == 0)
 
     # ---- instances ----------------------------------------------------------------------------------------
 
@@ -199,12 +213,14 @@ class LocalHost:
 
     # ---- scaling ------------------------------------------------------------------------------------------
 
-    def lag(self) -> int:
+    def lag(self, settled: bool = False) -> int:
         """Records not yet committed by the group over all partitions, as the scale controller reads it;
-        -1 while the broker cannot say (a restart, a coordinator move)."""
+        -1 while the broker cannot say (a restart, a coordinator move). With `settled`, the exactly-once
+        ledger's lag instead: records whose settlement is not committed yet (`<group>.settled`)."""
         tps = [TopicPartition(self.binding.topic, p) for p in range(self.partitions)]
         try:
-            committed = self._lag_consumer.committed(tps, timeout=10)
+            consumer = self._settled_consumer if settled else self._lag_consumer
+            committed = consumer.committed(tps, timeout=10)
             total = 0
             for tp in committed:
                 low, high = self._lag_consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
@@ -255,6 +271,7 @@ class LocalHost:
             running.stop.set()
         self._join(self.instances, timeout_s=30)
         self._lag_consumer.close()
+        self._settled_consumer.close()
 
     def _join(self, stopping: list[_Running], timeout_s: float) -> None:
         """Wait for stopping instances to exit, reading their reports meanwhile: a process does not exit while

@@ -58,9 +58,9 @@ class InstanceSpec:
 
 def _faulty(function: Callable[..., Any], fault: str | None) -> Callable[..., Any]:
     """Inject faults into the function, comma-separated: `fail-first:N` (the first N invocations raise),
-    `slow:S` (each takes at least S seconds before its work), `slow-after:S` (S seconds after its work, before
-    the host stores the offsets), `fail-offset:P:O` (every invocation whose batch holds partition P offset O
-    raises)."""
+    `fail-after-first:N` (the first N invocations raise after their work), `slow:S` (each takes at least S
+    seconds before its work), `slow-after:S` (S seconds after its work, before the host stores the offsets),
+    `fail-offset:P:O` (every invocation whose batch holds partition P offset O raises)."""
     if not fault:
         return function
     for one in reversed(fault.split(",")[1:]):
@@ -82,6 +82,8 @@ def _faulty(function: Callable[..., Any], fault: str | None) -> Callable[..., An
         result = function(**kwargs)
         if kind == "slow-after":
             time.sleep(float(arg))
+        if kind == "fail-after-first" and state["calls"] <= int(arg):
+            raise RuntimeError("injected failure after the batch was written")
         return result
 
     return wrapped
@@ -318,6 +320,8 @@ def process_main(spec: InstanceSpec, events: Any, stop: Any) -> None:
     """Entry of a spawned instance process: set the app settings, import the app, index it, run the loop."""
     os.environ.update(spec.settings)
     logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s {spec.name} %(name)s: %(message)s")
+    for name in filter(None, os.environ.get("LOCALRUN_DEBUG", "").split(",")):  # loggers to show at DEBUG
+        logging.getLogger(name).setLevel(logging.DEBUG)
     assert spec.app is not None
     module, _, attribute = spec.app.partition(":")
     app = getattr(importlib.import_module(module), attribute)

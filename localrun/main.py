@@ -25,8 +25,9 @@ from localrun.accounting import Coverage, Range, coverage, delivered_twice, unex
 from localrun.charts import Sample, run_chart
 from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
-from localrun.kafka import create_topics, header, high_watermarks, read_all, settlement_of
+from localrun.kafka import create_topics, header, high_watermarks, read_to_end, settlement_of
 from localrun.scaler import MODES
+from settlement.config import EXACTLY_ONCE, GUARANTEES
 from settlement.deadletter import REASON
 
 RUNS_DIR = Path(__file__).resolve().parent.parent / ".runs"
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling", choices=MODES, default="target", help="scale controller mode (default target)")
     parser.add_argument("--max-instances", type=int, default=None, help="cap instances (default: partitions)")
     parser.add_argument("--rate", type=float, default=None, help="generate at this many trades/s (default: max)")
+    parser.add_argument(
+        "--guarantee",
+        choices=GUARANTEES,
+        default=EXACTLY_ONCE,
+        help=f"SETTLEMENT_DELIVERY_GUARANTEE (default {EXACTLY_ONCE}): under it any duplicate fails the check",
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
     parser.add_argument("--chart", type=Path, help="where to write the run's chart (default: .runs/run-<id>.png)")
@@ -93,7 +100,13 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
         bootstrap, {topics.source: args.partitions, topics.settlements: args.partitions, topics.dead_letter: 1}
     )
     settings = run_settings(
-        bootstrap, registry_url, topics.source, topics.settlements, topics.dead_letter, topics.group
+        bootstrap,
+        registry_url,
+        topics.source,
+        topics.settlements,
+        topics.dead_letter,
+        topics.group,
+        SETTLEMENT_DELIVERY_GUARANTEE=args.guarantee,
     )
     if args.lag_threshold is not None:
         settings["KAFKA_LAG_THRESHOLD"] = str(args.lag_threshold)
@@ -101,7 +114,7 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
     import function_app  # imported after the settings exist, as the host does
 
     print(f"run {run_id}: broker {bootstrap}, registry {registry_url}")
-    print(f"topics: {topics.source} -> {topics.settlements} (+ {topics.dead_letter})")
+    print(f"topics: {topics.source} -> {topics.settlements} (+ {topics.dead_letter}); {args.guarantee}")
     t0 = time.monotonic()
     sent = produce_trades(bootstrap, registry_url, topics.source, args.trades, GeneratorConfig(), rate=args.rate)
     raw = Producer({"bootstrap.servers": bootstrap})
@@ -132,7 +145,7 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
         # so the count reaches the input count while the last records are still unread. The group's lag
         # (every input's offset committed, which happens only after its batch was acknowledged) decides.
         outputs["n"] = high_watermarks(bootstrap, topics.settlements) + high_watermarks(bootstrap, topics.dead_letter)
-        return outputs["n"] >= inputs and host.lag() == 0
+        return outputs["n"] >= inputs and host.drained(args.guarantee == EXACTLY_ONCE)
 
     def progress(h: LocalHost) -> None:
         now = time.monotonic()
@@ -155,7 +168,7 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
     host.stop()
     if not finished:
         print(f"timed out after {args.timeout:.0f}s with {outputs['n']}/{inputs} outputs", file=sys.stderr)
-    code = _summary(bootstrap, topics, inputs, elapsed, host)
+    code = _summary(bootstrap, topics, inputs, elapsed, host, args.guarantee == EXACTLY_ONCE)
     if not args.no_chart:
         chart = args.chart or (RUNS_DIR / f"run-{run_id}.png")
         chart.parent.mkdir(parents=True, exist_ok=True)
@@ -164,9 +177,11 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
     return code
 
 
-def _summary(bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, host: LocalHost) -> int:
-    settled_msgs = read_all(bootstrap, topics.settlements, high_watermarks(bootstrap, topics.settlements))
-    dead_msgs = read_all(bootstrap, topics.dead_letter, high_watermarks(bootstrap, topics.dead_letter))
+def _summary(
+    bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, host: LocalHost, exactly_once: bool
+) -> int:
+    settled_msgs = read_to_end(bootstrap, topics.settlements)  # what a read_committed reader sees
+    dead_msgs = read_to_end(bootstrap, topics.dead_letter)
     settlements = [settlement_of(m) for m in settled_msgs]
     latencies = sorted(float(m.timestamp()[1] - s.timestamp) for m, s in zip(settled_msgs, settlements, strict=True))
     by_disposition = Counter(s.disposition for s in settlements)
@@ -192,27 +207,35 @@ def _summary(bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, hos
     for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)):
         print(f"  {label:<5}{percentile(latencies, q):>9.0f} ms")
 
-    return _check(inputs, coverage(inputs, settlements, dead_msgs), delivered_twice(host.stats.ranges))
+    counted = coverage(inputs, settlements, dead_msgs)
+    return _check(inputs, counted, delivered_twice(host.stats.ranges), exactly_once)
 
 
-def _check(inputs: int, counted: Coverage, redelivered: list[Range]) -> int:
-    """The run's verdict: every input record has an output, and a record written twice was delivered to the
-    function twice (its partition moved while its batch ran, so the next owner read it again: the Kafka trigger
-    is at-least-once, as the extension is). A record delivered once and written twice is a defect."""
-    defects = unexplained(counted.duplicated, redelivered)
+def _check(inputs: int, counted: Coverage, redelivered: list[Range], exactly_once: bool = False) -> int:
+    """The run's verdict: every input record has an output. Under exactly-once a read_committed reader sees no
+    record twice, whatever the host redelivered. Under at-least-once a record written twice must have been
+    delivered to the function twice (its partition moved while its batch ran, so the next owner read it again,
+    as the extension does); one delivered once and written twice is a defect."""
+    defects = sorted(counted.duplicated) if exactly_once else unexplained(counted.duplicated, redelivered)
     ok = counted.lost == 0 and not defects
     print(
         f"\ncheck: inputs {inputs} = settlements {counted.settled} + dead letters {counted.dead_lettered}"
         f" - duplicates {counted.duplicates}; lost {counted.lost}: {'OK' if ok else 'MISMATCH'}"
     )
-    if counted.duplicates:
-        redelivered_records = sum(hi - lo + 1 for _, lo, hi in redelivered)
+    redelivered_records = sum(hi - lo + 1 for _, lo, hi in redelivered)
+    if exactly_once:
+        print(
+            f"  exactly-once: the host delivered {redelivered_records} records twice after rebalances; a"
+            f" read_committed reader sees {counted.duplicates} of them twice"
+        )
+    elif counted.duplicates:
         print(
             f"  {counted.duplicates} outputs repeat a record; the host delivered {redelivered_records} records twice"
             " after rebalances (at-least-once: deduplicate on source_topic, source_partition, source_offset)"
         )
     if defects:
-        print(f"  {len(defects)} records written twice were delivered once, e.g. partition/offset {defects[:5]}")
+        what = "written twice" if exactly_once else "written twice were delivered once"
+        print(f"  {len(defects)} records {what}, e.g. partition/offset {defects[:5]}")
     return 0 if ok else 1
 
 

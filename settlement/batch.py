@@ -130,11 +130,29 @@ class SettlementProcessor:
         self._settlement_limit = max_message_bytes - record_size(None, None, ())  # key + value, margin kept
         self._ledger = ledger
         self._exactly_once = None if ledger is None else ExactlyOnce(ledger, topics)
+        if ledger is not None:
+            ledger.recover = self._recover
 
     def close(self) -> None:
         """Commit what the exactly-once ledger holds open and release its producers."""
         if self._ledger is not None:
             self._ledger.close()
+
+    def _recover(self, topic: str, partition: int, upto: int) -> None:
+        """Settle a source range again whose transaction this process lost: read from the settled position up
+        to `upto` and run it as a batch (already settled records are skipped as in any batch)."""
+        assert self._ledger is not None
+        ledger, deadline = self._ledger, time.monotonic() + self._timeout_s
+        part = ledger.partition(topic, partition)
+        with part.lock:
+            ledger.ready(part, deadline)
+            start = part.position
+        if start is None or start >= upto:
+            return
+        records = ledger.read_gap(part, start, upto, deadline)
+        log.warning("recovering %s[%d] offsets %d..%d after a lost transaction", topic, partition, start, upto - 1)
+        if records:
+            self.process(records)
 
     @property
     def decoder(self) -> TradeDecoder:

@@ -4,8 +4,8 @@ settled, repair what the host skipped, and write the rest inside the partition's
 Every record is planned (decoded, settled, encoded) before anything is produced, as on the at-least-once path,
 so a registry outage fails the batch with nothing written, and a record that is skipped as already settled
 still gets its result (the HTTP path answers a re-posted body with the same per-record results: the rules are
-deterministic). Any failure leaves the partition untrusted: whatever the host does next (retry, skip past
-the batch), the ledger's next batch repairs from the settled position.
+deterministic). Whatever the host does after a failure (retry the batch, or skip past it), the partition's
+next batch starts at or beyond the settled position, and what lies between is repaired.
 """
 
 from __future__ import annotations
@@ -41,15 +41,10 @@ class ExactlyOnce:
             by_partition.setdefault((record.topic, record.partition), []).append(i)
         ledger = self._ledger
         with ledger.holding(list(by_partition)) as parts:
-            try:
-                plan = plan_records(records, self._shrink)
-                for part in parts:
-                    indexes = by_partition[(part.topic, part.partition)]
-                    plan = self._settle_partition(part, records, indexes, plan, plan_records, deadline)
-            except BaseException:
-                for part in parts:
-                    part.trusted = False  # the host may retry this batch or skip past it
-                raise
+            plan = plan_records(records, self._shrink)
+            for part in parts:
+                indexes = by_partition[(part.topic, part.partition)]
+                plan = self._settle_partition(part, records, indexes, plan, plan_records, deadline)
         return plan.outcomes
 
     def _settle_partition(
@@ -89,7 +84,6 @@ class ExactlyOnce:
                     plan = plan_records(records, self._shrink)
                 continue
             part.position = position
-            part.trusted = True
             if ledger.due(part):
                 try:
                     ledger.commit(part, deadline)
@@ -102,8 +96,8 @@ class ExactlyOnce:
     def _admit(
         self, part: PartitionLedger, records: Sequence[InputRecord], indexes: list[int], deadline: float
     ) -> tuple[list[int], int | None, list[InputRecord]]:
-        """The batch's records still to settle, the position after them, and the records of an untrusted gap
-        before the first of them (read from the source)."""
+        """The batch's records still to settle, the position after them, and the source records of the gap
+        between the settled position and the first of them."""
         position = part.position
         admitted: list[int] = []
         gap: list[InputRecord] = []
@@ -113,7 +107,7 @@ class ExactlyOnce:
                 position = offset  # the ledger has no history for this partition: it begins here
             if offset < position:
                 continue  # settled by a committed transaction, or earlier in this one
-            if offset > position and not admitted and not part.trusted:
+            if offset > position and not admitted:
                 gap = self._ledger.read_gap(part, position, offset, deadline)
             admitted.append(i)
             position = offset + 1

@@ -13,10 +13,12 @@ What a read_committed reader sees is then each source record exactly once, whate
 
 - a record below the position was settled by a committed transaction: it is skipped (a redelivery, a
   rebalance, a re-posted HTTP body, or the other entry path);
-- a record beyond the position, when the ledger cannot vouch for the gap, is preceded by the missing range,
-  read from the source topic by the ledger itself (gap repair). The ledger vouches for a gap only while it
-  has held the partition without a failure since its last repair: then the host delivered everything in
-  between and the gap is transaction markers or aborted records, which read_committed consumers skip.
+- a batch that starts beyond the position is preceded by the missing range, read from the source topic by
+  the ledger itself (gap repair): the host skipped it (a failed batch given up after its retries), or a crash
+  lost the open transaction that held it after the host had moved on. A gap that holds only transaction
+  markers or aborted records (a source written by ksqlDB under exactly_once_v2) reads as empty in a few ms.
+  Gaps inside one batch are not read: the host's consumer fetched those offsets in sequence, so they hold
+  nothing a read_committed consumer returns (a partition handed back mid-batch only goes back).
 
 Transactions are kept open across batches and committed once `commit_interval_s` has passed (by the next
 batch, or by a background committer), so their cost is paid a few times a second, not per batch. The
@@ -102,13 +104,11 @@ class PartitionLedger:
         self.committed: int | None = None  # the settled position as committed (None: the ledger has none yet)
         self.position: int | None = None  # ... including the open transaction
         self.open_since: float | None = None  # monotonic time the open transaction began
-        self.trusted = False  # True: a gap before the next record is markers, not a range the host skipped
 
     def reset(self) -> None:
         """Forget the open transaction (aborted or lost): the next batch repairs from the committed position."""
         self.position = self.committed
         self.open_since = None
-        self.trusted = False
 
 
 class Ledger:
@@ -132,6 +132,10 @@ class Ledger:
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": True,
+                # A repair read assigns a partition and reads a short range: a long-polling fetch left at a
+                # partition's end would hold the next assignment up to librdkafka's 500 ms default.
+                "fetch.wait.max.ms": 5,
+                "logger": logging.getLogger("settlement.librdkafka"),
             }
         )
         self._metadata = self._consumer.consumer_group_metadata()
@@ -141,6 +145,11 @@ class Ledger:
         self._clock = clock
         self._closed = threading.Event()
         self._partition_counts: dict[str, int] = {}
+        # Ranges whose transaction was lost in this process (up to the position it had reached), and what
+        # settles a source range again (set by the processor): the committer retries until it succeeds.
+        self._lost: dict[tuple[str, int], int] = {}
+        self.recover: Callable[[str, int, int], None] | None = None
+        self._next_recovery = 0.0
         ref = weakref.ref(self)
         self._committer = threading.Thread(target=_commit_loop, args=(ref, self._closed), daemon=True)
         self._committer.name = "settlement-ledger-committer"
@@ -198,9 +207,14 @@ class Ledger:
             raise KafkaException(got.error)
         return None if got.offset < 0 else got.offset
 
-    def drop(self, part: PartitionLedger) -> None:
-        """Give up the partition's producer (fenced, or unusable): the next batch takes it again."""
+    def drop(self, part: PartitionLedger, lost: bool = False) -> None:
+        """Give up the partition's producer (fenced, or unusable): the next batch takes it again. With `lost`,
+        the open transaction's range is queued for the committer to settle again from the source, so that a
+        failed commit is repaired even if the partition sees no later batch."""
+        if lost:
+            self._queue_lost(part)
         if part.producer is not None:
+            log.debug("%s[%d]: producer dropped (open: %s)", part.topic, part.partition, part.open_since is not None)
             _close(part.producer)
         part.producer = None
         part.committed = None
@@ -214,27 +228,45 @@ class Ledger:
         if part.open_since is None:
             part.producer.begin_transaction()
             part.open_since = self._clock()
+            log.debug("%s[%d]: transaction begun at position %s", part.topic, part.partition, part.position)
         return part.producer
 
     def commit(self, part: PartitionLedger, deadline: float | None = None) -> None:
-        """Commit the open transaction with the partition's position; on failure it is aborted (the caller
-        decides whether to retry) and `DeliveryError` (or `Fenced`) raised."""
+        """Commit the open transaction with the partition's position, retrying what librdkafka calls retriable
+        (a broker restart, a coordinator move) until `deadline` (or the ledger's timeout). On a definite failure
+        the producer is dropped, the range it held is queued for recovery unless another process fenced this
+        one (that one repairs it), and `DeliveryError` (or `Fenced`) raised."""
         if part.open_since is None or part.producer is None or part.position is None:
             return
-        timeout = self._bounded(deadline)
+        until = time.monotonic() + self._bounded(deadline)
         offsets = [TopicPartition(part.topic, part.partition, part.position)]
-        try:
-            part.producer.send_offsets_to_transaction(offsets, self._metadata, timeout)
-            part.producer.commit_transaction(timeout)
-        except KafkaException as exc:
-            # A commit that timed out may still complete on the coordinator: never guess. Dropping the producer
-            # makes the next batch fence again, which waits for that outcome, and re-read the position.
-            self.drop(part)
-            if is_fenced(exc):
-                raise Fenced(f"{part.topic}[{part.partition}]: {exc}") from None
-            raise DeliveryError(f"{part.topic}[{part.partition}] commit failed: {exc}") from None
+        sent = False
+        while True:
+            try:
+                if not sent:
+                    _send_offsets(part.producer, offsets, self._metadata, self._left(until))
+                    sent = True
+                part.producer.commit_transaction(self._left(until))
+                break
+            except KafkaException as exc:
+                err = kafka_error(exc)
+                if err is not None and err.retriable() and not err.txn_requires_abort() and time.monotonic() < until:
+                    time.sleep(0.1)
+                    continue
+                # A commit that timed out may still complete on the coordinator: never guess. Dropping the producer
+                # makes the next holder fence again, which waits for that outcome, and re-read the position.
+                fenced = is_fenced(exc)
+                self.drop(part, lost=not fenced)
+                if fenced:
+                    raise Fenced(f"{part.topic}[{part.partition}]: {exc}") from None
+                raise DeliveryError(f"{part.topic}[{part.partition}] commit failed: {exc}") from None
         part.committed = part.position
         part.open_since = None
+        log.debug("%s[%d]: committed position %s", part.topic, part.partition, part.position)
+
+    @staticmethod
+    def _left(until: float) -> float:
+        return max(0.1, until - time.monotonic())
 
     def abort(self, part: PartitionLedger, cause: BaseException) -> NoReturn:
         """Abort the open transaction (its records become invisible to read_committed readers) and raise why."""
@@ -246,8 +278,9 @@ class Ledger:
                 fenced = True  # an abort that fails leaves the producer unusable either way
                 cause = exc
         if fenced:
-            self.drop(part)
+            self.drop(part, lost=not is_fenced(cause))
             raise Fenced(f"{part.topic}[{part.partition}]: {cause}") from None
+        self._queue_lost(part)
         part.reset()
         raise DeliveryError(f"{part.topic}[{part.partition}] transaction aborted: {cause}") from None
 
@@ -273,6 +306,30 @@ class Ledger:
                 log.warning("background commit failed (the next batch repairs): %s", exc)
             finally:
                 part.lock.release()
+
+    def _queue_lost(self, part: PartitionLedger) -> None:
+        if part.open_since is not None and part.position is not None and part.position != part.committed:
+            with self._lock:
+                key = (part.topic, part.partition)
+                self._lost[key] = max(self._lost.get(key, 0), part.position)
+
+    def recover_lost(self) -> None:
+        """The committer's other duty: settle again each range whose transaction this process lost (at most one
+        round a second while a cause such as a broker outage persists)."""
+        if not self._lost or self.recover is None or self._clock() < self._next_recovery:
+            return
+        self._next_recovery = self._clock() + 1.0
+        with self._lock:
+            lost = dict(self._lost)
+        for (topic, partition), upto in lost.items():
+            try:
+                self.recover(topic, partition, upto)
+            except Exception as exc:  # noqa: BLE001 - retried next round; a batch of the partition repairs too
+                log.warning("recovering %s[%d] up to %d failed (retrying): %s", topic, partition, upto, exc)
+                continue
+            with self._lock:
+                if self._lost.get((topic, partition)) == upto:
+                    del self._lost[(topic, partition)]
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Commit what is open, then release every producer (a graceful stop loses nothing to repair)."""
@@ -314,7 +371,7 @@ class Ledger:
                 while True:
                     if time.monotonic() > deadline:
                         raise DeliveryError(f"{part.topic}[{part.partition}] gap {start}..{end - 1} not read in time")
-                    msgs = self._consumer.consume(500, timeout=0.1)
+                    msgs = self._consumer.consume(500, timeout=0.005)
                     done = False
                     for msg in msgs:
                         err = msg.error()
@@ -340,6 +397,30 @@ class Ledger:
         if deadline is None:
             return self.config.timeout_s
         return max(0.1, min(self.config.timeout_s, deadline - time.monotonic()))
+
+
+def _send_offsets(producer: Producer, offsets: list[TopicPartition], metadata: Any, timeout_s: float) -> None:
+    """`send_offsets_to_transaction`, bounded by its timeout even when librdkafka does not bound it: with the
+    group coordinator gone (a broker restart) the call can block for good past its timeout (librdkafka issues
+    #5456 and #5511, open in 2.16). The call runs in a thread of its own; one still running after the timeout
+    is abandoned with its producer, which the next holder's `init_transactions` fences."""
+    failure: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            producer.send_offsets_to_transaction(offsets, metadata, timeout_s)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            failure.append(exc)
+
+    thread = threading.Thread(target=call, name="settlement-send-offsets", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 1.0)
+    if thread.is_alive():
+        raise KafkaException(
+            KafkaError(KafkaError._TIMED_OUT, "send_offsets_to_transaction did not return")
+        )
+    if failure:
+        raise failure[0]
 
 
 def _as_host_record(msg: Any, topic: str, partition: int) -> InputRecord:
@@ -372,6 +453,7 @@ def _commit_loop(ref: weakref.ref[Ledger], closed: threading.Event) -> None:
         interval = ledger.config.commit_interval_s
         try:
             ledger.commit_due()
+            ledger.recover_lost()
         except Exception:
             log.exception("ledger committer round failed")
         del ledger
