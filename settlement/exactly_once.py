@@ -41,6 +41,8 @@ class ExactlyOnce:
             by_partition.setdefault((record.topic, record.partition), []).append(i)
         ledger = self._ledger
         with ledger.holding(list(by_partition)) as parts:
+            for part in parts:
+                self._hold(part, records[by_partition[(part.topic, part.partition)][0]].offset, deadline)
             plan = plan_records(records, self._shrink)
             for part in parts:
                 indexes = by_partition[(part.topic, part.partition)]
@@ -59,7 +61,7 @@ class ExactlyOnce:
         """Settle one partition's share of the batch; returns the plan (re-made if a record had to shrink)."""
         ledger = self._ledger
         for attempt in range(1, _ATTEMPTS + 1):
-            ledger.ready(part, deadline)
+            self._hold(part, records[indexes[0]].offset, deadline)
             admitted, position, gap = self._admit(part, records, indexes, deadline)
             if not admitted:
                 return plan  # everything was settled already (a redelivery): nothing to write
@@ -93,6 +95,12 @@ class ExactlyOnce:
             return plan
         raise DeliveryError(f"{part.topic}[{part.partition}]: not settled after {_ATTEMPTS} attempts")
 
+    def _hold(self, part: PartitionLedger, first_offset: int, deadline: float) -> None:
+        """Hold the partition, and give it a settled position if the ledger has none yet."""
+        self._ledger.ready(part, deadline)
+        if part.committed is None:
+            self._ledger.pin(part, first_offset, deadline)
+
     def _admit(
         self, part: PartitionLedger, records: Sequence[InputRecord], indexes: list[int], deadline: float
     ) -> tuple[list[int], int | None, list[InputRecord]]:
@@ -103,8 +111,7 @@ class ExactlyOnce:
         gap: list[InputRecord] = []
         for i in indexes:
             offset = records[i].offset
-            if position is None:
-                position = offset  # the ledger has no history for this partition: it begins here
+            assert position is not None  # held: pinned if it had none
             if offset < position:
                 continue  # settled by a committed transaction, or earlier in this one
             if offset > position and not admitted:

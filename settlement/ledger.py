@@ -24,8 +24,8 @@ Transactions are kept open across batches and committed once `commit_interval_s`
 batch, or by a background committer), so their cost is paid a few times a second, not per batch. The
 function returns to the host before its records are committed; a crash then loses the open transaction,
 the host has moved its offset past it, and the next batch of the partition (on whichever instance) repairs
-the range. The first transaction of a partition that has no settled position yet is committed before the
-batch returns, so a position exists before the host can move past it.
+the range. A partition that has no settled position yet gets one (the first offset the host delivers)
+committed before its first batch is planned, so a position exists before the host can move past anything.
 """
 
 from __future__ import annotations
@@ -289,10 +289,19 @@ class Ledger:
             self.abort(part, cause)
 
     def due(self, part: PartitionLedger) -> bool:
-        """The open transaction should be committed now: its interval passed, or the ledger had no position."""
+        """The open transaction should be committed now: its interval passed."""
         if part.open_since is None:
             return False
-        return part.committed is None or self._clock() - part.open_since >= self.config.commit_interval_s
+        return self._clock() - part.open_since >= self.config.commit_interval_s
+
+    def pin(self, part: PartitionLedger, offset: int, deadline: float) -> None:
+        """Give a partition that has no settled position one: the first offset the host delivers, committed at
+        once in a transaction of its own, before anything of the batch is planned. From then on a batch the
+        host gives up (the very first one included) leaves a gap that the next batch repairs."""
+        part.position = offset
+        self.begin(part)
+        self.commit(part, deadline)
+        log.info("%s[%d]: the ledger begins at offset %d", part.topic, part.partition, offset)
 
     def commit_due(self) -> None:
         """The committer's round: commit every transaction left open past its interval by a quiet partition."""
@@ -374,6 +383,8 @@ class Ledger:
                     msgs = self._consumer.consume(500, timeout=0.005)
                     done = False
                     for msg in msgs:
+                        if msg.topic() != part.topic or msg.partition() != part.partition:
+                            continue  # left from an earlier assignment
                         err = msg.error()
                         if err is not None:
                             if err.code() == KafkaError._PARTITION_EOF:
@@ -381,6 +392,8 @@ class Ledger:
                                 continue
                             raise DeliveryError(f"reading {part.topic}[{part.partition}] for repair: {err}")
                         offset = msg.offset() or 0
+                        if offset < start:
+                            continue
                         if offset >= end:
                             done = True
                             break

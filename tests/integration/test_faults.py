@@ -1,9 +1,13 @@
 """Fault tests on the real stack through the local Kafka-trigger host, instances as processes.
 
-With our settings every input ends as a settlement or a dead letter (duplicates possible, never losses), except
-where the extension itself gives a batch up: a batch that always fails is skipped after its retries (logged),
-and one whose retries outlast max.poll.interval.ms is never skipped, so its partition stalls. With the
-extension's defaults a batch that fails one execution is committed past and lost.
+At-least-once with our settings: every input ends as a settlement or a dead letter (duplicates possible, never
+losses), except where the extension itself gives a batch up: a batch that always fails is skipped after its
+retries (logged), and one whose retries outlast max.poll.interval.ms is never skipped, so its partition stalls.
+With the extension's defaults a batch that fails one execution is committed past and lost.
+
+Exactly-once: a read_committed reader sees every input exactly once in every scenario, including those where
+the extension skips a batch (the ledger repairs the range from the source); only the stalled partition stays
+short, as it must (nothing is skipped, so nothing after it is read).
 """
 
 from __future__ import annotations
@@ -11,19 +15,44 @@ from __future__ import annotations
 import pytest
 
 from localrun.faults import SCENARIOS, run_scenario
+from settlement.config import AT_LEAST_ONCE, EXACTLY_ONCE
 
 pytestmark = pytest.mark.integration
 NEEDS_OWNED_STACK = {"broker restart mid-run", "registry unavailable 3 s, then back"}
-GIVEN_UP_BY_THE_EXTENSION = {"a batch that always fails", "... and whose retries outlast max.poll.interval.ms"}
+STALLS = "... and whose retries outlast max.poll.interval.ms"
 
 
-def _run(stack, name: str, ours: bool):  # type: ignore[no-untyped-def]
+def _run(stack, name: str, ours: bool, guarantee: str = AT_LEAST_ONCE):  # type: ignore[no-untyped-def]
     if name in NEEDS_OWNED_STACK and not stack.owned:
         pytest.skip("needs control of the local stack's processes")
-    return run_scenario(name, stack.bootstrap, stack.registry_url, ours=ours, **SCENARIOS[name])
+    return run_scenario(name, stack.bootstrap, stack.registry_url, ours=ours, guarantee=guarantee, **SCENARIOS[name])
 
 
-@pytest.mark.parametrize("name", [n for n in SCENARIOS if n not in GIVEN_UP_BY_THE_EXTENSION])
+@pytest.mark.parametrize("name", [n for n in SCENARIOS if n != STALLS])
+def test_exactly_once_books_every_record_once(stack, name: str) -> None:
+    outcome = _run(stack, name, ours=True, guarantee=EXACTLY_ONCE)
+    assert outcome.finished and outcome.lost == 0 and outcome.duplicates == 0, outcome
+    assert outcome.settled + outcome.dead_lettered == outcome.inputs, outcome
+    if name == "a batch that always fails":
+        assert outcome.skipped_records == 50, outcome  # the extension gave the batch up; the ledger repaired it
+
+
+def test_exactly_once_repairs_the_batch_the_extension_default_skips(stack) -> None:
+    outcome = _run(stack, "function raises on 6 invocations", ours=False, guarantee=EXACTLY_ONCE)
+    assert outcome.skipped_records == 50 and outcome.lost == 0 and outcome.duplicates == 0, outcome
+
+
+AT_LEAST_ONCE_IN_CI = [
+    "function raises on 6 invocations",
+    "a batch retried after its records were written",
+    "every poison kind in the stream",
+    "1.5 MB values and 1 MB keys in the stream",
+    "an instance killed mid-batch",
+    "an instance frozen past its session timeout, then thawed",
+]
+
+
+@pytest.mark.parametrize("name", AT_LEAST_ONCE_IN_CI)
 def test_no_record_is_lost_with_our_settings(stack, name: str) -> None:
     outcome = _run(stack, name, ours=True)
     assert outcome.finished and outcome.lost == 0, outcome
