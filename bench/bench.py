@@ -1,6 +1,6 @@
 """Benchmarks: figures and ratios against a baseline measured in the same run on the same broker.
 
-    python bench/bench.py [throughput|coldstart|latency|rss|scaleout|firstbatch|channel|batchsize|all] [--records N]
+    python bench/bench.py [throughput|coldstart|latency|rss|scaleout|firstbatch|channel|batchsize|guarantee|all]
 
 (a) throughput: settle (decode → rules → encode → produce → wait for acks → commit) against a raw
     confluent-kafka consume → produce → wait → commit passthrough, at MaxBatchSize 1, 64 and 500; beside
@@ -13,7 +13,10 @@
 (f) firstbatch: a fresh process's first batch acknowledged against a warm batch of the same size;
 (g) channel: one instance under the extension's executor-channel defaults against host.json's settings;
 (h) batchsize: host.json's maxBatchSize against the extension's default 64, throughput with 1 and 2 instance
-    processes and latency at 500 rec/s.
+    processes and latency at 500 rec/s;
+(i) guarantee: exactly-once against at-least-once, instance processes at host.json's settings, latency as a
+    read_committed reader sees it, and one process holding 100 partitions. Its last line is the ratio.
+(a)-(h) run at-least-once (their baselines were set against it); (e) and (i) run the app's settings.
 Not tests: they print, they assert nothing.
 """
 
@@ -44,11 +47,11 @@ from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding, load_bind
 from localrun.indexing import kafka_annotation  # noqa: E402
 from localrun.instance import coordinates, next_offsets  # noqa: E402
 from localrun.invocation import HostRecord, convert, trigger_input  # noqa: E402
-from localrun.kafka import create_topics, high_watermarks, read_all, settlement_of  # noqa: E402
+from localrun.kafka import create_topics, high_watermarks, read_all, read_to_end, settlement_of  # noqa: E402
 from localrun.main import percentile  # noqa: E402
 from settlement import producer as static_producer  # noqa: E402
 from settlement import service  # noqa: E402
-from settlement.config import load_settings  # noqa: E402
+from settlement.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES, load_settings  # noqa: E402
 from settlement.records import InputRecord  # noqa: E402
 from settlement.triggers import from_kafka_event  # noqa: E402
 
@@ -57,7 +60,9 @@ def topics(bootstrap: str, *names: str, partitions: int = 1) -> None:
     create_topics(bootstrap, dict.fromkeys(names, partitions))
 
 
-def processor_for(bootstrap: str, registry: str, out: str, dlq: str) -> Any:
+def processor_for(bootstrap: str, registry: str, out: str, dlq: str, guarantee: str = AT_LEAST_ONCE) -> Any:
+    """A processor of its own. At-least-once unless asked: the figures of (a)-(h) were set against it, and
+    (i) compares the two."""
     static_producer.reset_shared_producer()
     service.reset()
     settings = load_settings(
@@ -66,6 +71,8 @@ def processor_for(bootstrap: str, registry: str, out: str, dlq: str) -> Any:
             "SCHEMA_REGISTRY_URL": registry,
             "SETTLEMENTS_TOPIC": out,
             "DEAD_LETTER_TOPIC": dlq,
+            "KAFKA_CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
+            "SETTLEMENT_DELIVERY_GUARANTEE": guarantee,
         }
     )
     return service.build_processor(settings)
@@ -264,15 +271,25 @@ def bench_latency(bootstrap: str, registry: str, rate: float, seconds: float) ->
 
 
 def _latency(
-    bootstrap: str, registry: str, label: str, options: KafkaHostOptions, rate: float, seconds: float
+    bootstrap: str,
+    registry: str,
+    label: str,
+    options: KafkaHostOptions,
+    rate: float,
+    seconds: float,
+    guarantee: str = AT_LEAST_ONCE,
 ) -> tuple[float, float, float]:
-    """p50, p99 and max milliseconds from input record to output record, one instance, a paced stream."""
+    """p50, p99 and max milliseconds from input record to output record, one instance, a paced stream. Under
+    exactly-once a settlement is visible only once its transaction commits, so the figure is taken by a
+    read_committed reader as records arrive (arrival time against the trade's timestamp), not from the
+    settlement's own timestamp."""
     run = uuid.uuid4().hex[:8]
     src, out, dlq = (f"lat-{x}-{run}" for x in ("in", "out", "dlq"))
     topics(bootstrap, src, out, dlq, partitions=3)
     function: Callable[[list[Any]], None]
+    watcher = _ArrivalWatcher(bootstrap, out) if guarantee == EXACTLY_ONCE else None
     if label == "settle":
-        proc = processor_for(bootstrap, registry, out, dlq)
+        proc = processor_for(bootstrap, registry, out, dlq, guarantee)
         function = lambda events: proc.process([from_kafka_event(e) for e in events])  # noqa: E731
     else:
         raw = passthrough_function(bootstrap, out)
@@ -285,6 +302,12 @@ def _latency(
     host.start(1)
     n = int(rate * seconds)
     produce_trades(bootstrap, registry, src, n, GeneratorConfig(seed=5), rate=rate)
+    if watcher is not None:
+        host.run_until(lambda: len(watcher.latencies) >= n, 120, autoscale=False, tick_s=0.2)
+        host.stop()
+        watcher.stop()
+        lat = sorted(watcher.latencies)
+        return percentile(lat, 0.5), percentile(lat, 0.99), lat[-1]
     host.run_until(lambda: high_watermarks(bootstrap, out) >= n, 120, autoscale=False, tick_s=0.2)
     host.stop()
     ins = {(m.partition(), m.offset()): m.timestamp()[1] for m in read_all(bootstrap, src, n)}
@@ -294,6 +317,39 @@ def _latency(
     else:
         lat = sorted(float(m.timestamp()[1] - ins[_source(m)]) for m in outs)
     return percentile(lat, 0.5), percentile(lat, 0.99), lat[-1]
+
+
+class _ArrivalWatcher:
+    """A read_committed reader of the settlement topic, noting when each settlement became visible."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        import threading
+
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"watch-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        self._consumer.subscribe([topic])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for m in self._consumer.consume(500, timeout=0.01):
+                if m.error() is None:
+                    self.latencies.append(time.time() * 1000 - settlement_of(m).timestamp)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consumer.close()
 
 
 class _Event:
@@ -356,7 +412,14 @@ def bench_rss(bootstrap: str, registry: str, records: int) -> None:
     )
 
 
-def _host_rate(bootstrap: str, registry: str, records: int, instances: int, options: KafkaHostOptions) -> float:
+def _host_rate(
+    bootstrap: str,
+    registry: str,
+    records: int,
+    instances: int,
+    options: KafkaHostOptions,
+    guarantee: str = AT_LEAST_ONCE,
+) -> float:
     """Records per second of the main job's host with `instances` instance processes (each importing the app,
     its own producer) on 4 partitions, from the moment every instance has reported a batch until 95 % of the
     stream is settled, read from the instances' own batch reports every 20 ms. Starting the clock only then
@@ -367,11 +430,14 @@ def _host_rate(bootstrap: str, registry: str, records: int, instances: int, opti
 
     run = uuid.uuid4().hex[:8]
     src, out, dlq = (f"scale-{x}-{run}" for x in ("in", "out", "dlq"))
-    topics(bootstrap, src, out, dlq, partitions=4)
+    topics(bootstrap, src, dlq, partitions=4)
     # 1,000 users, not the demo's 9: nine keys hash to 4 partitions unevenly (a third of the stream on one),
     # and the busiest partition, not the instance count, would then bound the figure.
     produce_trades(bootstrap, registry, src, records, GeneratorConfig(seed=4, users=1000))
-    settings = run_settings(bootstrap, registry, src, out, dlq, f"scale-{run}")
+    # As many settlement partitions as source partitions, as scripts/run.sh creates them (exactly-once then
+    # writes each transaction to one settlement partition).
+    topics(bootstrap, out, partitions=4)
+    settings = run_settings(bootstrap, registry, src, out, dlq, f"scale-{run}", SETTLEMENT_DELIVERY_GUARANTEE=guarantee)
     binding = load_binding(function_app.app, settings)
     host = LocalHost(binding, options, 4, app="function_app:app", settings=settings)
     marks: list[tuple[float, int]] = []
@@ -396,7 +462,11 @@ K = TypeVar("K")
 
 
 def _rates_in_turn(
-    bootstrap: str, registry: str, records: int, cases: dict[K, tuple[int, KafkaHostOptions]], repeats: int
+    bootstrap: str,
+    registry: str,
+    records: int,
+    cases: dict[K, tuple[int, KafkaHostOptions]] | dict[K, tuple[int, KafkaHostOptions, str]],
+    repeats: int,
 ) -> dict[K, list[float]]:
     """`_host_rate` of each case (instances, options) `repeats` times, the cases taken in turn so that drift on
     the machine hits every case alike, after an unmeasured full-size warm-up run: the broker's JIT makes its
@@ -404,8 +474,8 @@ def _rates_in_turn(
     _host_rate(bootstrap, registry, records, 1, KafkaHostOptions.from_host_json())
     rates: dict[K, list[float]] = {key: [] for key in cases}
     for _ in range(repeats):
-        for key, (instances, options) in cases.items():
-            rates[key].append(_host_rate(bootstrap, registry, records, instances, options))
+        for key, case in cases.items():
+            rates[key].append(_host_rate(bootstrap, registry, records, *case))
     return rates
 
 
@@ -463,6 +533,79 @@ def bench_batch_size(bootstrap: str, registry: str, records: int, repeats: int =
         print(f"{size:>13}{one:>12.0f}{two:>13.0f}{two / one:>7.2f}{p50:>9.0f}{p99:>9.0f}", flush=True)
 
 
+def bench_guarantee(bootstrap: str, registry: str, records: int, repeats: int = 3) -> None:
+    """(i) exactly-once against at-least-once at host.json's settings: instance processes through the function
+    path (1 instance each, 2 instances under exactly-once), in turn, median of `repeats`; latency as a
+    read_committed reader sees it at 500 rec/s; what one instance holding 100 partitions costs."""
+    ours = KafkaHostOptions.from_host_json()
+    print(
+        f"\n(i) delivery guarantee: {records:,} records on 4 partitions, maxBatchSize {ours.max_batch_size}, "
+        f"instances as processes; median of {repeats}"
+    )
+    cases = {
+        (AT_LEAST_ONCE, 1): (1, ours, AT_LEAST_ONCE),
+        (EXACTLY_ONCE, 1): (1, ours, EXACTLY_ONCE),
+        (EXACTLY_ONCE, 2): (2, ours, EXACTLY_ONCE),
+    }
+    rates = _rates_in_turn(bootstrap, registry, records, cases, repeats)
+    med = {key: statistics.median(runs) for key, runs in rates.items()}
+    print(f"{'guarantee':>15}{'instances':>10}{'rec/s':>10}   runs")
+    for (guarantee, n), runs in rates.items():
+        print(f"{guarantee:>15}{n:>10}{med[(guarantee, n)]:>10.0f}   {' '.join(f'{r:.0f}' for r in runs)}")
+    print(f"  exactly-once, 2 instances against 1: {med[(EXACTLY_ONCE, 2)] / med[(EXACTLY_ONCE, 1)]:.2f}")
+    latency_options = replace(ours, subscriber_interval_s=0.1)
+    print(f"{'guarantee':>15}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}   (visible to a read_committed reader, 500 rec/s)")
+    p99 = {}
+    for guarantee in GUARANTEES:
+        p50, p99[guarantee], top = _latency(bootstrap, registry, "settle", latency_options, 500.0, 10.0, guarantee)
+        print(f"{guarantee:>15}{p50:>9.0f}{p99[guarantee]:>9.0f}{top:>9.0f}", flush=True)
+    print(f"  p99 exactly-once/at-least-once: {p99[EXACTLY_ONCE] / p99[AT_LEAST_ONCE]:.2f}")
+    _hundred_partitions(bootstrap, registry)
+    ratio = med[(EXACTLY_ONCE, 1)] / med[(AT_LEAST_ONCE, 1)]
+    print(f"exactly-once/at-least-once at host.json settings: {ratio:.2f}")
+
+
+def _threads() -> int:
+    with open(f"/proc/{os.getpid()}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return -1
+
+
+def _hundred_partitions(bootstrap: str, registry: str, partitions: int = 100) -> None:
+    """One process holding `partitions` source partitions under exactly-once: a batch with one record of each
+    (a producer, `init_transactions` and a pinned position per partition), then a warm batch alike."""
+    run = uuid.uuid4().hex[:8]
+    src, out, dlq = (f"hp-{x}-{run}" for x in ("in", "out", "dlq"))
+    topics(bootstrap, src, out, partitions=partitions)
+    topics(bootstrap, dlq)
+    encode = value_encoder(registry, src)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for p in range(partitions):
+        for k, t in trades(2, GeneratorConfig(seed=p)):
+            producer.produce(src, key=k, value=encode(t), partition=p)
+    producer.flush(30)
+    msgs = read_to_end(bootstrap, src)
+    first = [_record(m) for m in msgs if (m.offset() or 0) == 0]
+    second = [_record(m) for m in msgs if (m.offset() or 0) == 1]
+    before_rss, before_threads = _rss_mb(), _threads()
+    proc = processor_for(bootstrap, registry, out, dlq, EXACTLY_ONCE)
+    started = time.perf_counter()
+    proc.process(first)
+    cold = time.perf_counter() - started
+    started = time.perf_counter()
+    proc.process(second)
+    warm = time.perf_counter() - started
+    print(
+        f"  {partitions} partitions in one process: first batch {cold * 1000:.0f} ms ({cold * 1000 / partitions:.1f} ms"
+        f" a partition to take), warm batch {warm * 1000:.0f} ms; threads {before_threads} -> {_threads()}, "
+        f"RSS {before_rss:.0f} -> {_rss_mb():.0f} MB"
+    )
+    service.reset()
+    proc.close()
+
+
 def bench_first_batch(bootstrap: str, registry: str, size: int = 64, repeats: int = 5) -> None:
     """A fresh process's first batch (settings, registry client, producer connection, schema resolution, first
     produce) against a warm batch of the same size in the same process; import time beside it."""
@@ -515,7 +658,18 @@ def main() -> int:
         "which",
         nargs="?",
         default="all",
-        choices=["throughput", "coldstart", "latency", "rss", "scaleout", "firstbatch", "channel", "batchsize", "all"],
+        choices=[
+            "throughput",
+            "coldstart",
+            "latency",
+            "rss",
+            "scaleout",
+            "firstbatch",
+            "channel",
+            "batchsize",
+            "guarantee",
+            "all",
+        ],
     )
     parser.add_argument("--records", type=int, default=20_000, help="records per throughput case")
     parser.add_argument("--rss-records", type=int, default=1_000_000)
@@ -549,6 +703,8 @@ def main() -> int:
             bench_channel(bootstrap, registry, args.channel_records)
         if args.which in ("batchsize", "all"):
             bench_batch_size(bootstrap, registry, args.scale_records)
+        if args.which in ("guarantee", "all"):
+            bench_guarantee(bootstrap, registry, args.scale_records)
     return 0
 
 

@@ -139,19 +139,23 @@ class SettlementProcessor:
             self._ledger.close()
 
     def _recover(self, topic: str, partition: int, upto: int) -> None:
-        """Settle a source range again whose transaction this process lost: read from the settled position up
-        to `upto` and run it as a batch (already settled records are skipped as in any batch)."""
+        """Settle a source range again whose transaction this process lost, or a gap too long for one batch:
+        read from the settled position up to `upto` in steps, each run as a batch (records settled meanwhile
+        are skipped as in any batch)."""
         assert self._ledger is not None
-        ledger, deadline = self._ledger, time.monotonic() + self._timeout_s
+        ledger = self._ledger
         part = ledger.partition(topic, partition)
-        with part.lock:
-            ledger.ready(part, deadline)
-            start = part.position
-        if start is None or start >= upto:
-            return
-        records = ledger.read_gap(part, start, upto, deadline)
-        log.warning("recovering %s[%d] offsets %d..%d after a lost transaction", topic, partition, start, upto - 1)
-        if records:
+        while True:
+            deadline = time.monotonic() + self._timeout_s
+            with part.lock:
+                ledger.ready(part, deadline)
+                start = part.position
+            if start is None or start >= upto:
+                return
+            records, _ = ledger.read_gap(part, start, upto, deadline)
+            if not records:
+                return  # only markers or aborted records up to `upto`
+            log.warning("settling %s[%d] offsets %d..%d from the source", topic, partition, start, records[-1].offset)
             self.process(records)
 
     @property

@@ -42,7 +42,7 @@ class ExactlyOnce:
         ledger = self._ledger
         with ledger.holding(list(by_partition)) as parts:
             for part in parts:
-                self._hold(part, records[by_partition[(part.topic, part.partition)][0]].offset, deadline)
+                self._hold(part, deadline)
             plan = plan_records(records, self._shrink)
             for part in parts:
                 indexes = by_partition[(part.topic, part.partition)]
@@ -61,9 +61,9 @@ class ExactlyOnce:
         """Settle one partition's share of the batch; returns the plan (re-made if a record had to shrink)."""
         ledger = self._ledger
         for attempt in range(1, _ATTEMPTS + 1):
-            self._hold(part, records[indexes[0]].offset, deadline)
+            self._hold(part, deadline)
             admitted, position, gap = self._admit(part, records, indexes, deadline)
-            if not admitted:
+            if not admitted and not gap:
                 return plan  # everything was settled already (a redelivery): nothing to write
             gap_plan = plan_records(gap, self._shrink) if gap else None
             if gap:
@@ -95,11 +95,11 @@ class ExactlyOnce:
             return plan
         raise DeliveryError(f"{part.topic}[{part.partition}]: not settled after {_ATTEMPTS} attempts")
 
-    def _hold(self, part: PartitionLedger, first_offset: int, deadline: float) -> None:
+    def _hold(self, part: PartitionLedger, deadline: float) -> None:
         """Hold the partition, and give it a settled position if the ledger has none yet."""
         self._ledger.ready(part, deadline)
         if part.committed is None:
-            self._ledger.pin(part, first_offset, deadline)
+            self._ledger.pin(part, deadline)
 
     def _admit(
         self, part: PartitionLedger, records: Sequence[InputRecord], indexes: list[int], deadline: float
@@ -115,7 +115,10 @@ class ExactlyOnce:
             if offset < position:
                 continue  # settled by a committed transaction, or earlier in this one
             if offset > position and not admitted:
-                gap = self._ledger.read_gap(part, position, offset, deadline)
+                gap, reached = self._ledger.read_gap(part, position, offset, deadline)
+                if reached < offset:  # too long for one batch: settle this step, queue the rest
+                    self._ledger.queue_recovery(part, records[indexes[-1]].offset + 1)
+                    return [], reached, gap
             admitted.append(i)
             position = offset + 1
         return admitted, position, gap

@@ -13,7 +13,8 @@ What a read_committed reader sees is then each source record exactly once, whate
 
 - a record below the position was settled by a committed transaction: it is skipped (a redelivery, a
   rebalance, a re-posted HTTP body, or the other entry path);
-- a batch that starts beyond the position is preceded by the missing range, read from the source topic by
+- a batch that starts beyond the position is preceded by the missing range (up to `REPAIR_LIMIT` records a
+  batch, the rest queued for the committer), read from the source topic by
   the ledger itself (gap repair): the host skipped it (a failed batch given up after its retries), or a crash
   lost the open transaction that held it after the host had moved on. A gap that holds only transaction
   markers or aborted records (a source written by ksqlDB under exactly_once_v2) reads as empty in a few ms.
@@ -24,8 +25,8 @@ Transactions are kept open across batches and committed once `commit_interval_s`
 batch, or by a background committer), so their cost is paid a few times a second, not per batch. The
 function returns to the host before its records are committed; a crash then loses the open transaction,
 the host has moved its offset past it, and the next batch of the partition (on whichever instance) repairs
-the range. A partition that has no settled position yet gets one (the first offset the host delivers)
-committed before its first batch is planned, so a position exists before the host can move past anything.
+the range. A partition that has no settled position yet gets one (its first retained offset, where the
+host's new consumer group starts too) committed before its first batch is planned.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ from settlement.records import InputRecord
 log = logging.getLogger("settlement.ledger")
 
 SETTLED_SUFFIX = ".settled"
+# Most gap records one batch settles before its own; a longer gap is settled in such steps by the following
+# batches and the committer, each step committed, so that a long outage (or a new ledger on a topic with
+# history) makes progress within each batch's deadline.
+REPAIR_LIMIT = 5_000
 # librdkafka's "no committed offset" value.
 _NO_OFFSET = -1001
 _FENCED = frozenset(
@@ -294,10 +299,13 @@ class Ledger:
             return False
         return self._clock() - part.open_since >= self.config.commit_interval_s
 
-    def pin(self, part: PartitionLedger, offset: int, deadline: float) -> None:
-        """Give a partition that has no settled position one: the first offset the host delivers, committed at
-        once in a transaction of its own, before anything of the batch is planned. From then on a batch the
-        host gives up (the very first one included) leaves a gap that the next batch repairs."""
+    def pin(self, part: PartitionLedger, deadline: float) -> None:
+        """Give a partition that has no settled position one: its first retained offset, committed at once in
+        a transaction of its own, before anything of the batch is planned. Whatever the host delivered or gave
+        up before (even batches that failed before the ledger existed) then lies in a gap that is repaired.
+        To start a ledger elsewhere (an at-least-once deployment switched over), set the `<group>.settled`
+        offsets first with Kafka's own tooling."""
+        offset = self.first_offset(part, deadline)
         part.position = offset
         self.begin(part)
         self.commit(part, deadline)
@@ -369,42 +377,55 @@ class Ledger:
                 self._partition_counts[topic] = count
         return count
 
-    def read_gap(self, part: PartitionLedger, start: int, end: int, deadline: float) -> list[InputRecord]:
+    def read_gap(
+        self, part: PartitionLedger, start: int, end: int, deadline: float, limit: int = REPAIR_LIMIT
+    ) -> tuple[list[InputRecord], int]:
         """The source records in offsets [start, end) as read_committed consumers see them, shaped as the host
-        hands them over (a key as UTF-8 text, a null value as empty bytes)."""
+        hands them over (a key as UTF-8 text, a null value as empty bytes), at most `limit` of them; and the
+        offset reading stopped at (`end`, or the first record left for later)."""
         out: list[InputRecord] = []
-        tp = TopicPartition(part.topic, part.partition, start)
         with self._consumer_lock:
-            self._consumer.assign([tp])
+            self._consumer.assign([TopicPartition(part.topic, part.partition, start)])
             try:
                 while True:
                     if time.monotonic() > deadline:
                         raise DeliveryError(f"{part.topic}[{part.partition}] gap {start}..{end - 1} not read in time")
-                    msgs = self._consumer.consume(500, timeout=0.005)
-                    done = False
-                    for msg in msgs:
+                    for msg in self._consumer.consume(500, timeout=0.005):
                         if msg.topic() != part.topic or msg.partition() != part.partition:
                             continue  # left from an earlier assignment
                         err = msg.error()
                         if err is not None:
                             if err.code() == KafkaError._PARTITION_EOF:
-                                done = True
-                                continue
+                                return out, end
                             raise DeliveryError(f"reading {part.topic}[{part.partition}] for repair: {err}")
                         offset = msg.offset() or 0
                         if offset < start:
                             continue
                         if offset >= end:
-                            done = True
-                            break
+                            return out, end
+                        if len(out) == limit:
+                            return out, offset
                         out.append(_as_host_record(msg, part.topic, part.partition))
-                    if done:
-                        return out
                     position = self._consumer.position([TopicPartition(part.topic, part.partition)])[0].offset
                     if position >= end:
-                        return out
+                        return out, end
             finally:
                 self._consumer.unassign()
+
+    def queue_recovery(self, part: PartitionLedger, upto: int) -> None:
+        """Have the committer settle the partition up to `upto` from the source (a gap too long for one batch)."""
+        with self._lock:
+            key = (part.topic, part.partition)
+            self._lost[key] = max(self._lost.get(key, 0), upto)
+
+    def first_offset(self, part: PartitionLedger, deadline: float) -> int:
+        """The partition's first retained offset: where a new ledger begins, as a new consumer group with
+        autoOffsetReset Earliest (host.json) does."""
+        with self._consumer_lock:
+            low, _ = self._consumer.get_watermark_offsets(
+                TopicPartition(part.topic, part.partition), timeout=self._bounded(deadline), cached=False
+            )
+        return int(low)
 
     def _bounded(self, deadline: float | None) -> float:
         if deadline is None:
@@ -429,9 +450,7 @@ def _send_offsets(producer: Producer, offsets: list[TopicPartition], metadata: A
     thread.start()
     thread.join(timeout_s + 1.0)
     if thread.is_alive():
-        raise KafkaException(
-            KafkaError(KafkaError._TIMED_OUT, "send_offsets_to_transaction did not return")
-        )
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "send_offsets_to_transaction did not return"))
     if failure:
         raise failure[0]
 
