@@ -100,6 +100,8 @@ def test_applies_every_statement_in_order_with_basic_auth(server, capsys) -> Non
         "CREATE TABLE IF NOT EXISTS EXPOSURE_BY_SYMBOL_HOURLY",
     ]
     assert all("${" not in s for s in sent)
+    # Persistent queries under exactly_once_v2: Kafka Streams reads the ledger's committed settlements only.
+    assert {r["body"]["streamsProperties"]["processing.guarantee"] for r in fake.requests} == {"exactly_once_v2"}
     assert f"'function.key' = '{SECRET}'" in sent[3]  # the server does get the real value
     assert {r["auth"] for r in fake.requests} == {"Basic " + base64.b64encode(b"ksql-key:ksql-secret").decode()}
     out = capsys.readouterr().out
