@@ -10,11 +10,35 @@ from settlement.config import ConfigError, load_settings
 from settlement.secrets import SecretNotFound
 
 PASSWORD = "pw-Zq8vT3kLmN0pR7sX2yB5"  # a value distinctive enough to scan for
-BASE = {"KAFKA_BOOTSTRAP_SERVERS": "broker:9092", "SCHEMA_REGISTRY_URL": "http://registry:8081"}
+BASE = {
+    "KAFKA_BOOTSTRAP_SERVERS": "broker:9092",
+    "SCHEMA_REGISTRY_URL": "http://registry:8081",
+    "KAFKA_CONSUMER_GROUP": "trade-settlement",
+}
 
 
 def env(**extra: str) -> dict[str, str]:
     return {**BASE, **extra}
+
+
+def test_exactly_once_is_the_default_and_at_least_once_needs_no_group() -> None:
+    s = load_settings(env())
+    assert (s.guarantee, s.exactly_once, s.ledger_group, s.commit_interval_s) == (
+        "exactly-once",
+        True,
+        "trade-settlement",
+        0.1,
+    )
+    relaxed = load_settings(env(SETTLEMENT_DELIVERY_GUARANTEE="AT-LEAST-ONCE", KAFKA_CONSUMER_GROUP=""))
+    assert (relaxed.guarantee, relaxed.exactly_once) == ("at-least-once", False)
+
+
+def test_the_ledger_names_derive_from_the_group_under_one_prefix() -> None:
+    from settlement.ledger import settled_group, transactional_id
+
+    assert settled_group("g") == "g.settled"
+    assert transactional_id("g", "user_trades", 3) == "g.settled.user_trades.3"
+    assert transactional_id("g", "user_trades", 3).startswith(settled_group("g") + ".")  # one prefixed ACL
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -38,6 +62,9 @@ def test_defaults_are_the_documented_ones() -> None:
         ({"SETTLEMENT_LARGE_TRADE_LIMIT": "lots"}, "SETTLEMENT_LARGE_TRADE_LIMIT", "'lots' is not a number"),
         ({"SETTLEMENT_DELIVERY_TIMEOUT_SECONDS": "0"}, "SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", "outside"),
         ({"SCHEMA_REGISTRY_AUTO_REGISTER": "maybe"}, "SCHEMA_REGISTRY_AUTO_REGISTER", "not true or false"),
+        ({"SETTLEMENT_DELIVERY_GUARANTEE": "at-most-once"}, "SETTLEMENT_DELIVERY_GUARANTEE", "is not one of"),
+        ({"KAFKA_CONSUMER_GROUP": ""}, "KAFKA_CONSUMER_GROUP", "is required with SETTLEMENT_DELIVERY_GUARANTEE"),
+        ({"SETTLEMENT_COMMIT_INTERVAL_MS": "-1"}, "SETTLEMENT_COMMIT_INTERVAL_MS", "outside 0..60000"),
         ({"KAFKA_PRODUCER_CONFIG": '{"sasl.password": "' + PASSWORD}, "KAFKA_PRODUCER_CONFIG", "not valid JSON"),
         ({"SCHEMA_REGISTRY_CONFIG": '["' + PASSWORD + '"]'}, "SCHEMA_REGISTRY_CONFIG", "must be a JSON object"),
         ({"SCHEMA_REGISTRY_CONFIG": '{"url": "http://x"}'}, "SCHEMA_REGISTRY_CONFIG", "must not contain 'url'"),
