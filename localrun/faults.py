@@ -200,7 +200,8 @@ def run_scenario(
         SETTLEMENT_DELIVERY_GUARANTEE=guarantee,
         SCHEMA_REGISTRY_CONFIG='{"timeout": 1, "max.retries": 0}',
     )
-    os.environ.update(settings)
+    saved_environ = dict(os.environ)
+    os.environ.update(settings)  # the function imported here reads them, as on Azure; restored at the end
 
     inputs = produce_trades(bootstrap, registry_url, source, records, GeneratorConfig(seed=11))
     if poison:
@@ -248,6 +249,8 @@ def run_scenario(
         host.stop()
         if fault_thread:
             fault_thread.join(timeout=60)
+        os.environ.clear()
+        os.environ.update(saved_environ)
     return _count(name, guarantee, run, "ours" if ours else "defaults", finished)
 
 

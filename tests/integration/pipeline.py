@@ -56,6 +56,7 @@ def _pipeline(stack, monkeypatch) -> Iterator[Pipeline]:
         "SCHEMA_REGISTRY_CONFIG": '{"basic.auth.user.info": "svc:' + SECRET + '"}',
         "USER_TRADES_TOPIC": p.source,
         "KAFKA_CONSUMER_GROUP": unique_name("settle"),
+        "SETTLEMENT_DELIVERY_GUARANTEE": "exactly-once",
         "SETTLEMENTS_TOPIC": p.settlements,
         "DEAD_LETTER_TOPIC": p.dlq,
         "SETTLEMENT_SEC_SAMPLE_RATE": "0",
