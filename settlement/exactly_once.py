@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from settlement.ledger import Fenced, Ledger, PartitionLedger
 from settlement.producer import DeliveryError, DeliveryTracker, RecordTooLarge
@@ -25,6 +26,12 @@ log = logging.getLogger("settlement.exactly_once")
 
 Planner = Callable[[Sequence[InputRecord], Collection[str]], "Plan"]
 _ATTEMPTS = 3  # fenced, or a record refused as too large: take the partition again and re-plan at most this often
+_TAKE_CONCURRENCY = 16  # partitions taken at once by one batch (a process's first batch over many partitions)
+
+
+class _Sent(NamedTuple):
+    tracker: DeliveryTracker
+    by_index: dict[int, InputRecord]  # tracker index -> the record whose output it is
 
 
 class ExactlyOnce:
@@ -35,65 +42,103 @@ class ExactlyOnce:
         self._aligned: dict[str, bool] = {}
 
     def settle(self, records: Sequence[InputRecord], plan_records: Planner, deadline: float) -> list[Outcome]:
-        """Each record's outcome, its outputs committed (or in an open transaction) exactly once."""
+        """Each record's outcome, its outputs committed (or in an open transaction) exactly once. Every
+        partition's records are handed to its producer before any acknowledgement is awaited, so a batch
+        spread over several partitions waits about one round trip, not one per partition."""
         by_partition: dict[tuple[str, int], list[int]] = {}
         for i, record in enumerate(records):
             by_partition.setdefault((record.topic, record.partition), []).append(i)
-        ledger = self._ledger
-        with ledger.holding(list(by_partition)) as parts:
-            for part in parts:
-                self._hold(part, deadline)
+        with self._ledger.holding(list(by_partition)) as parts:
+            self._hold_all(parts, deadline)
             plan = plan_records(records, self._shrink)
-            for part in parts:
-                indexes = by_partition[(part.topic, part.partition)]
-                plan = self._settle_partition(part, records, indexes, plan, plan_records, deadline)
-        return plan.outcomes
+            pending = parts
+            for attempt in range(1, _ATTEMPTS + 1):
+                pending, replan = self._attempt(pending, by_partition, records, plan, plan_records, deadline, attempt)
+                if not pending:
+                    return plan.outcomes
+                if replan:
+                    plan = plan_records(records, self._shrink)
+            names = ", ".join(f"{p.topic}[{p.partition}]" for p in pending)
+            raise DeliveryError(f"{names}: not settled after {_ATTEMPTS} attempts")
 
-    def _settle_partition(
+    def _attempt(
         self,
-        part: PartitionLedger,
+        parts: list[PartitionLedger],
+        by_partition: dict[tuple[str, int], list[int]],
         records: Sequence[InputRecord],
-        indexes: list[int],
         plan: Plan,
         plan_records: Planner,
         deadline: float,
-    ) -> Plan:
-        """Settle one partition's share of the batch; returns the plan (re-made if a record had to shrink)."""
+        attempt: int,
+    ) -> tuple[list[PartitionLedger], bool]:
+        """One pass over the partitions still to settle: the ones to try again (fenced, or a record refused as
+        too large), and whether the plan must be made again (a record of the batch must shrink)."""
         ledger = self._ledger
-        for attempt in range(1, _ATTEMPTS + 1):
-            self._hold(part, deadline)
-            admitted, position, gap = self._admit(part, records, indexes, deadline)
-            if not admitted and not gap:
-                return plan  # everything was settled already (a redelivery): nothing to write
-            gap_plan = plan_records(gap, self._shrink) if gap else None
-            if gap:
-                log.warning(
-                    "%s[%d]: repairing %d record(s) the host moved past, offsets %d..%d",
-                    part.topic,
-                    part.partition,
-                    len(gap),
-                    gap[0].offset,
-                    gap[-1].offset,
-                )
+        retry: list[PartitionLedger] = []
+        sent: list[tuple[PartitionLedger, int | None, list[int], _Sent]] = []
+        for part in parts:
+            indexes = by_partition[(part.topic, part.partition)]
             try:
-                refused = self._produce(part, records, admitted, plan, gap, gap_plan, deadline)
+                self._hold(part, deadline)
+                admitted, position, gap = self._admit(part, records, indexes, deadline)
+                if not admitted and not gap:
+                    continue  # everything was settled already (a redelivery): nothing to write
+                gap_plan = self._gap_plan(part, gap, plan_records)
+                sent.append(
+                    (part, position, admitted, self._send(part, records, admitted, plan, gap, gap_plan, deadline))
+                )
             except Fenced as exc:
                 log.warning("%s; taking the partition again (attempt %d)", exc, attempt)
+                retry.append(part)
+        replan = False
+        done: list[PartitionLedger] = []
+        for part, position, admitted, handed in sent:
+            try:
+                refused = self._await(part, handed, deadline)
+            except Fenced as exc:
+                log.warning("%s; taking the partition again (attempt %d)", exc, attempt)
+                retry.append(part)
                 continue
             if refused:
                 self._shrink.update(refused)
-                if any(records[i].coordinates in refused for i in admitted):
-                    plan = plan_records(records, self._shrink)
+                replan = replan or any(records[i].coordinates in refused for i in admitted)
+                retry.append(part)
                 continue
             part.position = position
+            done.append(part)
+        for part in done:
             if ledger.due(part):
                 try:
                     ledger.commit(part, deadline)
                 except Fenced as exc:
                     log.warning("%s at commit; taking the partition again (attempt %d)", exc, attempt)
-                    continue
-            return plan
-        raise DeliveryError(f"{part.topic}[{part.partition}]: not settled after {_ATTEMPTS} attempts")
+                    retry.append(part)
+        return retry, replan
+
+    def _gap_plan(self, part: PartitionLedger, gap: list[InputRecord], plan_records: Planner) -> Plan | None:
+        if not gap:
+            return None
+        log.warning(
+            "%s[%d]: repairing %d record(s) the host moved past, offsets %d..%d",
+            part.topic,
+            part.partition,
+            len(gap),
+            gap[0].offset,
+            gap[-1].offset,
+        )
+        return plan_records(gap, self._shrink)
+
+    def _hold_all(self, parts: list[PartitionLedger], deadline: float) -> None:
+        """Hold every partition of the batch; those to take for the first time are taken concurrently (each
+        costs a producer, `init_transactions` and a position read: round trips that overlap)."""
+        cold = [p for p in parts if p.producer is None or p.committed is None]
+        if len(cold) <= 1:
+            for part in cold:
+                self._hold(part, deadline)
+            return
+        with ThreadPoolExecutor(max_workers=min(_TAKE_CONCURRENCY, len(cold))) as pool:
+            for future in [pool.submit(self._hold, part, deadline) for part in cold]:
+                future.result()
 
     def _hold(self, part: PartitionLedger, deadline: float) -> None:
         """Hold the partition, and give it a settled position if the ledger has none yet."""
@@ -123,7 +168,7 @@ class ExactlyOnce:
             position = offset + 1
         return admitted, position, gap
 
-    def _produce(
+    def _send(
         self,
         part: PartitionLedger,
         records: Sequence[InputRecord],
@@ -132,10 +177,9 @@ class ExactlyOnce:
         gap: list[InputRecord],
         gap_plan: Plan | None,
         deadline: float,
-    ) -> set[str]:
-        """Write the gap's and the admitted records' outputs in the partition's transaction and wait for their
-        acknowledgements. Returns the coordinates the broker refused as too large (the transaction is then
-        aborted); raises `DeliveryError`/`Fenced` with the transaction aborted on any other failure."""
+    ) -> _Sent:
+        """Hand the gap's and the admitted records' outputs to the partition's producer, in its open
+        transaction; raises `DeliveryError`/`Fenced`, the transaction aborted, if the producer refuses."""
         ledger = self._ledger
         try:
             producer = ledger.begin(part)
@@ -146,27 +190,33 @@ class ExactlyOnce:
         by_index: dict[int, InputRecord] = {}
         try:
             if gap_plan is not None:
-                gap_indexes = list(range(len(gap)))
-                self._write(tracker, gap_plan, gap_indexes, partition, deadline, offset=len(records))
+                self._write(tracker, gap_plan, list(range(len(gap))), partition, deadline, offset=len(records))
                 by_index.update((len(records) + i, r) for i, r in enumerate(gap))
             self._write(tracker, plan, admitted, partition, deadline, offset=0)
             by_index.update((i, records[i]) for i in admitted)
-            too_large = tracker.wait(deadline)
-        except RecordTooLarge:
-            raise AssertionError("unreachable: _write handles local refusals") from None
         except Exception as exc:  # noqa: BLE001 - whatever failed, the transaction is aborted first
             ledger.abort(part, exc)
-        if too_large:
-            refused = {by_index[i].coordinates for i in too_large if i in by_index}
-            log.warning(
-                "%s[%d]: %d record(s) refused as too large; aborting to dead-letter them shrunk",
-                part.topic,
-                part.partition,
-                len(refused),
-            )
-            ledger.abort_quietly(part, DeliveryError("records refused as too large"))
-            return refused
-        return set()
+        return _Sent(tracker, by_index)
+
+    def _await(self, part: PartitionLedger, sent: _Sent, deadline: float) -> set[str]:
+        """Wait for what `_send` handed over. Returns the coordinates the broker refused as too large (the
+        transaction is then aborted); raises `DeliveryError`/`Fenced`, aborted, on any other failure."""
+        ledger = self._ledger
+        try:
+            too_large = sent.tracker.wait(deadline)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the transaction is aborted first
+            ledger.abort(part, exc)
+        if not too_large:
+            return set()
+        refused = {sent.by_index[i].coordinates for i in too_large if i in sent.by_index}
+        log.warning(
+            "%s[%d]: %d record(s) refused as too large; aborting to dead-letter them shrunk",
+            part.topic,
+            part.partition,
+            len(refused),
+        )
+        ledger.abort_quietly(part, DeliveryError("records refused as too large"))
+        return refused
 
     def _write(
         self, tracker: DeliveryTracker, plan: Plan, indexes: list[int], partition: int, deadline: float, offset: int
