@@ -278,16 +278,17 @@ def _latency(
     rate: float,
     seconds: float,
     guarantee: str = AT_LEAST_ONCE,
+    visible: bool = False,
 ) -> tuple[float, float, float]:
     """p50, p99 and max milliseconds from input record to output record, one instance, a paced stream. Under
     exactly-once a settlement is visible only once its transaction commits, so the figure is taken by a
     read_committed reader as records arrive (arrival time against the trade's timestamp), not from the
-    settlement's own timestamp."""
+    settlement's own timestamp. `visible` measures that way (after a warm-up stream) for either guarantee."""
     run = uuid.uuid4().hex[:8]
     src, out, dlq = (f"lat-{x}-{run}" for x in ("in", "out", "dlq"))
     topics(bootstrap, src, out, dlq, partitions=3)
     function: Callable[[list[Any]], None]
-    watcher = _ArrivalWatcher(bootstrap, out) if guarantee == EXACTLY_ONCE else None
+    watcher = _ArrivalWatcher(bootstrap, out) if visible else None
     if label == "settle":
         proc = processor_for(bootstrap, registry, out, dlq, guarantee)
         function = lambda events: proc.process([from_kafka_event(e) for e in events])  # noqa: E731
@@ -301,6 +302,13 @@ def _latency(
     host = LocalHost(binding, options, 3)
     host.start(1)
     n = int(rate * seconds)
+    if watcher is not None:
+        # Steady state: a warm-up stream first (the group join, a fresh processor, and under exactly-once
+        # each partition's init_transactions), its figures dropped, as for the passthrough's first batch.
+        warm = 60
+        produce_trades(bootstrap, registry, src, warm, GeneratorConfig(seed=6), rate=rate)
+        host.run_until(lambda: len(watcher.latencies) >= warm, 120, autoscale=False, tick_s=0.2)
+        watcher.latencies.clear()
     produce_trades(bootstrap, registry, src, n, GeneratorConfig(seed=5), rate=rate)
     if watcher is not None:
         host.run_until(lambda: len(watcher.latencies) >= n, 120, autoscale=False, tick_s=0.2)
@@ -554,10 +562,15 @@ def bench_guarantee(bootstrap: str, registry: str, records: int, repeats: int = 
         print(f"{guarantee:>15}{n:>10}{med[(guarantee, n)]:>10.0f}   {' '.join(f'{r:.0f}' for r in runs)}")
     print(f"  exactly-once, 2 instances against 1: {med[(EXACTLY_ONCE, 2)] / med[(EXACTLY_ONCE, 1)]:.2f}")
     latency_options = replace(ours, subscriber_interval_s=0.1)
-    print(f"{'guarantee':>15}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}   (visible to a read_committed reader, 500 rec/s)")
+    print(
+        f"{'guarantee':>15}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+        "   (visible to a read_committed reader, 500 rec/s, after a warm-up)"
+    )
     p99 = {}
     for guarantee in GUARANTEES:
-        p50, p99[guarantee], top = _latency(bootstrap, registry, "settle", latency_options, 500.0, 10.0, guarantee)
+        p50, p99[guarantee], top = _latency(
+            bootstrap, registry, "settle", latency_options, 500.0, 10.0, guarantee, visible=True
+        )
         print(f"{guarantee:>15}{p50:>9.0f}{p99[guarantee]:>9.0f}{top:>9.0f}", flush=True)
     print(f"  p99 exactly-once/at-least-once: {p99[EXACTLY_ONCE] / p99[AT_LEAST_ONCE]:.2f}")
     _hundred_partitions(bootstrap, registry)

@@ -25,7 +25,7 @@ AT_LEAST_ONCE = "at-least-once"
 GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
 # How long a partition's transaction stays open across batches (README "Delivery guarantees"): what a
 # read_committed reader waits at most beyond at-least-once, against a few ms of commit per interval.
-DEFAULT_COMMIT_INTERVAL_MS = 100
+DEFAULT_COMMIT_INTERVAL_MS = 300
 _UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
 
 

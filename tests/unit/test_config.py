@@ -27,7 +27,7 @@ def test_exactly_once_is_the_default_and_at_least_once_needs_no_group() -> None:
         "exactly-once",
         True,
         "trade-settlement",
-        0.1,
+        0.3,
     )
     relaxed = load_settings(env(SETTLEMENT_DELIVERY_GUARANTEE="AT-LEAST-ONCE", KAFKA_CONSUMER_GROUP=""))
     assert (relaxed.guarantee, relaxed.exactly_once) == ("at-least-once", False)
