@@ -66,7 +66,7 @@ class Worker:
 @pytest.fixture
 def settings(pipeline: Pipeline) -> dict[str, str]:
     keys = [k for k in os.environ if k.startswith(("KAFKA_", "SCHEMA_", "SETTLEMENT", "USER_TRADES", "DEAD_LETTER"))]
-    return {k: os.environ[k] for k in keys} | {"PYTHONPATH": ROOT}
+    return {k: os.environ[k] for k in keys} | {"PYTHONPATH": ROOT, "SETTLEMENT_DELIVERY_GUARANTEE": "exactly-once"}
 
 
 @pytest.fixture
@@ -201,6 +201,7 @@ def test_both_entry_paths_share_the_ledger(pipeline, settings, workers) -> None:
         ]
     ).encode()
     service.reset()
+    os.environ["SETTLEMENT_DELIVERY_GUARANTEE"] = "exactly-once"  # restored by the pipeline's monkeypatch
     status, first = sink.handle(body, service.processor())
     status2, second = sink.handle(body, service.processor())  # the connector re-posts a body
     assert (status, status2) == (200, 200) and first == second and len(first) == 50

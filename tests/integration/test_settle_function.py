@@ -101,6 +101,7 @@ def test_a_batch_settles_into_exact_settlements(pipeline: Pipeline, caplog) -> N
 
 
 def test_replay_writes_nothing_more_and_a_fresh_ledger_writes_identical_bytes(pipeline: Pipeline, monkeypatch) -> None:
+    monkeypatch.setenv("SETTLEMENT_DELIVERY_GUARANTEE", "exactly-once")
     ser, ctx = pipeline.serializer()
     produce(pipeline.bootstrap, pipeline.source, [(k, ser(t, ctx)) for k, t, _ in GOOD])
     consumed = drain(pipeline.bootstrap, pipeline.source, len(GOOD))
