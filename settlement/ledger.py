@@ -195,7 +195,15 @@ class Ledger:
         }
         producer = Producer(conf)
         try:
-            producer.init_transactions(self._bounded(deadline))
+            until = time.monotonic() + self._bounded(deadline)
+            while True:
+                try:
+                    producer.init_transactions(self._left(until))
+                    break
+                except KafkaException as exc:  # "retry call to resume": librdkafka asks for the call again
+                    err = kafka_error(exc)
+                    if err is None or not err.retriable() or time.monotonic() >= until:
+                        raise
             part.committed = self._read_position(part, deadline)
         except KafkaException as exc:
             _close(producer)
