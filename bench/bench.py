@@ -16,7 +16,7 @@
     processes and latency at 500 rec/s;
 (i) guarantee: exactly-once against at-least-once, instance processes at host.json's settings, latency as a
     read_committed reader sees it, and one process holding 100 partitions. Its last line is the ratio.
-(a)-(h) run at-least-once (their baselines were set against it); (e) and (i) run the app's settings.
+(a)-(h) run at-least-once (their baselines were set against it); (i) runs both.
 Not tests: they print, they assert nothing.
 """
 

@@ -8,6 +8,7 @@ and the function returns only when all of them are acknowledged.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -73,8 +74,10 @@ class Plan:
         self.plain: list[dict[str, bytes | None]] = []
         self.single: dict[int, Output] = {}  # everything else, by input index
 
-    def plain_of(self) -> dict[int, dict[str, bytes | None]]:
-        """The plain settlements by input index."""
+    @functools.cached_property
+    def plain_by_index(self) -> dict[int, dict[str, bytes | None]]:
+        """The plain settlements by input index (built once, after planning, for the exactly-once path,
+        which writes a batch one partition at a time)."""
         return dict(zip(self.plain_indexes, self.plain, strict=True))
 
 

@@ -226,7 +226,7 @@ class ExactlyOnce:
         written: it is re-planned shrunk on the next attempt, through the broker-refusal path."""
         plain_idx: list[int] = []
         plain: list[dict[str, Any]] = []
-        plain_of = plan.plain_of()
+        plain_of = plan.plain_by_index
         for i in indexes:
             item = plan.single.get(i)
             if item is None:

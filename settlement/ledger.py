@@ -43,7 +43,7 @@ from typing import Any, NoReturn
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from settlement.producer import DeliveryError
+from settlement.producer import DeliveryError, kafka_error
 from settlement.records import InputRecord
 
 log = logging.getLogger("settlement.ledger")
@@ -53,17 +53,7 @@ SETTLED_SUFFIX = ".settled"
 # batches and the committer, each step committed, so that a long outage (or a new ledger on a topic with
 # history) makes progress within each batch's deadline.
 REPAIR_LIMIT = 5_000
-# librdkafka's "no committed offset" value.
-_NO_OFFSET = -1001
-_FENCED = frozenset(
-    code
-    for code in (
-        getattr(KafkaError, "_FENCED", None),
-        getattr(KafkaError, "PRODUCER_FENCED", None),
-        getattr(KafkaError, "INVALID_PRODUCER_EPOCH", None),
-    )
-    if code is not None
-)
+_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 
 
 class Fenced(DeliveryError):
@@ -78,11 +68,6 @@ def settled_group(group: str) -> str:
 def transactional_id(group: str, topic: str, partition: int) -> str:
     """One id per source partition, under the settled group's name so that one prefixed ACL covers both."""
     return f"{settled_group(group)}.{topic}.{partition}"
-
-
-def kafka_error(exc: BaseException) -> KafkaError | None:
-    arg = exc.args[0] if exc.args else None
-    return arg if isinstance(arg, KafkaError) else None
 
 
 def is_fenced(exc: BaseException) -> bool:
@@ -333,10 +318,9 @@ class Ledger:
                 part.lock.release()
 
     def _queue_lost(self, part: PartitionLedger) -> None:
+        """Queue the open transaction's range, if it held anything, for recovery."""
         if part.open_since is not None and part.position is not None and part.position != part.committed:
-            with self._lock:
-                key = (part.topic, part.partition)
-                self._lost[key] = max(self._lost.get(key, 0), part.position)
+            self.queue_recovery(part, part.position)
 
     def recover_lost(self) -> None:
         """The committer's other duty: settle again each range whose transaction this process lost (at most one

@@ -52,7 +52,8 @@ def _note_fatal(err: object) -> None:
         _fatal.set()
 
 
-def _error_of(exc: KafkaException) -> KafkaError | None:
+def kafka_error(exc: BaseException) -> KafkaError | None:
+    """The `KafkaError` a confluent-kafka exception carries, if any."""
     return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
 
 
@@ -176,7 +177,7 @@ class DeliveryTracker:
                     raise DeliveryError("producer queue stayed full until the delivery deadline") from None
                 self._producer.poll(0.05)
             except KafkaException as exc:
-                err = _error_of(exc)
+                err = kafka_error(exc)
                 if err is not None and err.code() in _TOO_LARGE:
                     raise RecordTooLarge(err.str()) from None
                 _note_fatal(err)
@@ -204,7 +205,7 @@ class DeliveryTracker:
                     topic, pending, partition=partition, on_delivery=self._delivered_in_batch
                 )
             except KafkaException as exc:
-                _note_fatal(_error_of(exc))
+                _note_fatal(kafka_error(exc))
                 raise DeliveryError(f"the producer refused a batch: {exc}") from None
             self._queued += queued
             if queued == len(pending):
