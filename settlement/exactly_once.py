@@ -134,11 +134,19 @@ class ExactlyOnce:
         cold = [p for p in parts if p.producer is None or p.committed is None]
         if len(cold) <= 1:
             for part in cold:
-                self._hold(part, deadline)
+                self._take(part, deadline)
             return
         with ThreadPoolExecutor(max_workers=min(_TAKE_CONCURRENCY, len(cold))) as pool:
-            for future in [pool.submit(self._hold, part, deadline) for part in cold]:
+            for future in [pool.submit(self._take, part, deadline) for part in cold]:
                 future.result()
+
+    def _take(self, part: PartitionLedger, deadline: float) -> None:
+        """`_hold`, leaving a partition another process fenced in between to the attempts, which take it again
+        (that process pinned or settled it; a batch must not fail for it)."""
+        try:
+            self._hold(part, deadline)
+        except Fenced as exc:
+            log.warning("%s while taking the partition; the attempts take it again", exc)
 
     def _hold(self, part: PartitionLedger, deadline: float) -> None:
         """Hold the partition, and give it a settled position if the ledger has none yet."""
