@@ -1,6 +1,7 @@
 """Benchmarks: figures and ratios against a baseline measured in the same run on the same broker.
 
-    python bench/bench.py [throughput|coldstart|latency|rss|scaleout|firstbatch|channel|batchsize|guarantee|all]
+    python bench/bench.py [throughput|coldstart|latency|rss|scaleout|firstbatch|channel|batchsize|guarantee|
+                           decode|all]
 
 (a) throughput: settle (decode → rules → encode → produce → wait for acks → commit) against a raw
     confluent-kafka consume → produce → wait → commit passthrough, at MaxBatchSize 1, 64 and 500; beside
@@ -16,6 +17,9 @@
     processes and latency at 500 rec/s;
 (i) guarantee: exactly-once against at-least-once, instance processes at host.json's settings, latency as a
     read_committed reader sees it, and one process holding 100 partitions. Its last line is the ratio.
+(j) decode: the per-record cost of reading a value by column name, for a writer laid out as ours (the one-call
+    fast path), one whose columns moved (a compiled view) and one with a widened column (a view and a range
+    check), against the fast path; no broker (a mock:// registry).
 (a)-(h) run at-least-once (their baselines were set against it); (i) runs both.
 Not tests: they print, they assert nothing.
 """
@@ -665,6 +669,41 @@ def bench_first_batch(bootstrap: str, registry: str, size: int = 64, repeats: in
             )
 
 
+def bench_decode(records: int, repeats: int = 5) -> None:
+    """(j): ns per record through `TradeDecoder`, best of `repeats`, per writer layout."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from localrun import ksql_schema
+    from settlement.serde import TradeDecoder, framing
+
+    client = SchemaRegistryClient.new_client({"url": f"mock://bench-{uuid.uuid4().hex}"})
+    ours = ksql_schema.COLUMNS
+    moved = (ours[0], ours[1], ("EXCHANGE", "string"), ours[4], ours[2], ours[3], ours[5])
+    widened = (ours[0], ("QUANTITY", "int64"), ours[2], ("PRICE", "int64"), ours[4], ours[5])
+    values = {"REGIONID": "Region_1", "QUANTITY": 100, "SYMBOL": "ZVV", "PRICE": 50, "ACCOUNT": "A1", "SIDE": "BUY"}
+    decoder = TradeDecoder(client, 1 << 20)
+    results: dict[str, float] = {}
+    for label, cols in (("ours (fast path)", ours), ("columns moved (view)", moved), ("widened (view+check)", widened)):
+        text = ksql_schema.schema_text(columns=cols)
+        schema_id = ksql_schema.register(client, f"{label}-value", text)
+        cls = ksql_schema.writer_class(text)
+        value = framing(schema_id) + cls(**{n: values.get(n, "NYSE") for n, _ in cols}).SerializeToString()
+        batch = [value] * records
+        decode = decoder.for_batch()
+        decode(value)  # resolve the schema outside the timing
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for v in batch:
+                decode(v)
+            best = min(best, time.perf_counter() - start)
+        results[label] = best / records * 1e9
+    base = results["ours (fast path)"]
+    print(f"(j) decode by column name, {records:,} records, best of {repeats}:")
+    for label, ns in results.items():
+        print(f"    {label:<24} {ns:8.0f} ns/record   {ns / base:5.2f}x the fast path")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -681,6 +720,7 @@ def main() -> int:
             "channel",
             "batchsize",
             "guarantee",
+            "decode",
             "all",
         ],
     )
@@ -697,6 +737,9 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     if args.which == "coldstart":
         bench_coldstart()
+        return 0
+    if args.which == "decode":
+        bench_decode(args.records * 10)
         return 0
     with stack.running() as state:
         bootstrap, registry = state.bootstrap_servers, state.registry_url
@@ -718,6 +761,8 @@ def main() -> int:
             bench_batch_size(bootstrap, registry, args.scale_records)
         if args.which in ("guarantee", "all"):
             bench_guarantee(bootstrap, registry, args.scale_records)
+    if args.which == "all":
+        bench_decode(args.records * 10)
     return 0
 
 

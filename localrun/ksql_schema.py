@@ -10,8 +10,12 @@ the statement.
 
 from __future__ import annotations
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from typing import Any
 
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from google.protobuf import descriptor_pool, message_factory
+
+from settlement import proto_text
 from settlement.schemas.user_trade_pb2 import UserTrade
 from settlement.serde import framing
 
@@ -61,3 +65,13 @@ def register(client: SchemaRegistryClient, subject: str, text: str | None = None
 def encode(schema_id: int, trade: UserTrade) -> bytes:
     """A value as ksqlDB's serializer writes it: the Confluent framing with message index [0], then the trade."""
     return framing(schema_id) + trade.SerializeToString()
+
+
+def writer_class(text: str) -> Any:
+    """The message class a producer holding `text` writes with (its first message), to encode values in a
+    schema other than ours: columns reordered, inserted or retyped, as an edited SELECT list makes them."""
+    fdp = proto_text.compile_text(text)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    name = f"{fdp.package}.{fdp.message_type[0].name}" if fdp.package else fdp.message_type[0].name
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))

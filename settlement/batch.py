@@ -22,15 +22,14 @@ from settlement.exactly_once import ExactlyOnce
 from settlement.ledger import Ledger
 from settlement.poison import PoisonKind, PoisonRecord
 from settlement.producer import DeliveryError, DeliveryTracker, RecordTooLarge
-from settlement.records import InputRecord
+from settlement.records import InputRecord, TradeValue
 from settlement.rules import RulesConfig, Verdict, amount_of, verdict
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
-from settlement.schemas.user_trade_pb2 import UserTrade
 from settlement.serde import SettlementEncoder, TradeDecoder, TransientError
 
 log = logging.getLogger("settlement.batch")
 
-ValueDecoder = Callable[[bytes | None], UserTrade]
+ValueDecoder = Callable[[bytes | None], TradeValue]
 
 SETTLED = "settled"
 DEAD_LETTERED = "dead-lettered"
@@ -168,7 +167,7 @@ class SettlementProcessor:
     def process(self, records: Sequence[InputRecord], decode: ValueDecoder | None = None) -> BatchResult:
         """Settle a batch; raises (so the host retries it) on delivery or registry failure.
 
-        `decode` turns a record value into a `UserTrade` (or raises `PoisonRecord`); by default the value is
+        `decode` turns a record value into a `TradeValue` (or raises `PoisonRecord`); by default the value is
         Confluent-framed Protobuf resolved through the Schema Registry. The HTTP sink path passes its own.
         """
         started = time.monotonic()

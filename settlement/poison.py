@@ -14,6 +14,7 @@ class PoisonKind(StrEnum):
     UNKNOWN_SCHEMA_ID = "unknown-schema-id"
     WRONG_SCHEMA_TYPE = "wrong-schema-type"
     UNDECODABLE = "undecodable-payload"
+    OUT_OF_RANGE = "value-out-of-range"
     BAD_KEY = "bad-key"
     NO_TIMESTAMP = "no-timestamp"
     UNSETTLEABLE = "unsettleable"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 
 class InputRecord(NamedTuple):
@@ -52,3 +52,17 @@ def parse_timestamp(raw: object) -> int | None:
     except (ValueError, OverflowError):  # NaN, infinities, unparseable text: no usable timestamp
         return None
     return stamp if -(2**63) <= stamp < 2**63 else None
+
+
+class TradeValue(Protocol):
+    """The columns of a `user_trades` value that the settlement reads, whichever class carries them: the
+    generated `UserTrade`, the sink's JSON reading, or a view compiled for a writer that numbers its columns
+    differently (`settlement.columns`). A writer schema must hold each of these columns by name."""
+
+    regionid: str
+    quantity: int
+    symbol: str
+    price: int
+
+
+READ_COLUMNS: tuple[str, ...] = tuple(TradeValue.__annotations__)

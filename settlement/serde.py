@@ -3,10 +3,11 @@
 Decoding: the framing (magic byte, schema id, message indexes) is parsed by confluent-kafka's `SchemaId`
 (after bounding the index array); each schema id is resolved in the registry once per process, in either
 form a registry returns (base64 descriptor, or `.proto` text as ksqlDB registers it, compiled by protoc),
-and checked for wire compatibility with our `UserTrade` before any record written with it is trusted.
-Protobuf would otherwise "decode" a record of a different message type into silent garbage. After that, a
-record costs one header parse and one `FromString`, not a registry round trip: that gap decides the
-throughput (see bench/). Only the registry's own "not found" (40403) makes a record poison.
+and matched to our `UserTrade` by column name (`settlement.columns`) before any record written with it is
+trusted. Protobuf would otherwise "decode" a record of a different message type, or of a schema whose
+columns moved, into silent garbage. After that, a record costs one header lookup and one C-level parse, not
+a registry round trip: that gap decides the throughput (see bench/). Only the registry's own "not found"
+(40403) makes a record poison.
 
 Encoding: the settlement schema is registered once per process as `.proto` text (or the latest version is
 used), then each settlement is the fixed framing + `SerializeToString()`.
@@ -29,10 +30,10 @@ from confluent_kafka.serialization import SerializationError
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError
 
-from settlement import proto_text, telemetry
+from settlement import columns, proto_text, telemetry
 from settlement.poison import PoisonKind, PoisonRecord
+from settlement.records import TradeValue
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
-from settlement.schemas.user_trade_pb2 import UserTrade
 
 _MAGIC = 0
 _HEADER_MIN = 6  # magic + 4-byte id + at least one message-index byte
@@ -87,43 +88,24 @@ def _check_index_framing(value: bytes) -> None:
         varint()
 
 
-def wire_conflicts(writer: descriptor_pb2.DescriptorProto, reader: descriptor_pb2.DescriptorProto) -> list[str]:
-    """Fields whose numbers both messages use with different types or labels: such records cannot be read.
-
-    Numbers only one side knows are fine (Protobuf skips or defaults them); a writer sharing no field
-    number with the reader is treated as a conflict too, as it is certainly some other message type.
-    """
-    ours = {f.number: f for f in reader.field}
-    shared = [f for f in writer.field if f.number in ours]
-    conflicts = [
-        f"field {f.number} is {descriptor_pb2.FieldDescriptorProto.Type.Name(f.type)}, expected "
-        f"{descriptor_pb2.FieldDescriptorProto.Type.Name(ours[f.number].type)}"
-        for f in shared
-        if f.type != ours[f.number].type or f.label != ours[f.number].label
-    ]
-    if not shared:
-        conflicts.append("no field number in common")
-    return conflicts
-
-
 def framing(schema_id: int) -> bytes:
     """The 6-byte Confluent framing of a value of the schema's first message: magic, id, message index [0]."""
     return b"\x00" + schema_id.to_bytes(4, "big") + b"\x00"
 
 
 class TradeDecoder:
-    """Turns a `user_trades` value into a `UserTrade`, or raises `PoisonRecord` / `TransientError`."""
+    """Turns a `user_trades` value into a `TradeValue` read by column name (`settlement.columns`), or raises
+    `PoisonRecord` / `TransientError`."""
 
     def __init__(self, client: SchemaRegistryClient, max_record_bytes: int) -> None:
         self._client = client
         self._max = max_record_bytes
-        self._good: set[tuple[int, tuple[int, ...]]] = set()
-        self._good_framings: set[bytes] = set()  # a subset of _good, as the bytes that start such records
+        self._good: dict[tuple[int, tuple[int, ...]], columns.Parser] = {}
+        # a subset of _good, keyed by the 6 bytes that start such records (message index [0])
+        self._by_framing: dict[bytes, columns.Parser] = {}
         self._lock = threading.Lock()
-        self._reader = descriptor_pb2.DescriptorProto()
-        UserTrade.DESCRIPTOR.CopyToProto(self._reader)
 
-    def for_batch(self) -> Callable[[bytes | None], UserTrade]:
+    def for_batch(self) -> Callable[[bytes | None], TradeValue]:
         """A decoder for one batch. Its memo of schema ids the registry does not know lives only as long as
         the batch: a batch full of one unknown id costs one lookup, and the next batch asks again, so a
         schema registered meanwhile (or a registry that was lagging) is never held against later records."""
@@ -143,10 +125,10 @@ class TradeDecoder:
 
     def decode(
         self, value: bytes | None, unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord] | None = None
-    ) -> UserTrade:
+    ) -> TradeValue:
         return self._decode({} if unknown is None else unknown, value)
 
-    def _decode(self, unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord], value: bytes | None) -> UserTrade:
+    def _decode(self, unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord], value: bytes | None) -> TradeValue:
         if not value:
             raise PoisonRecord(PoisonKind.EMPTY_VALUE, "record value is null or empty")
         if len(value) > self._max:
@@ -154,15 +136,21 @@ class TradeDecoder:
                 PoisonKind.OVERSIZE,
                 f"value is {len(value)} bytes, over the limit of {self._max} (SETTLEMENT_MAX_RECORD_BYTES)",
             )
-        # The common case costs one set lookup: the 6-byte framing (magic, id, index [0]) of a verified schema.
-        body = value[_HEADER_MIN:] if value[:_HEADER_MIN] in self._good_framings else self._body(value, unknown)
+        # The common case costs one dict lookup: the 6-byte framing (magic, id, index [0]) of a verified schema.
+        parse = self._by_framing.get(value[:_HEADER_MIN])
+        if parse is None:
+            parse, body = self._body(value, unknown)
+        else:
+            body = value[_HEADER_MIN:]
         try:
-            return UserTrade.FromString(body)
+            return parse(body)
         except DecodeError as exc:
             raise PoisonRecord(PoisonKind.UNDECODABLE, f"Protobuf payload does not parse ({exc})") from None
 
-    def _body(self, value: bytes, unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord]) -> bytes:
-        """Check the framing and its schema, and return the Protobuf payload after it."""
+    def _body(
+        self, value: bytes, unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord]
+    ) -> tuple[columns.Parser, bytes]:
+        """Check the framing and its schema; return the schema's parser and the Protobuf payload after it."""
         if value[0] != _MAGIC:
             raise PoisonRecord(
                 PoisonKind.BAD_MAGIC_BYTE, f"first byte is 0x{value[0]:02x}, not the Confluent magic byte 0x00"
@@ -182,35 +170,37 @@ class TradeDecoder:
                 raise PoisonRecord(PoisonKind.TRUNCATED_HEADER, f"unreadable message-index framing ({exc})") from None
             assert schema_id.id is not None
             sid, indexes, body = schema_id.id, tuple(schema_id.message_indexes or [0]), payload.read()
-        self._verify(sid, indexes, unknown)
-        return body
+        return self._verify(sid, indexes, unknown), body
 
     def _verify(
         self, schema_id: int, indexes: tuple[int, ...], unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord]
-    ) -> None:
+    ) -> columns.Parser:
         key = (schema_id, indexes)
-        if key in self._good:
-            return
+        parse = self._good.get(key)
+        if parse is not None:
+            return parse
         if key in unknown:
             raise unknown[key]
         with self._lock:
-            if key in self._good:
-                return
+            parse = self._good.get(key)
+            if parse is not None:
+                return parse
             try:
-                self._check(schema_id, list(indexes))
+                parse = self._check(schema_id, list(indexes))
             except PoisonRecord as poison:
                 if len(unknown) < _MAX_CACHED_SCHEMAS:
                     unknown[key] = poison
                 raise
             if len(self._good) >= _MAX_CACHED_SCHEMAS:
                 # hostile streams of distinct ids must not grow memory without bound
-                self._good_framings.clear()
+                self._by_framing.clear()
                 self._good.clear()
-            self._good.add(key)
+            self._good[key] = parse
             if indexes == (0,):
-                self._good_framings.add(framing(schema_id))  # what the fast path in `_decode` looks up
+                self._by_framing[framing(schema_id)] = parse  # what the fast path in `_decode` looks up
+            return parse
 
-    def _check(self, schema_id: int, indexes: list[int]) -> None:
+    def _check(self, schema_id: int, indexes: list[int]) -> columns.Parser:
         telemetry.count_registry_lookup("schema")
         schema = _registry_call(
             f"resolving schema id {schema_id}", lambda: self._client.get_schema(schema_id, fmt="serialized")
@@ -220,12 +210,7 @@ class TradeDecoder:
                 PoisonKind.WRONG_SCHEMA_TYPE, f"schema id {schema_id} is {schema.schema_type}, not PROTOBUF"
             )
         fdp = writer_descriptor(self._client, schema, f"schema id {schema_id}")
-        conflicts = wire_conflicts(_message_at(fdp, indexes), self._reader)
-        if conflicts:
-            raise PoisonRecord(
-                PoisonKind.WRONG_SCHEMA_TYPE,
-                f"schema id {schema_id} is not wire-compatible with UserTrade: {'; '.join(conflicts)}",
-            )
+        return columns.reader_for(_message_at(fdp, indexes), f"schema id {schema_id}")
 
 
 def writer_descriptor(client: SchemaRegistryClient, schema: Schema, what: str) -> descriptor_pb2.FileDescriptorProto:
@@ -302,8 +287,8 @@ class SettlementEncoder:
     The schema is registered as `.proto` text (rendered from the generated descriptor), the form ksqlDB
     registers its own schemas in, so both sides' registrations are compared text to text whichever comes
     first (Apicurio 3.0.x cannot compare a base64 descriptor with text). With `auto_register` off the latest
-    registered version is used instead, after checking it is wire-compatible. Either way the registry is
-    asked once per process; after that a settlement costs one `SerializeToString()` (DESIGN §4: 0.5 µs).
+    registered version is used instead, after checking that each of its numbers means our column. Either way
+    the registry is asked once per process; after that a settlement costs one `SerializeToString()` (DESIGN §4: 0.5 µs).
     """
 
     def __init__(self, client: SchemaRegistryClient, topic: str, auto_register: bool) -> None:
@@ -352,8 +337,8 @@ class SettlementEncoder:
             raise TransientError(f"settlement schema unusable: {exc.detail}") from None
         ours = descriptor_pb2.DescriptorProto()
         TradeSettlement.DESCRIPTOR.CopyToProto(ours)
-        # We frame with message index [0]: the first message must read what we write.
-        conflicts = wire_conflicts(ours, fdp.message_type[0]) if fdp.message_type else ["no message"]
+        # We frame with message index [0]: the first message must read what we write, column for column.
+        conflicts = columns.layout_conflicts(ours, fdp.message_type[0]) if fdp.message_type else ["no message"]
         if conflicts or latest.schema_id is None:
             raise TransientError(
                 f"the latest {self._subject} schema is not what the settlement function writes "

@@ -20,7 +20,7 @@ from typing import Any
 from settlement.batch import BatchResult, SettlementProcessor
 from settlement.poison import PoisonKind, PoisonRecord
 from settlement.producer import DeliveryError
-from settlement.records import InputRecord
+from settlement.records import InputRecord, TradeValue
 from settlement.schemas.user_trade_pb2 import UserTrade
 from settlement.serde import TransientError
 
@@ -222,10 +222,10 @@ def trade_from_json(value: bytes) -> UserTrade:
     return trade
 
 
-def sink_decoder(framed: Callable[[bytes | None], UserTrade]) -> Callable[[bytes | None], UserTrade]:
+def sink_decoder(framed: Callable[[bytes | None], TradeValue]) -> Callable[[bytes | None], TradeValue]:
     """JSON struct values are read as JSON; anything else (base64 bytes) as Confluent-framed Protobuf."""
 
-    def decode(value: bytes | None) -> UserTrade:
+    def decode(value: bytes | None) -> TradeValue:
         if value and value[:1] == b"{":
             return trade_from_json(value)
         return framed(value)

@@ -5,21 +5,17 @@ from __future__ import annotations
 import pytest
 
 from localrun import ksql_schema
+from settlement.columns import reader_for
 from settlement.proto_text import ProtoTextError, compile_text, looks_like_text
 from settlement.schemas.user_trade_pb2 import UserTrade
-from settlement.serde import wire_conflicts
 
 
-def test_the_text_ksqldb_registers_is_wire_compatible_with_our_user_trade() -> None:
-    from google.protobuf import descriptor_pb2
-
-    reader = descriptor_pb2.DescriptorProto()
-    UserTrade.DESCRIPTOR.CopyToProto(reader)
+def test_the_text_ksqldb_registers_reads_as_our_user_trade_on_the_fast_path() -> None:
     for full_name in ("tradesettlement.v1.UserTrade", None):
         for optional in (True, False):
             fdp = compile_text(ksql_schema.schema_text(full_name, optional))
             assert fdp.message_type[0].name == (full_name or "ConnectDefault1").rsplit(".", 1)[-1]
-            assert wire_conflicts(fdp.message_type[0], reader) == []
+            assert reader_for(fdp.message_type[0], "ksqlDB's schema") == UserTrade.FromString
 
 
 def test_well_known_imports_and_text_references_resolve() -> None:
