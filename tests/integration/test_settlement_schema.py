@@ -89,3 +89,22 @@ def test_without_auto_register_the_function_uses_the_registered_schema(pipeline:
     _settle_one(pipeline)
     [msg] = drain(pipeline.bootstrap, pipeline.settlements, 1)
     assert int.from_bytes((msg.value() or b"")[1:5], "big") == schema_id
+
+
+def test_without_auto_register_a_latest_schema_whose_numbers_mean_other_columns_is_refused(
+    pipeline: Pipeline, monkeypatch
+) -> None:
+    # ksqlDB's TRADE_SETTLEMENTS with `user` and `symbol` declared in each other's place: same types, so a
+    # number-and-type check passes it, and a reader of that schema would see each user as the symbol.
+    text = ksqldb_settlement_text("tradesettlement.v1.TradeSettlement")
+    text = text.replace("string user = 1;", "string USER_SWAP = 1;").replace("string symbol = 2;", "string user = 2;")
+    text = text.replace("string USER_SWAP = 1;", "string symbol = 1;")
+    assert "string symbol = 1;" in text and "string user = 2;" in text
+    client = SchemaRegistryClient({"url": pipeline.registry_url})
+    ksql_schema.register(client, f"{pipeline.settlements}-value", text)
+    monkeypatch.setenv("SCHEMA_REGISTRY_AUTO_REGISTER", "false")
+    service.reset()
+    producer.reset_shared_producer()
+    with pytest.raises(Exception, match="field 1 is symbol there, user here"):
+        _settle_one(pipeline)
+    assert drain(pipeline.bootstrap, pipeline.settlements, 0, timeout_s=1) == []
