@@ -6,10 +6,10 @@ install in-memory providers). Every import happens on the first batch, never at 
 the cold start does not move.
 
 Per batch: one span `settle batch` linked to the W3C trace contexts found in the input records' `traceparent`
-headers. Settlements carry their input's `traceparent` forward (or the batch span's, when the input had none),
-and `settlement.batch.traceparent` names the batch span; dead letters keep the record's own headers, which hold
-its `traceparent`. Metrics: settlements by disposition, dead letters by reason, batch size, batch duration,
-registry lookups.
+headers. Settlements carry their input's valid `traceparent` forward, with or without a tracer provider (with
+one, the batch span's when the input had none), and `settlement.batch.traceparent` names the batch span;
+dead letters keep the record's own headers, which hold its `traceparent`. Metrics: settlements by
+disposition, dead letters by reason, batch size, batch duration, registry lookups.
 """
 
 from __future__ import annotations
@@ -90,11 +90,24 @@ class BatchSpan:
             self.traceparent = carrier.get(TRACEPARENT, "").encode()
 
     def output_headers(self, input_headers: Sequence[tuple[str, bytes]]) -> Sequence[tuple[str, bytes]]:
-        """Headers a settlement carries: its input's trace context forward, and the batch span's."""
+        """Headers a settlement carries: its input's trace context forward, and the batch span's.
+
+        The input's context is forwarded whether or not this process exports spans (OpenTelemetry's API
+        propagates without an SDK): tracing downstream must not depend on this app's exporter. A record
+        with no headers costs one truth test and shares the empty result."""
+        own = _valid_traceparent(self._inst, input_headers) if input_headers else None
         if not self.traceparent:
-            return ()  # shared and empty: no allocation per record without tracing
-        own = next((v for n, v in input_headers if n == TRACEPARENT), None)
+            return ((TRACEPARENT, own),) if own else ()
         return [(TRACEPARENT, own or self.traceparent), (BATCH_TRACEPARENT, self.traceparent)]
+
+
+def _valid_traceparent(inst: Any, headers: Sequence[tuple[str, bytes]]) -> bytes | None:
+    """The record's `traceparent` value, if the W3C propagator reads a valid context from it: an invalid
+    one is dropped, as the W3C spec says a receiver must, rather than passed on."""
+    for name, value in headers:
+        if name == TRACEPARENT:
+            return value if inst is not None and _context_of(inst, ((name, value),)) is not None else None
+    return None
 
 
 @contextmanager
@@ -102,7 +115,7 @@ def batch_span(records: Sequence[Any]) -> Iterator[BatchSpan]:
     """A span for one batch, linked to the trace contexts its records carry."""
     inst = instruments()
     if inst is None or isinstance(inst.trace.get_tracer_provider(), inst.no_tracing):
-        yield BatchSpan(None, None)  # no tracer provider installed: spans would be dropped, skip the link scan
+        yield BatchSpan(None, inst)  # no tracer provider installed: spans would be dropped, skip the link scan
         return
     links: list[Any] = []
     seen: set[int] = set()

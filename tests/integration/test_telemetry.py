@@ -81,3 +81,40 @@ def test_a_batch_with_poison_records_reports_its_span_metrics_and_trace_context(
     assert all(h[telemetry.BATCH_TRACEPARENT].startswith(batch_tp) for h in carried)
     dead_letters = drain(pipeline.bootstrap, pipeline.dlq, 2)
     assert dict(dead_letters[0].headers() or [])["traceparent"] == f"00-{TRACE_ID}-{PARENTS[1]}-01".encode()
+
+
+_NO_PROVIDER_CHILD = """
+import os, sys
+sys.path.insert(0, os.getcwd())
+from opentelemetry import trace
+import function_app
+from tests.integration.pipeline import as_events
+from tests.kafka_helpers import drain
+function_app.settle_user_trades(as_events(drain(os.environ["KAFKA_BOOTSTRAP_SERVERS"], sys.argv[1], 4)))
+assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider", trace.get_tracer_provider()
+"""
+
+
+def test_trace_context_is_forwarded_by_a_process_with_no_tracer_provider(pipeline: Pipeline) -> None:
+    # This test process installed an SDK provider (the fixture above); a fresh process has none, as a function
+    # app without Application Insights has none.
+    import subprocess
+    import sys
+
+    from confluent_kafka import Producer
+
+    ser, ctx = pipeline.serializer()
+    good = ser(TRADE, ctx)
+    parents = [f"00-{TRACE_ID}-{PARENTS[0]}-01".encode(), f"00-{TRACE_ID}-{PARENTS[1]}-01".encode()]
+    p = Producer({"bootstrap.servers": pipeline.bootstrap})
+    p.produce(pipeline.source, key="User_1", value=good, headers=[("traceparent", parents[0])], partition=0)
+    p.produce(pipeline.source, key="User_2", value=b"not protobuf", headers=[("traceparent", parents[1])], partition=0)
+    p.produce(pipeline.source, key="User_3", value=good, partition=0)
+    p.produce(pipeline.source, key="User_4", value=good, headers=[("traceparent", b"00-garbage-01")], partition=0)
+    p.flush(10)
+    subprocess.run([sys.executable, "-c", _NO_PROVIDER_CHILD, pipeline.source], check=True, timeout=120)
+    by_user = {m.key(): dict(m.headers() or []) for m in drain(pipeline.bootstrap, pipeline.settlements, 3)}
+    assert by_user[b"User_1"] == {"traceparent": parents[0]}  # forwarded, and no batch span without a provider
+    assert by_user[b"User_3"] == {} and by_user[b"User_4"] == {}  # none given, an invalid one dropped
+    [dead] = drain(pipeline.bootstrap, pipeline.dlq, 1)
+    assert dict(dead.headers() or [])["traceparent"] == parents[1]
