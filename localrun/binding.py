@@ -43,13 +43,35 @@ def resolve(value: str, settings: Mapping[str, str]) -> str:
     return settings[name]
 
 
+def disabled_setting(function_name: str) -> str:
+    """The app setting that disables a function on Azure (and under `func start`): `true` stops its trigger."""
+    return f"AzureWebJobs.{function_name}.Disabled"
+
+
+def is_disabled(function_name: str, settings: Mapping[str, str]) -> bool:
+    """Whether the host would leave this function's trigger unstarted. The WebJobs SDK's disable check reads
+    the setting as a boolean (case-insensitive `true`) or `1`; anything else leaves the function enabled."""
+    value = settings.get(disabled_setting(function_name), "").strip()
+    return value.lower() == "true" or value == "1"
+
+
+class FunctionDisabled(LookupError):
+    """The app's Kafka-triggered function is disabled by its app setting: the host starts no listener for it."""
+
+
 def load_binding(app: Any, settings: Mapping[str, str]) -> TriggerBinding:
     """Index the app as the worker does (refusing what it refuses), then read the Kafka trigger's binding
-    JSON as the host does and resolve its `%settings%`."""
+    JSON as the host does and resolve its `%settings%`. A function disabled by `AzureWebJobs.<name>.Disabled`
+    gets no listener, as on Azure: `FunctionDisabled`."""
     for function in index_app(app):
         binding = function.binding("kafkaTrigger")
         if binding is None:
             continue
+        if is_disabled(function.name, settings):
+            raise FunctionDisabled(
+                f"{function.name} is disabled by the app setting {disabled_setting(function.name)}: the host starts "
+                "no Kafka listener for it (the connector entry path is in use; see README, Entry paths)"
+            )
         return TriggerBinding(
             function_name=function.name,
             topic=resolve(binding["topic"], settings),

@@ -16,6 +16,8 @@
 - Kafka access for the topic step: `KAFKA_API_KEY` / `KAFKA_API_SECRET` (SASL_SSL PLAIN) when set.
 - Prints each statement's status; stops at the first error with the server's message (exit 1).
 - Safe to re-run: every statement is `IF NOT EXISTS`.
+- `--entry trigger` (default): the connector statement is left out, as the Kafka trigger reads user_trades;
+  `--entry connector` applies it (deploy with `scripts/deploy.sh --entry connector`, which disables the trigger).
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ TOPICS = (
 STREAMS_PROPERTIES = {"ksql.streams.auto.offset.reset": "earliest", "processing.guarantee": "exactly_once_v2"}
 CONNECTOR = re.compile(r"^\s*(CREATE|DROP)\s+(SINK\s+|SOURCE\s+)?CONNECTOR\b", re.IGNORECASE)
 MODES = ("cloud", "self-managed")
+# Which function settles user_trades: the Kafka trigger reads the topic itself; the connector POSTs it to the
+# HTTP function. One at a time, or every trade is settled twice (README, Entry paths).
+ENTRIES = ("trigger", "connector")
 MASK = "****"
 
 
@@ -165,6 +170,16 @@ def statement_files(mode: str, ksql_dir: Path = KSQL_DIR) -> list[Path]:
         overrides = {p.name: p for p in (ksql_dir / "self-managed").glob("*.sql")}
         files = [overrides.get(p.name, p) for p in files]
     return files
+
+
+def entry_statements(statements: Sequence[Statement], entry: str) -> list[Statement]:
+    """The statements of one entry path: connector statements belong to `connector` alone, since the connector
+    and the Kafka trigger would each settle every trade."""
+    kept = [s for s in statements if entry == "connector" or not CONNECTOR.match(s.text)]
+    for s in statements:
+        if s not in kept:
+            print(f"[{s.label}] skipped: a connector statement, and --entry is {entry}")
+    return kept
 
 
 def kafka_conf(bootstrap: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -301,6 +316,13 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     parser.add_argument(
         "--bootstrap-servers", default=env.get("KAFKA_BOOTSTRAP_SERVERS"), help="for the topic step (or env)"
     )
+    parser.add_argument(
+        "--entry",
+        choices=ENTRIES,
+        default=env.get("SETTLEMENT_ENTRY", "trigger"),
+        help="the entry path deployed: connector statements apply only for 'connector' (or SETTLEMENT_ENTRY; "
+        "default %(default)s)",
+    )
     parser.add_argument("--skip-topics", action="store_true", help="do not create or read topics first")
     parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="non-secret variable")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved statements, secrets masked")
@@ -312,14 +334,17 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         parser.error("--var takes NAME=VALUE")
     files = args.files or statement_files(args.mode)
     try:
-        statements = load_statements(files)
+        statements = entry_statements(load_statements(files), args.entry)
         names = variables(statements)
         connector_headers: dict[str, str] = {}
         if args.mode == "cloud" and any(CONNECTOR.match(s.text) for s in statements):
             connector_headers = cloud_headers(env)
         if args.dry_run:
             values = resolve_values(names, cli, env)
-            print(f"-- mode {args.mode}; topics {'skipped' if args.skip_topics else 'created or read first'}")
+            print(
+                f"-- mode {args.mode}; entry {args.entry}; "
+                f"topics {'skipped' if args.skip_topics else 'created or read first'}"
+            )
             if connector_headers:
                 print("-- connector statements carry X-Confluent-API-Key: ****, X-Confluent-API-Secret: ****")
             for s in statements:

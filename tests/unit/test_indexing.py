@@ -108,3 +108,27 @@ def test_importing_the_app_loads_no_telemetry_or_protoc() -> None:
     env = {**os.environ, "SETTLEMENT_WARM_START": "false"}  # the import alone; a warm start loads them later
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("value", "disabled"),
+    [("true", True), ("True", True), (" 1 ", True), ("false", False), ("", False), ("yes", False)],
+)
+def test_the_kafka_function_disabled_by_its_app_setting_gets_no_listener(value: str, disabled: bool) -> None:
+    import function_app
+    from localrun.binding import FunctionDisabled, load_binding
+
+    settings = {"USER_TRADES_TOPIC": "t", "KAFKA_CONSUMER_GROUP": "g", "KAFKA_BOOTSTRAP_SERVERS": "b:1"}
+    settings["AzureWebJobs.settle_user_trades.Disabled"] = value
+    if disabled:
+        with pytest.raises(FunctionDisabled, match=r"AzureWebJobs\.settle_user_trades\.Disabled"):
+            load_binding(function_app.app, settings)
+    else:
+        assert load_binding(function_app.app, settings).function_name == "settle_user_trades"
+    # the HTTP function's setting does not touch the Kafka trigger
+    settings = {
+        **settings,
+        "AzureWebJobs.settle_user_trades.Disabled": "",
+        "AzureWebJobs.settle_sink_batch.Disabled": "true",
+    }
+    assert load_binding(function_app.app, settings).function_name == "settle_user_trades"

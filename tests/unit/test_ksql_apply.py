@@ -27,6 +27,7 @@ ENV = {
     "KAFKA_BOOTSTRAP_SERVERS": "broker:9092",
 }
 NO_TOPICS = ["--skip-topics"]
+CONNECTOR = ["--entry", "connector"]
 
 
 class FakeKsql:
@@ -88,7 +89,7 @@ def server() -> Iterator[tuple[str, FakeKsql]]:
 
 def test_applies_every_statement_in_order_with_basic_auth(server, capsys) -> None:
     url, fake = server
-    assert main(["--server", url, *NO_TOPICS], env=ENV) == 0
+    assert main(["--server", url, *NO_TOPICS, *CONNECTOR], env=ENV) == 0
     sent = [r["body"]["ksql"] for r in fake.requests]
     assert [s.split("(")[0].split(" WITH")[0].strip() for s in sent] == [
         "CREATE STREAM IF NOT EXISTS STOCKTRADE",
@@ -119,17 +120,28 @@ def test_applies_every_statement_in_order_with_basic_auth(server, capsys) -> Non
 def test_self_managed_mode_applies_the_self_managed_connector_without_cloud_headers(server, capsys) -> None:
     url, fake = server
     env = {k: v for k, v in ENV.items() if not k.startswith("CONFLUENT_CLOUD")}
-    assert main(["--server", url, "--mode", "self-managed", *NO_TOPICS], env=env) == 0
+    assert main(["--server", url, "--mode", "self-managed", *NO_TOPICS, *CONNECTOR], env=env) == 0
     connector = fake.requests[3]["body"]["ksql"]
     assert "'connector.class' = 'io.confluent.connect.http.AzureFunctionsSinkConnector'" in connector
     assert "'value.converter.schema.registry.url' = 'http://registry:8081'" in connector
     assert not any("X-Confluent-Api-Key" in r["headers"] for r in fake.requests)
 
 
+def test_the_default_trigger_entry_leaves_the_connector_out_so_each_trade_has_one_path(server, capsys) -> None:
+    url, fake = server
+    env = {k: v for k, v in ENV.items() if not k.startswith(("CONFLUENT_CLOUD", "FUNCTION_"))}
+    assert main(["--server", url, *NO_TOPICS], env=env) == 0  # no function URL, key or Cloud key needed
+    sent = [r["body"]["ksql"] for r in fake.requests]
+    assert len(sent) == 6 and not any("CONNECTOR" in s for s in sent)
+    assert "skipped: a connector statement, and --entry is trigger" in capsys.readouterr().out
+    assert main(["--server", url, *NO_TOPICS], env={**ENV, "SETTLEMENT_ENTRY": "connector"}) == 0
+    assert any("CREATE SINK CONNECTOR" in r["body"]["ksql"] for r in fake.requests[6:])
+
+
 def test_cloud_mode_without_the_cloud_api_key_says_what_to_set(server, capsys) -> None:
     url, fake = server
     env = {k: v for k, v in ENV.items() if not k.startswith("CONFLUENT_CLOUD")}
-    assert main(["--server", url, *NO_TOPICS], env=env) == 2
+    assert main(["--server", url, *NO_TOPICS, *CONNECTOR], env=env) == 2
     assert fake.requests == []
     assert "CONFLUENT_CLOUD_API_KEY and CONFLUENT_CLOUD_API_SECRET" in capsys.readouterr().err
 
@@ -137,7 +149,7 @@ def test_cloud_mode_without_the_cloud_api_key_says_what_to_set(server, capsys) -
 def test_stops_at_the_first_error_with_the_servers_message_masked(server, capsys) -> None:
     url, fake = server
     fake.fail_on = "CREATE SINK CONNECTOR"
-    assert main(["--server", url, *NO_TOPICS], env=ENV) == 1
+    assert main(["--server", url, *NO_TOPICS, *CONNECTOR], env=ENV) == 1
     assert len(fake.requests) == 4  # nothing after the failing statement
     out = capsys.readouterr().out
     assert "[03-sink-connector.sql #1] CREATE SINK CONNECTOR" in out
@@ -156,7 +168,7 @@ def test_auth_error_says_which_settings_to_check(server, capsys) -> None:
 
 
 def test_dry_run_prints_resolved_statements_with_secrets_masked(capsys) -> None:
-    assert main(["--dry-run", "--var", "USER_TRADES_PARTITIONS=12"], env=ENV) == 0
+    assert main(["--dry-run", "--var", "USER_TRADES_PARTITIONS=12", *CONNECTOR], env=ENV) == 0
     out = capsys.readouterr().out
     assert "'function.key' = '****'" in out and "'kafka.api.secret' = '****'" in out
     assert "'function.url' = 'https://app.azurewebsites.net/api/settle'" in out
