@@ -89,17 +89,25 @@ def proto_fields(message: type) -> list[tuple[str, int]]:
     return [(f.name, f.type) for f in sorted(message.DESCRIPTOR.fields, key=lambda f: f.number)]  # type: ignore[attr-defined]
 
 
-def test_user_trades_select_list_is_wire_compatible_with_user_trade() -> None:
-    text = statement(r"CREATE STREAM IF NOT EXISTS USER_TRADES WITH")
-    assert re.search(r"VALUE_FORMAT\s*=\s*'PROTOBUF'", text) and re.search(r"KEY_FORMAT\s*=\s*'KAFKA'", text)
-    assert "LEFT JOIN USERS" in text
+def user_trades_value_columns(text: str) -> list[tuple[str, str]]:
+    """(alias, ksqlDB type) of the USER_TRADES select list's value columns, in order (the key column USERID,
+    first, becomes the record key); types come from the sources' declarations in ksql/01."""
     select = text[text.index("AS SELECT") + len("AS SELECT") : text.index("FROM")]
     items = [re.match(r"(\w+)\.(\w+) AS (\w+)", i.strip()).groups() for i in select.split(",")]  # type: ignore[union-attr]
     types = {("S", c): t for c, t, _ in declared_columns("STOCKTRADE")}
     types.update({("U", c): t for c, t, _ in declared_columns("USERS")})
-    # The join key becomes the record key; every other column is a value field, numbered from 1 in order.
     assert items[0] == ("S", "USERID", "USERID")
-    value_columns = [(alias, KSQL_TO_PROTO[types[(src, col)]]) for src, col, alias in items[1:]]
+    return [(alias, types[(src, col)]) for src, col, alias in items[1:]]
+
+
+def test_user_trades_select_list_is_wire_compatible_with_user_trade() -> None:
+    text = statement(r"CREATE STREAM IF NOT EXISTS USER_TRADES WITH")
+    assert re.search(r"VALUE_FORMAT\s*=\s*'PROTOBUF'", text) and re.search(r"KEY_FORMAT\s*=\s*'KAFKA'", text)
+    assert "LEFT JOIN USERS" in text
+    # The join key becomes the record key; every other column is a value field, numbered from 1 in order.
+    # Our decoder reads by name whatever the order (settlement/columns.py); keeping ours in step keeps the
+    # one-call fast path, so this pins the order too.
+    value_columns = [(alias, KSQL_TO_PROTO[t]) for alias, t in user_trades_value_columns(text)]
     assert [(n.upper(), t) for n, t in proto_fields(UserTrade)] == value_columns
     assert [f.number for f in sorted(UserTrade.DESCRIPTOR.fields, key=lambda f: f.number)] == list(
         range(1, len(value_columns) + 1)
