@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from settlement import deadletter
 from settlement.config import kafka_client_conf
@@ -164,6 +164,9 @@ def redrive(
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
+            # Under exactly-once the function writes dead letters in transactions: a partition's end is then a
+            # commit marker, never a record, so the end is known by the EOF event, not by a last offset.
+            "enable.partition.eof": True,
         }
     )
     producer = None
@@ -192,8 +195,17 @@ def redrive(
         transactions = 0
         deadline = time.monotonic() + timeout_s
         while remaining and time.monotonic() < deadline:
-            msgs = [m for m in consumer.consume(batch, timeout=1.0) if m.error() is None]
+            got = consumer.consume(batch, timeout=1.0)
+            msgs = [m for m in got if m.error() is None]
+            at_end = {
+                int(m.partition() or 0)
+                for m in got
+                if (err := m.error()) is not None
+                and err.code() == KafkaError._PARTITION_EOF
+                and int(m.offset() or 0) >= ends.get(int(m.partition() or 0), 0)
+            }
             if not msgs:
+                remaining -= at_end  # nothing left but markers (or aborted records) before the end
                 continue
             deadline = time.monotonic() + timeout_s
             msgs = [m for m in msgs if int(m.offset() or 0) < ends[int(m.partition() or 0)]]
@@ -213,6 +225,7 @@ def redrive(
             for p, o in last.items():
                 if o + 1 >= ends[p]:
                     remaining.discard(p)
+            remaining -= at_end
             transactions += 1
             if stop_after is not None and transactions >= stop_after:
                 break

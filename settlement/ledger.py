@@ -268,6 +268,7 @@ class Ledger:
 
     def abort(self, part: PartitionLedger, cause: BaseException) -> NoReturn:
         """Abort the open transaction (its records become invisible to read_committed readers) and raise why."""
+        log.debug("%s[%d]: aborting: %s", part.topic, part.partition, cause)
         fenced = is_fenced(cause)
         if not fenced and part.producer is not None:
             try:

@@ -21,8 +21,12 @@ def _trade(i: int, account: str) -> UserTrade:
     return UserTrade(regionid="Region_1", quantity=10 + i, symbol="ZVV", price=5, account=account, side="BUY")
 
 
-def test_oversize_dead_letters_are_redriven_and_settle_exactly_once(pipeline: Pipeline, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+def test_oversize_dead_letters_are_redriven_and_settle_exactly_once(
+    pipeline: Pipeline, monkeypatch, capsys, guarantee: str
+) -> None:
     monkeypatch.setenv("SETTLEMENT_MAX_RECORD_BYTES", "100")
+    monkeypatch.setenv("SETTLEMENT_DELIVERY_GUARANTEE", guarantee)
     service.reset()
     ser, ctx = pipeline.serializer()
     records = [(f"User_{i}".encode(), ser(_trade(i, "A" * 120), ctx)) for i in range(5)]  # over 100 bytes
