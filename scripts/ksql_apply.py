@@ -15,7 +15,9 @@
   ksqlDB manages connectors only then). `--mode self-managed`: ksql/self-managed/ replaces the connector file.
 - Kafka access for the topic step: `KAFKA_API_KEY` / `KAFKA_API_SECRET` (SASL_SSL PLAIN) when set.
 - Prints each statement's status; stops at the first error with the server's message (exit 1).
-- Safe to re-run: every statement is `IF NOT EXISTS`.
+- Safe to re-run, and edits apply: a stream or table that exists is compared with its file (DESCRIBE, and
+  EXPLAIN of its query): unchanged → skipped; changed → `CREATE OR REPLACE`; refused by ksqlDB → the tool stops
+  and says what to drop, re-create, and from which offset (`--offset-reset`). `--replace NAME` forces it.
 - `--entry trigger` (default): the connector statement is left out, as the Kafka trigger reads user_trades;
   `--entry connector` applies it (deploy with `scripts/deploy.sh --entry connector`, which disables the trigger).
 """
@@ -33,6 +35,10 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scripts import ksql_changes
 
 ROOT = Path(__file__).resolve().parent.parent
 KSQL_DIR = ROOT / "ksql"
@@ -245,8 +251,10 @@ class KsqlClient:
         api_secret: str | None,
         timeout_s: float = 60.0,
         connector_headers: Mapping[str, str] | None = None,
+        offset_reset: str = "earliest",
     ) -> None:
         self.url = server.rstrip("/") + "/ksql"
+        self.streams_properties = {**STREAMS_PROPERTIES, "ksql.streams.auto.offset.reset": offset_reset}
         self.timeout_s = timeout_s
         self.headers = {
             "Content-Type": "application/vnd.ksql.v1+json; charset=utf-8",
@@ -259,18 +267,46 @@ class KsqlClient:
 
     def execute(self, statement: str) -> str:
         """Run one statement; return the server's status line or raise `ApplyError` with its message."""
-        body = json.dumps({"ksql": statement, "streamsProperties": STREAMS_PROPERTIES}).encode()
+        return _status(self.request(statement))
+
+    def request(self, statement: str) -> list[dict]:
+        """One statement; the entities ksqlDB answers with, or `ApplyError` with its message."""
+        body = json.dumps({"ksql": statement, "streamsProperties": self.streams_properties}).encode()
         headers = dict(self.headers)
         if CONNECTOR.match(statement):
             headers.update(self.connector_headers)
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:  # noqa: S310
-                return _status(json.loads(resp.read() or b"[]"))
+                entities = json.loads(resp.read() or b"[]")
         except urllib.error.HTTPError as err:
             raise ApplyError(_error_message(err.code, err.read())) from None
         except urllib.error.URLError as err:
             raise ApplyError(f"cannot reach ksqlDB at {self.url}: {err.reason}") from None
+        return entities if isinstance(entities, list) else [entities]
+
+
+def apply_statement(client: KsqlClient, text: str, replace: Sequence[str] = ()) -> str:
+    """Apply one statement so that the live object ends as the file says (scripts/ksql_changes.py): create
+    what is missing, skip what matches, `CREATE OR REPLACE` what changed, or raise `ApplyError` saying what to
+    drop and re-create when ksqlDB cannot replace it in place."""
+    target = ksql_changes.target_of(text)
+    if target is None:
+        return client.execute(text)
+    try:
+        live = ksql_changes.describe(client.request, target.name)
+    except ksql_changes.NotFound:
+        return client.execute(text)
+    wanted = ksql_changes.wanted_fields(client.request, target)
+    changes = ksql_changes.differences(live.fields, wanted, compare_keys=target.query is None)
+    if not changes and target.name not in replace:
+        return "unchanged (the live object matches the file)"
+    why = "; ".join(changes) or "--replace"
+    try:
+        status = client.execute(target.replace_statement(text))
+    except ApplyError as exc:
+        raise ApplyError(ksql_changes.instructions(target, live, str(exc))) from None
+    return f"replaced ({why}): {status}"
 
 
 def _status(entities: object) -> str:
@@ -323,6 +359,20 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         help="the entry path deployed: connector statements apply only for 'connector' (or SETTLEMENT_ENTRY; "
         "default %(default)s)",
     )
+    parser.add_argument(
+        "--offset-reset",
+        choices=("earliest", "latest"),
+        default="earliest",
+        help="where a newly created query starts reading its sources (default %(default)s; see the message the "
+        "tool prints when a query must be re-created)",
+    )
+    parser.add_argument(
+        "--replace",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="CREATE OR REPLACE this stream/table even if its columns are unchanged (a WHERE or window edit)",
+    )
     parser.add_argument("--skip-topics", action="store_true", help="do not create or read topics first")
     parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="non-secret variable")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved statements, secrets masked")
@@ -367,12 +417,17 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             cli = {**cli, **actual}
         values = resolve_values(names, cli, env)
         client = KsqlClient(
-            args.server, env.get("KSQLDB_API_KEY"), env.get("KSQLDB_API_SECRET"), connector_headers=connector_headers
+            args.server,
+            env.get("KSQLDB_API_KEY"),
+            env.get("KSQLDB_API_SECRET"),
+            connector_headers=connector_headers,
+            offset_reset=args.offset_reset,
         )
+        replace = [n if n.startswith("`") else n.upper() for n in args.replace]
         for s in statements:
             first_line = s.text.splitlines()[0]
             try:
-                status = client.execute(substitute(s.text, values))
+                status = apply_statement(client, substitute(s.text, values), replace)
             except ApplyError as exc:
                 print(f"[{s.label}] {first_line} -> FAILED: {redact(str(exc), {**values, **_secret_env(env)})}")
                 return 1

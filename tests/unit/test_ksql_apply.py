@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,15 +31,85 @@ NO_TOPICS = ["--skip-topics"]
 CONNECTOR = ["--entry", "connector"]
 
 
+def applied(fake: FakeKsql) -> list[dict]:
+    """The requests sent, without the DESCRIBE and EXPLAIN requests that check what exists."""
+    return [r for r in fake.requests if not r["body"]["ksql"].startswith(("DESCRIBE", "EXPLAIN"))]
+
+
+def created(fake: FakeKsql) -> list[str]:
+    return [r["body"]["ksql"] for r in applied(fake)]
+
+
 class FakeKsql:
+    """Answers as ksqlDB's REST API does (confluentinc/ksql 8.5.0-0: ListSourceExecutor, ExplainExecutor,
+    StructuredDataSource.canUpgradeTo), over a metastore of the objects it was asked to create. Columns: the
+    declared ones of a plain CREATE; the aliases of a query's select list, all STRING (the fake does not type
+    expressions, so a test retypes a column by hand)."""
+
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.fail_on: str | None = None  # substring of a statement to answer with an error
         self.fail_status = 400
+        self.metastore: dict[str, list[dict]] = {}
+
+    @staticmethod
+    def _fields(statement: str) -> list[dict]:
+        from scripts import ksql_changes
+
+        target = ksql_changes.target_of(statement)
+        if target is not None and target.query is None:
+            return [
+                {"name": n, "schema": {"type": t}, **({"type": "KEY"} if key else {})} for n, t, key in target.columns
+            ]
+        select = statement[statement.upper().index("SELECT") : statement.upper().index("FROM")]
+        return [{"name": alias, "schema": {"type": "STRING"}} for alias in re.findall(r"\bAS (\w+)", select)]
+
+    def _ksql(self, statement: str) -> tuple[int, object] | None:
+        from scripts import ksql_changes
+
+        error = {"@type": "statement_error", "error_code": 40001, "statementText": statement, "entities": []}
+        if statement.startswith("DESCRIBE "):
+            name = statement.removeprefix("DESCRIBE ").rstrip(";").strip("`")
+            if name not in self.metastore:
+                return 400, {**error, "message": f"Could not find STREAM/TABLE '{name}' in the Metastore"}
+            body = {"name": name, "fields": self.metastore[name], "readQueries": [], "writeQueries": []}
+            body["topic"] = re.search(r"KAFKA_TOPIC = '([^']+)'", self.created[name]).group(1)  # type: ignore[union-attr]
+            return 200, [{"@type": "sourceDescription", "sourceDescription": body, "warnings": []}]
+        if statement.startswith("EXPLAIN "):
+            fields = self._fields(statement.removeprefix("EXPLAIN "))
+            return 200, [{"@type": "queryDescription", "queryDescription": {"fields": fields}}]
+        target = ksql_changes.target_of(statement)
+        if target is None:
+            return None
+        if re.match(r"CREATE OR REPLACE", statement) and target.name in self.metastore:
+            old, new = self.metastore[target.name], self._fields(statement)
+            if "WINDOW" in statement:
+                return 400, {
+                    **error,
+                    "error_code": 40000,
+                    "message": "Upgrades not yet supported for StreamWindowedAggregate",
+                }
+            if new[: len(old)] != old:
+                return 400, {
+                    **error,
+                    "error_code": 40000,
+                    "message": f"Cannot upgrade data source: DataSource '{target.name}' has schema = ... which is not "
+                    "upgradeable to ... (The following columns are changed, missing or reordered: [...])",
+                }
+        if "IF NOT EXISTS" not in statement or target.name not in self.metastore:
+            self.metastore[target.name] = self._fields(statement)
+            self.created[target.name] = statement
+        return None
 
     def answer(self, body: dict, headers: dict[str, str]) -> tuple[int, object]:
         auth = headers.get("Authorization")
         self.requests.append({"body": body, "auth": auth, "headers": headers})
+        if not hasattr(self, "created"):
+            self.created: dict[str, str] = {}
+        if not (self.fail_on and self.fail_on in body["ksql"]):
+            early = self._ksql(body["ksql"])
+            if early is not None:
+                return early
         if self.fail_on and self.fail_on in body["ksql"]:
             if self.fail_status == 401:
                 return 401, {"@type": "generic_error", "error_code": 40100, "message": "Unauthorized"}
@@ -90,7 +161,7 @@ def server() -> Iterator[tuple[str, FakeKsql]]:
 def test_applies_every_statement_in_order_with_basic_auth(server, capsys) -> None:
     url, fake = server
     assert main(["--server", url, *NO_TOPICS, *CONNECTOR], env=ENV) == 0
-    sent = [r["body"]["ksql"] for r in fake.requests]
+    sent = created(fake)
     assert [s.split("(")[0].split(" WITH")[0].strip() for s in sent] == [
         "CREATE STREAM IF NOT EXISTS STOCKTRADE",
         "CREATE TABLE IF NOT EXISTS USERS",
@@ -113,7 +184,7 @@ def test_applies_every_statement_in_order_with_basic_auth(server, capsys) -> Non
         r["body"]["ksql"].split("(")[0].strip() for r in fake.requests if "X-Confluent-Api-Key" in r["headers"]
     ]
     assert with_cloud_key == ["CREATE SINK CONNECTOR IF NOT EXISTS USER_TRADES_AZURE_FUNCTIONS_SINK WITH"]
-    connector = fake.requests[3]["headers"]
+    connector = applied(fake)[3]["headers"]
     assert (connector["X-Confluent-Api-Key"], connector["X-Confluent-Api-Secret"]) == ("CLOUDKEY", SECRET + "-cloud")
 
 
@@ -121,7 +192,7 @@ def test_self_managed_mode_applies_the_self_managed_connector_without_cloud_head
     url, fake = server
     env = {k: v for k, v in ENV.items() if not k.startswith("CONFLUENT_CLOUD")}
     assert main(["--server", url, "--mode", "self-managed", *NO_TOPICS, *CONNECTOR], env=env) == 0
-    connector = fake.requests[3]["body"]["ksql"]
+    connector = created(fake)[3]
     assert "'connector.class' = 'io.confluent.connect.http.AzureFunctionsSinkConnector'" in connector
     assert "'value.converter.schema.registry.url' = 'http://registry:8081'" in connector
     assert not any("X-Confluent-Api-Key" in r["headers"] for r in fake.requests)
@@ -131,11 +202,11 @@ def test_the_default_trigger_entry_leaves_the_connector_out_so_each_trade_has_on
     url, fake = server
     env = {k: v for k, v in ENV.items() if not k.startswith(("CONFLUENT_CLOUD", "FUNCTION_"))}
     assert main(["--server", url, *NO_TOPICS], env=env) == 0  # no function URL, key or Cloud key needed
-    sent = [r["body"]["ksql"] for r in fake.requests]
+    sent = created(fake)
     assert len(sent) == 6 and not any("CONNECTOR" in s for s in sent)
     assert "skipped: a connector statement, and --entry is trigger" in capsys.readouterr().out
     assert main(["--server", url, *NO_TOPICS], env={**ENV, "SETTLEMENT_ENTRY": "connector"}) == 0
-    assert any("CREATE SINK CONNECTOR" in r["body"]["ksql"] for r in fake.requests[6:])
+    assert any("CREATE SINK CONNECTOR" in s for s in created(fake)[6:])
 
 
 def test_cloud_mode_without_the_cloud_api_key_says_what_to_set(server, capsys) -> None:
@@ -150,7 +221,7 @@ def test_stops_at_the_first_error_with_the_servers_message_masked(server, capsys
     url, fake = server
     fake.fail_on = "CREATE SINK CONNECTOR"
     assert main(["--server", url, *NO_TOPICS, *CONNECTOR], env=ENV) == 1
-    assert len(fake.requests) == 4  # nothing after the failing statement
+    assert len(applied(fake)) == 4  # nothing after the failing statement
     out = capsys.readouterr().out
     assert "[03-sink-connector.sql #1] CREATE SINK CONNECTOR" in out
     assert "FAILED: HTTP 400: Invalid config value ****" in out
@@ -161,7 +232,7 @@ def test_auth_error_says_which_settings_to_check(server, capsys) -> None:
     url, fake = server
     fake.fail_on, fake.fail_status = "STOCKTRADE", 401
     assert main(["--server", url, *NO_TOPICS], env=ENV) == 1
-    assert len(fake.requests) == 1
+    assert len(applied(fake)) == 0 and len(fake.requests) == 1  # the first DESCRIBE is refused
     assert "authentication failed (HTTP 401: Unauthorized); check KSQLDB_API_KEY and KSQLDB_API_SECRET" in (
         capsys.readouterr().out
     )
@@ -187,3 +258,76 @@ def test_unreachable_server_is_one_clear_line(capsys, tmp_path: Path) -> None:
     sql.write_text("CREATE STREAM IF NOT EXISTS X (A INT) WITH (KAFKA_TOPIC='x', VALUE_FORMAT='JSON');")
     assert main(["--server", "http://127.0.0.1:9", *NO_TOPICS, str(sql)], env={}) == 1
     assert "cannot reach ksqlDB at http://127.0.0.1:9/ksql" in capsys.readouterr().out
+
+
+def _edited(tmp_path: Path, name: str, old: str, new: str, base: Path | None = None) -> list[str]:
+    """ksql/*.sql (or `base`'s copies) with one statement edited, as a user edits it; the paths, in order."""
+    from scripts.ksql_apply import statement_files
+
+    paths = []
+    for path in statement_files("cloud", base) if base else statement_files("cloud"):
+        text = path.read_text()
+        if path.name == name:
+            assert old in text
+            text = text.replace(old, new)
+        (tmp_path / path.name).write_text(text)
+        paths.append(str(tmp_path / path.name))
+    return paths
+
+
+def test_a_re_run_leaves_what_matches_its_file_alone(server, capsys) -> None:
+    url, fake = server
+    assert main(["--server", url, *NO_TOPICS], env=ENV) == 0
+    first = len(created(fake))
+    assert main(["--server", url, *NO_TOPICS], env=ENV) == 0
+    assert len(created(fake)) == first  # nothing created or replaced
+    out = capsys.readouterr().out
+    assert out.count("unchanged (the live object matches the file)") == 6
+
+
+def test_an_appended_column_is_applied_with_create_or_replace(server, capsys, tmp_path: Path) -> None:
+    url, fake = server
+    assert main(["--server", url, *NO_TOPICS], env=ENV) == 0
+    files = _edited(tmp_path, "02-user-trades.sql", "  S.SIDE AS SIDE\n", "  S.SIDE AS SIDE,\n  U.GENDER AS GENDER\n")
+    assert main(["--server", url, *NO_TOPICS, *files], env=ENV) == 0
+    [replaced] = [s for s in created(fake) if s.startswith("CREATE OR REPLACE")]
+    assert replaced.startswith("CREATE OR REPLACE STREAM USER_TRADES WITH") and "IF NOT EXISTS" not in replaced
+    assert "U.GENDER AS GENDER" in replaced
+    assert "-> replaced (adds GENDER STRING)" in capsys.readouterr().out
+    # a plain stream takes an appended column the same way (GENDER stays: dropping it would be refused)
+    (tmp_path / "next").mkdir()
+    files = _edited(
+        tmp_path / "next",
+        "01-sources.sql",
+        "USERID VARCHAR\n) WITH",
+        "USERID VARCHAR,\n  EXCHANGE VARCHAR\n) WITH",
+        tmp_path,
+    )
+    assert main(["--server", url, *NO_TOPICS, *files], env=ENV) == 0
+    assert "CREATE OR REPLACE STREAM STOCKTRADE (" in created(fake)[-1]
+
+
+def test_a_change_ksqldb_cannot_make_in_place_stops_with_what_to_do(server, capsys, tmp_path: Path) -> None:
+    url, fake = server
+    assert main(["--server", url, *NO_TOPICS], env=ENV) == 0
+    capsys.readouterr()
+    inserted = "  U.GENDER AS GENDER,\n  S.SYMBOL AS SYMBOL,\n"
+    files = _edited(tmp_path, "02-user-trades.sql", "  S.SYMBOL AS SYMBOL,\n", inserted)
+    assert main(["--server", url, *NO_TOPICS, *files], env=ENV) == 1
+    out = capsys.readouterr().out
+    assert "ksqlDB cannot replace STREAM USER_TRADES in place: HTTP 400: Cannot upgrade data source" in out
+    assert "DROP STREAM USER_TRADES;" in out and "--offset-reset latest" in out
+    assert "settlement function would book each one again" in out
+    assert not any("TRADE_SETTLEMENTS" in s for s in created(fake)[7:])  # it stopped there
+    # a windowed analysis table is recomputed from its retained input instead
+    files = _edited(tmp_path, "04-settlement-analysis.sql", "SIZE 1 MINUTE", "SIZE 5 MINUTES")
+    assert main(["--server", url, *NO_TOPICS, "--replace", "settlements_by_symbol_disposition", *files], env=ENV) == 1
+    out = capsys.readouterr().out
+    assert "Upgrades not yet supported for StreamWindowedAggregate" in out
+    assert "DROP TABLE SETTLEMENTS_BY_SYMBOL_DISPOSITION;" in out and "recomputed from every retained record" in out
+
+
+def test_offset_reset_latest_reaches_the_queries_it_creates(server) -> None:
+    url, fake = server
+    assert main(["--server", url, *NO_TOPICS, "--offset-reset", "latest"], env=ENV) == 0
+    assert {r["body"]["streamsProperties"]["ksql.streams.auto.offset.reset"] for r in fake.requests} == {"latest"}
