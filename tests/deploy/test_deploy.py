@@ -102,8 +102,8 @@ def assert_no_secret(result: Result) -> None:
         assert all(secret not in arg for call in result.calls for arg in call)
 
 
-def test_first_run_creates_everything_in_order(azure) -> None:
-    r = azure()
+def test_premium_first_run_creates_everything_in_order(azure) -> None:
+    r = azure("--plan", "premium")
     assert r.code == 0, r.out
     assert mutations(r.calls) == [
         "group create",
@@ -174,15 +174,15 @@ def test_second_run_changes_nothing(azure) -> None:
 
 
 def test_a_changed_setting_changes_only_that(azure) -> None:
-    assert azure().code == 0
-    r = azure("--max-burst", "15", "--lag-threshold", "500")
+    assert azure("--plan", "premium").code == 0
+    r = azure("--plan", "premium", "--max-burst", "15", "--lag-threshold", "500")
     assert mutations(r.calls) == ["functionapp plan update", "functionapp config appsettings set"]
     setting_call = next(c for c in r.calls if c[:4] == ["functionapp", "config", "appsettings", "set"])
     assert "KAFKA_LAG_THRESHOLD=500" in setting_call and not any("KeyVault" in a for a in setting_call)
 
 
 def test_a_failing_az_call_stops_with_a_clear_message(azure) -> None:
-    r = azure(fail="functionapp plan create")
+    r = azure("--plan", "premium", fail="functionapp plan create")
     assert r.code == 1
     assert "deploy.sh: step 'create Premium plan' failed:" in r.out and "AuthorizationFailed" in r.out
     assert "functionapp create" not in mutations(r.calls)
@@ -190,7 +190,7 @@ def test_a_failing_az_call_stops_with_a_clear_message(azure) -> None:
 
 
 def test_dry_run_changes_nothing_and_masks_secrets(azure) -> None:
-    r = azure("--dry-run")
+    r = azure("--plan", "premium", "--dry-run")
     assert r.code == 0, r.out
     assert [c[:2] for c in r.calls] == [["account", "show"]]  # the only call: to derive stable names
     assert r.out.count("[dry-run]") >= 13
@@ -234,7 +234,9 @@ def test_destroy_never_deletes_a_group_it_did_not_create(azure) -> None:
     assert azure("--resource-group", "shared-rg").code == 0
     r = azure("--resource-group", "shared-rg", "--destroy")
     assert r.code == 0, r.out
-    assert mutations(r.calls) == ["resource delete"]
+    # the app and the rest first, then its plan (a plan with an app on it cannot be deleted)
+    assert mutations(r.calls) == ["resource delete", "resource delete"]
+    assert all("/serverFarms/" in i for i in r.calls[-1][r.calls[-1].index("--ids") + 1 :])
     left = {v["name"] for v in azure.state()["resources"].values()}
     assert left == {"shared-rg", "theirs"}
 
@@ -260,21 +262,27 @@ def test_a_service_principal_login_deploys_without_graph(azure) -> None:
 
 
 def test_an_az_warning_on_stderr_never_becomes_part_of_an_answer(azure) -> None:
-    subprocess.run(["az", "group", "create", "--name", "tradesettle-x1y2z3-rg"], env=azure.env, check=True)
-    subprocess.run(  # an app that exists without an identity: deploy.sh assigns one, az warns on stderr
+    group, storage = "tradesettle-x1y2z3-rg", "tradesettlex1y2z3st"
+    for argv in (
+        ["group", "create", "--name", group, "--location", "westeurope"],
+        ["storage", "account", "create", "--name", storage, "--resource-group", group],
+        # an app that exists without an identity: deploy.sh assigns one, az warns on stderr
         [
-            "az",
             "functionapp",
             "create",
             "--name",
             "tradesettle-x1y2z3-func",
             "--resource-group",
-            "tradesettle-x1y2z3-rg",
+            group,
+            "--storage-account",
+            storage,
+            "--flexconsumption-location",
+            "westeurope",
+            "--runtime",
+            "python",
         ],
-        env=azure.env,
-        check=True,
-        capture_output=True,
-    )
+    ):
+        subprocess.run(["az", *argv], env=azure.env, check=True, capture_output=True)
     r = azure("--suffix", "x1y2z3")
     assert r.code == 0, r.out
     users = [x["principal"] for x in azure.state()["roles"] if x["role"] == "Key Vault Secrets User"]
@@ -304,11 +312,17 @@ def test_secrets_file_lines_are_never_echoed(azure, tmp_path: Path) -> None:
 
 def test_help_and_bad_flags() -> None:
     out = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "--destroy" in out.stdout and "Premium plans bill while deployed" in out.stdout
-    bad = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "--sku", "Y1"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--destroy" in out.stdout and "bills at least one instance" in out.stdout
+    bad = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--plan", "premium", "--sku", "Y1"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1 and "--sku must be EP1, EP2 or EP3" in bad.stderr
     burst = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--max-burst", "30"], capture_output=True, text=True
+        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--plan", "premium", "--max-burst", "30"],
+        capture_output=True,
+        text=True,
     )
     assert burst.returncode == 1 and "--max-burst must be 1..20" in burst.stderr
 
@@ -322,7 +336,9 @@ def test_shellcheck_is_clean() -> None:
 
 def test_names_and_region_from_a_config_file_with_flags_winning(azure, tmp_path: Path) -> None:
     config = tmp_path / "deploy.conf"
-    config.write_text("# my deployment\nPREFIX=acme\nLOCATION=northeurope\nSUFFIX=abc123\nMAX_BURST=7\n")
+    config.write_text(
+        "# my deployment\nPREFIX=acme\nLOCATION=northeurope\nSUFFIX=abc123\nHOSTING_PLAN=premium\nMAX_BURST=7\n"
+    )
     r = azure("--config", str(config), "--max-burst", "9")
     assert r.code == 0, r.out
     group = next(c for c in r.calls if c[:2] == ["group", "create"])
