@@ -6,6 +6,11 @@ set -euo pipefail
 
 readonly TOOL_TAG="managed-by=trade-settlement-deploy"
 readonly SECRET_KEYS=(KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD KAFKA_PRODUCER_CONFIG SCHEMA_REGISTRY_CONFIG)
+# The two functions of function_app.py: the Kafka trigger and the sink connector's HTTP entry. One runs, the
+# other is disabled the Azure way (app setting AzureWebJobs.<function>.Disabled=true).
+readonly TRIGGER_FUNCTION="settle_user_trades"
+readonly SINK_FUNCTION="settle_sink_batch"
+readonly CONFIG_KEYS="PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD"
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT_DIR
 
@@ -13,8 +18,13 @@ PREFIX="tradesettle"
 LOCATION="westeurope"
 RESOURCE_GROUP=""
 SUFFIX=""
+HOSTING_PLAN="flex"
 PLAN_SKU="EP1"
 MAX_BURST="20"
+INSTANCE_MEMORY="2048"
+MAX_INSTANCES="40"
+ALWAYS_READY="1"
+ENTRY="trigger"
 SECRETS_FILE="deploy.secrets"
 SCHEMA_REGISTRY_URL=""
 CONSUMER_GROUP="trade-settlement"
@@ -24,34 +34,57 @@ POLL_SECONDS="${DEPLOY_POLL_SECONDS:-5}"
 DRY_RUN=0
 DESTROY=0
 FORCE_PUBLISH=0
+PRINT_ACLS=0
 
 usage() {
   cat <<'EOF'
 Usage: scripts/deploy.sh [options]
 
 Creates or reuses, in order: resource group; storage account; Key Vault (RBAC mode); the secrets from the
-secrets file; an Elastic Premium Linux plan; a Python 3.11 Functions v4 app with a system-assigned identity
-holding "Key Vault Secrets User" on the vault; app settings (Key Vault references for secrets); runtime scale
-monitoring; then publishes with `func azure functionapp publish --build remote`.
-Premium plans bill while deployed: use --destroy when done.
+secrets file; the hosting plan; a Python 3.11 Functions v4 app on Linux with a system-assigned identity holding
+"Key Vault Secrets User" on the vault; app settings (Key Vault references for secrets, the entry path's
+AzureWebJobs.<function>.Disabled settings); the plan's scale settings; then publishes with
+`func azure functionapp publish --build remote` and prints the next steps (function URL, the command that
+reads its key, the ksql_apply invocation, the Kafka ACLs).
 
-Options (each may also be set in a --config file as KEY=VALUE, e.g. LOCATION=northeurope):
-  --config FILE            read settings from FILE first (keys: PREFIX LOCATION RESOURCE_GROUP SUFFIX PLAN_SKU
-                           MAX_BURST SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD)
-  --prefix NAME            name prefix, lower-case letters and digits (default: tradesettle)
+  --plan flex (default)    Flex Consumption: the platform scales each function on its own instances,
+                           target-based, to zero without lag; always-ready instances keep the Kafka function
+                           warm (billed as a baseline). No deployment slots, Linux only. The CLI creates the
+                           plan with the app.
+  --plan premium           Elastic Premium (EP1..EP3, Linux): bills at least one instance while deployed; needs
+                           runtime scale monitoring for Kafka triggers, which this script turns on.
+Every input is validated before anything is created. Use --destroy when done.
+
+Options (each may also be set in a --config file as KEY=VALUE, e.g. LOCATION=northeurope; keys:
+PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY
+ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD):
+  --config FILE            read settings from FILE first
+  --plan flex|premium      hosting plan (default: flex)
+  --entry trigger|connector  the one entry path that runs: the Kafka trigger (default), or the HTTP function
+                           that Confluent's Azure Functions Sink Connector calls; the other function is
+                           disabled with its AzureWebJobs.<function>.Disabled app setting
+  --prefix NAME            name prefix, 3-12 lower-case letters and digits (default: tradesettle)
   --location REGION        Azure region (default: westeurope)
   --resource-group NAME    resource group (default: <prefix>-<suffix>-rg)
   --suffix SUFFIX          unique suffix for global names (default: derived from the subscription and prefix,
                            stable across runs)
-  --sku SKU                Elastic Premium SKU: EP1, EP2 or EP3 (default: EP1)
-  --max-burst N            maximum instances the plan may scale out to, 1..20 (default: 20)
+  --instance-memory MB     flex: instance memory, 512, 2048 or 4096 (default: 2048)
+  --max-instances N        flex: maximum instance count, 1..1000 (default: 40; the Kafka scaler never runs more
+                           instances than user_trades has partitions)
+  --always-ready N         flex: always-ready instances for the entry function, 0..max-instances (default: 1,
+                           as the Kafka extension's maintainers advise for Kafka functions)
+  --sku SKU                premium: EP1, EP2 or EP3 (default: EP1)
+  --max-burst N            premium: maximum instances the plan may scale out to, 1..20 (default: 20)
   --secrets-file FILE      KEY=VALUE file with KAFKA_BOOTSTRAP_SERVERS, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD,
                            KAFKA_PRODUCER_CONFIG, SCHEMA_REGISTRY_CONFIG (default: deploy.secrets; '-' = stdin)
-  --schema-registry-url URL  Schema Registry endpoint (not a secret)
+  --schema-registry-url URL  Schema Registry endpoint, https://... (not a secret; required)
   --consumer-group NAME    Kafka consumer group of the trigger (default: trade-settlement)
   --lag-threshold N        lag per instance that triggers scale-out (default: 1000)
   --force-publish          publish even if this code was already published
-  --dry-run                print every command that would change something, secrets masked; change nothing
+  --dry-run                validate everything, then print every command that would change something (secrets
+                           masked) and what would be created or published; change nothing
+  --print-acls             print the Kafka ACLs the function, the exactly-once ledger and the redrive tool need
+                           (for --consumer-group), then exit; needs no Azure login
   --destroy                delete what this script created (found by tag); never a resource group it did not
                            create
   -h, --help               this text
@@ -60,6 +93,10 @@ EOF
 
 die() { echo "deploy.sh: $*" >&2; exit 1; }
 log() { echo "==> $*" >&3; }
+# A change done, or in --dry-run the change that would be done: did create "resource group X" created
+did() {
+  if (( DRY_RUN )); then log "would $1 $2"; else log "$2 $3"; fi
+}
 
 # ---- arguments -------------------------------------------------------------------------------------------
 
@@ -70,51 +107,116 @@ load_config() {
     [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
     [[ "$line" == *=* ]] || die "config file $file: not KEY=VALUE: $line"
     key="${line%%=*}"; value="${line#*=}"
-    case "$key" in
-      PREFIX|LOCATION|RESOURCE_GROUP|SUFFIX|PLAN_SKU|MAX_BURST|SECRETS_FILE|SCHEMA_REGISTRY_URL|CONSUMER_GROUP|LAG_THRESHOLD)
-        printf -v "$key" '%s' "$value" ;;
-      *) die "config file $file: unknown key $key" ;;
+    case " $CONFIG_KEYS " in
+      *" $key "*) printf -v "$key" '%s' "$value" ;;
+      *) die "config file $file: unknown key $key (known: $CONFIG_KEYS)" ;;
     esac
   done < "$file"
 }
+
+# The value of option $1 is $2; a missing value (the end of the line, or the next option) is an error that
+# names the option, instead of bash's "parameter null or not set".
+need_value() {
+  if [[ $# -lt 2 || -z "$2" || "$2" == --* ]]; then die "$1 needs a value (see --help)"; fi
+}
+
+declare -A GIVEN=()
 
 parse_args() {
   local args=("$@") i=0
   # --config first, so flags override it wherever they stand.
   while (( i < ${#args[@]} )); do
-    if [[ "${args[i]}" == "--config" ]]; then load_config "${args[i+1]:?--config needs a file}"; fi
+    if [[ "${args[i]}" == "--config" ]]; then
+      need_value --config "${args[i+1]:-}"
+      load_config "${args[i+1]}"
+    fi
     i=$((i + 1))
   done
   while (($#)); do
     case "$1" in
-      --config) shift ;;
-      --prefix) PREFIX="${2:?}"; shift ;;
-      --location) LOCATION="${2:?}"; shift ;;
-      --resource-group) RESOURCE_GROUP="${2:?}"; shift ;;
-      --suffix) SUFFIX="${2:?}"; shift ;;
-      --sku) PLAN_SKU="${2:?}"; shift ;;
-      --max-burst) MAX_BURST="${2:?}"; shift ;;
-      --secrets-file) SECRETS_FILE="${2:?}"; shift ;;
-      --schema-registry-url) SCHEMA_REGISTRY_URL="${2:?}"; shift ;;
-      --consumer-group) CONSUMER_GROUP="${2:?}"; shift ;;
-      --lag-threshold) LAG_THRESHOLD="${2:?}"; shift ;;
+      --config|--plan|--entry|--prefix|--location|--resource-group|--suffix|--sku|--max-burst|--instance-memory|\
+      --max-instances|--always-ready|--secrets-file|--schema-registry-url|--consumer-group|--lag-threshold)
+        need_value "$@"
+        GIVEN[$1]=1
+        case "$1" in
+          --plan) HOSTING_PLAN="$2" ;;
+          --entry) ENTRY="$2" ;;
+          --prefix) PREFIX="$2" ;;
+          --location) LOCATION="$2" ;;
+          --resource-group) RESOURCE_GROUP="$2" ;;
+          --suffix) SUFFIX="$2" ;;
+          --sku) PLAN_SKU="$2" ;;
+          --max-burst) MAX_BURST="$2" ;;
+          --instance-memory) INSTANCE_MEMORY="$2" ;;
+          --max-instances) MAX_INSTANCES="$2" ;;
+          --always-ready) ALWAYS_READY="$2" ;;
+          --secrets-file) SECRETS_FILE="$2" ;;
+          --schema-registry-url) SCHEMA_REGISTRY_URL="$2" ;;
+          --consumer-group) CONSUMER_GROUP="$2" ;;
+          --lag-threshold) LAG_THRESHOLD="$2" ;;
+          *) ;;  # --config: read above
+        esac
+        shift ;;
       --force-publish) FORCE_PUBLISH=1 ;;
       --dry-run) DRY_RUN=1 ;;
       --destroy) DESTROY=1 ;;
+      --print-acls) PRINT_ACLS=1 ;;
       -h|--help) usage; exit 0 ;;
       *) die "unknown option: $1 (see --help)" ;;
     esac
     shift
   done
-  [[ "$PREFIX" =~ ^[a-z][a-z0-9]{2,11}$ ]] || die "--prefix must be 3-12 lower-case letters and digits"
-  [[ "$PLAN_SKU" =~ ^EP[123]$ ]] || die "--sku must be EP1, EP2 or EP3"
-  # The Azure CLI (2.91.0) accepts --max-burst 0..20 for Elastic Premium plans; 0 would never scale out.
-  if ! [[ "$MAX_BURST" =~ ^[0-9]+$ ]] || (( MAX_BURST < 1 || MAX_BURST > 20 )); then
-    die "--max-burst must be 1..20 (the Azure CLI's limit for Elastic Premium plans)"
-  fi
-  [[ "$LAG_THRESHOLD" =~ ^[0-9]+$ ]] || die "--lag-threshold must be a whole number"
-  [[ -z "$SUFFIX" || "$SUFFIX" =~ ^[a-z0-9]{3,8}$ ]] || die "--suffix must be 3-8 lower-case letters and digits"
+  validate_options
 }
+
+# Every option value, before anything is read from or changed in Azure.
+validate_options() {
+  local flag
+  [[ "$HOSTING_PLAN" == "flex" || "$HOSTING_PLAN" == "premium" ]] || die "--plan must be flex or premium"
+  [[ "$ENTRY" == "trigger" || "$ENTRY" == "connector" ]] || die "--entry must be trigger or connector"
+  [[ "$PREFIX" =~ ^[a-z][a-z0-9]{2,11}$ ]] || die "--prefix must be 3-12 lower-case letters and digits"
+  [[ "$LOCATION" =~ ^[a-z][a-z0-9]{2,39}$ ]] || die "--location must be an Azure region name such as westeurope"
+  if [[ -n "$RESOURCE_GROUP" ]] && ! [[ "$RESOURCE_GROUP" =~ ^[-A-Za-z0-9._()]{1,90}$ && "$RESOURCE_GROUP" != *. ]]; then
+    die "--resource-group must be 1-90 letters, digits, '-', '_', '.', '(' or ')', not ending in '.'"
+  fi
+  [[ -z "$SUFFIX" || "$SUFFIX" =~ ^[a-z0-9]{3,8}$ ]] || die "--suffix must be 3-8 lower-case letters and digits"
+  [[ "$CONSUMER_GROUP" =~ ^[A-Za-z0-9._-]{1,200}$ ]] || die "--consumer-group must be letters, digits, '.', '_' or '-'"
+  [[ "$LAG_THRESHOLD" =~ ^[1-9][0-9]*$ ]] || die "--lag-threshold must be a whole number above 0"
+  if [[ "$HOSTING_PLAN" == "flex" ]]; then
+    for flag in --sku --max-burst; do
+      [[ -z "${GIVEN[$flag]:-}" ]] \
+        || die "$flag applies to --plan premium only (Flex Consumption: --instance-memory, --max-instances, --always-ready)"
+    done
+    # Flex instance sizes: the CLI hands --instance-memory to the platform, which accepts the sizes its SKU lists.
+    [[ "$INSTANCE_MEMORY" =~ ^(512|2048|4096)$ ]] || die "--instance-memory must be 512, 2048 or 4096 (MB)"
+    if ! [[ "$MAX_INSTANCES" =~ ^[0-9]+$ ]] || (( MAX_INSTANCES < 1 || MAX_INSTANCES > 1000 )); then
+      die "--max-instances must be 1..1000 (Flex Consumption's highest maximum instance count)"
+    fi
+    if ! [[ "$ALWAYS_READY" =~ ^[0-9]+$ ]] || (( ALWAYS_READY > MAX_INSTANCES )); then
+      die "--always-ready must be a whole number from 0 to --max-instances ($MAX_INSTANCES)"
+    fi
+  else
+    for flag in --instance-memory --max-instances --always-ready; do
+      [[ -z "${GIVEN[$flag]:-}" ]] || die "$flag applies to --plan flex only (Elastic Premium: --sku, --max-burst)"
+    done
+    [[ "$PLAN_SKU" =~ ^EP[123]$ ]] || die "--sku must be EP1, EP2 or EP3"
+    # The Azure CLI (2.91.0) accepts --max-burst 0..20 for Elastic Premium plans; 0 would never scale out.
+    if ! [[ "$MAX_BURST" =~ ^[0-9]+$ ]] || (( MAX_BURST < 1 || MAX_BURST > 20 )); then
+      die "--max-burst must be 1..20 (the Azure CLI's limit for Elastic Premium plans)"
+    fi
+  fi
+  (( DESTROY || PRINT_ACLS )) && return 0
+  [[ -n "$SCHEMA_REGISTRY_URL" ]] || die "--schema-registry-url is required (the Schema Registry endpoint, https://...)"
+  if placeholder "$SCHEMA_REGISTRY_URL"; then
+    die "--schema-registry-url is still the example's placeholder: give your Schema Registry endpoint"
+  fi
+  [[ "$SCHEMA_REGISTRY_URL" =~ ^https?://[^[:space:]/]+(/[^[:space:]]*)?$ ]] \
+    || die "--schema-registry-url must be an http(s) URL such as https://psrc-....confluent.cloud"
+  return 0
+}
+
+# True for an example's placeholder: <...> text, or a run of x as in pkc-xxxxx.
+placeholder() { [[ "$1" =~ \<[^\>]*\> || "${1,,}" == *xxxxx* ]]; }
 
 # ---- running commands ------------------------------------------------------------------------------------
 
@@ -213,8 +315,27 @@ read_secrets() {
   done < <(if [[ "$src" == "-" ]]; then cat; else cat -- "$src"; fi)
   local required
   for required in KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD; do
-    [[ -n "${SECRETS[$required]:-}" ]] || die "secrets file: $required is missing"
+    [[ -v "SECRETS[$required]" ]] || die "secrets file: $required is missing"
   done
+  # Each message names the key, never the value (the value is a secret, or part of one).
+  for key in "${SECRET_KEYS[@]}"; do
+    [[ -v "SECRETS[$key]" ]] || continue
+    value="${SECRETS[$key]}"
+    [[ -n "$value" ]] || die "secrets file: $key is empty (give it a value, or delete the line if it is optional)"
+    if placeholder "$value"; then
+      die "secrets file: $key still holds the example's placeholder (the value is not shown): fill it in"
+    fi
+    case "$key" in
+      KAFKA_BOOTSTRAP_SERVERS)
+        [[ "$value" =~ ^[A-Za-z0-9.-]+:[0-9]+(,[A-Za-z0-9.-]+:[0-9]+)*$ ]] \
+          || die "secrets file: $key must be host:port[,host:port...] (the value is not shown)" ;;
+      KAFKA_PRODUCER_CONFIG|SCHEMA_REGISTRY_CONFIG)
+        [[ "$value" =~ ^[[:space:]]*\{.*\}[[:space:]]*$ ]] \
+          || die "secrets file: $key must be a JSON object on one line, {...} (the value is not shown)" ;;
+      *) [[ "$value" != *[[:space:]]* ]] || die "secrets file: $key contains whitespace (the value is not shown)" ;;
+    esac
+  done
+  return 0
 }
 
 secret_name() { local k="${1,,}"; printf '%s' "${k//_/-}"; }
@@ -237,7 +358,7 @@ put_secret() {
   change "store secret $name" az keyvault secret set --vault-name "$VAULT" --name "$name" --file "$tmp" \
     --encoding utf-8 --output none >/dev/null
   rm -f "$tmp"
-  log "secret $name set"
+  did set "secret $name" set
 }
 
 # ---- steps -----------------------------------------------------------------------------------------------
@@ -248,7 +369,7 @@ ensure_group() {
   else
     change "create resource group" az group create --name "$RESOURCE_GROUP" --location "$LOCATION" \
       --tags "${TAGS[@]}" --output none >/dev/null
-    log "resource group $RESOURCE_GROUP created"
+    did create "resource group $RESOURCE_GROUP" created
   fi
 }
 
@@ -259,7 +380,7 @@ ensure_storage() {
     change "create storage account" az storage account create --name "$STORAGE" --resource-group "$RESOURCE_GROUP" \
       --location "$LOCATION" --sku Standard_LRS --kind StorageV2 --min-tls-version TLS1_2 \
       --allow-blob-public-access false --tags "${TAGS[@]}" --output none >/dev/null
-    log "storage account $STORAGE created"
+    did create "storage account $STORAGE" created
   fi
 }
 
@@ -269,11 +390,11 @@ ensure_vault() {
   elif exists az keyvault show-deleted --name "$VAULT"; then
     # A destroyed deployment leaves its vault soft-deleted, holding the name: bring it back (secrets and all).
     change "recover key vault" az keyvault recover --name "$VAULT" --output none >/dev/null
-    log "key vault $VAULT recovered from soft delete"
+    did recover "key vault $VAULT from soft delete" "recovered"
   else
     change "create key vault" az keyvault create --name "$VAULT" --resource-group "$RESOURCE_GROUP" \
       --location "$LOCATION" --enable-rbac-authorization true --tags "${TAGS[@]}" --output none >/dev/null
-    log "key vault $VAULT created (RBAC mode)"
+    did create "key vault $VAULT (RBAC mode)" created
   fi
   VAULT_ID=$(read_or '<vault-id>' az keyvault show --name "$VAULT" --resource-group "$RESOURCE_GROUP" --query id -o tsv)
   VAULT_URI="https://${VAULT}.vault.azure.net"
@@ -288,7 +409,7 @@ ensure_role() {
   if [[ "$count" == "0" ]]; then
     change "grant $role" az role assignment create --assignee-object-id "$principal" --assignee-principal-type "$type" \
       --role "$role" --scope "$VAULT_ID" --output none >/dev/null
-    log "granted $role to $type $principal"
+    did grant "$role to $type $principal" granted
   fi
 }
 
@@ -339,18 +460,51 @@ ensure_plan() {
     change "create Premium plan" az functionapp plan create --name "$PLAN" --resource-group "$RESOURCE_GROUP" \
       --location "$LOCATION" --sku "$PLAN_SKU" --is-linux true --max-burst "$MAX_BURST" --tags "${TAGS[@]}" \
       --output none >/dev/null
-    log "plan $PLAN ($PLAN_SKU, Linux, max burst $MAX_BURST) created"
+    did create "plan $PLAN ($PLAN_SKU, Linux, max burst $MAX_BURST)" created
   fi
 }
 
-ensure_app() {
-  if exists az functionapp show --name "$APP" --resource-group "$RESOURCE_GROUP"; then
-    log "function app $APP exists"
+# The always-ready group of the entry function on Flex: a function of its own for the Kafka trigger, the
+# shared `http` group for the HTTP function the sink connector calls.
+always_ready_name() {
+  if [[ "$ENTRY" == "trigger" ]]; then printf 'function:%s' "$TRIGGER_FUNCTION"; else printf 'http'; fi
+}
+
+create_app() {
+  if [[ "$HOSTING_PLAN" == "flex" ]]; then
+    # Flex Consumption: the CLI creates the plan with the app (--plan and --flexconsumption-location exclude each
+    # other). Deployment storage is a blob container in our storage account, reached with the app's own identity
+    # (the CLI grants it Storage Blob Data Contributor), so no account key is kept for deployments.
+    local ready=()
+    (( ALWAYS_READY > 0 )) && ready=(--always-ready-instances "$(always_ready_name)=$ALWAYS_READY")
+    change "create function app" az functionapp create --name "$APP" --resource-group "$RESOURCE_GROUP" \
+      --storage-account "$STORAGE" --flexconsumption-location "$LOCATION" --runtime python --runtime-version 3.11 \
+      --instance-memory "$INSTANCE_MEMORY" --maximum-instance-count "$MAX_INSTANCES" "${ready[@]}" \
+      --deployment-storage-auth-type SystemAssignedIdentity --assign-identity '[system]' --tags "${TAGS[@]}" \
+      --output none >/dev/null
+    did create "function app $APP (Flex Consumption, Linux, Python 3.11, ${INSTANCE_MEMORY} MB, at most $MAX_INSTANCES instances)" created
   else
     change "create function app" az functionapp create --name "$APP" --resource-group "$RESOURCE_GROUP" \
       --plan "$PLAN" --storage-account "$STORAGE" --runtime python --runtime-version 3.11 --functions-version 4 \
       --os-type Linux --assign-identity '[system]' --tags "${TAGS[@]}" --output none >/dev/null
-    log "function app $APP created"
+    did create "function app $APP (Elastic Premium plan $PLAN)" created
+  fi
+}
+
+ensure_app() {
+  local farm
+  if exists az functionapp show --name "$APP" --resource-group "$RESOURCE_GROUP"; then
+    farm=$(query az functionapp show --name "$APP" --resource-group "$RESOURCE_GROUP" --query serverFarmId -o tsv)
+    log "function app $APP exists"
+    # The plan cannot be changed in place here (Flex apps have a plan of their own): say so instead of guessing.
+    if [[ "$HOSTING_PLAN" == "flex" && "${farm,,}" == */serverfarms/"${PLAN,,}" ]]; then
+      die "function app $APP runs on the Elastic Premium plan $PLAN: run --plan premium, or --destroy first"
+    fi
+    if [[ "$HOSTING_PLAN" == "premium" && "${farm,,}" != */serverfarms/"${PLAN,,}" ]]; then
+      die "function app $APP is not on the Elastic Premium plan $PLAN (a Flex app?): run --plan flex, or --destroy first"
+    fi
+  else
+    create_app
   fi
   PRINCIPAL=$(read_or '<app-principal>' az functionapp identity show --name "$APP" --resource-group "$RESOURCE_GROUP" \
     --query principalId -o tsv 2>/dev/null || true)
@@ -361,8 +515,21 @@ ensure_app() {
   ensure_role "$PRINCIPAL" ServicePrincipal "Key Vault Secrets User"
 }
 
+# The Flex plan the CLI made carries no tags: tag it, so that --destroy finds it when the group is not ours.
+ensure_flex_plan_tagged() {
+  local farm tagged
+  farm=$(read_or '<flex-plan-id>' az functionapp show --name "$APP" --resource-group "$RESOURCE_GROUP" \
+    --query serverFarmId -o tsv)
+  tagged=$(read_or '' az resource show --ids "$farm" --query tags.deployment -o tsv)
+  if [[ "$tagged" != "$DEPLOYMENT" ]]; then
+    change "tag the Flex plan" az resource tag --ids "$farm" --is-incremental --tags "${TAGS[@]}" --output none >/dev/null
+    did tag "the Flex plan ${farm##*/} (deployment=$DEPLOYMENT)" tagged
+  fi
+}
+
 desired_settings() {
-  local key
+  local key trigger_off=false sink_off=true
+  if [[ "$ENTRY" == "connector" ]]; then trigger_off=true; sink_off=false; fi
   for key in "${SECRET_KEYS[@]}"; do
     [[ -n "${SECRETS[$key]:-}" ]] && printf '%s=@Microsoft.KeyVault(SecretUri=%s/secrets/%s/)\n' "$key" "$VAULT_URI" "$(secret_name "$key")"
   done
@@ -374,11 +541,12 @@ desired_settings() {
     "KAFKA_TRIGGER_AUTH_MODE=Plain" \
     "USER_TRADES_TOPIC=user_trades" \
     "SETTLEMENTS_TOPIC=trade-settlements" \
-    "DEAD_LETTER_TOPIC=user_trades-dlq"
+    "DEAD_LETTER_TOPIC=user_trades-dlq" \
+    "AzureWebJobs.$TRIGGER_FUNCTION.Disabled=$trigger_off" \
+    "AzureWebJobs.$SINK_FUNCTION.Disabled=$sink_off"
 }
 
 ensure_settings() {
-  [[ -n "$SCHEMA_REGISTRY_URL" ]] || die "--schema-registry-url is required"
   local current wanted=() line name value
   current=$(read_or '' az functionapp config appsettings list --name "$APP" --resource-group "$RESOURCE_GROUP" \
     --query '[].[name,value]' -o tsv)
@@ -391,12 +559,14 @@ ensure_settings() {
   if (( ${#wanted[@]} )); then
     change "set app settings" az functionapp config appsettings set --name "$APP" --resource-group "$RESOURCE_GROUP" \
       --settings "${wanted[@]}" --output none >/dev/null
-    log "app settings updated: $(printf '%s ' "${wanted[@]%%=*}")"
+    did set "app settings $(printf '%s ' "${wanted[@]%%=*}")" "updated (entry path: $ENTRY)"
   else
-    log "app settings match"
+    log "app settings match (entry path: $ENTRY)"
   fi
 }
 
+# Premium only: the Kafka trigger scales on Elastic Premium only with runtime scale monitoring on. Flex has no such
+# switch: its platform scales each function (the Kafka trigger's own, target-based scaler) on its own instances.
 ensure_scale_monitoring() {
   local enabled
   enabled=$(read_or false az resource show --resource-group "$RESOURCE_GROUP" --name "$APP/config/web" \
@@ -404,10 +574,52 @@ ensure_scale_monitoring() {
   if [[ "$enabled" != "true" ]]; then
     change "enable runtime scale monitoring" az resource update --resource-group "$RESOURCE_GROUP" --name "$APP/config/web" \
       --set properties.functionsRuntimeScaleMonitoringEnabled=1 --resource-type Microsoft.Web/sites --output none >/dev/null
-    log "runtime scale monitoring enabled"
+    did enable "runtime scale monitoring" enabled
   else
     log "runtime scale monitoring is on"
   fi
+}
+
+# Flex only: instance memory, maximum instance count, always-ready instances and deployment-storage authentication
+# as asked, changed only where they differ (a re-run changes nothing; a changed --entry moves the always-ready
+# instances to the function that now runs).
+ensure_flex_scale() {
+  local memory maximum ready wanted stale=() name count
+  memory=$(read_or '' az functionapp scale config show --name "$APP" --resource-group "$RESOURCE_GROUP" \
+    --query instanceMemoryMB -o tsv)
+  maximum=$(read_or '' az functionapp scale config show --name "$APP" --resource-group "$RESOURCE_GROUP" \
+    --query maximumInstanceCount -o tsv)
+  if [[ "$memory" != "$INSTANCE_MEMORY" || "$maximum" != "$MAX_INSTANCES" ]]; then
+    change "set scale config" az functionapp scale config set --name "$APP" --resource-group "$RESOURCE_GROUP" \
+      --instance-memory "$INSTANCE_MEMORY" --maximum-instance-count "$MAX_INSTANCES" --output none >/dev/null
+    did set "scale config: ${INSTANCE_MEMORY} MB instances, at most $MAX_INSTANCES" set
+  fi
+  ready=$(read_or '' az functionapp scale config show --name "$APP" --resource-group "$RESOURCE_GROUP" \
+    --query 'alwaysReady[].[name,instanceCount]' -o tsv)
+  wanted="$(always_ready_name)"
+  while IFS=$'\t' read -r name count; do
+    [[ -z "$name" ]] && continue
+    if [[ "$name" != "$wanted" || "$ALWAYS_READY" == "0" ]]; then stale+=("$name"); fi
+  done <<<"$ready"
+  if (( ALWAYS_READY > 0 )) && ! grep -qxF "$(printf '%s\t%s' "$wanted" "$ALWAYS_READY")" <<<"$ready"; then
+    change "set always-ready instances" az functionapp scale config always-ready set --name "$APP" \
+      --resource-group "$RESOURCE_GROUP" --settings "$wanted=$ALWAYS_READY" --output none >/dev/null
+    did set "always-ready instances $wanted=$ALWAYS_READY" set
+  fi
+  if (( ${#stale[@]} )); then
+    change "delete always-ready instances" az functionapp scale config always-ready delete --name "$APP" \
+      --resource-group "$RESOURCE_GROUP" --setting-names "${stale[@]}" --output none >/dev/null
+    did delete "always-ready instances ${stale[*]}" deleted
+  fi
+  local auth
+  auth=$(read_or SystemAssignedIdentity az functionapp deployment config show --name "$APP" \
+    --resource-group "$RESOURCE_GROUP" --query storage.authentication.type -o tsv)
+  if [[ "$auth" != "SystemAssignedIdentity" ]]; then
+    change "set deployment storage authentication" az functionapp deployment config set --name "$APP" \
+      --resource-group "$RESOURCE_GROUP" --deployment-storage-auth-type SystemAssignedIdentity --output none >/dev/null
+    did set "deployment storage authentication to the app's identity (was $auth)" set
+  fi
+  return 0
 }
 
 # Key Vault references resolve only once the app identity's role has reached the vault's data plane; until then
@@ -442,6 +654,8 @@ package_sha() {
   (cd "$ROOT_DIR" && cat function_app.py host.json requirements.txt settlement/*.py settlement/schemas/*.py | sha256sum | cut -c1-16)
 }
 
+# Core Tools publish to either plan: on Flex Consumption `func azure functionapp publish` deploys the package to the
+# app's deployment container (One Deploy) and the platform builds it remotely; on Premium it uses the SCM site.
 publish() {
   command -v func >/dev/null 2>&1 || (( DRY_RUN )) || die "Azure Functions Core Tools (func) not found: install them to publish"
   wait_until "function app $APP to be Running" app_running
@@ -460,15 +674,72 @@ publish() {
   fi
   change "tag published code" az resource tag --ids "$(query_app_id)" --is-incremental --tags "packageSha=$sha" \
     --output none >/dev/null
-  log "published $APP ($sha)"
+  did publish "$APP ($sha)" "published ($sha)"
 }
 
 query_app_id() { read_or '<app-id>' az functionapp show --name "$APP" --resource-group "$RESOURCE_GROUP" --query id -o tsv; }
 
+# ---- what to do next -------------------------------------------------------------------------------------
+
+# The Kafka ACLs (Confluent Cloud), one row per resource. The function's rows are the README's table ("Delivery
+# guarantees", Confluent Cloud ACLs; tests/deploy checks the two agree); the redrive tool's follow
+# scripts/dlq_redrive.py (its default consumer groups dlq-redrive-<hash>, transactional ids <group>-<dlq>).
+acl_rows() {
+  local g="$CONSUMER_GROUP"
+  printf '%s\n' \
+    "function|topic|user_trades|literal|read,describe" \
+    "function|topic|trade-settlements|literal|write,describe" \
+    "function|topic|user_trades-dlq|literal|write,describe" \
+    "function|consumer-group|$g|literal|read" \
+    "function|consumer-group|$g.settled|literal|read,describe" \
+    "function|transactional-id|$g.settled.|prefixed|write,describe" \
+    "function|cluster-scope||literal|idempotent-write" \
+    "redrive|topic|user_trades-dlq|literal|read,describe" \
+    "redrive|topic|user_trades|literal|write,describe" \
+    "redrive|consumer-group|dlq-redrive-|prefixed|read,describe" \
+    "redrive|transactional-id|dlq-redrive-|prefixed|write,describe" \
+    "redrive|cluster-scope||literal|idempotent-write"
+}
+
+print_acls() {
+  local who kind name pattern ops resource prefix
+  echo "Kafka ACLs (consumer group $CONSUMER_GROUP). The function's service account, the exactly-once ledger included"
+  echo "(consumer group $CONSUMER_GROUP.settled, transactional ids $CONSUMER_GROUP.settled.<topic>.<partition>), and the"
+  echo "redrive tool's (scripts/dlq_redrive.py; with --group G it needs group G and transactional id G-user_trades-dlq):"
+  while IFS='|' read -r who kind name pattern ops; do
+    resource="--$kind"; [[ -n "$name" ]] && resource="--$kind $name"
+    prefix=""; [[ "$pattern" == "prefixed" ]] && prefix=" --prefix"
+    local sa='<function-service-account>'
+    [[ "$who" == "redrive" ]] && sa='<redrive-service-account>'
+    echo "  confluent kafka acl create --allow --service-account $sa --operations $ops $resource$prefix"
+  done < <(acl_rows)
+}
+
+next_steps() {
+  local host key_cmd
+  host=$(read_or "$APP.azurewebsites.net" az functionapp show --name "$APP" --resource-group "$RESOURCE_GROUP" \
+    --query defaultHostName -o tsv)
+  key_cmd="az functionapp function keys list --name $APP --resource-group $RESOURCE_GROUP --function-name $SINK_FUNCTION --query default -o tsv"
+  echo
+  echo "Next steps"
+  echo "  Function app: https://$host (entry path: $ENTRY; the other function is disabled by its app setting)"
+  echo "  Sink-connector URL: https://$host/api/settle; its key is never printed here, this reads it:"
+  echo "    $key_cmd"
+  echo "  Apply the ksqlDB statements (with KSQLDB_API_KEY/SECRET, CONFLUENT_CLOUD_API_KEY/SECRET, KAFKA_API_KEY/SECRET"
+  echo "  in the environment; --entry $ENTRY applies ksql/03-sink-connector.sql only for connector):"
+  if [[ "$ENTRY" == "connector" ]]; then
+    echo "    export FUNCTION_URL=https://$host/api/settle"
+    echo "    export FUNCTION_KEY=\"\$($key_cmd)\""
+  fi
+  echo "    .venv/bin/python scripts/ksql_apply.py --server https://<ksqldb-endpoint> --bootstrap-servers <KAFKA_BOOTSTRAP_SERVERS> --entry $ENTRY"
+  echo "  Smoke check: .venv/bin/python scripts/smoke_check.py --bootstrap-servers <KAFKA_BOOTSTRAP_SERVERS> (see docs/quickstart-confluent-cloud.md)"
+  print_acls | sed 's/^/  /'
+}
+
 # ---- destroy ---------------------------------------------------------------------------------------------
 
 destroy() {
-  local group_tags ids
+  local group_tags ids farms
   if ! exists az group show --name "$RESOURCE_GROUP"; then
     log "resource group $RESOURCE_GROUP does not exist: nothing to destroy"
     return 0
@@ -476,7 +747,7 @@ destroy() {
   group_tags=$(query az group show --name "$RESOURCE_GROUP" --query "tags.deployment" -o tsv)
   if [[ "$group_tags" == "$DEPLOYMENT" ]]; then
     change "delete resource group" az group delete --name "$RESOURCE_GROUP" --yes --no-wait >/dev/null
-    log "deleting resource group $RESOURCE_GROUP (created by this script)"
+    did delete "resource group $RESOURCE_GROUP (created by this script)" "deleting (created by this script)"
   else
     # The CLI (2.91.0) refuses --tag together with --resource-group: list by tag, keep this group's.
     ids=$(query az resource list --tag "deployment=$DEPLOYMENT" --query '[].[id,resourceGroup]' -o tsv \
@@ -485,9 +756,15 @@ destroy() {
       log "no resources tagged deployment=$DEPLOYMENT in $RESOURCE_GROUP"
       return 0
     fi
+    # A plan cannot be deleted while an app is on it: the apps and the rest first, then the plans.
+    farms=$(grep -i '/providers/Microsoft.Web/serverFarms/' <<<"$ids" || true)
+    ids=$(grep -vi '/providers/Microsoft.Web/serverFarms/' <<<"$ids" || true)
     # shellcheck disable=SC2086 # one id per word
-    change "delete tagged resources" az resource delete --ids $ids >/dev/null
-    log "deleted resources tagged deployment=$DEPLOYMENT; resource group $RESOURCE_GROUP was not created here and stays"
+    [[ -z "$ids" ]] || change "delete tagged resources" az resource delete --ids $ids >/dev/null
+    # shellcheck disable=SC2086 # one id per word
+    [[ -z "$farms" ]] || change "delete tagged plans" az resource delete --ids $farms >/dev/null
+    did delete "resources tagged deployment=$DEPLOYMENT; resource group $RESOURCE_GROUP was not created here and stays" \
+      "deleted"
   fi
 }
 
@@ -496,6 +773,12 @@ destroy() {
 main() {
   exec 3>&1
   parse_args "$@"
+  if (( PRINT_ACLS )); then
+    print_acls
+    return 0
+  fi
+  # Everything the user gave is checked before Azure is asked anything or anything is created.
+  (( DESTROY )) || read_secrets
   command -v az >/dev/null 2>&1 || die "Azure CLI (az) not found: install it, then run az login"
   WORK_DIR=$(mktemp -d)
   chmod 700 "$WORK_DIR"
@@ -505,18 +788,19 @@ main() {
     destroy
     return 0
   fi
-  read_secrets
   ensure_group
   ensure_storage
   ensure_vault
   store_secrets
-  ensure_plan
+  [[ "$HOSTING_PLAN" == "premium" ]] && ensure_plan
   ensure_app
+  [[ "$HOSTING_PLAN" == "flex" ]] && ensure_flex_plan_tagged
   ensure_settings
-  ensure_scale_monitoring
+  if [[ "$HOSTING_PLAN" == "flex" ]]; then ensure_flex_scale; else ensure_scale_monitoring; fi
   ensure_references_resolved
   publish
-  log "done: https://${APP}.azurewebsites.net"
+  if (( DRY_RUN )); then log "dry run: nothing was changed"; else log "done: $APP ($HOSTING_PLAN)"; fi
+  next_steps
 }
 
 main "$@"

@@ -10,7 +10,19 @@ accept `--max-burst` 0..20 only; `az ad signed-in-user show` fails under a servi
 Platform behaviour it models: a role assignment reaches the Key Vault data plane a few calls after it is made;
 Key Vault references resolve when settings change or the app restarts after that; `az group delete`
 soft-deletes the group's vaults, whose names stay taken until recovered or purged; az prints WARNING lines on
-stderr."""
+stderr.
+
+Every argv is first checked against the real CLI's argument registry (`az_cli_spec.json`, read from Azure CLI
+2.91.0's own command loader by dump_az_spec.py): an unknown option, an option without its value, a missing
+required option, a value outside its choices or a non-integer for an `int` option exits 2 with the CLI's
+message, before anything else. Flex Consumption rules read from that version's appservice `custom.py` and
+`_validators.py`: `functionapp create` takes exactly one of `--plan`, `--consumption-plan-location`,
+`--flexconsumption-location`; the Flex-only options (`--always-ready-instances`, `--maximum-instance-count`,
+`--instance-memory`, `--deployment-storage-*`) need `--flexconsumption-location`; Flex refuses `--os-type windows`
+and `--deployment-storage-auth-value` with `SystemAssignedIdentity`; Linux apps need `--runtime`; a Flex app gets a
+plan of its own (`ASP-<group>-xxxx`, untagged) and a `functionAppConfig`; `scale config`, `scale config
+always-ready` and `deployment config` refuse an app that is not on Flex Consumption (`validate_is_flex_functionapp`);
+always-ready values must be integers (`validate_and_convert_to_int`)."""
 
 from __future__ import annotations
 
@@ -26,6 +38,55 @@ SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
 USER_ID = "11111111-2222-3333-4444-555555555555"
 SP_ID = "99999999-8888-7777-6666-555555555555"
 PROPAGATION_CALLS = 3  # az calls after a role assignment before the vault's data plane honours it
+SPEC: dict[str, dict[str, dict[str, Any]]] = json.loads(Path(__file__).with_name("az_cli_spec.json").read_text())[
+    "commands"
+]
+
+
+def _is_option(token: str) -> bool:
+    return token.startswith("--") or (len(token) == 2 and token[0] == "-" and token[1].isalpha())
+
+
+def check_argv(verb: str, args: list[str]) -> str | None:
+    """The CLI parser's refusal for this argv, in its words, or None when the real CLI would accept it."""
+    spec = SPEC.get(verb)
+    if spec is None:
+        return f"fake az has no argument spec for '{verb}' (add it to dump_az_spec.py and regenerate)"
+    by_option = {option: (dest, arg) for dest, arg in spec.items() for option in arg["options"]}
+    seen: set[str] = set()
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token not in by_option:
+            return f"unrecognized arguments: {token}"
+        dest, arg = by_option[token]
+        seen.add(dest)
+        if arg["kind"] == "flag":
+            i += 1
+            continue
+        values = []
+        j = i + 1
+        while j < len(args) and not _is_option(args[j]):
+            values.append(args[j])
+            j += 1
+            if arg["kind"] == "value":
+                break
+        if not values and arg["kind"] != "optional-value":
+            return f"argument {token}: expected {'one argument' if arg['kind'] == 'value' else 'at least one argument'}"
+        for value in values:
+            choices = arg.get("choices")
+            if choices and value.lower() not in [str(c).lower() for c in choices]:
+                return f"argument {token}: invalid choice: '{value}'"
+            if arg.get("type") == "int":
+                try:
+                    int(value)
+                except ValueError:
+                    return f"argument {token}: invalid int value: '{value}'"
+        i = j
+    missing = [arg["options"][0] for dest, arg in spec.items() if arg["required"] and dest not in seen]
+    if missing:
+        return "the following arguments are required: " + ", ".join(missing)
+    return None
 
 
 def opt(argv: list[str], name: str) -> str | None:
@@ -64,6 +125,8 @@ def resolve(obj: Any, query: str | None) -> Any:
         return [[s["name"], s["value"]] for s in obj]
     if query == "[].id":
         return [r["id"] for r in obj]
+    if query == "alwaysReady[].[name,instanceCount]":
+        return [[r["name"], r["instanceCount"]] for r in obj.get("alwaysReady", [])]
     for part in query.split("."):
         obj = obj.get(part) if isinstance(obj, dict) else None
     return obj
@@ -82,6 +145,21 @@ def emit(value: Any, argv: list[str]) -> None:
             print(str(value).lower() if isinstance(value, bool) else value)
         return
     print(json.dumps(value))
+
+
+PROVIDERS = {
+    "storage": "Microsoft.Storage/storageAccounts",
+    "vault": "Microsoft.KeyVault/vaults",
+    "plan": "Microsoft.Web/serverFarms",
+    "app": "Microsoft.Web/sites",
+}
+
+
+def resource_id(kind: str, name: str, group: str) -> str:
+    """An Azure-shaped resource id (deploy.sh reads the plan's name out of an app's serverFarmId)."""
+    if kind == "group":
+        return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{name}"
+    return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/{PROVIDERS[kind]}/{name}"
 
 
 def not_found(what: str) -> int:
@@ -111,6 +189,10 @@ def main(argv: list[str]) -> int:
             break
         cmd.append(a)
     verb = " ".join(cmd)
+    refusal = check_argv(verb, argv[len(cmd) :])
+    if refusal:
+        print(f"ERROR: {refusal}", file=sys.stderr)
+        return 2
     name, group, query = opt(argv, "--name"), opt(argv, "--resource-group"), opt(argv, "--query")
 
     def save() -> None:
@@ -128,7 +210,7 @@ def main(argv: list[str]) -> int:
 
     def create(kind: str, key: str, **extra: Any) -> int:
         res[f"{kind}:{key}"] = {
-            "id": f"/subscriptions/{SUBSCRIPTION}/{kind}/{key}",
+            "id": resource_id(kind, key, group or key),
             "name": key,
             "kind": kind,
             "group": group or key,
@@ -144,6 +226,161 @@ def main(argv: list[str]) -> int:
         if r is None:
             return not_found(f"{kind}/{key}")
         emit(resolve(r, query), argv)
+        return 0
+
+    def usage(message: str) -> int:
+        print(f"ERROR: {message}", file=sys.stderr)
+        return 2
+
+    def create_functionapp() -> int:
+        """`az functionapp create` as Azure CLI 2.91.0's custom.create_functionapp checks and builds it."""
+        flex_location = opt(argv, "--flexconsumption-location")
+        plan = opt(argv, "--plan")
+        hosts = [x for x in (plan, opt(argv, "--consumption-plan-location"), flex_location) if x]
+        if len(hosts) != 1:
+            return usage(
+                "usage error: You must specify one of these parameter --plan NAME_OR_ID | "
+                "--consumption-plan-location LOCATION | --flexconsumption-location LOCATION"
+            )
+        flex_only = (
+            "--always-ready-instances",
+            "--maximum-instance-count",
+            "--instance-memory",
+            "--deployment-storage-name",
+            "--deployment-storage-container-name",
+            "--deployment-storage-auth-type",
+            "--deployment-storage-auth-value",
+        )
+        if flex_location is None and any(o in argv for o in flex_only):
+            return usage(
+                "usage error: parameters --always-ready-instances, --maximum-instance-count, --instance-memory, "
+                "--deployment-storage-name, --deployment-storage-container-name, --deployment-storage-auth-type "
+                "and --deployment-storage-auth-value must be used with parameter --flexconsumption-location"
+            )
+        os_type = (opt(argv, "--os-type") or "").lower()
+        if flex_location is not None and os_type and os_type != "linux":
+            return usage("--os-type windows is not a valid input for Azure Functions on the Flex Consumption plan.")
+        auth_type = opt(argv, "--deployment-storage-auth-type") or "StorageAccountConnectionString"
+        system_auth = auth_type == "SystemAssignedIdentity"
+        if flex_location is not None and "--deployment-storage-auth-value" in argv and system_auth:
+            return usage(
+                "--deployment-storage-auth-value is only a valid input when --deployment-storage-auth-type is "
+                "set to UserAssignedIdentity or StorageAccountConnectionString."
+            )
+        is_linux = flex_location is not None or os_type == "linux"
+        if plan:
+            farm = res.get(f"plan:{plan}")
+            if farm is None:
+                print(f"ERROR: The plan '{plan}' doesn't exist", file=sys.stderr)
+                return 3
+            is_linux = True
+        if is_linux and not opt(argv, "--runtime"):
+            return usage("usage error: --runtime RUNTIME required for linux functions apps without custom image.")
+        if opt(argv, "--runtime-version") and not opt(argv, "--runtime"):
+            return usage("Must specify --runtime to use --runtime-version")
+        if f"storage:{opt(argv, '--storage-account')}" not in res:
+            print("ERROR: (ResourceNotFound) storage account not found", file=sys.stderr)
+            return 3
+        identity = f"principal-of-{name}" if "--assign-identity" in argv else ""
+        app_name = name or ""
+        if flex_location is None:
+            return create(
+                "app",
+                app_name,
+                state="Running",
+                principalId=identity,
+                settings=[],
+                scaleMonitoring=False,
+                serverFarmId=res[f"plan:{plan}"]["id"],
+                defaultHostName=f"{app_name}.azurewebsites.net",
+            )
+        ready = []
+        for item in multi(argv, "--always-ready-instances"):
+            key, _, value = item.partition("=")
+            try:
+                ready.append({"name": key, "instanceCount": max(0, int(value))})
+            except ValueError:
+                return usage(f"{key} is expected to have an int value.")
+        # The CLI creates the Flex plan itself, untagged, named after the group; the app's system identity is what
+        # reaches the deployment container with SystemAssignedIdentity (the CLI assigns it and its storage role).
+        plan_name = "ASP-" + re.sub(r"[^a-zA-Z0-9]", "", group or "")[:31] + "-a1b2"
+        res[f"plan:{plan_name}"] = {
+            "id": resource_id("plan", plan_name, group or ""),
+            "name": plan_name,
+            "kind": "plan",
+            "group": group,
+            "tags": {},
+            "sku": "FC1",
+        }
+        if auth_type == "SystemAssignedIdentity":
+            identity = f"principal-of-{name}"
+        config = {
+            "scaleAndConcurrency": {
+                "maximumInstanceCount": int(opt(argv, "--maximum-instance-count") or 100),
+                "instanceMemoryMB": int(opt(argv, "--instance-memory") or 2048),
+                "alwaysReady": ready,
+            },
+            "deployment": {"storage": {"type": "blobContainer", "authentication": {"type": auth_type}}},
+            "runtime": {"name": opt(argv, "--runtime"), "version": opt(argv, "--runtime-version")},
+        }
+        return create(
+            "app",
+            app_name,
+            state="Running",
+            principalId=identity,
+            settings=[],
+            scaleMonitoring=False,
+            flex=True,
+            serverFarmId=res[f"plan:{plan_name}"]["id"],
+            functionAppConfig=config,
+            defaultHostName=f"{app_name}-h4sh.{flex_location}-01.azurewebsites.net",
+        )
+
+    def flex_config() -> int:
+        """`functionapp scale config …` and `deployment config …`: valid only for a Flex Consumption app
+        (2.91.0's validate_is_flex_functionapp), read-modify-write of its functionAppConfig."""
+        app = res.get(f"app:{name}")
+        if app is None:
+            return not_found(f"sites/{name}")
+        if not app.get("flex"):
+            print("ERROR: This command is only valid for Azure Functions on the FlexConsumption plan.", file=sys.stderr)
+            return 1
+        config = app["functionAppConfig"]
+        scale = config["scaleAndConcurrency"]
+        if verb == "functionapp scale config show":
+            emit(resolve(scale, query), argv)
+        elif verb == "functionapp scale config set":
+            if opt(argv, "--maximum-instance-count"):
+                scale["maximumInstanceCount"] = int(opt(argv, "--maximum-instance-count") or 0)
+            if opt(argv, "--instance-memory"):
+                scale["instanceMemoryMB"] = int(opt(argv, "--instance-memory") or 0)
+        elif verb == "functionapp scale config always-ready set":
+            updated = {}
+            for item in multi(argv, "--settings"):
+                key, _, value = item.partition("=")
+                try:
+                    updated[key] = max(0, int(value))
+                except ValueError:
+                    return usage(f"{key} is expected to have an int value.")
+            scale["alwaysReady"] = [{"name": k, "instanceCount": v} for k, v in updated.items()] + [
+                r for r in scale.get("alwaysReady", []) if r["name"] not in updated
+            ]
+        elif verb == "functionapp scale config always-ready delete":
+            names = multi(argv, "--setting-names")
+            scale["alwaysReady"] = [r for r in scale.get("alwaysReady", []) if r["name"] not in names]
+        elif verb == "functionapp deployment config show":
+            emit(resolve(config["deployment"], query), argv)
+        elif verb == "functionapp deployment config set":
+            auth = opt(argv, "--deployment-storage-auth-type")
+            if auth == "SystemAssignedIdentity" and "--deployment-storage-auth-value" in argv:
+                return usage(
+                    "--deployment-storage-auth-value is only a valid input when "
+                    "--deployment-storage-auth-type is set to UserAssignedIdentity or "
+                    "StorageAccountConnectionString."
+                )
+            if auth:
+                config["deployment"]["storage"]["authentication"]["type"] = auth
+        save()
         return 0
 
     simple = {
@@ -200,8 +437,9 @@ def main(argv: list[str]) -> int:
         save()
         return 0
     if verb == "functionapp create":
-        identity = f"principal-of-{name}" if "--assign-identity" in argv else ""
-        return create("app", name or "", state="Running", principalId=identity, settings=[], scaleMonitoring=False)
+        return create_functionapp()
+    if verb.startswith(("functionapp scale config", "functionapp deployment config")):
+        return flex_config()
     if verb == "functionapp identity show":
         return show("app", name)
     if verb == "functionapp identity assign":
@@ -287,6 +525,12 @@ def main(argv: list[str]) -> int:
         res[f"app:{name}"]["refsResolved"] = propagated(res[f"app:{name}"]["principalId"])
         save()
         return 0
+    if verb == "resource show" and "--ids" in argv:
+        target = next((r for r in res.values() if r["id"] == opt(argv, "--ids")), None)
+        if target is None:
+            return not_found(opt(argv, "--ids") or "")
+        emit(resolve(target, query), argv)
+        return 0
     if verb == "resource show":
         app = res[f"app:{(name or '').split('/')[0]}"]
         emit(resolve({"properties": {"functionsRuntimeScaleMonitoringEnabled": app["scaleMonitoring"]}}, query), argv)
@@ -310,6 +554,12 @@ def main(argv: list[str]) -> int:
         return 0
     if verb == "resource delete":
         for rid in multi(argv, "--ids"):
+            if "/serverFarms/" in rid and any(r.get("serverFarmId") == rid for r in res.values()):
+                print(
+                    "ERROR: (Conflict) Server farm cannot be deleted because it has web app(s) assigned to it.",
+                    file=sys.stderr,
+                )
+                return 1
             for k in [k for k, r in res.items() if r["id"] == rid]:
                 del res[k]
         save()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -85,14 +86,14 @@ def azure(tmp_path: Path):  # type: ignore[no-untyped-def]
 def mutations(calls: list[list[str]]) -> list[str]:
     out = []
     for c in calls:
-        words = [w for w in c if not w.startswith("-")][:4]
+        words = [w for w in c if not w.startswith("-")][:5]
         if c[0] == "func" or any(w in MUTATING for w in words):
             verb = []
             for w in c:
                 if w.startswith("-"):
                     break
                 verb.append(w)
-            out.append(" ".join(verb[:4]))
+            out.append(" ".join(verb[: 4 if c[0] == "func" else 5]))
     return out
 
 
@@ -102,8 +103,8 @@ def assert_no_secret(result: Result) -> None:
         assert all(secret not in arg for call in result.calls for arg in call)
 
 
-def test_first_run_creates_everything_in_order(azure) -> None:
-    r = azure()
+def test_premium_first_run_creates_everything_in_order(azure) -> None:
+    r = azure("--plan", "premium")
     assert r.code == 0, r.out
     assert mutations(r.calls) == [
         "group create",
@@ -174,15 +175,15 @@ def test_second_run_changes_nothing(azure) -> None:
 
 
 def test_a_changed_setting_changes_only_that(azure) -> None:
-    assert azure().code == 0
-    r = azure("--max-burst", "15", "--lag-threshold", "500")
+    assert azure("--plan", "premium").code == 0
+    r = azure("--plan", "premium", "--max-burst", "15", "--lag-threshold", "500")
     assert mutations(r.calls) == ["functionapp plan update", "functionapp config appsettings set"]
     setting_call = next(c for c in r.calls if c[:4] == ["functionapp", "config", "appsettings", "set"])
     assert "KAFKA_LAG_THRESHOLD=500" in setting_call and not any("KeyVault" in a for a in setting_call)
 
 
 def test_a_failing_az_call_stops_with_a_clear_message(azure) -> None:
-    r = azure(fail="functionapp plan create")
+    r = azure("--plan", "premium", fail="functionapp plan create")
     assert r.code == 1
     assert "deploy.sh: step 'create Premium plan' failed:" in r.out and "AuthorizationFailed" in r.out
     assert "functionapp create" not in mutations(r.calls)
@@ -190,7 +191,7 @@ def test_a_failing_az_call_stops_with_a_clear_message(azure) -> None:
 
 
 def test_dry_run_changes_nothing_and_masks_secrets(azure) -> None:
-    r = azure("--dry-run")
+    r = azure("--plan", "premium", "--dry-run")
     assert r.code == 0, r.out
     assert [c[:2] for c in r.calls] == [["account", "show"]]  # the only call: to derive stable names
     assert r.out.count("[dry-run]") >= 13
@@ -234,7 +235,9 @@ def test_destroy_never_deletes_a_group_it_did_not_create(azure) -> None:
     assert azure("--resource-group", "shared-rg").code == 0
     r = azure("--resource-group", "shared-rg", "--destroy")
     assert r.code == 0, r.out
-    assert mutations(r.calls) == ["resource delete"]
+    # the app and the rest first, then its plan (a plan with an app on it cannot be deleted)
+    assert mutations(r.calls) == ["resource delete", "resource delete"]
+    assert all("/serverFarms/" in i for i in r.calls[-1][r.calls[-1].index("--ids") + 1 :])
     left = {v["name"] for v in azure.state()["resources"].values()}
     assert left == {"shared-rg", "theirs"}
 
@@ -260,21 +263,27 @@ def test_a_service_principal_login_deploys_without_graph(azure) -> None:
 
 
 def test_an_az_warning_on_stderr_never_becomes_part_of_an_answer(azure) -> None:
-    subprocess.run(["az", "group", "create", "--name", "tradesettle-x1y2z3-rg"], env=azure.env, check=True)
-    subprocess.run(  # an app that exists without an identity: deploy.sh assigns one, az warns on stderr
+    group, storage = "tradesettle-x1y2z3-rg", "tradesettlex1y2z3st"
+    for argv in (
+        ["group", "create", "--name", group, "--location", "westeurope"],
+        ["storage", "account", "create", "--name", storage, "--resource-group", group],
+        # an app that exists without an identity: deploy.sh assigns one, az warns on stderr
         [
-            "az",
             "functionapp",
             "create",
             "--name",
             "tradesettle-x1y2z3-func",
             "--resource-group",
-            "tradesettle-x1y2z3-rg",
+            group,
+            "--storage-account",
+            storage,
+            "--flexconsumption-location",
+            "westeurope",
+            "--runtime",
+            "python",
         ],
-        env=azure.env,
-        check=True,
-        capture_output=True,
-    )
+    ):
+        subprocess.run(["az", *argv], env=azure.env, check=True, capture_output=True)
     r = azure("--suffix", "x1y2z3")
     assert r.code == 0, r.out
     users = [x["principal"] for x in azure.state()["roles"] if x["role"] == "Key Vault Secrets User"]
@@ -304,11 +313,17 @@ def test_secrets_file_lines_are_never_echoed(azure, tmp_path: Path) -> None:
 
 def test_help_and_bad_flags() -> None:
     out = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "--destroy" in out.stdout and "Premium plans bill while deployed" in out.stdout
-    bad = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "--sku", "Y1"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--destroy" in out.stdout and "bills at least one instance" in out.stdout
+    bad = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--plan", "premium", "--sku", "Y1"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1 and "--sku must be EP1, EP2 or EP3" in bad.stderr
     burst = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--max-burst", "30"], capture_output=True, text=True
+        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--plan", "premium", "--max-burst", "30"],
+        capture_output=True,
+        text=True,
     )
     assert burst.returncode == 1 and "--max-burst must be 1..20" in burst.stderr
 
@@ -322,7 +337,9 @@ def test_shellcheck_is_clean() -> None:
 
 def test_names_and_region_from_a_config_file_with_flags_winning(azure, tmp_path: Path) -> None:
     config = tmp_path / "deploy.conf"
-    config.write_text("# my deployment\nPREFIX=acme\nLOCATION=northeurope\nSUFFIX=abc123\nMAX_BURST=7\n")
+    config.write_text(
+        "# my deployment\nPREFIX=acme\nLOCATION=northeurope\nSUFFIX=abc123\nHOSTING_PLAN=premium\nMAX_BURST=7\n"
+    )
     r = azure("--config", str(config), "--max-burst", "9")
     assert r.code == 0, r.out
     group = next(c for c in r.calls if c[:2] == ["group", "create"])
@@ -350,3 +367,314 @@ def test_secrets_can_come_from_stdin(azure, tmp_path: Path) -> None:
 def test_funcignore_keeps_secrets_and_tooling_out_of_the_package() -> None:
     ignored = set((ROOT / ".funcignore").read_text().split())
     assert {"deploy.secrets", "local.settings.json", "tests/", "bench/", "localrun/", "devstack/", ".venv/"} <= ignored
+
+
+# ---- Flex Consumption, the entry path, validation, next steps -------------------------------------------------
+
+
+def _app(state: dict) -> dict:  # type: ignore[type-arg]
+    return next(v for v in state["resources"].values() if v["kind"] == "app")
+
+
+def test_flex_first_run_creates_everything_in_order(azure) -> None:
+    r = azure()
+    assert r.code == 0, r.out
+    assert mutations(r.calls) == [
+        "group create",
+        "storage account create",
+        "keyvault create",
+        "role assignment create",
+        *["keyvault secret set"] * 5,
+        "functionapp create",  # no plan create: the CLI makes the Flex plan with the app
+        "role assignment create",
+        "resource tag",  # the Flex plan, so that --destroy finds it
+        "functionapp config appsettings set",  # the role had reached the vault by then: no restart needed
+        "func azure functionapp publish",
+        "resource tag",
+    ]
+    create = next(c for c in r.calls if c[:2] == ["functionapp", "create"])
+    for flag, value in (
+        ("--flexconsumption-location", "westeurope"),
+        ("--runtime", "python"),
+        ("--runtime-version", "3.11"),
+        ("--instance-memory", "2048"),
+        ("--maximum-instance-count", "40"),
+        ("--always-ready-instances", "function:settle_user_trades=1"),
+        ("--deployment-storage-auth-type", "SystemAssignedIdentity"),
+        ("--assign-identity", "[system]"),
+    ):
+        assert create[create.index(flag) + 1] == value
+    assert "--plan" not in create and "--functions-version" not in create
+    assert not any(c[:2] == ["resource", "update"] for c in r.calls)  # runtime scale monitoring is Premium's
+    state = azure.state()
+    app = _app(state)
+    assert app["functionAppConfig"]["scaleAndConcurrency"]["alwaysReady"] == [
+        {"name": "function:settle_user_trades", "instanceCount": 1}
+    ]
+    settings = {s["name"]: s["value"] for s in app["settings"]}
+    assert settings["AzureWebJobs.settle_sink_batch.Disabled"] == "true"
+    assert settings["AzureWebJobs.settle_user_trades.Disabled"] == "false"
+    plan = next(v for v in state["resources"].values() if v["kind"] == "plan")
+    assert plan["sku"] == "FC1" and plan["tags"]["deployment"].startswith("tradesettle-")
+    # the next step: the real host name (Flex's differs from <app>.azurewebsites.net), the key's command, ksql_apply
+    assert f"https://{app['defaultHostName']}/api/settle" in r.out
+    assert (
+        "az functionapp function keys list --name tradesettle-" in r.out
+        and "--function-name settle_sink_batch" in r.out
+    )
+    assert "scripts/ksql_apply.py --server https://<ksqldb-endpoint>" in r.out and "--entry trigger" in r.out
+    assert "export FUNCTION_KEY" not in r.out  # only the connector path needs the key
+    assert "--transactional-id trade-settlement.settled. --prefix" in r.out
+    assert_no_secret(r)
+
+
+def test_flex_second_run_changes_nothing(azure) -> None:
+    assert azure().code == 0
+    again = azure()
+    assert again.code == 0, again.out
+    assert mutations(again.calls) == []
+    assert "app settings match" in again.out and "already published" in again.out
+
+
+def test_flex_changed_scale_and_entry_change_only_those(azure) -> None:
+    assert azure().code == 0
+    r = azure("--max-instances", "12", "--entry", "connector")
+    assert r.code == 0, r.out
+    assert mutations(r.calls) == [
+        "functionapp config appsettings set",
+        "functionapp scale config set",
+        "functionapp scale config always-ready set",  # http=1
+        "functionapp scale config always-ready delete",  # function:settle_user_trades
+    ]
+    app = _app(azure.state())
+    settings = {s["name"]: s["value"] for s in app["settings"]}
+    assert settings["AzureWebJobs.settle_user_trades.Disabled"] == "true"
+    assert settings["AzureWebJobs.settle_sink_batch.Disabled"] == "false"
+    scale = app["functionAppConfig"]["scaleAndConcurrency"]
+    assert scale["maximumInstanceCount"] == 12 and scale["alwaysReady"] == [{"name": "http", "instanceCount": 1}]
+    assert "export FUNCTION_URL=https://" in r.out and "--entry connector" in r.out
+    assert 'export FUNCTION_KEY="$(az functionapp function keys list' in r.out
+
+
+def test_flex_always_ready_zero_removes_it(azure) -> None:
+    assert azure().code == 0
+    r = azure("--always-ready", "0")
+    assert r.code == 0, r.out
+    assert mutations(r.calls) == ["functionapp scale config always-ready delete"]
+    assert _app(azure.state())["functionAppConfig"]["scaleAndConcurrency"]["alwaysReady"] == []
+
+
+def test_flex_repairs_deployment_storage_that_uses_a_connection_string(azure, tmp_path: Path) -> None:
+    assert azure().code == 0
+    state = azure.state()
+    _app(state)["functionAppConfig"]["deployment"]["storage"]["authentication"]["type"] = (
+        "StorageAccountConnectionString"
+    )
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    r = azure()
+    assert mutations(r.calls) == ["functionapp deployment config set"]
+    assert _app(azure.state())["functionAppConfig"]["deployment"]["storage"]["authentication"]["type"] == (
+        "SystemAssignedIdentity"
+    )
+
+
+def test_flex_dry_run_reads_only_the_subscription_and_says_would(azure) -> None:
+    r = azure("--dry-run")
+    assert r.code == 0, r.out
+    assert [c[:2] for c in r.calls] == [["account", "show"]]
+    assert "==> would create resource group" in r.out and "==> would publish" in r.out
+    assert "[dry-run] az functionapp create" in r.out and "--flexconsumption-location westeurope" in r.out
+    assert " created" not in r.out and "==> published" not in r.out
+    assert "dry run: nothing was changed" in r.out
+    assert_no_secret(r)
+
+
+def test_premium_dry_run_says_would_too(azure) -> None:
+    r = azure("--plan", "premium", "--dry-run")
+    assert r.code == 0, r.out
+    assert "==> would create plan" in r.out and "==> would enable runtime scale monitoring" in r.out
+    assert " created" not in r.out and "==> published" not in r.out
+
+
+def test_premium_destroy_deletes_the_group(azure) -> None:
+    assert azure("--plan", "premium").code == 0
+    r = azure("--plan", "premium", "--destroy")
+    assert r.code == 0, r.out
+    assert mutations(r.calls) == ["group delete"]
+    assert azure.state()["resources"] == {}
+
+
+def test_a_flex_run_refuses_an_app_on_the_premium_plan(azure) -> None:
+    assert azure("--plan", "premium").code == 0
+    r = azure()
+    assert r.code == 1 and "runs on the Elastic Premium plan" in r.out
+    assert mutations(r.calls) == []
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "bad.secrets"
+    path.write_text(text)
+    return str(path)
+
+
+GOOD = (
+    "KAFKA_BOOTSTRAP_SERVERS=pkc-123.westeurope.azure.confluent.cloud:9092\n"
+    "KAFKA_SASL_USERNAME=APIKEY123\n"
+    f"KAFKA_SASL_PASSWORD={PASSWORD}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "secrets", "message"),
+    [
+        (["--prefix"], None, "--prefix needs a value"),
+        (["--prefix", "--dry-run"], None, "--prefix needs a value"),
+        (["--plan", "consumption"], None, "--plan must be flex or premium"),
+        (["--entry", "both"], None, "--entry must be trigger or connector"),
+        (["--instance-memory", "1024"], None, "--instance-memory must be 512, 2048 or 4096"),
+        (["--max-instances", "0"], None, "--max-instances must be 1..1000"),
+        (["--always-ready", "50"], None, "--always-ready must be a whole number from 0 to --max-instances (40)"),
+        (["--sku", "EP2"], None, "--sku applies to --plan premium only"),
+        (["--plan", "premium", "--always-ready", "1"], None, "--always-ready applies to --plan flex only"),
+        (["--schema-registry-url", "https://psrc-xxxxx.westeurope.azure.confluent.cloud"], None, "placeholder"),
+        (["--schema-registry-url", "psrc-1.confluent.cloud"], None, "must be an http(s) URL"),
+        (["--lag-threshold", "0"], None, "--lag-threshold must be a whole number above 0"),
+        ([], "example", "KAFKA_BOOTSTRAP_SERVERS still holds the example's placeholder"),
+        ([], GOOD.replace("APIKEY123", "<Confluent Cloud API key>"), "KAFKA_SASL_USERNAME still holds"),
+        ([], GOOD + "KAFKA_PRODUCER_CONFIG=\n", "KAFKA_PRODUCER_CONFIG is empty"),
+        (
+            [],
+            GOOD + 'SCHEMA_REGISTRY_CONFIG={"basic.auth.user.info": "<SR API key>:x"}\n',
+            "SCHEMA_REGISTRY_CONFIG still",
+        ),
+        ([], GOOD + "SCHEMA_REGISTRY_CONFIG=basic\n", "SCHEMA_REGISTRY_CONFIG must be a JSON object"),
+        ([], GOOD.replace(":9092", ""), "KAFKA_BOOTSTRAP_SERVERS must be host:port"),
+        ([], GOOD.replace(f"KAFKA_SASL_PASSWORD={PASSWORD}\n", ""), "KAFKA_SASL_PASSWORD is missing"),
+    ],
+)
+def test_bad_input_is_refused_before_azure_is_asked_anything(azure, tmp_path: Path, args, secrets, message) -> None:
+    extra = []
+    if secrets == "example":
+        extra = ["--secrets-file", str(ROOT / "deploy.secrets.example")]
+    elif secrets is not None:
+        extra = ["--secrets-file", _write(tmp_path, secrets)]
+    r = azure(*extra, *args)
+    assert r.code == 1, r.out
+    assert message in r.out
+    assert r.calls == []  # not even `az account show`: nothing read, nothing created
+    assert "parameter null or not set" not in r.out
+    assert PASSWORD not in r.out and "APIKEY123" not in r.out and "pkc-123" not in r.out
+
+
+def test_a_missing_schema_registry_url_is_refused_before_any_change(azure) -> None:
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--secrets-file", str(ROOT / "deploy.secrets.example")],
+        env=azure.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "--schema-registry-url is required" in proc.stderr
+    assert not (Path(azure.env["FAKE_AZ_STATE"])).exists()  # the stand-in was never called
+
+
+def _readme_acl_rows(group: str) -> set[tuple[str, str, str, str]]:
+    """(resource, name, pattern, operation) rows of README's Confluent Cloud ACL table, <group> filled in."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("**Confluent Cloud ACLs**") :].split("\n\n")[1]
+    rows = set()
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        resource, names, pattern, operations = cells[0], cells[1], cells[2] or "literal", cells[3]
+        ops = [o.strip().lower() for o in re.sub(r"\(.*?\)", "", operations).split(",")]
+        for name in [n.strip(" `") for n in names.split(",")] if names else [""]:
+            for op in ops:
+                op = "idempotent-write" if op == "idempotentwrite" else op
+                rows.add((resource, name.replace("<group>", group), pattern, op))
+    return rows
+
+
+def test_printed_acls_are_the_readme_table_plus_the_redrive_tool() -> None:
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--print-acls", "--consumer-group", "settle-prod"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    printed = set()
+    for line in out.stdout.splitlines():
+        if "<function-service-account>" not in line:
+            continue
+        words = line.split()
+        ops = words[words.index("--operations") + 1].split(",")
+        kind = words[words.index("--operations") + 2][2:]
+        name = "" if kind == "cluster-scope" else words[words.index("--operations") + 3]
+        pattern = "prefixed" if "--prefix" in words else "literal"
+        resource = {"consumer-group": "group", "cluster-scope": "cluster", "transactional-id": "transactional-id"}.get(
+            kind, kind
+        )
+        for op in ops:
+            printed.add((resource, name, pattern, op))
+    assert printed == _readme_acl_rows("settle-prod")
+    assert (
+        "--service-account <redrive-service-account> --operations read,describe --consumer-group dlq-redrive- --prefix"
+        in out.stdout
+    )
+
+
+def test_the_stand_in_refuses_what_the_cli_refuses(azure) -> None:
+    def az(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["az", *argv], env=azure.env, capture_output=True, text=True)
+
+    both = az(
+        "functionapp", "create", "-n", "a", "-g", "g", "-s", "s", "--plan", "p", "--flexconsumption-location", "x"
+    )
+    assert both.returncode == 2 and "You must specify one of these parameter" in both.stderr
+    flex_only = az("functionapp", "create", "-n", "a", "-g", "g", "-s", "s", "--plan", "p", "--instance-memory", "512")
+    assert flex_only.returncode == 2 and "must be used with parameter --flexconsumption-location" in flex_only.stderr
+    no_value = az("functionapp", "create", "-n", "a", "-g", "g", "-s", "s", "--instance-memory")
+    assert no_value.returncode == 2 and "expected one argument" in no_value.stderr
+    not_int = az("functionapp", "scale", "config", "set", "-n", "a", "-g", "g", "--maximum-instance-count", "many")
+    assert not_int.returncode == 2 and "invalid int value" in not_int.stderr
+    unknown = az("functionapp", "scale", "config", "always-ready", "set", "-n", "a", "-g", "g", "--always-ready", "1")
+    assert unknown.returncode == 2 and "unrecognized arguments: --always-ready" in unknown.stderr
+    required = az("functionapp", "scale", "config", "always-ready", "set", "-n", "a", "-g", "g")
+    assert required.returncode == 2 and "the following arguments are required: --settings" in required.stderr
+    choice = az("functionapp", "deployment", "config", "set", "-n", "a", "-g", "g", "--dsat", "AccountKey")
+    assert choice.returncode == 2 and "invalid choice" in choice.stderr
+    assert azure("--plan", "premium").code == 0
+    premium_app = next(v["name"] for v in azure.state()["resources"].values() if v["kind"] == "app")
+    group = next(v["name"] for v in azure.state()["resources"].values() if v["kind"] == "group")
+    on_premium = az("functionapp", "scale", "config", "show", "--name", premium_app, "--resource-group", group)
+    assert (
+        on_premium.returncode == 1 and "only valid for Azure Functions on the FlexConsumption plan" in on_premium.stderr
+    )
+
+
+@pytest.mark.skipif(not os.environ.get("DEPLOY_REAL_AZ"), reason="set DEPLOY_REAL_AZ to a real Azure CLI (2.91.0)")
+def test_every_argv_deploy_sh_makes_parses_with_the_real_cli(azure, tmp_path: Path) -> None:
+    """The real CLI, logged out, parses each argv and stops only at the login check (exit 1), never at its
+    parser (exit 2): every argument name, value count, choice and type deploy.sh uses is one it accepts."""
+    calls: list[list[str]] = []
+    for args in (
+        [],
+        ["--max-instances", "12", "--entry", "connector", "--always-ready", "2"],
+        ["--always-ready", "0"],
+        ["--destroy"],
+    ):
+        r = azure(*args)
+        assert r.code == 0, r.out
+        calls += r.calls
+    for args in ([], ["--max-burst", "15"], ["--destroy"]):
+        r = azure("--plan", "premium", "--resource-group", "shared-rg", *args)
+        calls += r.calls
+    real_env = {**os.environ, "AZURE_CONFIG_DIR": str(tmp_path / "azcfg"), "AZURE_CORE_COLLECT_TELEMETRY": "no"}
+    shapes = {tuple(c) for c in calls if c[0] != "func"}
+    (tmp_path / "secret-file").write_text("x")  # the CLI opens --file while parsing; deploy.sh's is gone by now
+    for shape in sorted(shapes):
+        argv = list(shape)
+        if "--file" in argv:
+            argv[argv.index("--file") + 1] = str(tmp_path / "secret-file")
+        proc = subprocess.run([os.environ["DEPLOY_REAL_AZ"], *argv], env=real_env, capture_output=True, text=True)
+        assert proc.returncode == 1 and "az login" in proc.stderr, (argv, proc.stderr[-500:])
