@@ -18,14 +18,15 @@ from typing import NamedTuple
 
 from settlement import telemetry
 from settlement.deadletter import dead_letter, record_size
+from settlement.errors import DeliveryError, PoisonRecord, TransientError
 from settlement.exactly_once import ExactlyOnce
 from settlement.ledger import Ledger
-from settlement.poison import PoisonKind, PoisonRecord
-from settlement.producer import DeliveryError, DeliveryTracker, RecordTooLarge
+from settlement.poison import PoisonKind
+from settlement.producer import DeliveryTracker, RecordTooLarge
 from settlement.records import InputRecord, TradeValue
 from settlement.rules import RulesConfig, Verdict, amount_of, verdict
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
-from settlement.serde import SettlementEncoder, TradeDecoder, TransientError
+from settlement.serde import SettlementEncoder, TradeDecoder
 
 log = logging.getLogger("settlement.batch")
 

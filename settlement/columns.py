@@ -25,7 +25,8 @@ from typing import Any, TypeAlias
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from settlement.poison import PoisonKind, PoisonRecord
+from settlement.errors import PoisonRecord
+from settlement.poison import PoisonKind
 from settlement.records import READ_COLUMNS, TradeValue
 from settlement.schemas.user_trade_pb2 import UserTrade
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from settlement.batch import Topics
+from settlement.errors import ConfigError
 from settlement.rules import DEFAULT_LARGE_TRADE_LIMIT, DEFAULT_SEC_SAMPLE_RATE, RulesConfig
 from settlement.secrets import Secret, SecretNotFound, SecretSource, secret_name_for
 
@@ -27,14 +28,6 @@ GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
 # read_committed reader waits at most beyond at-least-once, against a few ms of commit per interval.
 DEFAULT_COMMIT_INTERVAL_MS = 300
 _UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
-
-
-class ConfigError(ValueError):
-    """Bad configuration: the message names the setting and says what is wrong, never its secret value."""
-
-    def __init__(self, setting: str, problem: str) -> None:
-        super().__init__(f"{setting}: {problem}")
-        self.setting = setting
 
 
 @dataclass(frozen=True)

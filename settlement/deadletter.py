@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from settlement.poison import PoisonRecord
+from settlement.errors import PoisonRecord
 from settlement.records import InputRecord
 
 REASON = "dlq.reason"

@@ -15,8 +15,9 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from settlement.errors import DeliveryError
 from settlement.ledger import Fenced, Ledger, PartitionLedger
-from settlement.producer import DeliveryError, DeliveryTracker, RecordTooLarge
+from settlement.producer import DeliveryTracker, RecordTooLarge
 from settlement.records import InputRecord
 
 if TYPE_CHECKING:

@@ -43,7 +43,8 @@ from typing import Any, NoReturn
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from settlement.producer import DeliveryError, kafka_error
+from settlement.errors import DeliveryError
+from settlement.producer import kafka_error
 from settlement.records import InputRecord
 
 log = logging.getLogger("settlement.ledger")

@@ -18,12 +18,3 @@ class PoisonKind(StrEnum):
     BAD_KEY = "bad-key"
     NO_TIMESTAMP = "no-timestamp"
     UNSETTLEABLE = "unsettleable"
-
-
-class PoisonRecord(Exception):
-    """Raised for a record that can never be settled; `detail` must not contain record bytes or secrets."""
-
-    def __init__(self, kind: PoisonKind, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail

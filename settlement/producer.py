@@ -17,6 +17,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from settlement.errors import DeliveryError
+
 # Settings that make "acknowledged" mean durable and make retries safe; user JSON config may not weaken them.
 DURABILITY = {"acks": "all", "enable.idempotence": True}
 # linger.ms 5 (librdkafka's default) lets concurrent invocations' records share requests; a batch never pays
@@ -29,10 +31,6 @@ _FLUSH_SLICE_S = 0.005
 
 _lock = threading.Lock()
 _producer: Producer | None = None
-
-
-class DeliveryError(RuntimeError):
-    """Some records of the batch were not acknowledged: the batch must be retried."""
 
 
 class RecordTooLarge(Exception):

@@ -31,7 +31,8 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError
 
 from settlement import columns, proto_text, telemetry
-from settlement.poison import PoisonKind, PoisonRecord
+from settlement.errors import PoisonRecord, TransientError
+from settlement.poison import PoisonKind
 from settlement.records import TradeValue
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 
@@ -41,10 +42,6 @@ _SCHEMA_NOT_FOUND = 40403  # the Confluent API's own error code for an unknown s
 _MAX_CACHED_SCHEMAS = 1024
 _MAX_REFERENCE_DEPTH = 8
 _MAX_REFERENCES = 64
-
-
-class TransientError(RuntimeError):
-    """The registry (or broker) could not answer now: the batch must fail and be retried, never dead-lettered."""
 
 
 def _message_at(fdp: descriptor_pb2.FileDescriptorProto, indexes: list[int]) -> descriptor_pb2.DescriptorProto:

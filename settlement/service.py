@@ -21,7 +21,8 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from settlement.batch import SettlementProcessor
-from settlement.config import ConfigError, Settings, load_settings
+from settlement.config import Settings, load_settings
+from settlement.errors import ConfigError
 from settlement.ledger import Ledger, LedgerConfig
 from settlement.producer import DeliveryTracker, build_config, max_message_bytes, shared_producer
 from settlement.serde import SettlementEncoder, TradeDecoder

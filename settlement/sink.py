@@ -18,11 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from settlement.batch import BatchResult, SettlementProcessor
-from settlement.poison import PoisonKind, PoisonRecord
-from settlement.producer import DeliveryError
+from settlement.errors import PoisonRecord, RetryBatch
+from settlement.poison import PoisonKind
 from settlement.records import InputRecord, TradeValue
 from settlement.schemas.user_trade_pb2 import UserTrade
-from settlement.serde import TransientError
 
 log = logging.getLogger("settlement.sink")
 _INT32 = (-(2**31), 2**31 - 1)
@@ -256,7 +255,7 @@ def handle(
         return 400, {"error": str(exc)}
     try:
         result = processor.process(records, decode=sink_decoder(processor.decoder.for_batch()))
-    except (DeliveryError, TransientError) as exc:
+    except RetryBatch as exc:
         return 503, {"error": f"not settled, retry the batch: {exc}"}
     except Exception as exc:
         log.exception("sink batch failed")

@@ -12,7 +12,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import function_app
 from settlement import deadletter, producer, service
-from settlement.producer import DeliveryError, DeliveryTracker
+from settlement.errors import DeliveryError
+from settlement.producer import DeliveryTracker
 from tests.integration.pipeline import Pipeline, as_events
 from tests.integration.test_registry import TRADE
 from tests.kafka_helpers import drain, unique_name

@@ -20,8 +20,8 @@ from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegis
 import function_app
 from localrun import ksql_schema
 from settlement import producer, service
+from settlement.errors import TransientError
 from settlement.schemas.user_trade_pb2 import UserTrade
-from settlement.serde import TransientError
 from tests.integration.pipeline import Pipeline, as_events, decode_settlements
 from tests.kafka_helpers import drain, produce, unique_name
 

@@ -15,10 +15,9 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 import function_app
 from settlement import deadletter, producer, service
-from settlement.producer import DeliveryError
+from settlement.errors import DeliveryError, TransientError
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
-from settlement.serde import TransientError
 from settlement.triggers import from_kafka_event
 from tests.integration.pipeline import SECRET, Pipeline, as_events, decode_settlements
 from tests.kafka_helpers import drain, produce, unique_name
@@ -221,7 +220,7 @@ def test_config_error_names_the_setting_on_first_invocation(pipeline: Pipeline, 
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("KAFKA_PRODUCER_CONFIG", '{"acks": "1", "sasl.password": "' + SECRET + '"}')
     service.reset()
-    from settlement.config import ConfigError
+    from settlement.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         function_app.settle_user_trades([])

@@ -8,7 +8,7 @@ import pytest
 
 import function_app
 from settlement import service
-from settlement.config import ConfigError
+from settlement.errors import ConfigError
 from settlement.schemas.user_trade_pb2 import UserTrade
 from settlement.serde import framing
 from tests.integration.pipeline import Pipeline, as_events

@@ -11,7 +11,8 @@ import pytest
 
 from localrun import ksql_schema
 from settlement import columns, proto_text
-from settlement.poison import PoisonKind, PoisonRecord
+from settlement.errors import PoisonRecord
+from settlement.poison import PoisonKind
 from settlement.schemas.user_trade_pb2 import UserTrade
 
 COLUMNS = dict(ksql_schema.COLUMNS)

@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from settlement.config import ConfigError, load_settings
+from settlement.config import load_settings
+from settlement.errors import ConfigError
 from settlement.secrets import SecretNotFound
 
 PASSWORD = "pw-Zq8vT3kLmN0pR7sX2yB5"  # a value distinctive enough to scan for

@@ -99,7 +99,7 @@ def test_a_bad_indexing_time_setting_names_itself(setting: str, value: str) -> N
     )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("settlement.config.ConfigError: " + setting), last
+    assert last.startswith("settlement.errors.ConfigError: " + setting), last
 
 
 def test_importing_the_app_loads_no_telemetry_or_protoc() -> None:
