@@ -24,7 +24,7 @@ from settlement.ledger import Ledger
 from settlement.poison import PoisonKind
 from settlement.producer import DeliveryTracker, RecordTooLarge
 from settlement.records import InputRecord, TradeValue
-from settlement.rules import RulesConfig, Verdict, amount_of, verdict
+from settlement.rules import RulesConfig, Verdict, amount_of, decide
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.serde import SettlementEncoder, TradeDecoder
 
@@ -291,16 +291,13 @@ class SettlementProcessor:
         if record.timestamp_ms is None:
             raise PoisonRecord(PoisonKind.NO_TIMESTAMP, "the record carries no Kafka timestamp")
         trade = decode(record.value)
-        symbol, quantity, price = trade.symbol, trade.quantity, trade.price
-        amount = amount_of(quantity, price)
-        # The SEC sample's stable identity is the record's coordinates. An unset regionid reads as "": the rules
-        # treat it as the missing user row it is.
-        outcome = verdict(user, trade.regionid, quantity, symbol, price, amount, record.coordinates, self._rules)
+        # The SEC sample's stable identity is the record's coordinates.
+        outcome = decide(trade, user, record.coordinates, self._rules)
         # Every field is assigned, so the reused message serialises exactly as a new one would (proto3 fields
         # set to their defaults are not written either way); assigning is cheaper than keyword construction.
         settlement.user = user or ""
-        settlement.symbol = symbol
-        settlement.amount = amount
+        settlement.symbol = trade.symbol
+        settlement.amount = amount_of(trade.quantity, trade.price)
         settlement.disposition = outcome.disposition  # StrEnum members are str: no .value lookups per record
         settlement.reason = outcome.reason
         settlement.timestamp = record.timestamp_ms

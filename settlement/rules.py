@@ -1,4 +1,4 @@
-"""The settlement rules: a decoded trade in, a decision out.
+"""The settlement rules: a decoded trade in, a verdict out (`decide`, the one entry point).
 
 Pure and deterministic on purpose: no I/O, no clock, no randomness. Replaying `user_trades` must give the
 same settlements, so the SEC-inspection sample is a stable hash of the trade's identity (its source
@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from typing import NamedTuple
+
+from settlement.records import TradeValue
 
 
 class Disposition(StrEnum):
@@ -60,28 +62,10 @@ class RulesConfig:
         return lo.to_bytes(8, "big") if lo < 2**64 else b"\xff" * 8 + b"\x00"
 
 
-class Trade(NamedTuple):
-    """A joined trade as the rules see it. `user` is the record key (USERID); `regionid` is None when the
-    ksqlDB LEFT JOIN found no user row. `identity` names the source record and seeds the SEC sample.
-    (Immutable tuples: built once per record on the hot path, cheaper than frozen dataclasses.)"""
-
-    user: str | None
-    regionid: str | None
-    quantity: int
-    symbol: str
-    price: int
-    account: str
-    side: str
-    identity: str
-
-
-class Decision(NamedTuple):
-    disposition: Disposition
-    reason: Reason
-    amount: float
-
-
 class Verdict(NamedTuple):
+    """What the rules decided. The settlement's amount is `amount_of` the trade, the same figure the rules
+    weighed."""
+
     disposition: Disposition
     reason: Reason
 
@@ -107,45 +91,30 @@ def sample_point(identity: str) -> float:
     return int.from_bytes(_digest(identity), "big") / 2**64
 
 
-def settle(trade: Trade, config: RulesConfig) -> Decision:
-    """Decide a settlement. Order matters and is the documented one: user, validity, size, SEC, completed."""
-    return decide(trade.user, trade.regionid, trade.quantity, trade.symbol, trade.price, trade.identity, config)
-
-
 def amount_of(quantity: int, price: int) -> float:
-    """A trade's amount, which the rules weigh and the settlement carries."""
+    """A trade's amount, which the rules weigh and the settlement carries (floating point: int32 extremes do
+    not overflow)."""
     return float(quantity) * float(price)
 
 
-def decide(
-    user: str | None, regionid: str | None, quantity: int, symbol: str, price: int, identity: str, config: RulesConfig
-) -> Decision:
-    """`settle` on the fields the rules read (no `Trade` built)."""
-    amount = amount_of(quantity, price)
-    disposition, reason = verdict(user, regionid, quantity, symbol, price, amount, identity, config)
-    return Decision(disposition, reason, amount)
+def decide(trade: TradeValue, user: str | None, identity: str, config: RulesConfig) -> Verdict:
+    """The rules, in their documented order: user, validity, size, SEC, completed.
 
-
-def verdict(
-    user: str | None,
-    regionid: str | None,
-    quantity: int,
-    symbol: str,
-    price: int,
-    amount: float,
-    identity: str,
-    config: RulesConfig,
-) -> Verdict:
-    """The rules themselves, for the hot path: the caller has the amount, and gets a shared constant back."""
-    if not user or not regionid:
+    `trade` is the decoded value as it is (any `TradeValue`: the generated `UserTrade`, a view, the sink's
+    JSON reading), so nothing is built per record; `user` is the record key (USERID), None or empty when the
+    key was; `identity` names the source record and seeds the SEC sample. An unset `regionid` reads as "":
+    the LEFT JOIN found no user row. Returns one of eight shared verdicts.
+    """
+    if not user or not trade.regionid:
         return _NO_USER
+    symbol, quantity, price = trade.symbol, trade.quantity, trade.price
     if not symbol:
         return _NO_SYMBOL
     if quantity <= 0:
         return _BAD_QUANTITY
     if price <= 0:
         return _BAD_PRICE
-    if amount > config.large_trade_limit:
+    if amount_of(quantity, price) > config.large_trade_limit:
         return _LARGE_TRADE
     if symbol in config.sec_watchlist:
         return _WATCHLIST

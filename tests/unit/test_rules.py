@@ -1,79 +1,82 @@
-"""Table test of the settlement rules, including every boundary."""
+"""Table test of the settlement rules, including every boundary, through their one entry point."""
 
 from __future__ import annotations
 
 import pytest
 
-from settlement.rules import Decision, Disposition, Reason, RulesConfig, Trade, sample_point, settle
+from settlement.rules import Disposition, Reason, RulesConfig, Verdict, amount_of, decide, sample_point
+from settlement.schemas.user_trade_pb2 import UserTrade
 
 CFG = RulesConfig(large_trade_limit=100_000, sec_watchlist=frozenset({"ZWATCH"}), sec_sample_rate=0.0)
+IDENTITY = "user_trades/0/1"
 
 
-def trade(
-    user: str | None = "User_1",
-    regionid: str | None = "Region_1",
-    quantity: int = 10,
-    price: int = 100,
-    symbol: str = "ZVV",
-    identity: str = "user_trades/0/1",
-) -> Trade:
-    return Trade(user, regionid, quantity, symbol, price, "ACC1", "BUY", identity)
+def trade(regionid: str | None = "Region_1", quantity: int = 10, price: int = 100, symbol: str = "ZVV") -> UserTrade:
+    """The generated message, as the decoder hands it over (regionid None: the field left unset)."""
+    t = UserTrade(quantity=quantity, price=price, symbol=symbol, account="ACC1", side="BUY")
+    if regionid is not None:
+        t.regionid = regionid
+    return t
 
 
 @pytest.mark.parametrize(
-    ("t", "expected"),
+    ("user", "t", "expected", "amount"),
     [
-        (trade(), Decision(Disposition.COMPLETED, Reason.WITHIN_LIMIT, 1000.0)),
-        (trade(user=None), Decision(Disposition.REJECTED, Reason.NO_USER, 1000.0)),
-        (trade(user=""), Decision(Disposition.REJECTED, Reason.NO_USER, 1000.0)),
-        (trade(regionid=None), Decision(Disposition.REJECTED, Reason.NO_USER, 1000.0)),
-        (trade(regionid=""), Decision(Disposition.REJECTED, Reason.NO_USER, 1000.0)),
+        ("User_1", trade(), Verdict(Disposition.COMPLETED, Reason.WITHIN_LIMIT), 1000.0),
+        (None, trade(), Verdict(Disposition.REJECTED, Reason.NO_USER), 1000.0),
+        ("", trade(), Verdict(Disposition.REJECTED, Reason.NO_USER), 1000.0),
+        ("User_1", trade(regionid=None), Verdict(Disposition.REJECTED, Reason.NO_USER), 1000.0),
+        ("User_1", trade(regionid=""), Verdict(Disposition.REJECTED, Reason.NO_USER), 1000.0),
         # no user wins over every later rule, as in the reference order
-        (
-            trade(user=None, quantity=5000, price=5000, symbol="ZWATCH"),
-            Decision(Disposition.REJECTED, Reason.NO_USER, 25_000_000.0),
-        ),
-        (trade(symbol=""), Decision(Disposition.REJECTED, Reason.NO_SYMBOL, 1000.0)),
-        (trade(quantity=0), Decision(Disposition.REJECTED, Reason.BAD_QUANTITY, 0.0)),
-        (trade(quantity=-1), Decision(Disposition.REJECTED, Reason.BAD_QUANTITY, -100.0)),
-        (trade(price=0), Decision(Disposition.REJECTED, Reason.BAD_PRICE, 0.0)),
+        (None, trade(quantity=5000, price=5000, symbol="ZWATCH"), Verdict(Disposition.REJECTED, Reason.NO_USER), 25e6),
+        ("User_1", trade(symbol=""), Verdict(Disposition.REJECTED, Reason.NO_SYMBOL), 1000.0),
+        ("User_1", trade(quantity=0), Verdict(Disposition.REJECTED, Reason.BAD_QUANTITY), 0.0),
+        ("User_1", trade(quantity=-1), Verdict(Disposition.REJECTED, Reason.BAD_QUANTITY), -100.0),
+        ("User_1", trade(price=0), Verdict(Disposition.REJECTED, Reason.BAD_PRICE), 0.0),
         # the limit itself is not "large"; one unit over is
-        (trade(quantity=1000, price=100), Decision(Disposition.COMPLETED, Reason.WITHIN_LIMIT, 100_000.0)),
-        (trade(quantity=1000, price=101), Decision(Disposition.PENDING, Reason.LARGE_TRADE, 101_000.0)),
-        (trade(quantity=100_001, price=1), Decision(Disposition.PENDING, Reason.LARGE_TRADE, 100_001.0)),
+        ("User_1", trade(quantity=1000, price=100), Verdict(Disposition.COMPLETED, Reason.WITHIN_LIMIT), 100_000.0),
+        ("User_1", trade(quantity=1000, price=101), Verdict(Disposition.PENDING, Reason.LARGE_TRADE), 101_000.0),
+        ("User_1", trade(quantity=100_001, price=1), Verdict(Disposition.PENDING, Reason.LARGE_TRADE), 100_001.0),
         # large wins over SEC
         (
+            "User_1",
             trade(quantity=1000, price=101, symbol="ZWATCH"),
-            Decision(Disposition.PENDING, Reason.LARGE_TRADE, 101_000.0),
+            Verdict(Disposition.PENDING, Reason.LARGE_TRADE),
+            101_000.0,
         ),
-        (trade(symbol="ZWATCH"), Decision(Disposition.SEC_FLAGGED, Reason.WATCHLIST, 1000.0)),
-        (trade(symbol="zwatch"), Decision(Disposition.COMPLETED, Reason.WITHIN_LIMIT, 1000.0)),
+        ("User_1", trade(symbol="ZWATCH"), Verdict(Disposition.SEC_FLAGGED, Reason.WATCHLIST), 1000.0),
+        ("User_1", trade(symbol="zwatch"), Verdict(Disposition.COMPLETED, Reason.WITHIN_LIMIT), 1000.0),
         # int32 extremes do not overflow: amount is computed in floating point
         (
+            "User_1",
             trade(quantity=2**31 - 1, price=2**31 - 1),
-            Decision(Disposition.PENDING, Reason.LARGE_TRADE, float((2**31 - 1) ** 2)),
+            Verdict(Disposition.PENDING, Reason.LARGE_TRADE),
+            float((2**31 - 1) ** 2),
         ),
     ],
 )
-def test_rules_table(t: Trade, expected: Decision) -> None:
-    assert settle(t, CFG) == expected
+def test_rules_table(user: str | None, t: UserTrade, expected: Verdict, amount: float) -> None:
+    assert decide(t, user, IDENTITY, CFG) == expected
+    assert amount_of(t.quantity, t.price) == amount
 
 
 def test_sample_rate_bounds() -> None:
     t = trade()
-    assert settle(t, RulesConfig(sec_sample_rate=0.0)).disposition is Disposition.COMPLETED
-    assert settle(t, RulesConfig(sec_sample_rate=1.0)) == Decision(Disposition.SEC_FLAGGED, Reason.SAMPLED, 1000.0)
+    assert decide(t, "User_1", IDENTITY, RulesConfig(sec_sample_rate=0.0)).disposition is Disposition.COMPLETED
+    sampled = decide(t, "User_1", IDENTITY, RulesConfig(sec_sample_rate=1.0))
+    assert sampled == Verdict(Disposition.SEC_FLAGGED, Reason.SAMPLED)
 
 
 def test_sample_is_a_stable_function_of_identity() -> None:
     # Pinned value: a change of hash function would silently change which replayed trades get flagged.
     assert sample_point("user_trades/0/1") == pytest.approx(0.4814337636333267, abs=0)
     rate = 0.05
+    config = RulesConfig(sec_sample_rate=rate)
+    t = trade()
     flagged = [
         i
         for i in range(20_000)
-        if settle(trade(identity=f"user_trades/0/{i}"), RulesConfig(sec_sample_rate=rate)).disposition
-        is Disposition.SEC_FLAGGED
+        if decide(t, "User_1", f"user_trades/0/{i}", config).disposition is Disposition.SEC_FLAGGED
     ]
     assert 0.04 < len(flagged) / 20_000 < 0.06
     again = [i for i in range(20_000) if sample_point(f"user_trades/0/{i}") < rate]
