@@ -681,7 +681,7 @@ def bench_decode(records: int, repeats: int = 5) -> None:
     moved = (ours[0], ours[1], ("EXCHANGE", "string"), ours[4], ours[2], ours[3], ours[5])
     widened = (ours[0], ("QUANTITY", "int64"), ours[2], ("PRICE", "int64"), ours[4], ours[5])
     values = {"REGIONID": "Region_1", "QUANTITY": 100, "SYMBOL": "ZVV", "PRICE": 50, "ACCOUNT": "A1", "SIDE": "BUY"}
-    decoder = TradeDecoder(client, 1 << 20)
+    decoder = TradeDecoder(client)
     results: dict[str, float] = {}
     for label, cols in (("ours (fast path)", ours), ("columns moved (view)", moved), ("widened (view+check)", widened)):
         text = ksql_schema.schema_text(columns=cols)

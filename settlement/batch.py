@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from settlement import telemetry
+from settlement.admission import admit
 from settlement.deadletter import dead_letter, record_size
 from settlement.errors import DeliveryError, PoisonRecord, TransientError
 from settlement.exactly_once import ExactlyOnce
@@ -121,6 +122,7 @@ class SettlementProcessor:
         clock: Callable[[], float] = time.time,
         max_message_bytes: int = 1_000_000,
         ledger: Ledger | None = None,
+        max_record_bytes: int = 65_536,
     ) -> None:
         self._decoder = decoder
         self._encoder = encoder
@@ -130,6 +132,7 @@ class SettlementProcessor:
         self._timeout_s = delivery_timeout_s
         self._clock = clock
         self._max_message_bytes = max_message_bytes
+        self._max_record_bytes = max_record_bytes
         self._settlement_limit = max_message_bytes - record_size(None, None, ())  # key + value, margin kept
         self._ledger = ledger
         self._exactly_once = None if ledger is None else ExactlyOnce(ledger, topics)
@@ -287,9 +290,7 @@ class SettlementProcessor:
     def _settle(self, record: InputRecord, decode: ValueDecoder, settlement: TradeSettlement) -> tuple[Verdict, bytes]:
         """The record's verdict and its settlement's value, or `PoisonRecord`."""
         topic, partition, offset, key = record.topic, record.partition, record.offset, record.key
-        user = _user(key)
-        if record.timestamp_ms is None:
-            raise PoisonRecord(PoisonKind.NO_TIMESTAMP, "the record carries no Kafka timestamp")
+        user = admit(record, self._max_record_bytes)
         trade = decode(record.value)
         # The SEC sample's stable identity is the record's coordinates.
         outcome = decide(trade, user, record.coordinates, self._rules)
@@ -300,7 +301,7 @@ class SettlementProcessor:
         settlement.amount = amount_of(trade.quantity, trade.price)
         settlement.disposition = outcome.disposition  # StrEnum members are str: no .value lookups per record
         settlement.reason = outcome.reason
-        settlement.timestamp = record.timestamp_ms
+        settlement.timestamp = record.timestamp_ms  # type: ignore[assignment]  # admitted: never None here
         settlement.source_topic = topic
         settlement.source_partition = partition
         settlement.source_offset = offset
@@ -312,21 +313,3 @@ class SettlementProcessor:
                 f"producer's message.max.bytes {self._max_message_bytes}",
             )
         return outcome, value
-
-
-def _user(key: bytes | None) -> str | None:
-    """The USERID key as text; None for a null or empty key (the "no user" case).
-
-    The Kafka trigger delivers keys as text (keyDataType String): bytes that are not UTF-8 arrive replaced
-    by U+FFFD, so the original user id is gone. Settling such a trade would book it to a mangled user, so
-    it is dead-lettered as bad-key (with the key as delivered) instead.
-    """
-    if not key:
-        return None
-    try:
-        text = key.decode("utf-8")
-    except UnicodeDecodeError:
-        text = "\ufffd"
-    if "\ufffd" in text:
-        raise PoisonRecord(PoisonKind.BAD_KEY, "record key was not UTF-8 text (the host replaced bytes with U+FFFD)")
-    return text

@@ -1,5 +1,19 @@
 """Why a record cannot be settled. Each kind is final for that record: retrying cannot fix the bytes,
-so it goes to the dead-letter topic instead of failing (and endlessly retrying) the whole batch."""
+so it goes to the dead-letter topic instead of failing (and endlessly retrying) the whole batch.
+
+Where each kind is raised (one module per check; a new reason goes beside its kin):
+
+| kind | raised by | the check |
+|---|---|---|
+| bad-key, no-timestamp | `admission` | the record: its key, its Kafka timestamp |
+| oversize | `admission`; `batch` | the record's value over SETTLEMENT_MAX_RECORD_BYTES; its settlement over the producer's message.max.bytes, or refused by the broker as too large |
+| empty-value, bad-magic-byte, truncated-header | `serde` (`TradeDecoder`) | the payload's Confluent framing |
+| unknown-schema-id | `serde` (`_registry_call`) | the registry's own 40403 |
+| wrong-schema-type | `serde`; `columns` | not PROTOBUF, no such message; a column missing or unreadable without loss |
+| value-out-of-range | `columns` | a widened column's value outside int32 |
+| undecodable-payload | `serde`; `sink` | Protobuf that does not parse; the connector's JSON value |
+| unsettleable | `batch` | anything unexpected that only this record triggers |
+"""
 
 from __future__ import annotations
 

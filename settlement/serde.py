@@ -94,9 +94,8 @@ class TradeDecoder:
     """Turns a `user_trades` value into a `TradeValue` read by column name (`settlement.columns`), or raises
     `PoisonRecord` / `TransientError`."""
 
-    def __init__(self, client: SchemaRegistryClient, max_record_bytes: int) -> None:
+    def __init__(self, client: SchemaRegistryClient) -> None:
         self._client = client
-        self._max = max_record_bytes
         self._good: dict[tuple[int, tuple[int, ...]], columns.Parser] = {}
         # a subset of _good, keyed by the 6 bytes that start such records (message index [0])
         self._by_framing: dict[bytes, columns.Parser] = {}
@@ -128,11 +127,6 @@ class TradeDecoder:
     def _decode(self, unknown: dict[tuple[int, tuple[int, ...]], PoisonRecord], value: bytes | None) -> TradeValue:
         if not value:
             raise PoisonRecord(PoisonKind.EMPTY_VALUE, "record value is null or empty")
-        if len(value) > self._max:
-            raise PoisonRecord(
-                PoisonKind.OVERSIZE,
-                f"value is {len(value)} bytes, over the limit of {self._max} (SETTLEMENT_MAX_RECORD_BYTES)",
-            )
         # The common case costs one dict lookup: the 6-byte framing (magic, id, index [0]) of a verified schema.
         parse = self._by_framing.get(value[:_HEADER_MIN])
         if parse is None:

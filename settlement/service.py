@@ -58,7 +58,7 @@ def build_processor(settings: Settings) -> SettlementProcessor:
     encoder.prefetch()
     ledger = _ledger(settings, producer_conf) if settings.exactly_once else None
     return SettlementProcessor(
-        decoder=TradeDecoder(registry, settings.max_record_bytes),
+        decoder=TradeDecoder(registry),
         encoder=encoder,
         rules=settings.rules,
         topics=settings.topics,
@@ -67,6 +67,7 @@ def build_processor(settings: Settings) -> SettlementProcessor:
         delivery_timeout_s=settings.delivery_timeout_s,
         max_message_bytes=max_message_bytes(producer_conf),
         ledger=ledger,
+        max_record_bytes=settings.max_record_bytes,
     )
 
 
