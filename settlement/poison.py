@@ -6,7 +6,8 @@ Where each kind is raised (one module per check; a new reason goes beside its ki
 | kind | raised by | the check |
 |---|---|---|
 | bad-key, no-timestamp | `admission` | the record: its key, its Kafka timestamp |
-| oversize | `admission`; `batch` | the record's value over SETTLEMENT_MAX_RECORD_BYTES; its settlement over the producer's message.max.bytes, or refused by the broker as too large |
+| oversize | `admission` | the record's value over SETTLEMENT_MAX_RECORD_BYTES |
+| oversize | `batch` | its settlement over message.max.bytes, or refused by the broker as too large |
 | empty-value, bad-magic-byte, truncated-header | `serde` (`TradeDecoder`) | the payload's Confluent framing |
 | unknown-schema-id | `serde` (`_registry_call`) | the registry's own 40403 |
 | wrong-schema-type | `serde`; `columns` | not PROTOBUF, no such message; a column missing or unreadable without loss |
