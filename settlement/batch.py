@@ -13,11 +13,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
-from settlement import telemetry
+from settlement import json_value, telemetry
 from settlement.admission import admit
+from settlement.config import Topics
 from settlement.deadletter import dead_letter, record_size
 from settlement.errors import DeliveryError, PoisonRecord, TransientError
 from settlement.exactly_once import ExactlyOnce
@@ -35,12 +35,6 @@ ValueDecoder = Callable[[bytes | None], TradeValue]
 
 SETTLED = "settled"
 DEAD_LETTERED = "dead-lettered"
-
-
-@dataclass(frozen=True)
-class Topics:
-    settlements: str
-    dead_letter: str
 
 
 class RecordResult(NamedTuple):
@@ -119,10 +113,12 @@ class SettlementProcessor:
         topics: Topics,
         tracker_factory: Callable[[], DeliveryTracker],
         delivery_timeout_s: float,
+        *,
+        max_record_bytes: int,
+        http_limits: tuple[int, int],
         clock: Callable[[], float] = time.time,
         max_message_bytes: int = 1_000_000,
         ledger: Ledger | None = None,
-        max_record_bytes: int = 65_536,
     ) -> None:
         self._decoder = decoder
         self._encoder = encoder
@@ -133,6 +129,7 @@ class SettlementProcessor:
         self._clock = clock
         self._max_message_bytes = max_message_bytes
         self._max_record_bytes = max_record_bytes
+        self.http_limits = http_limits  # (max body bytes, max records) of a sink-connector request
         self._settlement_limit = max_message_bytes - record_size(None, None, ())  # key + value, margin kept
         self._ledger = ledger
         self._exactly_once = None if ledger is None else ExactlyOnce(ledger, topics)
@@ -164,19 +161,28 @@ class SettlementProcessor:
             log.warning("settling %s[%d] offsets %d..%d from the source", topic, partition, start, records[-1].offset)
             self.process(records)
 
+    def prefetch(self, subject: str) -> None:
+        """Resolve the latest writer schema of `subject` ahead of its records (the warm start)."""
+        self._decoder.prefetch_latest(subject)
+
     @property
     def decoder(self) -> TradeDecoder:
         return self._decoder
 
-    def process(self, records: Sequence[InputRecord], decode: ValueDecoder | None = None) -> BatchResult:
-        """Settle a batch; raises (so the host retries it) on delivery or registry failure.
+    def process(
+        self, records: Sequence[InputRecord], *, connector: bool = False, decode: ValueDecoder | None = None
+    ) -> BatchResult:
+        """Settle a batch; raises `RetryBatch` (so the host, or the connector answered 503, retries it) on a
+        delivery or registry failure; a record that can never be settled is dead-lettered, never raised.
 
-        `decode` turns a record value into a `TradeValue` (or raises `PoisonRecord`); by default the value is
-        Confluent-framed Protobuf resolved through the Schema Registry. The HTTP sink path passes its own.
+        Values are Confluent-framed Protobuf resolved through the Schema Registry; with `connector`, also the
+        sink connector's JSON values. `decode` replaces the decoder (tests inject a record's failure with it).
         """
         started = time.monotonic()
         deadline = started + self._timeout_s
-        decode = decode or self._decoder.for_batch()
+        if decode is None:
+            framed = self._decoder.for_batch()
+            decode = json_value.sink_decoder(framed) if connector else framed
         with telemetry.batch_span(records) as span:
             if self._exactly_once is None:
                 plan = self._plan(records, decode, span, deadline)

@@ -1,7 +1,10 @@
-"""All app settings, read and validated once per process, with errors that name the setting.
+"""All app settings: each declared once (`SETTINGS`), read and validated once per process, errors naming it.
 
-A missing or malformed setting fails the first invocation with `ConfigError("SETTING: what is wrong")`.
-Secret settings never appear in an error or a repr: errors name the setting, never echo its value.
+A declaration holds a setting's name, default, bounds, whether it is secret, and when it is read: at
+indexing (the host imports `function_app` and reads the binding; a bad value fails start-up) or at the first
+invocation. Loading, the README's settings table, `local.settings.json.example` and deploy's secret list are
+checked against it (tests/unit/test_settings_declared.py). A missing or malformed setting fails with
+`ConfigError("SETTING: what is wrong")`; secret settings never appear in an error or a repr.
 """
 
 from __future__ import annotations
@@ -9,46 +12,118 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from settlement.batch import Topics
 from settlement.errors import ConfigError
 from settlement.rules import DEFAULT_LARGE_TRADE_LIMIT, DEFAULT_SEC_SAMPLE_RATE, RulesConfig
 from settlement.secrets import Secret, SecretNotFound, SecretSource, secret_name_for
 
-# A batch's deadline. With host.json's retries it bounds how long one batch can hold its partition without
-# polling (README "Retries and the poll interval"); tests/unit/test_extension.py keeps that below the bound.
-DEFAULT_DELIVERY_TIMEOUT_S = 30.0
-SECRET_SETTINGS = ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_PRODUCER_CONFIG", "SCHEMA_REGISTRY_CONFIG")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 EXACTLY_ONCE = "exactly-once"
 AT_LEAST_ONCE = "at-least-once"
 GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
-# How long a partition's transaction stays open across batches (README "Delivery guarantees"): what a
-# read_committed reader waits at most beyond at-least-once, against a few ms of commit per interval.
-DEFAULT_COMMIT_INTERVAL_MS = 300
+# The enums of azure-functions' decorators/kafka.py (BrokerProtocol, BrokerAuthenticationMode).
+_TRIGGER_PROTOCOLS = ("NotSet", "Plaintext", "Ssl", "SaslPlaintext", "SaslSsl")
+_TRIGGER_AUTH_MODES = ("NotSet", "Gssapi", "Plain", "ScramSha256", "ScramSha512")
 _UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
+REQUIRED: Any = object()  # a declaration's default when the setting must be set
+
+Kind = Literal["text", "url", "integer", "number", "flag", "choice", "list", "json"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One app setting. `default` is the parsed value used when it is unset (None: unset means absent)."""
+
+    name: str
+    kind: Kind
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    secret: bool = False
+    read_at: Literal["indexing", "first invocation"] = "first invocation"
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+def _declare(*settings: Setting) -> dict[str, Setting]:
+    return {s.name: s for s in settings}
+
+
+MiB = 1024 * 1024
+SETTINGS = _declare(
+    Setting("KAFKA_BOOTSTRAP_SERVERS", "text", REQUIRED),
+    Setting("KAFKA_SASL_USERNAME", "text", None, secret=True),
+    Setting("KAFKA_SASL_PASSWORD", "text", None, secret=True),
+    # Unset: SASL_SSL when SASL credentials are set, else PLAINTEXT.
+    Setting("KAFKA_SECURITY_PROTOCOL", "choice", None, choices=SECURITY_PROTOCOLS),
+    Setting("KAFKA_TRIGGER_PROTOCOL", "choice", "SaslSsl", choices=_TRIGGER_PROTOCOLS, read_at="indexing"),
+    Setting("KAFKA_TRIGGER_AUTH_MODE", "choice", "Plain", choices=_TRIGGER_AUTH_MODES, read_at="indexing"),
+    Setting("KAFKA_PRODUCER_CONFIG", "json", {}, secret=True),
+    # Required by the trigger's binding, and by exactly-once (the ledger's names derive from it).
+    Setting("KAFKA_CONSUMER_GROUP", "text", None),
+    Setting("KAFKA_LAG_THRESHOLD", "integer", 1000, 1, 10_000_000, read_at="indexing"),
+    Setting("SETTLEMENT_DELIVERY_GUARANTEE", "choice", EXACTLY_ONCE, choices=GUARANTEES),
+    # How long a partition's transaction stays open across batches (README "Delivery guarantees"): what a
+    # read_committed reader waits at most beyond at-least-once, against a few ms of commit per interval.
+    Setting("SETTLEMENT_COMMIT_INTERVAL_MS", "integer", 300, 0, 60_000),
+    Setting("SCHEMA_REGISTRY_URL", "url", REQUIRED),
+    Setting("SCHEMA_REGISTRY_CONFIG", "json", {}, secret=True),
+    Setting("SCHEMA_REGISTRY_AUTO_REGISTER", "flag", True),
+    Setting("USER_TRADES_TOPIC", "text", "user_trades"),
+    Setting("SETTLEMENTS_TOPIC", "text", "trade-settlements"),
+    Setting("DEAD_LETTER_TOPIC", "text", "user_trades-dlq"),
+    Setting("SETTLEMENT_LARGE_TRADE_LIMIT", "number", DEFAULT_LARGE_TRADE_LIMIT, 0.0, 1e15),
+    Setting("SETTLEMENT_SEC_WATCHLIST", "list", frozenset()),
+    Setting("SETTLEMENT_SEC_SAMPLE_RATE", "number", DEFAULT_SEC_SAMPLE_RATE, 0.0, 1.0),
+    Setting("SETTLEMENT_MAX_RECORD_BYTES", "integer", 65_536, 64, 8 * MiB),
+    # A batch's deadline. With host.json's retries it bounds how long one batch can hold its partition
+    # without polling (README "Retries and the poll interval"); tests/unit/test_extension.py keeps that below.
+    Setting("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", "number", 30.0, 1.0, 1800.0),
+    # Sized well above the connector's batches (64 records of at most SETTLEMENT_MAX_RECORD_BYTES, base64)
+    # and below the 100 MB a Functions HTTP request may carry.
+    Setting("SETTLEMENT_HTTP_MAX_BODY_BYTES", "integer", 32 * MiB, 1024, 100 * MiB),
+    Setting("SETTLEMENT_HTTP_MAX_RECORDS", "integer", 10_000, 1, 1_000_000),
+    Setting("SETTLEMENT_MAX_RETRIES", "integer", 4, -1, 100, read_at="indexing"),
+    Setting("SETTLEMENT_WARM_START", "flag", True, read_at="indexing"),
+    Setting("KEY_VAULT_URL", "url", None),
+)
+SECRET_SETTINGS = tuple(name for name, s in SETTINGS.items() if s.secret)
+DEFAULT_DELIVERY_TIMEOUT_S: float = SETTINGS["SETTLEMENT_DELIVERY_TIMEOUT_SECONDS"].default
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics the function writes."""
+
+    settlements: str
+    dead_letter: str
 
 
 @dataclass(frozen=True)
 class Settings:
+    """What `load_settings` read; every default comes from `SETTINGS`."""
+
     bootstrap_servers: str
     security_protocol: str
     sasl_username: Secret | None
     sasl_password: Secret | None
     producer_config: dict[str, Any] = field(repr=False)
-    registry_url: str = ""
-    registry_config: dict[str, Any] = field(default_factory=dict, repr=False)
-    topics: Topics = field(default_factory=lambda: Topics("trade-settlements", "user_trades-dlq"))
-    rules: RulesConfig = field(default_factory=RulesConfig)
-    max_record_bytes: int = 65_536
-    delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S
-    auto_register_schemas: bool = True
-    http_max_body_bytes: int = 32 * 1024 * 1024
-    http_max_records: int = 10_000
-    guarantee: str = EXACTLY_ONCE
-    ledger_group: str = ""  # the trigger's consumer group; the ledger's names derive from it
-    commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_MS / 1000
+    registry_url: str
+    registry_config: dict[str, Any] = field(repr=False)
+    topics: Topics
+    rules: RulesConfig
+    max_record_bytes: int
+    delivery_timeout_s: float
+    auto_register_schemas: bool
+    http_max_body_bytes: int
+    http_max_records: int
+    guarantee: str
+    ledger_group: str  # the trigger's consumer group; the ledger's names derive from it
+    commit_interval_s: float
 
     @property
     def exactly_once(self) -> bool:
@@ -178,17 +253,39 @@ class _Reader:
                 return option
         raise ConfigError(name, f"{value!r} is not one of {', '.join(allowed)}")
 
+    def get(self, name: str) -> Any:
+        """The setting read as its declaration says: parsed, bounded, defaulted, or `ConfigError`."""
+        s = SETTINGS[name]
+        if s.kind == "json":
+            return self.json_secret(name) or s.default
+        if s.secret:
+            return self.secret(name)
+        if s.kind == "integer":
+            assert s.low is not None and s.high is not None
+            return self.integer(name, s.default, int(s.low), int(s.high))
+        if s.kind == "number":
+            assert s.low is not None and s.high is not None
+            return self.number(name, s.default, s.low, s.high)
+        if s.kind == "flag":
+            return self.flag(name, s.default)
+        if s.kind == "choice":
+            return None if s.default is None and self.raw(name) is None else self.choice(name, s.default, s.choices)
+        if s.kind == "list":
+            return frozenset(v.strip() for v in (self.raw(name) or "").split(",") if v.strip()) or s.default
+        value = self.required(name) if s.required else (self.raw(name) or s.default)
+        if s.kind == "url" and value is not None and not value.startswith(("http://", "https://")):
+            raise ConfigError(name, "must start with http:// or https://")
+        return value.rstrip("/") if s.kind == "url" and value is not None else value
+
     def kafka(self) -> tuple[str, str, Secret | None, Secret | None]:
         """Bootstrap servers, security protocol, SASL username and password: how any client of ours connects."""
-        bootstrap = self.required("KAFKA_BOOTSTRAP_SERVERS")
-        username = self.secret("KAFKA_SASL_USERNAME")
-        password = self.secret("KAFKA_SASL_PASSWORD")
+        bootstrap = self.get("KAFKA_BOOTSTRAP_SERVERS")
+        username = self.get("KAFKA_SASL_USERNAME")
+        password = self.get("KAFKA_SASL_PASSWORD")
         if (username is None) != (password is None):
             missing = "KAFKA_SASL_PASSWORD" if password is None else "KAFKA_SASL_USERNAME"
             raise ConfigError(missing, "must be set together with the other SASL setting")
-        protocol = (self.raw("KAFKA_SECURITY_PROTOCOL") or ("SASL_SSL" if username else "PLAINTEXT")).upper()
-        if protocol not in SECURITY_PROTOCOLS:
-            raise ConfigError("KAFKA_SECURITY_PROTOCOL", f"{protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}")
+        protocol = self.get("KAFKA_SECURITY_PROTOCOL") or ("SASL_SSL" if username else "PLAINTEXT")
         return bootstrap, protocol, username, password
 
     def flag(self, name: str, default: bool) -> bool:
@@ -203,16 +300,11 @@ class _Reader:
 
 
 def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretSource] | None = None) -> Settings:
-    """Read every setting; raise `ConfigError` for the first bad one."""
+    """Read every setting of the first invocation; raise `ConfigError` for the first bad one."""
     r = _Reader(env, vault_factory)
     bootstrap, protocol, username, password = r.kafka()
-    registry_url = r.required("SCHEMA_REGISTRY_URL")
-    if not registry_url.startswith(("http://", "https://")):
-        raise ConfigError("SCHEMA_REGISTRY_URL", "must start with http:// or https://")
-    watchlist = frozenset(s.strip() for s in (r.raw("SETTLEMENT_SEC_WATCHLIST") or "").split(",") if s.strip())
-    delivery_timeout = r.number("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", DEFAULT_DELIVERY_TIMEOUT_S, 1.0, 1800.0)
-    guarantee = r.choice("SETTLEMENT_DELIVERY_GUARANTEE", EXACTLY_ONCE, GUARANTEES)
-    group = r.raw("KAFKA_CONSUMER_GROUP") or ""
+    guarantee = r.get("SETTLEMENT_DELIVERY_GUARANTEE")
+    group = r.get("KAFKA_CONSUMER_GROUP") or ""
     if guarantee == EXACTLY_ONCE and not group:
         raise ConfigError("KAFKA_CONSUMER_GROUP", f"is required with SETTLEMENT_DELIVERY_GUARANTEE {EXACTLY_ONCE}")
     settings = Settings(
@@ -220,28 +312,23 @@ def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretS
         security_protocol=protocol,
         sasl_username=username,
         sasl_password=password,
-        producer_config=r.json_secret("KAFKA_PRODUCER_CONFIG"),
-        registry_url=registry_url.rstrip("/"),
-        registry_config=r.json_secret("SCHEMA_REGISTRY_CONFIG"),
-        topics=Topics(
-            settlements=r.raw("SETTLEMENTS_TOPIC") or "trade-settlements",
-            dead_letter=r.raw("DEAD_LETTER_TOPIC") or "user_trades-dlq",
-        ),
+        producer_config=r.get("KAFKA_PRODUCER_CONFIG"),
+        registry_url=r.get("SCHEMA_REGISTRY_URL"),
+        registry_config=r.get("SCHEMA_REGISTRY_CONFIG"),
+        topics=Topics(settlements=r.get("SETTLEMENTS_TOPIC"), dead_letter=r.get("DEAD_LETTER_TOPIC")),
         rules=RulesConfig(
-            large_trade_limit=r.number("SETTLEMENT_LARGE_TRADE_LIMIT", DEFAULT_LARGE_TRADE_LIMIT, 0.0, 1e15),
-            sec_watchlist=watchlist,
-            sec_sample_rate=r.number("SETTLEMENT_SEC_SAMPLE_RATE", DEFAULT_SEC_SAMPLE_RATE, 0.0, 1.0),
+            large_trade_limit=r.get("SETTLEMENT_LARGE_TRADE_LIMIT"),
+            sec_watchlist=r.get("SETTLEMENT_SEC_WATCHLIST"),
+            sec_sample_rate=r.get("SETTLEMENT_SEC_SAMPLE_RATE"),
         ),
-        max_record_bytes=int(r.number("SETTLEMENT_MAX_RECORD_BYTES", 65_536, 64, 8 * 1024 * 1024)),
-        delivery_timeout_s=delivery_timeout,
-        auto_register_schemas=r.flag("SCHEMA_REGISTRY_AUTO_REGISTER", True),
-        # Sized well above the connector's batches (64 records of at most SETTLEMENT_MAX_RECORD_BYTES, base64)
-        # and below the 100 MB a Functions HTTP request may carry.
-        http_max_body_bytes=int(r.number("SETTLEMENT_HTTP_MAX_BODY_BYTES", 32 * 1024 * 1024, 1024, 100 * 1024 * 1024)),
-        http_max_records=int(r.number("SETTLEMENT_HTTP_MAX_RECORDS", 10_000, 1, 1_000_000)),
+        max_record_bytes=r.get("SETTLEMENT_MAX_RECORD_BYTES"),
+        delivery_timeout_s=r.get("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS"),
+        auto_register_schemas=r.get("SCHEMA_REGISTRY_AUTO_REGISTER"),
+        http_max_body_bytes=r.get("SETTLEMENT_HTTP_MAX_BODY_BYTES"),
+        http_max_records=r.get("SETTLEMENT_HTTP_MAX_RECORDS"),
         guarantee=guarantee,
         ledger_group=group,
-        commit_interval_s=r.integer("SETTLEMENT_COMMIT_INTERVAL_MS", DEFAULT_COMMIT_INTERVAL_MS, 0, 60_000) / 1000,
+        commit_interval_s=r.get("SETTLEMENT_COMMIT_INTERVAL_MS") / 1000,
     )
     if "url" in settings.registry_config:
         raise ConfigError("SCHEMA_REGISTRY_CONFIG", "must not contain 'url'; set SCHEMA_REGISTRY_URL instead")
@@ -261,19 +348,14 @@ class TriggerSettings:
     warm_start: bool
 
 
-# The enums of azure-functions' decorators/kafka.py (BrokerProtocol, BrokerAuthenticationMode).
-_TRIGGER_PROTOCOLS = ("NotSet", "Plaintext", "Ssl", "SaslPlaintext", "SaslSsl")
-_TRIGGER_AUTH_MODES = ("NotSet", "Gssapi", "Plain", "ScramSha256", "ScramSha512")
-
-
 def load_trigger_settings(env: Mapping[str, str]) -> TriggerSettings:
     r = _Reader(env, None)
     return TriggerSettings(
-        protocol=r.choice("KAFKA_TRIGGER_PROTOCOL", "SaslSsl", _TRIGGER_PROTOCOLS),
-        authentication_mode=r.choice("KAFKA_TRIGGER_AUTH_MODE", "Plain", _TRIGGER_AUTH_MODES),
-        lag_threshold=r.integer("KAFKA_LAG_THRESHOLD", 1000, 1, 10_000_000),
-        max_retries=r.integer("SETTLEMENT_MAX_RETRIES", 4, -1, 100),
-        warm_start=r.flag("SETTLEMENT_WARM_START", True),
+        protocol=r.get("KAFKA_TRIGGER_PROTOCOL"),
+        authentication_mode=r.get("KAFKA_TRIGGER_AUTH_MODE"),
+        lag_threshold=r.get("KAFKA_LAG_THRESHOLD"),
+        max_retries=r.get("SETTLEMENT_MAX_RETRIES"),
+        warm_start=r.get("SETTLEMENT_WARM_START"),
     )
 
 

@@ -21,7 +21,8 @@ from settlement.producer import DeliveryTracker, RecordTooLarge
 from settlement.records import InputRecord
 
 if TYPE_CHECKING:
-    from settlement.batch import Outcome, Plan, Topics
+    from settlement.batch import Outcome, Plan
+    from settlement.config import Topics
 
 log = logging.getLogger("settlement.exactly_once")
 

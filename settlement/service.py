@@ -68,6 +68,7 @@ def build_processor(settings: Settings) -> SettlementProcessor:
         max_message_bytes=max_message_bytes(producer_conf),
         ledger=ledger,
         max_record_bytes=settings.max_record_bytes,
+        http_limits=(settings.http_max_body_bytes, settings.http_max_records),
     )
 
 
@@ -138,18 +139,11 @@ def warm_start(source_topic: str | None) -> threading.Thread:
             log.info("warm start stopped (%s); the first invocation will report it", type(exc).__name__)
             return
         if source_topic:
-            proc.decoder.prefetch_latest(f"{source_topic}-value")
+            proc.prefetch(f"{source_topic}-value")
 
     thread = threading.Thread(target=warm, name="settlement-warm-start", daemon=True)
     thread.start()
     return thread
-
-
-def http_limits() -> tuple[int, int]:
-    """(max body bytes, max records) of a sink-connector request, from the settings of `processor()`."""
-    processor()
-    assert _settings is not None
-    return _settings.http_max_body_bytes, _settings.http_max_records
 
 
 def reset() -> None:

@@ -14,19 +14,13 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from settlement.batch import BatchResult, SettlementProcessor
-from settlement.errors import PoisonRecord, RetryBatch
-from settlement.poison import PoisonKind
-from settlement.records import InputRecord, TradeValue
-from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.errors import RetryBatch
+from settlement.records import InputRecord
 
 log = logging.getLogger("settlement.sink")
-_INT32 = (-(2**31), 2**31 - 1)
-_STRING_FIELDS = ("regionid", "symbol", "account", "side")
-_INT_FIELDS = ("quantity", "price")
 
 
 class MalformedRequest(ValueError):
@@ -190,48 +184,6 @@ def parse_batch(body: bytes, max_records: int | None = None) -> list[InputRecord
     return records
 
 
-def trade_from_json(value: bytes) -> UserTrade:
-    """A UserTrade from the connector's schemaless JSON of the Protobuf value (field names in any case)."""
-    try:
-        obj = json.loads(value)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise PoisonRecord(PoisonKind.UNDECODABLE, "value is neither Confluent-framed bytes nor JSON") from None
-    if not isinstance(obj, dict):
-        raise PoisonRecord(PoisonKind.UNDECODABLE, f"value is a JSON {type(obj).__name__}, not an object")
-    fields = {str(k).lower(): v for k, v in obj.items()}
-    trade = UserTrade()
-    for name in _STRING_FIELDS:
-        v = fields.get(name)
-        if v is None:
-            continue
-        if not isinstance(v, str):
-            raise PoisonRecord(PoisonKind.UNDECODABLE, f"value field {name.upper()} is not a string")
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError:
-            raise PoisonRecord(PoisonKind.UNDECODABLE, f"value field {name.upper()} is not valid Unicode") from None
-        setattr(trade, name, v)
-    for name in _INT_FIELDS:
-        v = fields.get(name)
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, int) or not _INT32[0] <= v <= _INT32[1]:
-            raise PoisonRecord(PoisonKind.UNDECODABLE, f"value field {name.upper()} is not an int32")
-        setattr(trade, name, v)
-    return trade
-
-
-def sink_decoder(framed: Callable[[bytes | None], TradeValue]) -> Callable[[bytes | None], TradeValue]:
-    """JSON struct values are read as JSON; anything else (base64 bytes) as Confluent-framed Protobuf."""
-
-    def decode(value: bytes | None) -> TradeValue:
-        if value and value[:1] == b"{":
-            return trade_from_json(value)
-        return framed(value)
-
-    return decode
-
-
 def results_json(result: BatchResult) -> list[dict[str, Any]]:
     return [
         {"coordinates": r.coordinates, "outcome": r.outcome, "disposition": r.disposition, "reason": r.reason}
@@ -239,13 +191,12 @@ def results_json(result: BatchResult) -> list[dict[str, Any]]:
     ]
 
 
-def handle(
-    body: bytes, processor: SettlementProcessor, max_body_bytes: int | None = None, max_records: int | None = None
-) -> tuple[int, Any]:
+def handle(body: bytes, processor: SettlementProcessor) -> tuple[int, Any]:
     """(HTTP status, JSON payload) for one connector request. Never 500: a bad request is 400, an oversize one
-    413, and anything that failing the batch can fix (delivery, registry, configuration) 503, which the
-    connector retries."""
-    if max_body_bytes is not None and len(body or b"") > max_body_bytes:
+    413 (over the processor's `http_limits`), and anything that failing the batch can fix (delivery, registry,
+    configuration) 503, which the connector retries."""
+    max_body_bytes, max_records = processor.http_limits
+    if len(body or b"") > max_body_bytes:
         return 413, {"error": f"body is {len(body)} bytes, over the limit of {max_body_bytes}"}
     try:
         records = parse_batch(body, max_records)
@@ -254,7 +205,7 @@ def handle(
     except MalformedRequest as exc:
         return 400, {"error": str(exc)}
     try:
-        result = processor.process(records, decode=sink_decoder(processor.decoder.for_batch()))
+        result = processor.process(records, connector=True)
     except RetryBatch as exc:
         return 503, {"error": f"not settled, retry the batch: {exc}"}
     except Exception as exc:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import azure.functions as func
 
-from settlement import service, sink
+from settlement import sink
 from settlement.batch import BatchResult
 from settlement.records import InputRecord, parse_timestamp
 from settlement.service import processor
@@ -65,10 +65,9 @@ def settle_http_request(req: func.HttpRequest) -> func.HttpResponse:
     """The sink connector's HTTP function body: per-record results, 400 for a malformed body, 503 to retry."""
     try:
         proc = processor()
-        max_body, max_records = service.http_limits()
     except Exception as exc:  # noqa: BLE001 - a bad setting: name it, and let the connector retry once fixed
         return func.HttpResponse(
             json.dumps({"error": f"not settled, retry the batch: {exc}"}), status_code=503, mimetype="application/json"
         )
-    status, payload = sink.handle(req.get_body(), proc, max_body, max_records)
+    status, payload = sink.handle(req.get_body(), proc)
     return func.HttpResponse(json.dumps(payload), status_code=status, mimetype="application/json")

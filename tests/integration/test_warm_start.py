@@ -28,7 +28,7 @@ def test_warm_start_resolves_the_source_schema_before_the_first_batch(pipeline: 
 
     proc = service.processor()
     assert value[:6] == framing(int.from_bytes(value[1:5], "big"))
-    assert value[:6] in proc.decoder._good_framings  # checked against UserTrade before any record came
+    assert value[:6] in proc.decoder._by_framing  # checked against UserTrade before any record came
     # The first batch then settles without resolving anything: the registry may be gone by now.
     proc.decoder._client = None  # type: ignore[assignment]
     function_app.settle_user_trades(as_events(drain(pipeline.bootstrap, pipeline.source, 1)))
@@ -48,4 +48,4 @@ def test_a_bad_setting_stops_the_warm_start_and_fails_the_first_invocation(
 def test_an_unknown_subject_leaves_resolution_to_the_records(pipeline: Pipeline) -> None:
     service.warm_start(pipeline.source).join(timeout=30)  # nothing registered for the source yet
     assert service._processor is not None
-    assert not service._processor.decoder._good_framings
+    assert not service._processor.decoder._by_framing

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from settlement.batch import Topics
+from settlement.config import Topics
 from settlement.exactly_once import ExactlyOnce
 from settlement.ledger import PartitionLedger
 from settlement.records import InputRecord
