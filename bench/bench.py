@@ -674,7 +674,8 @@ def bench_decode(records: int, repeats: int = 5) -> None:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from localrun import ksql_schema
-    from settlement.serde import TradeDecoder, framing
+    from settlement.decoder import TradeDecoder
+    from settlement.framing import framing
 
     client = SchemaRegistryClient.new_client({"url": f"mock://bench-{uuid.uuid4().hex}"})
     ours = ksql_schema.COLUMNS

@@ -2,7 +2,7 @@
 
 One place for them, whichever entry path delivered the record (the Kafka trigger, the sink connector's POST,
 a redrive). What the payload itself holds (framing, schema, columns, JSON) is the decoder's to check
-(settlement/serde.py, settlement/columns.py, settlement/sink.py); what the settlement becomes (its size, a
+(settlement/framing.py, decoder.py, columns.py, json_value.py); what the settlement becomes (its size, a
 broker's refusal) is the batch's (settlement/batch.py). Each check raises `PoisonRecord`: retrying cannot
 change the record.
 """

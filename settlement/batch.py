@@ -19,6 +19,8 @@ from settlement import json_value, telemetry
 from settlement.admission import admit
 from settlement.config import Topics
 from settlement.deadletter import dead_letter, record_size
+from settlement.decoder import TradeDecoder
+from settlement.encoder import SettlementEncoder
 from settlement.errors import DeliveryError, PoisonRecord, TransientError
 from settlement.exactly_once import ExactlyOnce
 from settlement.ledger import Ledger
@@ -27,7 +29,6 @@ from settlement.producer import DeliveryTracker, RecordTooLarge
 from settlement.records import InputRecord, TradeValue
 from settlement.rules import RulesConfig, Verdict, amount_of, decide
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
-from settlement.serde import SettlementEncoder, TradeDecoder
 
 log = logging.getLogger("settlement.batch")
 

@@ -1,4 +1,4 @@
-"""The process-wide settlement service: settings, registry client, serde and the static producer, built
+"""The process-wide settlement service: settings, registry client, decoder, encoder and the static producer, built
 once on first use and reused by every invocation of every entry path (Kafka trigger, HTTP sink path).
 
 Built lazily rather than at import so that a bad setting fails the first invocation with a clear
@@ -22,10 +22,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from settlement.batch import SettlementProcessor
 from settlement.config import Settings, load_settings
+from settlement.decoder import TradeDecoder
+from settlement.encoder import SettlementEncoder
 from settlement.errors import ConfigError
 from settlement.ledger import Ledger, LedgerConfig
 from settlement.producer import DeliveryTracker, build_config, max_message_bytes, shared_producer
-from settlement.serde import SettlementEncoder, TradeDecoder
 
 log = logging.getLogger("settlement.service")
 _lock = threading.Lock()

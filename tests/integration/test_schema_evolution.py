@@ -18,7 +18,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 import function_app
 from localrun import ksql_schema
 from settlement import deadletter
-from settlement.serde import framing
+from settlement.framing import framing
 from tests.integration.pipeline import Pipeline, as_events, decode_settlements
 from tests.kafka_helpers import drain, produce, unique_name
 

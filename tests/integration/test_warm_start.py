@@ -9,8 +9,8 @@ import pytest
 import function_app
 from settlement import service
 from settlement.errors import ConfigError
+from settlement.framing import framing
 from settlement.schemas.user_trade_pb2 import UserTrade
-from settlement.serde import framing
 from tests.integration.pipeline import Pipeline, as_events
 from tests.kafka_helpers import drain, produce
 
