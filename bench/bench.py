@@ -218,6 +218,8 @@ def function_path(
             "SCHEMA_REGISTRY_URL": registry,
             "SETTLEMENTS_TOPIC": out,
             "DEAD_LETTER_TOPIC": dlq,
+            # (a)'s baseline was set at-least-once; the exactly-once default would also need a group
+            "SETTLEMENT_DELIVERY_GUARANTEE": AT_LEAST_ONCE,
         }
     )
     static_producer.reset_shared_producer()
