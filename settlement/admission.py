@@ -16,8 +16,23 @@ from settlement.records import InputRecord
 
 def admit(record: InputRecord, max_value_bytes: int) -> str | None:
     """The record's user (its USERID key as text; None for a null or empty key, the "no user" case), after
-    checking what makes a record unsettleable before its payload is read."""
-    user = _user(record.key)
+    checking what makes a record unsettleable before its payload is read.
+
+    The Kafka trigger delivers keys as text (keyDataType String): bytes that are not UTF-8 arrive replaced by
+    U+FFFD, so the original user id is gone. Settling such a trade would book it to a mangled user, so it is
+    dead-lettered as bad-key (with the key as delivered) instead. (One function, no helpers: it runs per
+    record.)"""
+    key = record.key
+    user: str | None = None
+    if key:
+        try:
+            user = key.decode("utf-8")
+        except UnicodeDecodeError:
+            user = "\ufffd"
+        if "\ufffd" in user:
+            raise PoisonRecord(
+                PoisonKind.BAD_KEY, "record key was not UTF-8 text (the host replaced bytes with U+FFFD)"
+            )
     if record.timestamp_ms is None:
         raise PoisonRecord(PoisonKind.NO_TIMESTAMP, "the record carries no Kafka timestamp")
     value = record.value
@@ -27,18 +42,3 @@ def admit(record: InputRecord, max_value_bytes: int) -> str | None:
             f"value is {len(value)} bytes, over the limit of {max_value_bytes} (SETTLEMENT_MAX_RECORD_BYTES)",
         )
     return user
-
-
-def _user(key: bytes | None) -> str | None:
-    """The Kafka trigger delivers keys as text (keyDataType String): bytes that are not UTF-8 arrive replaced
-    by U+FFFD, so the original user id is gone. Settling such a trade would book it to a mangled user, so it
-    is dead-lettered as bad-key (with the key as delivered) instead."""
-    if not key:
-        return None
-    try:
-        text = key.decode("utf-8")
-    except UnicodeDecodeError:
-        text = "\ufffd"
-    if "\ufffd" in text:
-        raise PoisonRecord(PoisonKind.BAD_KEY, "record key was not UTF-8 text (the host replaced bytes with U+FFFD)")
-    return text
