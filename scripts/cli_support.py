@@ -17,6 +17,7 @@ from typing import Any
 # connection (TLS + SASL), short enough that a wrong address fails while the user is still looking.
 DEFAULT_TIMEOUT_S = 20.0
 # librdkafka's lines reach a Python logger as "FAC [client#id] [thrd:name]: text": the text is what matters.
+_USERINFO = re.compile(r"//[^/@\s]*@")
 _LOG_PREFIX = re.compile(r"^(?:[A-Z_]+ \[[^\]]*\] )?(?:\[thrd:[^\]]*\]:\s*)?")
 
 
@@ -28,16 +29,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
+        default = action.default
         if "%(default)" in text or not action.option_strings:
             return text
-        if (
-            action.default is None
-            or action.default is False
-            or action.default == []
-            or action.default is argparse.SUPPRESS
-        ):
+        if default is None or default is False or default == [] or default is argparse.SUPPRESS:
             return text
-        return f"{text} (default: %(default)s)".strip()
+        # A default read from the environment may be a URL with credentials in it: those are never shown.
+        shown = _USERINFO.sub("//****@", str(default)).replace("%", "%%")
+        return f"{text} (default: {shown})".strip()
 
 
 class ClientLog:
@@ -53,6 +52,7 @@ class ClientLog:
         self.lines = 0
         self.last: str | None = None
         self._logger = logging.Logger("scripts.kafka-client")  # not in the logging tree: nothing propagates
+        self._logger.propagate = False
         self._logger.addHandler(_Keep(self))
 
     def conf(self) -> dict[str, Any]:
