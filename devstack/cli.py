@@ -1,21 +1,44 @@
-"""Command line for the local stack; every failure is one line on stderr and exit code 2."""
+"""Command line for the local stack; every failure is one line on stderr and exit code 2.
+
+`local-settings` writes local.settings.json for `func start` against the running stack (its ports, the
+function's topics created); it never replaces an existing file without --force.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
-from devstack import stack
+from devstack import local_settings, stack
 from devstack.errors import StackError
 from devstack.fetch import fetch
+from scripts.cli_support import HelpFormatter
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "fetch", "restart-broker"])
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("command", choices=["up", "down", "status", "fetch", "restart-broker", "local-settings"])
+    group = parser.add_argument_group("local-settings")
+    group.add_argument("--output", type=Path, default=local_settings.OUTPUT, help="the file to write")
+    group.add_argument("--force", action="store_true", help="replace an existing file (its values are not kept)")
+    group.add_argument(
+        "--partitions",
+        type=int,
+        default=local_settings.DEFAULT_PARTITIONS,
+        help="partitions of the user_trades and trade-settlements topics when created (the dead-letter topic: 1)",
+    )
     args = parser.parse_args(argv)
+    if args.partitions < 1:
+        parser.error("--partitions must be at least 1")
     try:
+        if args.command == "local-settings":
+            return _local_settings(args.output, args.force, args.partitions)
         return _run(args.command)
     except StackError as exc:
         print(f"devstack: {exc}", file=sys.stderr)
@@ -54,6 +77,18 @@ def _run(command: str) -> int:
     print("stack is running" if running else "stack is recorded but not answering (run `down` then `up`)")
     _print(state)
     return 0 if running else 1
+
+
+def _local_settings(output: Path, force: bool, partitions: int) -> int:
+    recorded = stack.load_state()
+    if recorded is None or not stack.is_running(recorded):
+        raise StackError("the local stack is not running: start it with `python -m devstack up`, then run this again")
+    written = local_settings.write_local_settings(
+        recorded.bootstrap_servers, recorded.registry_url, output, force=force, partitions=partitions
+    )
+    for line in local_settings.summary(written, recorded.bootstrap_servers, recorded.registry_url):
+        print(line)
+    return 0
 
 
 def _print(state: stack.StackState) -> None:

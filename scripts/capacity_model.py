@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from localrun.scaler import MODES, ScaleController
+from scripts.cli_support import HelpFormatter
 
 
 @dataclass(frozen=True)
@@ -112,17 +113,17 @@ def report(p: Params, points: list[Point], horizon_h: float, mode: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--partitions", type=int, default=100)
-    parser.add_argument("--records", type=int, default=5_000_000)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--record-seconds", type=float, default=5.0)
-    parser.add_argument("--lag-threshold", type=int, default=1000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--partitions", type=int, default=100, help="partitions of the source topic (max instances)")
+    parser.add_argument("--records", type=int, default=5_000_000, help="lag at the start, records")
+    parser.add_argument("--batch-size", type=int, default=1, help="records per batch (host.json maxBatchSize)")
+    parser.add_argument("--record-seconds", type=float, default=5.0, help="seconds to settle one record")
+    parser.add_argument("--lag-threshold", type=int, default=1000, help="KAFKA_LAG_THRESHOLD: lag per instance")
     parser.add_argument("--interval", type=float, default=30.0, help="scale evaluation interval, seconds")
     parser.add_argument("--batch-overhead", type=float, default=0.0, help="fixed seconds per batch")
     parser.add_argument("--channel-capacity", type=int, default=2, help="host.json executorChannelCapacity")
     parser.add_argument("--channel-retry-ms", type=float, default=1.0, help="host.json channelFullRetryIntervalInMs")
-    parser.add_argument("--horizon-hours", type=float, default=2.0)
+    parser.add_argument("--horizon-hours", type=float, default=2.0, help="how long to simulate")
     parser.add_argument("--scaling", choices=MODES, default=None, help="one mode (default: both)")
     parser.add_argument("--plot", type=Path, help="write a PNG of instances and lag over time for the mode(s)")
     args = parser.parse_args(argv)

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scripts.capacity_model import Params, instance_rate, simulate
+from scripts.cli_support import HelpFormatter
 
 MONTH_S = 30 * 24 * 3600
 
@@ -96,18 +97,18 @@ def burst(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--rate", type=float, default=200.0, help="steady records per second")
-    parser.add_argument("--burst-records", type=int, default=5_000_000)
-    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--burst-records", type=int, default=5_000_000, help="records of one burst (backlog)")
+    parser.add_argument("--partitions", type=int, default=6, help="partitions of the source topic")
     parser.add_argument("--record-seconds", type=float, default=12e-6, help="per-record time (capacity model)")
     parser.add_argument("--batch-overhead", type=float, default=0.008, help="per-batch time, s (acks=all round trip)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--flex-memory-mb", type=int, default=2048)
+    parser.add_argument("--batch-size", type=int, default=256, help="host.json maxBatchSize")
+    parser.add_argument("--flex-memory-mb", type=int, default=2048, help="Flex Consumption instance memory")
     parser.add_argument("--premium-vcpu", type=float, default=1.0, help="EP1: 1 vCPU")
     parser.add_argument("--premium-gb", type=float, default=3.5, help="EP1: 3.5 GB")
     for name, value in vars(Prices()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=value, help="price unit, USD")
     args = parser.parse_args(argv)
     prices = Prices(**{name: getattr(args, name) for name in vars(Prices())})
     p = Params(

@@ -18,7 +18,8 @@ another. It reads up to the end offsets it saw at start, then stops. `--dry-run`
 
 Connection settings are the function's app settings, from the environment: KAFKA_BOOTSTRAP_SERVERS,
 KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD (SASL_SSL PLAIN when set), KAFKA_SECURITY_PROTOCOL,
-DEAD_LETTER_TOPIC, USER_TRADES_TOPIC.
+DEAD_LETTER_TOPIC, USER_TRADES_TOPIC. A broker that does not answer within `--timeout` stops the tool with one
+line saying so (exit 2); the Kafka client's own log lines are never printed.
 """
 
 from __future__ import annotations
@@ -40,8 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from scripts.cli_support import DEFAULT_TIMEOUT_S, ClientLog, HelpFormatter, kafka_error_text, unreachable
 from settlement import deadletter
 from settlement.config import kafka_client_conf
+from settlement.poison import PoisonKind
+
+# The reasons the function writes (settlement/poison.py): a --reason outside them would match nothing, silently.
+REASONS = tuple(kind.value for kind in PoisonKind)
 
 REDRIVE_COUNT = "dlq.redrive.count"
 REDRIVE_SOURCE_TOPIC = "dlq.redrive.source.topic"
@@ -69,6 +75,11 @@ class Filters:
     since_ms: int | None = None
     until_ms: int | None = None
 
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.reasons) - set(REASONS))
+        if unknown:
+            raise ValueError(f"unknown dead-letter reason {', '.join(unknown)}: the reasons are {', '.join(REASONS)}")
+
     def matches(self, reason: str, partition: int, offset: int, failed_ms: int) -> bool:
         return (
             (not self.reasons or reason in self.reasons)
@@ -87,6 +98,8 @@ class Report:
     refused_loop: Counter[str] = field(default_factory=Counter)
     refused_shrunk: Counter[str] = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    committed: int = 0  # records sent in transactions that committed (sent may include an aborted one's)
+    transactions: int = 0
 
 
 def _headers(msg: Message) -> list[tuple[str, bytes]]:
@@ -149,12 +162,16 @@ def redrive(
     dry_run: bool = False,
     max_redrives: int = 3,
     batch: int = 500,
-    timeout_s: float = 60.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
     stop_after: int | None = None,
 ) -> Report:
     """Read the dead-letter topic from the group's last commit to today's end; send what the filters pass.
-    `stop_after` ends the run after that many transactions (tests interrupt a redrive with it)."""
-    conf = kafka_client_conf(env)
+    Every broker call waits at most `timeout_s`; the first is a metadata request, so a broker that is not there
+    costs `timeout_s`, not one wait per step. `stop_after` ends the run after that many transactions (tests
+    interrupt a redrive with it)."""
+    settings = kafka_client_conf(env)
+    log = ClientLog(secrets=[str(settings.get("sasl.password", "")), str(settings.get("sasl.username", ""))])
+    conf = {**settings, **log.conf()}
     dlq = env.get("DEAD_LETTER_TOPIC") or "user_trades-dlq"
     target = target or env.get("USER_TRADES_TOPIC") or "user_trades"
     consumer = Consumer(
@@ -170,16 +187,27 @@ def redrive(
         }
     )
     producer = None
-    if not dry_run:
-        producer = Producer(
-            {**conf, "transactional.id": f"{group}-{dlq}", "enable.idempotence": True, "acks": "all", "linger.ms": 5}
-        )
-        producer.init_transactions(timeout_s)
     report = Report()
+    in_transaction = False
     try:
-        meta = consumer.list_topics(dlq, timeout=timeout_s).topics.get(dlq)
+        try:
+            meta = consumer.list_topics(dlq, timeout=timeout_s).topics.get(dlq)
+        except KafkaException as exc:
+            consumer.poll(0)  # serves the client's queued log lines and errors into `log`
+            raise RedriveError(unreachable("Kafka", settings["bootstrap.servers"], timeout_s, log, exc)) from None
         if meta is None or meta.error is not None:
             raise RedriveError(f"DEAD_LETTER_TOPIC: topic {dlq} does not exist")
+        if not dry_run:
+            producer = Producer(
+                {
+                    **conf,
+                    "transactional.id": f"{group}-{dlq}",
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                }
+            )
+            producer.init_transactions(timeout_s)
         ends = {
             p: consumer.get_watermark_offsets(TopicPartition(dlq, p), timeout=timeout_s)[1] for p in meta.partitions
         }
@@ -211,10 +239,14 @@ def redrive(
             msgs = [m for m in msgs if int(m.offset() or 0) < ends[int(m.partition() or 0)]]
             if producer is not None:
                 producer.begin_transaction()
+                in_transaction = True
+            planned = 0
             for msg in msgs:
                 headers = plan(msg, filters, max_redrives, report)
-                if headers is not None and producer is not None:
-                    producer.produce(target, key=msg.key(), value=msg.value(), headers=list(headers))
+                if headers is not None:
+                    planned += 1
+                    if producer is not None:
+                        producer.produce(target, key=msg.key(), value=msg.value(), headers=list(headers))
             last: dict[int, int] = {}
             for msg in msgs:
                 last[int(msg.partition() or 0)] = max(last.get(int(msg.partition() or 0), -1), int(msg.offset() or 0))
@@ -222,6 +254,9 @@ def redrive(
                 offsets = [TopicPartition(dlq, p, o + 1) for p, o in last.items()]
                 producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), timeout_s)
                 producer.commit_transaction(timeout_s)
+                in_transaction = False
+                report.committed += planned
+                report.transactions += 1
             for p, o in last.items():
                 if o + 1 >= ends[p]:
                     remaining.discard(p)
@@ -232,13 +267,30 @@ def redrive(
         if remaining and (stop_after is None or transactions < stop_after):
             raise RedriveError(f"timed out reading {dlq}: partitions {sorted(remaining)} not read to the end")
     except KafkaException as exc:
-        if producer is not None:
+        if producer is not None and in_transaction:
             with contextlib.suppress(KafkaException):
-                producer.abort_transaction(10)
-        raise RedriveError(f"redrive aborted, nothing of the current transaction was kept: {exc}") from None
+                producer.abort_transaction(min(timeout_s, 10.0))
+        raise RedriveError(
+            f"redrive stopped: {kafka_error_text(exc)}; {_what_was_kept(report, dry_run, in_transaction)}"
+        ) from None
     finally:
         consumer.close()
     return report
+
+
+def _what_was_kept(report: Report, dry_run: bool, in_transaction: bool) -> str:
+    """What an interrupted run leaves behind, in words: the user decides from it whether to re-run."""
+    if dry_run:
+        return "a dry run sends and commits nothing"
+    done = (
+        f"{report.transactions} earlier transaction(s) committed {report.committed} record(s) and their progress, "
+        "so a re-run resumes after them"
+        if report.transactions
+        else "nothing was committed"
+    )
+    if in_transaction:
+        return f"the open transaction was aborted (a read_committed reader sees none of its records); {done}"
+    return done
 
 
 def progress_group(filters: Filters, target: str) -> str:
@@ -257,8 +309,15 @@ def _epoch_ms(text: str | None) -> int | None:
 
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reason", action="append", default=[], help="dead-letter reason to redrive (repeatable)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--reason",
+        action="append",
+        default=[],
+        choices=REASONS,
+        metavar="REASON",
+        help=f"dead-letter reason to redrive (repeatable; default: every reason), one of: {', '.join(REASONS)}",
+    )
     parser.add_argument("--partition", type=int, help="source partition of the original records")
     parser.add_argument("--from-offset", type=int, help="first source offset (inclusive)")
     parser.add_argument("--to-offset", type=int, help="last source offset (inclusive)")
@@ -268,7 +327,16 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     parser.add_argument("--group", help="consumer group that records progress (default: one per filter set and target)")
     parser.add_argument("--max-redrives", type=int, default=3, help="refuse records redriven this often")
     parser.add_argument("--dry-run", action="store_true", help="count and show, send and commit nothing")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long each broker call may wait; with no broker the tool stops after this",
+    )
     args = parser.parse_args(argv)
+    if args.timeout <= 0:
+        parser.error("--timeout must be a positive number of seconds")
     try:
         filters = Filters(
             frozenset(args.reason),
@@ -279,7 +347,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             _epoch_ms(args.until),
         )
         group = args.group or progress_group(filters, args.target or env.get("USER_TRADES_TOPIC") or "user_trades")
-        report = redrive(env, filters, args.target, group, args.dry_run, args.max_redrives)
+        report = redrive(env, filters, args.target, group, args.dry_run, args.max_redrives, timeout_s=args.timeout)
     except (RedriveError, ValueError) as exc:
         print(f"dlq_redrive: {exc}", file=sys.stderr)
         return 2

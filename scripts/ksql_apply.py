@@ -13,7 +13,9 @@
   the fully managed connector, and connector statements carry `X-Confluent-API-Key` /
   `X-Confluent-API-Secret` from `CONFLUENT_CLOUD_API_KEY` / `CONFLUENT_CLOUD_API_SECRET` (Confluent Cloud's
   ksqlDB manages connectors only then). `--mode self-managed`: ksql/self-managed/ replaces the connector file.
-- Kafka access for the topic step: `KAFKA_API_KEY` / `KAFKA_API_SECRET` (SASL_SSL PLAIN) when set.
+- Kafka access for the topic step: `KAFKA_API_KEY` / `KAFKA_API_SECRET` (SASL_SSL PLAIN) when set. A cluster
+  or server that does not answer within `--timeout` stops the tool with one line (the Kafka client's own log
+  lines are never printed).
 - Prints each statement's status; stops at the first error with the server's message (exit 1).
 - Safe to re-run, and edits apply: a stream or table that exists is compared with its file (DESCRIBE, and
   EXPLAIN of its query): unchanged → skipped; changed → `CREATE OR REPLACE`; refused by ksqlDB → the tool stops
@@ -39,6 +41,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts import ksql_changes
+from scripts.cli_support import DEFAULT_TIMEOUT_S, ClientLog, HelpFormatter, kafka_error_text, unreachable
 
 ROOT = Path(__file__).resolve().parent.parent
 KSQL_DIR = ROOT / "ksql"
@@ -71,6 +74,9 @@ MODES = ("cloud", "self-managed")
 # HTTP function. One at a time, or every trade is settled twice (README, Entry paths).
 ENTRIES = ("trigger", "connector")
 MASK = "****"
+# Shorter values are not masked in messages: no issued credential is this short, and masking every occurrence of
+# a short value ("a", "on", a word of the message) mangled the message itself.
+MIN_MASKED_CHARS = 8
 
 
 class ApplyError(RuntimeError):
@@ -162,10 +168,15 @@ def substitute(text: str, values: Mapping[str, str], masked: bool = False) -> st
 
 
 def redact(text: str, values: Mapping[str, str]) -> str:
-    """Mask secret values a server message might echo back from the statement."""
-    for name, value in values.items():
-        if SECRET_NAME.search(name) and value:
-            text = text.replace(value, MASK)
+    """Mask secret values a server message might echo back from the statement.
+
+    Only whole occurrences of values of at least MIN_MASKED_CHARS characters are masked (not one inside a longer
+    word or token), longest first, so the message around them stays readable and a value that is a prefix of
+    another cannot leave half of the other in clear.
+    """
+    secrets = {v for name, v in values.items() if SECRET_NAME.search(name) and len(v) >= MIN_MASKED_CHARS}
+    for value in sorted(secrets, key=len, reverse=True):
+        text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", MASK, text)
     return text
 
 
@@ -189,6 +200,7 @@ def entry_statements(statements: Sequence[Statement], entry: str) -> list[Statem
 
 
 def kafka_conf(bootstrap: str, env: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka settings for the topic step; SASL_SSL PLAIN when the environment holds a Kafka API key."""
     conf = {"bootstrap.servers": bootstrap}
     if env.get("KAFKA_API_KEY") and env.get("KAFKA_API_SECRET"):
         conf.update(
@@ -202,15 +214,21 @@ def kafka_conf(bootstrap: str, env: Mapping[str, str]) -> dict[str, str]:
     return conf
 
 
-def ensure_topics(conf: Mapping[str, str], wanted: Mapping[str, int], timeout_s: float = 30.0) -> dict[str, int]:
-    """Create missing topics with the wanted counts; return every topic's actual partition count."""
+def ensure_topics(
+    conf: Mapping[str, str], wanted: Mapping[str, int], timeout_s: float = DEFAULT_TIMEOUT_S
+) -> dict[str, int]:
+    """Create missing topics with the wanted counts; return every topic's actual partition count. A cluster that
+    does not answer within `timeout_s` is one `ApplyError` line; the client's log lines are kept, not printed."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient(dict(conf))
+    log = ClientLog(secrets=[conf.get("sasl.password", ""), conf.get("sasl.username", "")])
+    admin = AdminClient({**conf, **log.conf()})
     try:
         existing = admin.list_topics(timeout=timeout_s).topics
     except Exception as exc:  # noqa: BLE001 - KafkaException and friends: say what could not be reached
-        raise ApplyError(f"cannot list topics at {conf['bootstrap.servers']}: {exc}") from None
+        admin.poll(0)  # serves the client's queued log lines and errors into `log`
+        where = unreachable("Kafka", conf["bootstrap.servers"], timeout_s, log, exc)
+        raise ApplyError(f"{where} (the topic step; --skip-topics skips it)") from None
     counts = {name: len(existing[name].partitions) for name in wanted if name in existing}
     missing = [
         NewTopic(name, num_partitions=n, replication_factor=-1) for name, n in wanted.items() if name not in counts
@@ -220,7 +238,7 @@ def ensure_topics(conf: Mapping[str, str], wanted: Mapping[str, int], timeout_s:
             future.result(timeout=timeout_s)
         except Exception as exc:  # noqa: BLE001 - a concurrent creator is fine; anything else is not
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise ApplyError(f"cannot create topic {name}: {exc}") from None
+                raise ApplyError(f"cannot create topic {name}: {kafka_error_text(exc)}") from None
         counts[name] = wanted[name]
     return counts
 
@@ -346,25 +364,26 @@ def cloud_headers(env: Mapping[str, str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--server", default=env.get("KSQLDB_ENDPOINT"), help="ksqlDB endpoint (or KSQLDB_ENDPOINT)")
     parser.add_argument("--mode", choices=MODES, default=env.get("KSQLDB_MODE", "cloud"), help="or KSQLDB_MODE")
     parser.add_argument(
-        "--bootstrap-servers", default=env.get("KAFKA_BOOTSTRAP_SERVERS"), help="for the topic step (or env)"
+        "--bootstrap-servers",
+        default=env.get("KAFKA_BOOTSTRAP_SERVERS"),
+        help="for the topic step (or KAFKA_BOOTSTRAP_SERVERS)",
     )
     parser.add_argument(
         "--entry",
         choices=ENTRIES,
         default=env.get("SETTLEMENT_ENTRY", "trigger"),
-        help="the entry path deployed: connector statements apply only for 'connector' (or SETTLEMENT_ENTRY; "
-        "default %(default)s)",
+        help="the entry path deployed: connector statements apply only for 'connector' (or SETTLEMENT_ENTRY)",
     )
     parser.add_argument(
         "--offset-reset",
         choices=("earliest", "latest"),
         default="earliest",
-        help="where a newly created query starts reading its sources (default %(default)s; see the message the "
-        "tool prints when a query must be re-created)",
+        help="where a newly created query starts reading its sources (see the message the tool prints when a "
+        "query must be re-created)",
     )
     parser.add_argument(
         "--replace",
@@ -376,8 +395,17 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     parser.add_argument("--skip-topics", action="store_true", help="do not create or read topics first")
     parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="non-secret variable")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved statements, secrets masked")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long the topic step waits for the Kafka cluster, and each ksqlDB request for its answer",
+    )
     parser.add_argument("files", nargs="*", type=Path, help="statement files (default: ksql/*.sql in order)")
     args = parser.parse_args(argv)
+    if args.timeout <= 0:
+        parser.error("--timeout must be a positive number of seconds")
     try:
         cli = dict(v.split("=", 1) for v in args.var)
     except ValueError:
@@ -386,6 +414,15 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     try:
         statements = entry_statements(load_statements(files), args.entry)
         names = variables(statements)
+        # What the command line lacks first, then what the environment lacks: a user with neither a server nor
+        # the Cloud keys learns first about the one they must type.
+        if not args.dry_run:
+            if not args.server:
+                raise ApplyError("no ksqlDB server: pass --server or set KSQLDB_ENDPOINT")
+            if not args.skip_topics and not args.bootstrap_servers:
+                raise ApplyError(
+                    "no Kafka bootstrap servers for the topic step: pass --bootstrap-servers or --skip-topics"
+                )
         connector_headers: dict[str, str] = {}
         if args.mode == "cloud" and any(CONNECTOR.match(s.text) for s in statements):
             connector_headers = cloud_headers(env)
@@ -400,16 +437,10 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             for s in statements:
                 print(f"-- {s.label}\n{substitute(s.text, values, masked=True)}\n")
             return 0
-        if not args.server:
-            raise ApplyError("no ksqlDB server: pass --server or set KSQLDB_ENDPOINT")
         if not args.skip_topics:
-            if not args.bootstrap_servers:
-                raise ApplyError(
-                    "no Kafka bootstrap servers for the topic step: pass --bootstrap-servers or --skip-topics"
-                )
             wanted_values = resolve_values({v for _, v in TOPICS}, cli, env)
             wanted = {topic: int(wanted_values[variable]) for topic, variable in TOPICS}
-            counts = ensure_topics(kafka_conf(args.bootstrap_servers, env), wanted)
+            counts = ensure_topics(kafka_conf(args.bootstrap_servers, env), wanted, args.timeout)
             actual = topic_values(counts)
             for topic, variable in TOPICS:
                 note = "" if actual[variable] == wanted_values[variable] else f" (exists; {variable} follows it)"
@@ -420,6 +451,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             args.server,
             env.get("KSQLDB_API_KEY"),
             env.get("KSQLDB_API_SECRET"),
+            timeout_s=args.timeout,
             connector_headers=connector_headers,
             offset_reset=args.offset_reset,
         )

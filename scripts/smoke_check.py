@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from scripts.cli_support import HelpFormatter
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 
@@ -236,15 +237,25 @@ def run(
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bootstrap-servers", default=env.get("KAFKA_BOOTSTRAP_SERVERS"))
-    parser.add_argument("--schema-registry-url", default=env.get("SCHEMA_REGISTRY_URL"))
-    parser.add_argument("--via", choices=("user_trades", "stocktrade"), default="user_trades")
-    parser.add_argument("--count", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--bootstrap-servers", default=env.get("KAFKA_BOOTSTRAP_SERVERS"), help="or KAFKA_BOOTSTRAP_SERVERS"
+    )
+    parser.add_argument("--schema-registry-url", default=env.get("SCHEMA_REGISTRY_URL"), help="or SCHEMA_REGISTRY_URL")
+    parser.add_argument(
+        "--via", choices=("user_trades", "stocktrade"), default="user_trades", help="where the trades enter"
+    )
+    parser.add_argument("--count", type=int, default=5, help="trades to write, 1..1000")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every settlement")
-    parser.add_argument("--source-topic", default=env.get("USER_TRADES_TOPIC", "user_trades"))
-    parser.add_argument("--settlements-topic", default=env.get("SETTLEMENTS_TOPIC", "trade-settlements"))
-    parser.add_argument("--dead-letter-topic", default=env.get("DEAD_LETTER_TOPIC", "user_trades-dlq"))
+    parser.add_argument(
+        "--source-topic", default=env.get("USER_TRADES_TOPIC", "user_trades"), help="or USER_TRADES_TOPIC"
+    )
+    parser.add_argument(
+        "--settlements-topic", default=env.get("SETTLEMENTS_TOPIC", "trade-settlements"), help="or SETTLEMENTS_TOPIC"
+    )
+    parser.add_argument(
+        "--dead-letter-topic", default=env.get("DEAD_LETTER_TOPIC", "user_trades-dlq"), help="or DEAD_LETTER_TOPIC"
+    )
     args = parser.parse_args(argv)
     if not args.bootstrap_servers or (args.via == "user_trades" and not args.schema_registry_url):
         parser.error("--bootstrap-servers (and for --via user_trades --schema-registry-url) are required")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.ksql_apply import main
+from scripts.ksql_apply import MASK, main, redact
 
 SECRET = "fk-Xy7Qp2Lm9Rt4Vb6N"
 ENV = {
@@ -226,6 +226,45 @@ def test_stops_at_the_first_error_with_the_servers_message_masked(server, capsys
     assert "[03-sink-connector.sql #1] CREATE SINK CONNECTOR" in out
     assert "FAILED: HTTP 400: Invalid config value ****" in out
     assert SECRET not in out
+
+
+def test_a_missing_server_is_reported_before_missing_cloud_keys(capsys) -> None:
+    assert main(["--entry", "connector", *NO_TOPICS], env={}) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "ksql_apply: no ksqlDB server: pass --server or set KSQLDB_ENDPOINT"
+
+
+def test_a_missing_bootstrap_is_reported_before_missing_cloud_keys(capsys) -> None:
+    assert main(["--entry", "connector", "--server", "http://127.0.0.1:9"], env={}) == 2
+    assert "pass --bootstrap-servers or --skip-topics" in capsys.readouterr().err
+
+
+def test_redact_masks_a_whole_secret_and_leaves_the_message_readable() -> None:
+    message = f"HTTP 400: Invalid config value {SECRET}-kafka for kafka.api.secret ({SECRET})"
+    values = {"FUNCTION_KEY": SECRET, "KAFKA_API_SECRET": SECRET + "-kafka", "FUNCTION_URL": SECRET + "x"}
+    # longest first, so the longer value is not left as "****-kafka"; a non-secret name is never masked
+    assert redact(message, values) == f"HTTP 400: Invalid config value {MASK} for kafka.api.secret ({MASK})"
+    assert redact(f"url=https://u:{SECRET}@host/", {"KSQLDB_API_SECRET": SECRET}) == f"url=https://u:{MASK}@host/"
+
+
+def test_redact_does_not_mangle_the_message_with_short_or_embedded_values() -> None:
+    message = "authentication failed (HTTP 401: Unauthorized); check KSQLDB_API_KEY and KSQLDB_API_SECRET"
+    # a one-letter secret, a secret that is a word of the message, one that is part of a longer word
+    for value in ("a", "check", "KSQLDB", "authentic", "API_SECRET"):
+        assert redact(message, {"KSQLDB_API_SECRET": value}) == message, value
+    # a long secret that is a whole word of the message is masked there too: it cannot be told apart
+    assert "(HTTP 401: ****)" in redact(message, {"KSQLDB_API_SECRET": "Unauthorized"})
+    assert redact("a real one: sk-12345678.", {"X_TOKEN": "sk-12345678"}) == f"a real one: {MASK}."
+
+
+def test_help_shows_each_default(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"], env={})
+    assert done.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--timeout SECONDS how long the topic step waits" in out and "(default: 20.0)" in out
+    assert "(default: cloud)" in out and "(default: trigger)" in out and "(default: earliest)" in out
+    assert "(default: None)" not in out and "(default: False)" not in out
 
 
 def test_auth_error_says_which_settings_to_check(server, capsys) -> None:
