@@ -10,13 +10,16 @@ import typing
 
 import azure.functions as func
 
-from settlement.config import load_trigger_settings
+from settlement.config import check_invariants, load_trigger_settings
+from settlement.limits import RETRY_MAXIMUM_S, RETRY_MINIMUM_S, interval
 from settlement.service import warm_start
 from settlement.triggers import settle_http_request, settle_kafka_events
 
 app = func.FunctionApp()
 # Read while the host indexes the app; a bad value raises ConfigError naming the setting.
 trigger = load_trigger_settings(os.environ)
+# Retries, the batch deadline and the commit interval against host.json's bounds (settlement/limits.py).
+check_invariants(os.environ, trigger)
 # Clients and schemas resolved in the background while the host joins the consumer group.
 warming = warm_start(os.environ.get("USER_TRADES_TOPIC")) if trigger.warm_start else None
 
@@ -38,8 +41,8 @@ warming = warm_start(os.environ.get("USER_TRADES_TOPIC")) if trigger.warm_start 
 @app.retry(
     strategy="exponential_backoff",
     max_retry_count=str(trigger.max_retries),
-    minimum_interval="00:00:05",
-    maximum_interval="00:01:00",
+    minimum_interval=interval(RETRY_MINIMUM_S),
+    maximum_interval=interval(RETRY_MAXIMUM_S),
 )
 def settle_user_trades(events: typing.List[func.KafkaEvent]) -> None:  # noqa: UP006 - the worker needs typing.List
     settle_kafka_events(events)

@@ -87,7 +87,7 @@ SETTINGS = _declare(
     # and below the 100 MB a Functions HTTP request may carry.
     Setting("SETTLEMENT_HTTP_MAX_BODY_BYTES", "integer", 32 * MiB, 1024, 100 * MiB),
     Setting("SETTLEMENT_HTTP_MAX_RECORDS", "integer", 10_000, 1, 1_000_000),
-    Setting("SETTLEMENT_MAX_RETRIES", "integer", 4, -1, 100, read_at="indexing"),
+    Setting("SETTLEMENT_MAX_RETRIES", "integer", 4, 0, 100, read_at="indexing"),
     Setting("SETTLEMENT_WARM_START", "flag", True, read_at="indexing"),
     Setting("KEY_VAULT_URL", "url", None),
 )
@@ -356,6 +356,20 @@ def load_trigger_settings(env: Mapping[str, str]) -> TriggerSettings:
         lag_threshold=r.get("KAFKA_LAG_THRESHOLD"),
         max_retries=r.get("SETTLEMENT_MAX_RETRIES"),
         warm_start=r.get("SETTLEMENT_WARM_START"),
+    )
+
+
+def check_invariants(env: Mapping[str, str], trigger: TriggerSettings, host: Any = None) -> None:
+    """At indexing: the settings that feed the documented bounds (retries, the batch deadline, the commit
+    interval) checked against host.json (`settlement.limits`); a `ConfigError` names the one to change."""
+    from settlement import limits
+
+    r = _Reader(env, None)
+    limits.check(
+        trigger.max_retries,
+        r.get("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS"),
+        r.get("SETTLEMENT_COMMIT_INTERVAL_MS") / 1000,
+        host or limits.HostLimits.from_host_json(),
     )
 
 

@@ -90,6 +90,9 @@ def test_an_invalid_retry_policy_is_refused() -> None:
         ("SETTLEMENT_WARM_START", "sometimes"),
         ("KAFKA_TRIGGER_PROTOCOL", "tls"),
         ("KAFKA_TRIGGER_AUTH_MODE", "kerberos-ish"),
+        # well-formed, but past a documented bound (settlement/limits.py): start-up refuses them too
+        ("SETTLEMENT_MAX_RETRIES", "7"),
+        ("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", "400"),
     ],
 )
 def test_a_bad_indexing_time_setting_names_itself(setting: str, value: str) -> None:
