@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 # How long a tool waits for a broker before saying it cannot reach it: long enough for a cloud cluster's first
@@ -95,3 +95,20 @@ def kafka_error_text(error: object) -> str:
     inner = error.args[0] if isinstance(error, Exception) and error.args else error
     text = getattr(inner, "str", None)
     return str(text()) if callable(text) else str(inner)
+
+
+def kafka_conf(bootstrap: str, env: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka settings for the tools that work on Confluent Cloud from a laptop (the topic step, the
+    smoke check): SASL_SSL PLAIN when the environment holds a Kafka API key (`KAFKA_API_KEY` /
+    `KAFKA_API_SECRET`), plaintext otherwise (the local stack)."""
+    conf = {"bootstrap.servers": bootstrap}
+    if env.get("KAFKA_API_KEY") and env.get("KAFKA_API_SECRET"):
+        conf.update(
+            {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanisms": "PLAIN",
+                "sasl.username": env["KAFKA_API_KEY"],
+                "sasl.password": env["KAFKA_API_SECRET"],
+            }
+        )
+    return conf

@@ -41,7 +41,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts import ksql_changes
-from scripts.cli_support import DEFAULT_TIMEOUT_S, ClientLog, HelpFormatter, kafka_error_text, unreachable
+from scripts.cli_support import DEFAULT_TIMEOUT_S, ClientLog, HelpFormatter, kafka_conf, kafka_error_text, unreachable
 
 ROOT = Path(__file__).resolve().parent.parent
 KSQL_DIR = ROOT / "ksql"
@@ -197,21 +197,6 @@ def entry_statements(statements: Sequence[Statement], entry: str) -> list[Statem
         if s not in kept:
             print(f"[{s.label}] skipped: a connector statement, and --entry is {entry}")
     return kept
-
-
-def kafka_conf(bootstrap: str, env: Mapping[str, str]) -> dict[str, str]:
-    """librdkafka settings for the topic step; SASL_SSL PLAIN when the environment holds a Kafka API key."""
-    conf = {"bootstrap.servers": bootstrap}
-    if env.get("KAFKA_API_KEY") and env.get("KAFKA_API_SECRET"):
-        conf.update(
-            {
-                "security.protocol": "SASL_SSL",
-                "sasl.mechanisms": "PLAIN",
-                "sasl.username": env["KAFKA_API_KEY"],
-                "sasl.password": env["KAFKA_API_SECRET"],
-            }
-        )
-    return conf
 
 
 def ensure_topics(

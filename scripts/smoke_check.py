@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from scripts.cli_support import HelpFormatter
+from scripts.cli_support import HelpFormatter, kafka_conf
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 
@@ -54,21 +54,6 @@ class Outcome:
     @property
     def missing(self) -> int:
         return self.expected - len(self.settled) - self.dead_letters
-
-
-def kafka_conf(bootstrap: str, env: Mapping[str, str]) -> dict[str, str]:
-    """librdkafka settings; SASL_SSL PLAIN when the environment holds an API key (Confluent Cloud)."""
-    conf = {"bootstrap.servers": bootstrap}
-    if env.get("KAFKA_API_KEY") and env.get("KAFKA_API_SECRET"):
-        conf.update(
-            {
-                "security.protocol": "SASL_SSL",
-                "sasl.mechanisms": "PLAIN",
-                "sasl.username": env["KAFKA_API_KEY"],
-                "sasl.password": env["KAFKA_API_SECRET"],
-            }
-        )
-    return conf
 
 
 def registry_conf(url: str, env: Mapping[str, str]) -> dict[str, str]:
