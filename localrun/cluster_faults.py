@@ -32,6 +32,10 @@ BATCH = 50  # the rows' maxBatchSize: "a batch more written" is the recovery mar
 RECORDS = 900
 PARTITIONS = 3
 REQUEST_TIMEOUT_S = 15  # SETTLEMENT_DELIVERY_TIMEOUT_SECONDS 15 in the rows: the producer's request timeout too
+SOURCE_LEADER_KILLED = "the leader of a user_trades partition killed (SIGKILL) mid-batch"
+LEADER_BLACKHOLED_PAST_TIMEOUT = (
+    f"settlement partition 0's leader blackholed 25 s (request timeout {REQUEST_TIMEOUT_S} s)"
+)
 
 
 class Progress:
@@ -157,7 +161,7 @@ def scenarios(state: ClusterState) -> dict[str, dict[str, Any]]:
     """The rows, by name: each names its fault and the function's pace (a slow batch keeps one in flight)."""
     slow = "slow:0.2,slow-after:0.2"
     return {
-        "the leader of a user_trades partition killed (SIGKILL) mid-batch": {
+        SOURCE_LEADER_KILLED: {
             "fault": kill_source_leader(state),
             "function_fault": slow,
         },
@@ -187,7 +191,7 @@ def scenarios(state: ClusterState) -> dict[str, dict[str, Any]]:
             "fault": network_fault(state, "timeout", {"timeout": 0}, 10, target="leader"),
             "function_fault": slow,
         },
-        f"settlement partition 0's leader blackholed 25 s (request timeout {REQUEST_TIMEOUT_S} s)": {
+        LEADER_BLACKHOLED_PAST_TIMEOUT: {
             "fault": network_fault(state, "timeout", {"timeout": 0}, 25, target="leader"),
             "function_fault": slow,
             "timeout_s": 180.0,
