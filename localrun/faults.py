@@ -11,6 +11,7 @@ table in the README.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import threading
@@ -28,6 +29,8 @@ from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
 from localrun.kafka import create_topics, high_watermarks, read_to_end, settlement_of
 from settlement.config import EXACTLY_ONCE, GUARANTEES
+
+log = logging.getLogger("localrun.faults")
 
 POISON_VALUES = (b"", b"{not protobuf}", b"\x00\x00", b"\x00\x7f\xff\xff\xf0\x00\x08\x01", b"\x00" * 9000)
 
@@ -70,6 +73,7 @@ class Run:
     group: str = ""
     recovery_s: float | None = None  # set by a cluster fault: see localrun/cluster_faults.py
     isr_s: float | None = None
+    not_drained: str = ""  # why the run did not drain in time, when it did not
 
     def outputs(self) -> int:
         return high_watermarks(self.bootstrap, self.settlements) + high_watermarks(self.bootstrap, self.dead_letter)
@@ -190,6 +194,7 @@ def run_scenario(
     settlement_partitions: int = 1,
     control_bootstrap: str | None = None,
     control_registry_url: str | None = None,
+    retry_scale: float = 0.01,
 ) -> Outcome:
     """Stream `records` trades (plus poison records if asked) through the function while `fault` runs.
 
@@ -244,7 +249,7 @@ def run_scenario(
         options,
         partitions,
         consumer_conf=consumer_conf,
-        retry_scale=0.01,
+        retry_scale=retry_scale,
         app="function_app:app",
         settings=settings,
         fault=function_fault,
@@ -261,6 +266,13 @@ def run_scenario(
             autoscale=False,
             tick_s=0.2,
         )
+        if not finished:
+            # Why the run did not drain: the trigger group's lag, the ledger's, and whether the fault still runs.
+            alive = fault_thread is not None and fault_thread.is_alive()
+            lags = (host.lag(), host.lag(settled=True) if guarantee == EXACTLY_ONCE else None)
+            log.warning("%s: not drained at %.0f s: group lag %s, ledger lag %s, fault running %s",
+                        name, timeout_s, *lags, alive)  # fmt: skip
+            run.not_drained = f"lag {lags[0]}, ledger lag {lags[1]}, fault running {alive}"
     finally:
         host.stop()
         if fault_thread:
