@@ -193,8 +193,8 @@ def scenarios(state: ClusterState) -> dict[str, dict[str, Any]]:
             "fault": network_fault(state, "latency", {"latency": 200, "jitter": 100}, 10),
             "function_fault": slow,
         },
-        "bandwidth capped at 16 KB/s on every broker link, 10 s": {
-            "fault": network_fault(state, "bandwidth", {"rate": 16}, 10),
+        "bandwidth capped at 4 KB/s on every broker link, 10 s": {
+            "fault": network_fault(state, "bandwidth", {"rate": 4}, 10),
             "function_fault": slow,
         },
         "connections reset (reset_peer after 500 ms) on every broker link, 6 s": {

@@ -11,10 +11,10 @@ tests runs (it is not the `stack` fixture's one-broker stack).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from devstack import cluster
@@ -49,10 +49,8 @@ def test_clients_reach_the_brokers_only_through_the_proxy(three_brokers: Cluster
     # With every broker link blackholed, a client bootstrapped on the proxied addresses gets nothing.
     names = [cluster.proxy_name(n.node_id) for n in state.nodes]
     with state.proxy().toxics(names, "timeout", {"timeout": 0}):
-        started = time.monotonic()
-        with pytest.raises(Exception, match=r"[Tt]imed out|Transport"):
+        with pytest.raises(KafkaException, match=r"[Tt]imed out|[Tt]ransport"):
             AdminClient({"bootstrap.servers": state.bootstrap_servers}).list_topics(timeout=3)
-        assert time.monotonic() - started >= 2.5
         # ... while the unproxied listeners still answer (the harness counts through them).
         AdminClient({"bootstrap.servers": state.direct_bootstrap}).list_topics(timeout=10)
 
