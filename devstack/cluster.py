@@ -28,7 +28,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,6 @@ class ClusterState:
     kafka_lib: str
     registry_jar: str
     tools_jar: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bootstrap_servers(self) -> str:
