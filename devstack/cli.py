@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from devstack import local_settings, stack
+from devstack import cluster, local_settings, stack
 from devstack.errors import StackError
 from devstack.fetch import fetch
 from scripts.cli_support import HelpFormatter
@@ -24,6 +24,13 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("command", choices=["up", "down", "status", "fetch", "restart-broker", "local-settings"])
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="1: one combined node, replication 1; 3: a KRaft cluster of three behind toxiproxy",
+    )
     group = parser.add_argument_group("local-settings")
     group.add_argument("--output", type=Path, default=local_settings.OUTPUT, help="the file to write")
     group.add_argument("--force", action="store_true", help="replace an existing file (its values are not kept)")
@@ -39,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "local-settings":
             return _local_settings(args.output, args.force, args.partitions)
+        if args.brokers == 3:
+            return _run_cluster(args.command)
         return _run(args.command)
     except StackError as exc:
         print(f"devstack: {exc}", file=sys.stderr)
@@ -95,3 +104,46 @@ def _print(state: stack.StackState) -> None:
     print(f"KAFKA_BOOTSTRAP_SERVERS={state.bootstrap_servers}")
     print(f"SCHEMA_REGISTRY_URL={state.registry_url}")
     print(f"logs: {stack.home() / 'logs'}")
+
+
+def _run_cluster(command: str) -> int:
+    """The same commands for the three-node cluster (its state in .stack/cluster/)."""
+    if command == "up":
+        started = time.monotonic()
+        state, created = cluster.up()
+        print(f"cluster {'started' if created else 'already running'} in {time.monotonic() - started:.1f}s")
+        _print_cluster(state)
+        return 0
+    if command == "down":
+        print("cluster stopped" if cluster.down() else "cluster was not running")
+        return 0
+    if command == "fetch":
+        fetch()
+        cluster.fetch_tools()
+        cluster.toxiproxy.ensure_built()
+        print("kafka, kafka-tools, apicurio and toxiproxy ready")
+        return 0
+    recorded = cluster.load_state()
+    if recorded is None:
+        print("cluster is not running")
+        return 1
+    if command == "restart-broker":
+        raise StackError("restart-broker is for the one-broker stack; the fault rows restart cluster nodes")
+    running = cluster.is_running(recorded)
+    print("cluster is running" if running else "cluster is recorded but not answering (run `down` then `up`)")
+    _print_cluster(recorded)
+    if running:
+        print(f"active controller: node {cluster.active_controller(recorded)}")
+        short = cluster.under_replicated(recorded)
+        print(f"under-replicated partitions: {len(short)}")
+        memory = cluster.memory_mib(recorded)
+        print("resident memory (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
+        print(f"total {sum(memory.values()):.0f} MiB")
+    return 0 if running else 1
+
+
+def _print_cluster(state: cluster.ClusterState) -> None:
+    print(f"KAFKA_BOOTSTRAP_SERVERS={state.bootstrap_servers}")
+    print(f"SCHEMA_REGISTRY_URL={state.registry_url}")
+    print(f"direct (unproxied) bootstrap: {state.direct_bootstrap}, registry {state.direct_registry_url}")
+    print(f"toxiproxy API: http://{cluster.HOST}:{state.toxiproxy_port}")

@@ -11,6 +11,7 @@ table in the README.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import threading
@@ -28,6 +29,8 @@ from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
 from localrun.kafka import create_topics, high_watermarks, read_to_end, settlement_of
 from settlement.config import EXACTLY_ONCE, GUARANTEES
+
+log = logging.getLogger("localrun.faults")
 
 POISON_VALUES = (b"", b"{not protobuf}", b"\x00\x00", b"\x00\x7f\xff\xff\xf0\x00\x08\x01", b"\x00" * 9000)
 
@@ -47,6 +50,8 @@ class Outcome:
     skipped_records: int
     store_failures: int
     finished: bool  # every input settled or dead-lettered before the time limit (False: a partition stalled)
+    recovery_s: float | None = None  # cluster rows: from the fault until a batch more was written
+    isr_s: float | None = None  # cluster rows that kill a node: from its restart until every ISR was full again
 
     @property
     def invariant_holds(self) -> bool:
@@ -64,6 +69,11 @@ class Run:
     settlements: str
     dead_letter: str
     inputs: int
+    source: str = ""
+    group: str = ""
+    recovery_s: float | None = None  # set by a cluster fault: see localrun/cluster_faults.py
+    isr_s: float | None = None
+    not_drained: str = ""  # why the run did not drain in time, when it did not
 
     def outputs(self) -> int:
         return high_watermarks(self.bootstrap, self.settlements) + high_watermarks(self.bootstrap, self.dead_letter)
@@ -180,15 +190,26 @@ def run_scenario(
     max_poll_interval_ms: int | None = None,
     consumer_conf: dict[str, Any] | None = None,
     timeout_s: float = 120.0,
+    replication: int = 1,
+    settlement_partitions: int = 1,
+    control_bootstrap: str | None = None,
+    control_registry_url: str | None = None,
+    retry_scale: float = 0.01,
 ) -> Outcome:
-    """Stream `records` trades (plus poison records if asked) through the function while `fault` runs."""
+    """Stream `records` trades (plus poison records if asked) through the function while `fault` runs.
+
+    On the 3-node cluster the function gets the proxied `bootstrap` and `registry_url`, while the harness
+    (topics, the generator, progress, the final count) uses the unproxied `control_*` addresses: a network
+    fault is then the function's alone, and the count never depends on the fault being over."""
     import function_app
 
+    control = control_bootstrap or bootstrap
     run_id = uuid.uuid4().hex[:8]
     source, settlements, dlq = f"faults-in-{run_id}", f"faults-out-{run_id}", f"faults-dlq-{run_id}"
+    isr = {"min.insync.replicas": "2"} if replication >= 3 else {}
     # Confluent Cloud topics take records of 2 MB and more; ours too, so oversize records can arrive.
-    create_topics(bootstrap, {source: partitions}, {"max.message.bytes": "4000000"})
-    create_topics(bootstrap, {settlements: 1, dlq: 1})
+    create_topics(control, {source: partitions}, {"max.message.bytes": "4000000", **isr}, replication)
+    create_topics(control, {settlements: settlement_partitions, dlq: 1}, isr, replication)
     settings = run_settings(
         bootstrap,
         registry_url,
@@ -203,16 +224,16 @@ def run_scenario(
     saved_environ = dict(os.environ)
     os.environ.update(settings)  # the function imported here reads them, as on Azure; restored at the end
 
-    inputs = produce_trades(bootstrap, registry_url, source, records, GeneratorConfig(seed=11))
+    inputs = produce_trades(control, control_registry_url or registry_url, source, records, GeneratorConfig(seed=11))
     if poison:
-        raw = Producer({"bootstrap.servers": bootstrap})
+        raw = Producer({"bootstrap.servers": control})
         for i, value in enumerate(POISON_VALUES * 3):
             raw.produce(source, key=f"User_{i}", value=value, partition=i % partitions)
         raw.flush(30)
         inputs += len(POISON_VALUES) * 3
     if oversize:
         # A 1.5 MB value and a 1 MB key: too large to write whole as a settlement or dead letter.
-        big = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 4_000_000})
+        big = Producer({"bootstrap.servers": control, "message.max.bytes": 4_000_000})
         framed = b"\x00\x00\x00\x00\x01\x00"
         for i in range(partitions):
             big.produce(source, key=f"User_{i}", value=framed + b"\x01" * 1_500_000, partition=i)
@@ -228,12 +249,12 @@ def run_scenario(
         options,
         partitions,
         consumer_conf=consumer_conf,
-        retry_scale=0.01,
+        retry_scale=retry_scale,
         app="function_app:app",
         settings=settings,
         fault=function_fault,
     )
-    run = Run(host, bootstrap, settlements, dlq, inputs)
+    run = Run(host, control, settlements, dlq, inputs, source, f"faults-{run_id}")
     fault_thread = threading.Thread(target=fault, args=(run,), daemon=True) if fault else None
     host.start(1)
     if fault_thread:
@@ -245,6 +266,13 @@ def run_scenario(
             autoscale=False,
             tick_s=0.2,
         )
+        if not finished:
+            # Why the run did not drain: the trigger group's lag, the ledger's, and whether the fault still runs.
+            alive = fault_thread is not None and fault_thread.is_alive()
+            lags = (host.lag(), host.lag(settled=True) if guarantee == EXACTLY_ONCE else None)
+            log.warning("%s: not drained at %.0f s: group lag %s, ledger lag %s, fault running %s",
+                        name, timeout_s, *lags, alive)  # fmt: skip
+            run.not_drained = f"lag {lags[0]}, ledger lag {lags[1]}, fault running {alive}"
     finally:
         host.stop()
         if fault_thread:
@@ -274,12 +302,14 @@ def _count(name: str, guarantee: str, run: Run, settings: str, finished: bool) -
         stats.skipped_records,
         stats.store_failures,
         finished,
+        run.recovery_s,
+        run.isr_s,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localrun.faults", description=__doc__)
-    parser.add_argument("--records", type=int, default=600)
+    parser.add_argument("--records", type=int, default=None, help="trades per row (default 600; 900 on 3 brokers)")
     parser.add_argument("--only", help="run the scenarios whose name contains this text")
     parser.add_argument(
         "--guarantee",
@@ -287,7 +317,19 @@ def main(argv: list[str] | None = None) -> int:
         default="both",
         help="SETTLEMENT_DELIVERY_GUARANTEE (default both)",
     )
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="3: the cluster rows (failover, network faults) on `devstack up --brokers 3` (localrun/cluster_faults.py)",
+    )
     args = parser.parse_args(argv)
+    if args.brokers == 3:
+        from localrun import cluster_faults
+
+        return cluster_faults.main(args.only, args.guarantee, args.records or cluster_faults.RECORDS)
+    args.records = args.records or 600
     guarantees = GUARANTEES if args.guarantee == "both" else (args.guarantee,)
     missed = 0
     with stack.running() as state:

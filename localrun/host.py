@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("localrun.host")
+LAG_CONSUMER_RENEW_S = 15.0  # a lag readout failing this long gets new consumers (see LocalHost.lag)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -142,15 +143,14 @@ class LocalHost:
         self._events: Any = self._ctx.Queue() if app else queue.Queue()
         self._started_instances = 0
         self._started = time.monotonic()
-        self._lag_consumer = Consumer(
-            {"bootstrap.servers": binding.broker_list, "group.id": binding.consumer_group, "enable.auto.commit": False}
-        )
-        self._settled_consumer = Consumer(
-            {
-                "bootstrap.servers": binding.broker_list,
-                "group.id": settled_group(binding.consumer_group),
-                "enable.auto.commit": False,
-            }
+        self._lag_consumer, self._settled_consumer = self._lag_consumers()
+        self._lag_unknown_since: float | None = None
+
+    def _lag_consumers(self) -> tuple[Consumer, Consumer]:
+        base = {"bootstrap.servers": self.binding.broker_list, "enable.auto.commit": False}
+        return (
+            Consumer({**base, "group.id": self.binding.consumer_group}),
+            Consumer({**base, "group.id": settled_group(self.binding.consumer_group)}),
         )
 
     def drained(self, exactly_once: bool) -> bool:
@@ -227,7 +227,19 @@ class LocalHost:
                 total += partition_lag(low, high, tp.offset)
         except KafkaException as exc:
             log.info("lag unknown for now: %s", exc)
+            now = time.monotonic()
+            self._lag_unknown_since = self._lag_unknown_since or now
+            if now - self._lag_unknown_since > LAG_CONSUMER_RENEW_S:
+                # On the 3-node cluster a consumer whose partition leader was killed kept timing out in
+                # get_watermark_offsets long after the leader moved and the node came back (librdkafka's
+                # watermark query is known to stick after a leader loss, e.g. librdkafka #2535): new ones ask afresh.
+                log.warning("lag unknown for %.0f s (%s): new lag consumers", now - self._lag_unknown_since, exc)
+                self._lag_consumer.close()
+                self._settled_consumer.close()
+                self._lag_consumer, self._settled_consumer = self._lag_consumers()
+                self._lag_unknown_since = None
             return -1
+        self._lag_unknown_since = None
         return total
 
     def evaluate_scale(self) -> int:

@@ -13,12 +13,16 @@ from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 
 
 def create_topics(
-    bootstrap: str, partitions_by_topic: Mapping[str, int], config: Mapping[str, str] | None = None
+    bootstrap: str,
+    partitions_by_topic: Mapping[str, int],
+    config: Mapping[str, str] | None = None,
+    replication_factor: int = 1,
 ) -> None:
-    """Create topics (replication 1, the local broker is one node) and wait until they exist."""
+    """Create topics and wait until they exist: replication 1 on the one-node stack, 3 on the cluster
+    (where the caller also asks for min.insync.replicas 2, as on Confluent Cloud)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures resolve
     new = [
-        NewTopic(name, num_partitions=n, replication_factor=1, config=dict(config or {}))
+        NewTopic(name, num_partitions=n, replication_factor=replication_factor, config=dict(config or {}))
         for name, n in partitions_by_topic.items()
     ]
     for future in admin.create_topics(new).values():

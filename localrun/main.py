@@ -80,12 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="3: run on `devstack up --brokers 3` (replication 3, min ISR 2, clients through toxiproxy)",
+    )
     parser.add_argument("--chart", type=Path, help="where to write the run's chart (default: .runs/run-<id>.png)")
     parser.add_argument("--no-chart", action="store_true", help="write no chart")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     try:
+        if args.brokers == 3:
+            from devstack import cluster
+
+            with cluster.running(keep=args.keep_stack) as cluster_state:
+                return _run(args, cluster_state.bootstrap_servers, cluster_state.registry_url, replication=3)
         with stack.running(keep=args.keep_stack) as state:
             return _run(args, state.bootstrap_servers, state.registry_url)
     except StackError as exc:
@@ -93,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace, bootstrap: str, registry_url: str) -> int:
+def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replication: int = 1) -> int:
     run_id = uuid.uuid4().hex[:8]
     topics = RunTopics.for_run(run_id)
     create_topics(
-        bootstrap, {topics.source: args.partitions, topics.settlements: args.partitions, topics.dead_letter: 1}
+        bootstrap,
+        {topics.source: args.partitions, topics.settlements: args.partitions, topics.dead_letter: 1},
+        {"min.insync.replicas": "2"} if replication >= 3 else None,
+        replication,
     )
     settings = run_settings(
         bootstrap,

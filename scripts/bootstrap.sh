@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install requirements-dev.txt into it; re-installs only when a requirements file changed.
+# Given `--brokers 3` (scripts/run.sh passes its options on), also fetch what the 3-node cluster needs, once:
+# kafka-tools from Maven Central and toxiproxy built with the machine's Go into .cache/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +27,21 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements-stamp 2>/dev/null)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
   echo "$stamp" > .venv/.requirements-stamp
+fi
+
+brokers=1
+prev=""
+for arg in "$@"; do
+  case "$arg" in
+    --brokers=*) brokers="${arg#--brokers=}" ;;
+    *) [ "$prev" = "--brokers" ] && brokers="$arg" ;;
+  esac
+  prev="$arg"
+done
+if [ "$brokers" = "3" ]; then
+  if ! command -v go >/dev/null 2>&1; then
+    echo "bootstrap: go not found: the 3-broker stack builds toxiproxy with Go (Debian: apt-get install -y golang)" >&2
+    exit 2
+  fi
+  .venv/bin/python -m devstack fetch --brokers 3
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: set up from nothing, then run the whole pipeline locally on the embedded Kafka + registry
 # (generate trades, host the real function, print a summary and the no-loss check). Options: --help.
+# `--brokers 3` runs it on the 3-node cluster behind toxiproxy instead (bootstrap then builds toxiproxy, cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,7 @@ options:
   --max-instances N          cap instances (default: the partition count)
   --rate R                   generate at this many trades/s (default: as fast as possible)
   --guarantee G              exactly-once or at-least-once (default: exactly-once)
+  --brokers N                1, or 3: the 3-node cluster behind toxiproxy (replication 3, min ISR 2; default: 1)
   --timeout S                seconds the hosted run may take before it fails (default: 600)
   --keep-stack               leave the stack running afterwards
   --chart PATH               where to write the run's chart (default: .runs/run-<id>.png)
@@ -39,5 +41,5 @@ for arg in "$@"; do
   esac
 done
 
-scripts/bootstrap.sh
+scripts/bootstrap.sh "$@"
 exec .venv/bin/python -m localrun "$@"

@@ -78,6 +78,11 @@ class ExactlyOnce:
         ledger = self._ledger
         retry: list[PartitionLedger] = []
         sent: list[tuple[PartitionLedger, int | None, list[int], _Sent]] = []
+        # A partition that fails for good (DeliveryError) must not leave the others half done: a partition whose
+        # records were already handed to its producer is still awaited and its position advanced, or its open
+        # transaction would keep them while the retried batch wrote them again (the 3-broker blackhole row saw
+        # 5 duplicates this way). The first such failure is raised once every partition is accounted for.
+        failure: DeliveryError | None = None
         for part in parts:
             indexes = by_partition[(part.topic, part.partition)]
             try:
@@ -92,6 +97,8 @@ class ExactlyOnce:
             except Fenced as exc:
                 log.warning("%s; taking the partition again (attempt %d)", exc, attempt)
                 retry.append(part)
+            except DeliveryError as exc:
+                failure = failure or exc
         replan = False
         done: list[PartitionLedger] = []
         for part, position, admitted, handed in sent:
@@ -100,6 +107,9 @@ class ExactlyOnce:
             except Fenced as exc:
                 log.warning("%s; taking the partition again (attempt %d)", exc, attempt)
                 retry.append(part)
+                continue
+            except DeliveryError as exc:
+                failure = failure or exc
                 continue
             if refused:
                 self._shrink.update(refused)
@@ -115,6 +125,10 @@ class ExactlyOnce:
                 except Fenced as exc:
                     log.warning("%s at commit; taking the partition again (attempt %d)", exc, attempt)
                     retry.append(part)
+                except DeliveryError as exc:
+                    failure = failure or exc
+        if failure is not None:
+            raise failure
         return retry, replan
 
     def _gap_plan(self, part: PartitionLedger, gap: list[InputRecord], plan_records: Planner) -> Plan | None:
