@@ -70,7 +70,8 @@ def load_binding(app: Any, settings: Mapping[str, str]) -> TriggerBinding:
         if is_disabled(function.name, settings):
             raise FunctionDisabled(
                 f"{function.name} is disabled by the app setting {disabled_setting(function.name)}: the host starts "
-                "no Kafka listener for it (the connector entry path is in use; see README, Entry paths)"
+                "no Kafka listener for it (the connector entry path is in use; see docs/architecture.md, "
+                "One entry path at a time)"
             )
         return TriggerBinding(
             function_name=function.name,

@@ -5,7 +5,7 @@ every input record: settled, dead-lettered, lost (never written), duplicated (wr
 our host.json settings (`commitOnFailure: false`, `maxRetries: 2`, `maxPollIntervalMs` 30 min) and with the
 extension's defaults (`commitOnFailure: true`, `maxRetries: 5`, 5 min), the function's `@app.retry` policy
 in both, its back-off scaled down so minutes of retries take seconds. `python -m localrun.faults` prints the
-table in the README.
+tables in docs/testing.md ("Failure behaviour, measured").
 """
 
 from __future__ import annotations

@@ -681,8 +681,8 @@ query_app_id() { read_or '<app-id>' az functionapp show --name "$APP" --resource
 
 # ---- what to do next -------------------------------------------------------------------------------------
 
-# The Kafka ACLs (Confluent Cloud), one row per resource. The function's rows are the README's table ("Delivery
-# guarantees", Confluent Cloud ACLs; tests/deploy checks the two agree); the redrive tool's follow
+# The Kafka ACLs (Confluent Cloud), one row per resource. The function's rows are the table in docs/guarantees.md
+# ("Confluent Cloud ACLs"; tests/deploy checks the two agree); the redrive tool's follow
 # scripts/dlq_redrive.py (its default consumer groups dlq-redrive-<hash>, transactional ids <group>-<dlq>).
 acl_rows() {
   local g="$CONSUMER_GROUP"

@@ -71,7 +71,7 @@ STREAMS_PROPERTIES = {"ksql.streams.auto.offset.reset": "earliest", "processing.
 CONNECTOR = re.compile(r"^\s*(CREATE|DROP)\s+(SINK\s+|SOURCE\s+)?CONNECTOR\b", re.IGNORECASE)
 MODES = ("cloud", "self-managed")
 # Which function settles user_trades: the Kafka trigger reads the topic itself; the connector POSTs it to the
-# HTTP function. One at a time, or every trade is settled twice (README, Entry paths).
+# HTTP function. One at a time, or every trade is settled twice (docs/architecture.md, "One entry path at a time").
 ENTRIES = ("trigger", "connector")
 MASK = "****"
 # Shorter values are not masked in messages: no issued credential is this short, and masking every occurrence of

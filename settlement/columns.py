@@ -15,7 +15,7 @@ costs:
 
 Nothing else converts. A string read as a number, a DOUBLE or DECIMAL price (fractional, so not an int32
 without rounding), a wrapper or any message type: every record of that schema is dead-lettered with the
-column and its type. Changing such a column is a contract change: README, "Add a column, end to end".
+column and its type. Changing such a column is a contract change: docs/ksqldb.md, "Add a column, end to end".
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ SETTINGS = _declare(
     Setting("KAFKA_CONSUMER_GROUP", "text", None),
     Setting("KAFKA_LAG_THRESHOLD", "integer", 1000, 1, 10_000_000, read_at="indexing"),
     Setting("SETTLEMENT_DELIVERY_GUARANTEE", "choice", EXACTLY_ONCE, choices=GUARANTEES),
-    # How long a partition's transaction stays open across batches (README "Delivery guarantees"): what a
+    # How long a partition's transaction stays open across batches (docs/guarantees.md, "Exactly once"): what a
     # read_committed reader waits at most beyond at-least-once, against a few ms of commit per interval.
     Setting("SETTLEMENT_COMMIT_INTERVAL_MS", "integer", 300, 0, 60_000),
     Setting("SCHEMA_REGISTRY_URL", "url", REQUIRED),
@@ -81,7 +81,8 @@ SETTINGS = _declare(
     Setting("SETTLEMENT_SEC_SAMPLE_RATE", "number", DEFAULT_SEC_SAMPLE_RATE, 0.0, 1.0),
     Setting("SETTLEMENT_MAX_RECORD_BYTES", "integer", 65_536, 64, 8 * MiB),
     # A batch's deadline. With host.json's retries it bounds how long one batch can hold its partition
-    # without polling (README "Retries and the poll interval"); tests/unit/test_extension.py keeps that below.
+    # without polling (docs/operations.md, "Retries and the poll interval"); tests/unit/test_extension.py keeps
+    # that below.
     Setting("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", "number", 30.0, 1.0, 1800.0),
     # Sized well above the connector's batches (64 records of at most SETTLEMENT_MAX_RECORD_BYTES, base64)
     # and below the 100 MB a Functions HTTP request may carry.

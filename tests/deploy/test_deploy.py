@@ -578,9 +578,9 @@ def test_a_missing_schema_registry_url_is_refused_before_any_change(azure) -> No
     assert not (Path(azure.env["FAKE_AZ_STATE"])).exists()  # the stand-in was never called
 
 
-def _readme_acl_rows(group: str) -> set[tuple[str, str, str, str]]:
-    """(resource, name, pattern, operation) rows of README's Confluent Cloud ACL table, <group> filled in."""
-    text = (ROOT / "README.md").read_text()
+def _documented_acl_rows(group: str) -> set[tuple[str, str, str, str]]:
+    """(resource, name, pattern, operation) rows of the ACL table in docs/guarantees.md, <group> filled in."""
+    text = (ROOT / "docs" / "guarantees.md").read_text()
     table = text[text.index("**Confluent Cloud ACLs**") :].split("\n\n")[1]
     rows = set()
     for line in table.splitlines()[2:]:
@@ -594,7 +594,7 @@ def _readme_acl_rows(group: str) -> set[tuple[str, str, str, str]]:
     return rows
 
 
-def test_printed_acls_are_the_readme_table_plus_the_redrive_tool() -> None:
+def test_printed_acls_are_the_documented_table_plus_the_redrive_tool() -> None:
     out = subprocess.run(
         ["bash", str(ROOT / "scripts" / "deploy.sh"), "--print-acls", "--consumer-group", "settle-prod"],
         capture_output=True,
@@ -616,7 +616,7 @@ def test_printed_acls_are_the_readme_table_plus_the_redrive_tool() -> None:
         )
         for op in ops:
             printed.add((resource, name, pattern, op))
-    assert printed == _readme_acl_rows("settle-prod")
+    assert printed == _documented_acl_rows("settle-prod")
     assert (
         "--service-account <redrive-service-account> --operations read,describe --consumer-group dlq-redrive- --prefix"
         in out.stdout

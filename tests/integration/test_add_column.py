@@ -1,4 +1,4 @@
-"""README "Add a column, end to end", walked against the real registry and the function.
+"""docs/ksqldb.md "Add a column, end to end", walked against the real registry and the function.
 
 The statement is edited as a user edits it (a column appended to the USER_TRADES select list, or inserted in
 the middle); the schema ksqlDB would register for the edited list is derived from the statement itself and
@@ -81,7 +81,7 @@ def test_a_column_inserted_mid_list_settles_by_name_whatever_the_registry_says(p
         new_id = client.register_schema(subject, Schema(new_text, "PROTOBUF"))
         refused = None
     except (SchemaRegistryError, urllib.error.HTTPError) as exc:
-        # SYMBOL's number now holds another string and PRICE's a string: a registry may refuse it (README).
+        # SYMBOL's number now holds another string and PRICE's a string: a registry may refuse it (docs/ksqldb.md).
         refused = exc
         new_id = client.register_schema(f"{subject}-inserted", Schema(new_text, "PROTOBUF"))
     print(f"registry under BACKWARD: {'refused' if refused else 'accepted'} the mid-list insertion")

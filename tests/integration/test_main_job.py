@@ -1,7 +1,7 @@
-"""The README's main job (`scripts/run.sh` → `python -m localrun.main`) end to end, with a scale-out in the
-middle of the stream, under the default exactly-once guarantee: its check must pass (every input settled or
-dead-lettered exactly once as a read_committed reader sees it, matched by source identity, whatever the host
-redelivered at the rebalances) and its exit status must say so."""
+"""The main job (`scripts/run.sh` → `python -m localrun.main`; README "Run it", docs/testing.md) end to end, with
+a scale-out in the middle of the stream, under the default exactly-once guarantee: its check must pass (every
+input settled or dead-lettered exactly once as a read_committed reader sees it, matched by source identity,
+whatever the host redelivered at the rebalances) and its exit status must say so."""
 
 from __future__ import annotations
 
