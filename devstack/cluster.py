@@ -26,8 +26,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -468,15 +467,9 @@ def memory_mib(state: ClusterState) -> dict[str, float]:
     return out
 
 
-@contextmanager
-def running(keep: bool = False) -> Iterator[ClusterState]:
-    """The cluster for the length of a `with` block: started if needed, stopped after only if this started it."""
-    state, started = up()
-    try:
-        yield state
-    finally:
-        if started and not keep:
-            down()
+def running(keep: bool = False) -> AbstractContextManager[ClusterState]:
+    """The cluster for the length of a `with` block (see `stack.scoped`)."""
+    return stack.scoped(up, down, keep)
 
 
 def down() -> bool:

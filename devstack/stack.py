@@ -17,11 +17,11 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from devstack.errors import StackError
 from devstack.fetch import ROOT, Artifacts, fetch, require_tools
@@ -331,15 +331,24 @@ def stop_registry(state: StackState) -> None:
     _stop_pid(state.registry_pid)
 
 
+S = TypeVar("S")
+
+
 @contextmanager
-def running(keep: bool = False) -> Iterator[StackState]:
-    """The stack for the length of a `with` block: started if needed, stopped after only if this started it."""
-    state, started = up()
+def scoped(start: Callable[[], tuple[S, bool]], stop: Callable[[], object], keep: bool = False) -> Iterator[S]:
+    """A stack (this one, or the 3-node cluster) for the length of a `with` block: started if needed, stopped
+    after only if this block started it."""
+    state, started = start()
     try:
         yield state
     finally:
         if started and not keep:
-            down()
+            stop()
+
+
+def running(keep: bool = False) -> AbstractContextManager[StackState]:
+    """The stack for the length of a `with` block (see `scoped`)."""
+    return scoped(up, down, keep)
 
 
 def down() -> bool:

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from localrun.indexing import RetryPolicy
+from settlement.limits import JITTER  # the host randomizes each exponential delay by ±20 %
 
 ROOT = Path(__file__).resolve().parent.parent
-JITTER = 0.2  # the host randomizes each exponential delay by ±20 %
 
 
 @dataclass(frozen=True)

@@ -258,7 +258,7 @@ class _Reader:
         """The setting read as its declaration says: parsed, bounded, defaulted, or `ConfigError`."""
         s = SETTINGS[name]
         if s.kind == "json":
-            return self.json_secret(name) or s.default
+            return self.json_secret(name)  # a fresh {} when unset: never the declaration's shared default
         if s.secret:
             return self.secret(name)
         if s.kind == "integer":
