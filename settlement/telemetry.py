@@ -9,7 +9,8 @@ Per batch: one span `settle batch` linked to the W3C trace contexts found in the
 headers. Settlements carry their input's valid `traceparent` forward, with or without a tracer provider (with
 one, the batch span's when the input had none), and `settlement.batch.traceparent` names the batch span;
 dead letters keep the record's own headers, which hold its `traceparent`. Metrics: settlements by
-disposition, dead letters by reason, batch size, batch duration, registry lookups.
+disposition, dead letters by reason, batch size, batch duration, registry lookups, and the settlement lag
+the repair measures on every run (`settlement.lag.records`, `settlement.lag.seconds`, per source partition).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from typing import Any
 
 TRACEPARENT = "traceparent"
 BATCH_TRACEPARENT = "settlement.batch.traceparent"
+# Settlement lag, per source partition (attributes `topic`, `partition`): between the trigger group's committed
+# offset and the ledger's settled position (`<group>.settled`), in records and in seconds since the oldest such
+# record was written. Recorded by every repair run (settlement/repair.py); 0 when nothing waits.
+LAG_RECORDS = "settlement.lag.records"
+LAG_SECONDS = "settlement.lag.seconds"
 _MAX_LINKS = 128
 _lock = threading.Lock()
 _instruments: Any = None
@@ -44,6 +50,12 @@ class _Instruments:
         self.batch_size = meter.create_histogram("settlement.batch.size", "{record}", "records per batch")
         self.batch_duration = meter.create_histogram("settlement.batch.duration", "ms", "time to settle a batch")
         self.registry_lookups = meter.create_counter("settlement.registry.lookups", "{request}", "registry requests")
+        self.lag_records = meter.create_gauge(
+            LAG_RECORDS, "{record}", "records the trigger group committed past that are not settled yet"
+        )
+        self.lag_seconds = meter.create_gauge(
+            LAG_SECONDS, "s", "age of the oldest record the trigger group committed past that is not settled yet"
+        )
 
 
 def _configure_azure_monitor() -> None:
@@ -157,3 +169,12 @@ def count_registry_lookup(kind: str) -> None:
     inst = instruments()
     if inst is not None:
         inst.registry_lookups.add(1, {"kind": kind})
+
+
+def record_lag(topic: str, partition: int, records: int, seconds: float) -> None:
+    """One partition's settlement lag, as a repair run measured it."""
+    inst = instruments()
+    if inst is not None:
+        attributes = {"topic": topic, "partition": partition}
+        inst.lag_records.set(records, attributes)
+        inst.lag_seconds.set(seconds, attributes)
