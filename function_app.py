@@ -13,7 +13,7 @@ import azure.functions as func
 from settlement.config import check_invariants, load_trigger_settings
 from settlement.limits import RETRY_MAXIMUM_S, RETRY_MINIMUM_S, interval
 from settlement.service import warm_start
-from settlement.triggers import settle_http_request, settle_kafka_events
+from settlement.triggers import repair_on_timer, settle_http_request, settle_kafka_events
 
 app = func.FunctionApp()
 # Read while the host indexes the app; a bad value raises ConfigError naming the setting.
@@ -53,3 +53,11 @@ def settle_user_trades(events: typing.List[func.KafkaEvent]) -> None:  # noqa: U
 def settle_sink_batch(req: func.HttpRequest) -> func.HttpResponse:
     """Entry for Confluent's Azure Functions Sink Connector (see ksql/03-sink-connector.sql)."""
     return settle_http_request(req)
+
+
+@app.function_name("repair_settlements")
+@app.timer_trigger(arg_name="timer", schedule=trigger.repair_schedule, run_on_startup=False, use_monitor=False)
+def repair_settlements(timer: func.TimerRequest) -> None:
+    """Settle what a dead or stalled instance left behind the trigger's committed offset (settlement/repair.py):
+    on Flex Consumption nothing else runs once the trigger's lag is zero."""
+    repair_on_timer(timer)

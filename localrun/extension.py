@@ -15,6 +15,9 @@ Read from the extension's source and docs (Microsoft.Azure.WebJobs.Extensions.Ka
   capacity + 2 batches (one running, the channel, one waiting to enter it), and with a function faster than the
   retry interval the interval, not the function, sets the pace: about capacity + 1 batches per interval in the
   extension, about capacity in this model (measured: bench/bench.py channel).
+- From 4.3.1 the subscriber sleeps `SubscriberIdleBackoffMs` (default 50) after every window that did not end
+  in a full `maxBatchSize` batch, a partial one included: an idle consumer polls about once per
+  interval + 50 ms (`KafkaListener`'s consume loop, a fixed `Thread.Sleep`, no growth).
 - Offsets are *stored* after each batch (`StoreOffset`), and librdkafka auto-commits stored offsets every
   `autoCommitIntervalMs` (200 ms); nothing is committed synchronously.
 - While a batch is being retried the consumer stops polling once the channel is full (a batch or two later).
@@ -54,6 +57,8 @@ class KafkaHostOptions:
     max_poll_interval_ms: int = 300_000
     executor_channel_capacity: int = 1
     channel_full_retry_interval_ms: int = 50
+    # 4.3.1: a fixed sleep after every subscriber window that did not end in a full batch (0: none)
+    subscriber_idle_backoff_ms: int = 50
 
     def __post_init__(self) -> None:
         # The extension refuses these at start-up (KafkaOptions' setters), so the local host does too.
@@ -82,6 +87,7 @@ class KafkaHostOptions:
             channel_full_retry_interval_ms=int(
                 kafka.get("channelfullretryintervalinms", default.channel_full_retry_interval_ms)
             ),
+            subscriber_idle_backoff_ms=int(kafka.get("subscriberidlebackoffms", default.subscriber_idle_backoff_ms)),
         )
 
     def consumer_conf(self, bootstrap: str, group: str) -> dict[str, Any]:

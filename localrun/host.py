@@ -11,13 +11,18 @@ function:
   `maxRetries`), its offsets stored after it and auto-committed every `autoCommitIntervalMs`, a subscriber
   thread consuming meanwhile into the extension's executor channel until it is full (localrun/extension.py);
 - a scale controller evaluates lag every interval, target-based by default or incremental
-  (localrun/scaler.py), and starts or stops instance processes to match.
+  (localrun/scaler.py), and starts or stops instance processes to match: on Flex Consumption down to zero when
+  the trigger has no lag, on Premium never below one. An instance it removes is drained and then killed
+  (SIGKILL), as the host disposes of a Python worker (`InstanceLoop.run`);
+- the app's timer functions fire on their NCRONTAB schedules (localrun/timers.py): on Flex in a timer instance
+  process of their own, whatever the trigger's instance count; on Premium in one of the trigger's instances.
 
 An in-process function (tests, benchmarks) runs the same loop in threads instead.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import multiprocessing
@@ -26,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +39,9 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from localrun.binding import TriggerBinding, invoke, load_binding, resolve
 from localrun.extension import KafkaHostOptions
-from localrun.instance import InstanceSpec, process_main, thread_main
+from localrun.instance import InstanceSpec, process_main, thread_main, timer_process_main
 from localrun.scaler import ScaleController, partition_lag
+from localrun.timers import Schedule, TimerBinding, load_timers
 from settlement.ledger import settled_group
 
 __all__ = [
@@ -51,6 +58,9 @@ __all__ = [
 
 log = logging.getLogger("localrun.host")
 LAG_CONSUMER_RENEW_S = 15.0  # a lag readout failing this long gets new consumers (see LocalHost.lag)
+# How long the host waits for a draining instance before it kills the worker: the dispatcher's
+# ProcessShutdownTimeout and the script host's stop wait are 10 s each (azure-functions-host 4.1037).
+SCALE_IN_GRACE_S = 10.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,8 +81,25 @@ class HostStats:
     pids: set[int] = field(default_factory=set)
     batch_log: list[tuple[str, list[tuple[int, int]]]] = field(default_factory=list)
     ranges: list[tuple[int, int, int]] = field(default_factory=list)  # (partition, first, last) of every batch run
+    timer_runs: int = 0
+    timer_errors: list[str] = field(default_factory=list)
+    drained: int = 0  # instances scaled in (drained, then killed)
+    # (seconds since the host started, {partition: (records, seconds)}) per repair run: the lag it recorded
+    lag_samples: list[tuple[float, dict[int, tuple[int, float]]]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
 
     def add(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("kind", "batch")
+        if kind == "timer":
+            self.timer_runs += 1
+            if event["error"]:
+                self.timer_errors.append(event["error"])
+            if event.get("lag"):
+                self.lag_samples.append((time.monotonic() - self.started, dict(event["lag"])))
+            return
+        if kind == "drained":
+            self.drained += 1
+            return
         self.batches += 1
         self.records += event["records"]
         self.invocations += event["invocations"]
@@ -93,6 +120,8 @@ class _Running:
     name: str
     handle: Any  # a multiprocessing Process or a Thread
     stop: Any  # its stop event
+    drain: Any = None  # its drain event (scale-in)
+    timers: Any = None  # the queue of timer invocations it runs (Premium instances, the Flex timer instance)
 
     @property
     def pid(self) -> int | None:
@@ -117,6 +146,8 @@ class LocalHost:
         fault: str | None = None,
         trace: bool = False,
         scale_in_delay_s: float = 60.0,
+        plan: str = "premium",
+        timers: list[TimerBinding] | None = None,
     ) -> None:
         if binding.cardinality != "MANY" or binding.data_type != "BINARY":
             raise ValueError("the local host drives cardinality=MANY, dataType=binary triggers")
@@ -124,7 +155,10 @@ class LocalHost:
         self.options = options
         self.partitions = partitions
         self.evaluation_interval_s = evaluation_interval_s
-        self.controller = ScaleController(scaling, binding.lag_threshold, partitions, max_instances, scale_in_delay_s)
+        self.controller = ScaleController(
+            scaling, binding.lag_threshold, partitions, max_instances, scale_in_delay_s, plan=plan
+        )
+        self.plan = plan
         self.spec = InstanceSpec(
             name="",
             options=options,
@@ -145,6 +179,16 @@ class LocalHost:
         self._started = time.monotonic()
         self._lag_consumer, self._settled_consumer = self._lag_consumers()
         self._lag_unknown_since: float | None = None
+        if timers is None:
+            timers = self._app_timers(app, settings or {}) if app else []
+        self.schedules = [Schedule(t) for t in timers]
+        self._timer_in_flight: set[str] = set()
+        self.timer_instance: _Running | None = None  # Flex: the timer functions' own instance
+
+    @staticmethod
+    def _app_timers(app: str, settings: Mapping[str, str]) -> list[TimerBinding]:
+        module, _, attribute = app.partition(":")
+        return load_timers(getattr(importlib.import_module(module), attribute), settings)
 
     def _lag_consumers(self) -> tuple[Consumer, Consumer]:
         base = {"bootstrap.servers": self.binding.broker_list, "enable.auto.commit": False}
@@ -167,26 +211,42 @@ class LocalHost:
         self._started_instances += 1
         spec = replace(self.spec, name=f"instance-{self._started_instances}")
         stop: Any
+        drain: Any
+        timers: Any = None
         if self.spec.app:
-            stop = self._ctx.Event()
-            handle: Any = self._ctx.Process(target=process_main, args=(spec, self._events, stop), name=spec.name)
+            stop, drain = self._ctx.Event(), self._ctx.Event()
+            timers = self._ctx.Queue() if self.schedules and self.plan == "premium" else None
+            handle: Any = self._ctx.Process(
+                target=process_main, args=(spec, self._events, stop, drain, timers), name=spec.name
+            )
         else:
-            stop = threading.Event()
+            stop, drain = threading.Event(), threading.Event()
             handle = threading.Thread(
-                target=thread_main, args=(spec, self.binding, self._events, stop), name=spec.name, daemon=True
+                target=thread_main, args=(spec, self.binding, self._events, stop, drain), name=spec.name, daemon=True
             )
         handle.start()
-        self.instances.append(_Running(spec.name, handle, stop))
+        self.instances.append(_Running(spec.name, handle, stop, drain, timers))
         self.peak_instances = max(self.peak_instances, len(self.instances))
         return True
 
     def remove_instance(self) -> bool:
-        """Scale in: the newest instance leaves the group after its current invocation."""
-        if len(self.instances) <= 1:
+        """Scale in as the host does: the newest instance is drained (its listener stops, the batches it holds
+        run, its consumer unsubscribes), then its worker process is killed (SIGKILL) within the host's grace."""
+        if len(self.instances) <= self.controller.floor:
             return False
         running = self.instances.pop()
-        running.stop.set()
-        self._join([running], timeout_s=30)
+        running.drain.set()
+        deadline = time.monotonic() + SCALE_IN_GRACE_S
+        drained = self.stats.drained
+        while self.stats.drained == drained and running.handle.is_alive() and time.monotonic() < deadline:
+            self.poll_events()
+            time.sleep(0.05)
+        if self.spec.app and running.handle.is_alive():
+            running.handle.kill()
+            running.handle.join(timeout=10)
+        else:
+            running.stop.set()
+            self._join([running], timeout_s=30)
         return True
 
     def kill_instance(self, index: int = 0) -> int | None:
@@ -201,15 +261,52 @@ class LocalHost:
 
     def start(self, instances: int = 1) -> None:
         self._started = time.monotonic()
+        self.stats.started = self._started
         for _ in range(instances):
             self.add_instance()
+
+    # ---- timers -------------------------------------------------------------------------------------------
+
+    def fire_timers(self) -> None:
+        """Fire each timer that is due and not running (a timer never overlaps itself) on the instance the plan
+        runs it on; with none to run it (Premium, every instance gone) it waits and fires past due later."""
+        now = datetime.now(UTC)
+        for schedule in self.schedules:
+            name = schedule.timer.function_name
+            if name in self._timer_in_flight or not schedule.due(now):
+                continue
+            target = self._timer_target()
+            if target is None:
+                continue
+            target.put((name, schedule.fired(now)))
+            self._timer_in_flight.add(name)
+
+    def _timer_target(self) -> Any:
+        if not self.spec.app:
+            return None
+        if self.plan == "flex":
+            if self.timer_instance is None or not self.timer_instance.handle.is_alive():
+                stop, timers = self._ctx.Event(), self._ctx.Queue()
+                spec = replace(self.spec, name="timer-instance", fault=None)
+                handle = self._ctx.Process(
+                    target=timer_process_main, args=(spec, self._events, stop, timers), name=spec.name
+                )
+                handle.start()
+                self.timer_instance = _Running(spec.name, handle, stop, None, timers)
+                self._timer_in_flight.clear()
+            return self.timer_instance.timers
+        alive = [r for r in self.instances if r.timers is not None and r.handle.is_alive()]
+        return alive[0].timers if alive else None
 
     def poll_events(self) -> None:
         while True:
             try:
-                self.stats.add(self._events.get_nowait())
+                event = self._events.get_nowait()
             except queue.Empty:
                 return
+            if event.get("kind") == "timer":
+                self._timer_in_flight.discard(event["function"])
+            self.stats.add(event)
 
     # ---- scaling ------------------------------------------------------------------------------------------
 
@@ -269,6 +366,7 @@ class LocalHost:
             self.poll_events()
             if done():
                 return True
+            self.fire_timers()
             if autoscale and time.monotonic() >= next_eval:
                 self.evaluate_scale()
                 next_eval += self.evaluation_interval_s
@@ -279,9 +377,11 @@ class LocalHost:
         return done()
 
     def stop(self) -> None:
-        for running in self.instances:
+        """The harness's teardown (not a platform action): every instance closes gracefully."""
+        stopping = self.instances + ([self.timer_instance] if self.timer_instance else [])
+        for running in stopping:
             running.stop.set()
-        self._join(self.instances, timeout_s=30)
+        self._join(stopping, timeout_s=30)
         self._lag_consumer.close()
         self._settled_consumer.close()
 

@@ -21,6 +21,7 @@ import importlib
 import logging
 import math
 import os
+import queue
 import random
 import threading
 import time
@@ -117,8 +118,15 @@ class InstanceLoop:
             {**options.consumer_conf(binding.broker_list, binding.consumer_group), **spec.consumer_conf}
         )
 
-    def run(self) -> None:
-        """The executor: run each batch the subscriber hands over, in order, until the instance stops."""
+    def run(self, drain: StopFlag | None = None) -> bool:
+        """The executor: run each batch the subscriber hands over, in order, until the instance stops (a graceful
+        close, the harness's own teardown) or drains (the platform's scale-in). Returns whether it drained.
+
+        Draining is what the host does to an instance it removes (read from its source, docs/operations.md
+        "What scale-in does to an instance"): the listener stops consuming, the executor runs the batches already
+        in its channel, the consumer unsubscribes (the stored offsets auto-committed, the group left) and is
+        disposed without a close; then the host kills the worker process (the Python worker handles no terminate
+        message: `Process.Kill`, SIGKILL). Nothing of the function's own runs after its last invocation."""
         channel = _Channel(self.spec.options.executor_channel_capacity)
         failure: list[BaseException] = []
         subscriber = threading.Thread(
@@ -126,8 +134,15 @@ class InstanceLoop:
         )
         self.consumer.subscribe([self.binding.topic])
         subscriber.start()
+        drained = False
         try:
             while not self.stop.is_set():
+                if drain is not None and drain.is_set():
+                    self._stopping.set()
+                    while not self.stop.is_set() and (item := channel.get(timeout_s=0)) is not None:
+                        self._deliver(*item)
+                    drained = True
+                    break
                 item = channel.get(timeout_s=0.05)
                 if item is None:
                     if not subscriber.is_alive():
@@ -137,20 +152,30 @@ class InstanceLoop:
         finally:
             self._stopping.set()
             subscriber.join()
-            self.consumer.close()  # commits what was stored
+            if drained:
+                # librdkafka's auto-commit sends what was stored within its interval; unsubscribing revokes (with a
+                # commit of the stored offsets) and leaves the group. No close: the process is killed next.
+                time.sleep(self.spec.options.auto_commit_interval_ms / 1000 + 0.05)
+                self.consumer.unsubscribe()
+            else:
+                self.consumer.close()  # commits what was stored
         if failure:
             raise failure[0]
+        return drained
 
     def _subscribe(self, channel: _Channel, failure: list[BaseException]) -> None:
         """The extension's subscriber thread: consume up to maxBatchSize records within the subscriber interval,
         then put the batch in the channel, sleeping the retry interval while it is full (no polling then)."""
         options = self.spec.options
         retry_s = options.channel_full_retry_interval_ms / 1000
+        idle_s = options.subscriber_idle_backoff_ms / 1000
         try:
             while not self._stopping.is_set():
                 batch = self._consume_window(options.max_batch_size, options.subscriber_interval_s)
                 if batch:
                     channel.put_on_tick(batch, retry_s, self._stopping)
+                if idle_s and len(batch) < options.max_batch_size:
+                    self._stopping.wait(idle_s)  # 4.3.1's idle back-off, after any window short of a full batch
         except BaseException as exc:  # noqa: BLE001 - handed to the executor, which re-raises it
             failure.append(exc)
 
@@ -316,17 +341,81 @@ def _is_error(msg: Message) -> bool:
     return True
 
 
-def process_main(spec: InstanceSpec, events: Any, stop: Any) -> None:
-    """Entry of a spawned instance process: set the app settings, import the app, index it, run the loop."""
+def _import_app(spec: InstanceSpec) -> Any:
+    """Set the app settings and import the app, as a worker process does."""
     os.environ.update(spec.settings)
     logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s {spec.name} %(name)s: %(message)s")
     for name in filter(None, os.environ.get("LOCALRUN_DEBUG", "").split(",")):  # loggers to show at DEBUG
         logging.getLogger(name).setLevel(logging.DEBUG)
     assert spec.app is not None
     module, _, attribute = spec.app.partition(":")
-    app = getattr(importlib.import_module(module), attribute)
-    InstanceLoop(spec, load_binding(app, os.environ), events.put, stop).run()
+    return getattr(importlib.import_module(module), attribute)
 
 
-def thread_main(spec: InstanceSpec, binding: TriggerBinding, events: Any, stop: threading.Event) -> None:
-    InstanceLoop(spec, binding, events.put, stop).run()
+def process_main(spec: InstanceSpec, events: Any, stop: Any, drain: Any = None, timers: Any = None) -> None:
+    """Entry of a spawned instance process: set the app settings, import the app, index it, run the loop; with
+    `timers` (Premium: every instance runs every function), also run the timer invocations sent there. A drained
+    instance waits to be killed, as a worker the host disposes of does."""
+    app = _import_app(spec)
+    if timers is not None:
+        serving = threading.Thread(target=serve_timers, args=(spec, app, timers, events.put, stop), daemon=True)
+        serving.name = f"{spec.name}-timers"
+        serving.start()
+    if InstanceLoop(spec, load_binding(app, os.environ), events.put, stop).run(drain):
+        events.put({"kind": "drained", "instance": spec.name, "pid": os.getpid()})
+        while not stop.is_set():  # the host's Process.Kill comes next
+            time.sleep(0.2)
+
+
+def timer_process_main(spec: InstanceSpec, events: Any, stop: Any, timers: Any) -> None:
+    """Entry of a Flex Consumption timer instance: the app imported, only timer invocations run."""
+    app = _import_app(spec)
+    serve_timers(spec, app, timers, events.put, stop)
+
+
+def serve_timers(
+    spec: InstanceSpec, app: Any, commands: Any, emit: Callable[[dict[str, Any]], None], stop: Any
+) -> None:
+    """Run each timer invocation the host sends (`(function name, past due)`), one at a time, reporting each."""
+    from localrun.timers import invoke_timer, load_timers
+
+    bindings = {t.function_name: t for t in load_timers(app, os.environ)}
+    while not stop.is_set():
+        try:
+            name, past_due = commands.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        started = time.monotonic()
+        error = None
+        try:
+            invoke_timer(bindings[name], past_due)
+        except Exception as exc:  # noqa: BLE001 - the host logs a failed timer run and fires the next one on time
+            error = f"{type(exc).__name__}: {exc}"
+        emit(
+            {
+                "kind": "timer",
+                "function": name,
+                "instance": spec.name,
+                "pid": os.getpid(),
+                "elapsed_s": time.monotonic() - started,
+                "error": error,
+                "lag": _repair_lag(),
+            }
+        )
+
+
+def _repair_lag() -> dict[int, tuple[int, float]]:
+    """Settlement lag per partition as the process's latest repair run measured it (what its gauges recorded)."""
+    from settlement import service
+
+    repair = service.current_repair()
+    if repair is None or repair.last is None:
+        return {}
+    return {p.partition: (p.offsets.lag, p.lag_s) for p in repair.last.partitions}
+
+
+def thread_main(
+    spec: InstanceSpec, binding: TriggerBinding, events: Any, stop: threading.Event, drain: Any = None
+) -> None:
+    if InstanceLoop(spec, binding, events.put, stop).run(drain):
+        events.put({"kind": "drained", "instance": spec.name, "pid": os.getpid()})

@@ -137,6 +137,15 @@ class SettlementProcessor:
         if ledger is not None:
             ledger.recover = self._recover
 
+    @property
+    def ledger(self) -> Ledger | None:
+        """The exactly-once ledger (None under at-least-once): the repair takes partitions through it."""
+        return self._ledger
+
+    @property
+    def delivery_timeout_s(self) -> float:
+        return self._timeout_s
+
     def close(self) -> None:
         """Commit what the exactly-once ledger holds open and release its producers."""
         if self._ledger is not None:
@@ -171,13 +180,20 @@ class SettlementProcessor:
         return self._decoder
 
     def process(
-        self, records: Sequence[InputRecord], *, connector: bool = False, decode: ValueDecoder | None = None
+        self,
+        records: Sequence[InputRecord],
+        *,
+        connector: bool = False,
+        decode: ValueDecoder | None = None,
+        attempts: int | None = None,
     ) -> BatchResult:
         """Settle a batch; raises `RetryBatch` (so the host, or the connector answered 503, retries it) on a
         delivery or registry failure; a record that can never be settled is dead-lettered, never raised.
 
         Values are Confluent-framed Protobuf resolved through the Schema Registry; with `connector`, also the
         sink connector's JSON values. `decode` replaces the decoder (tests inject a record's failure with it).
+        `attempts` bounds how often the exactly-once path takes a partition again after being fenced (the
+        repair: once, leaving the partition to whoever took it).
         """
         started = time.monotonic()
         deadline = started + self._timeout_s
@@ -191,7 +207,10 @@ class SettlementProcessor:
                 outcomes = plan.outcomes
             else:
                 outcomes = self._exactly_once.settle(
-                    records, lambda recs, shrink: self._plan(recs, decode, span, deadline, shrink), deadline
+                    records,
+                    lambda recs, shrink: self._plan(recs, decode, span, deadline, shrink),
+                    deadline,
+                    **({"attempts": attempts} if attempts else {}),
                 )
             result = BatchResult(records, outcomes)
             elapsed_ms = (time.monotonic() - started) * 1000

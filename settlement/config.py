@@ -28,7 +28,7 @@ _TRIGGER_AUTH_MODES = ("NotSet", "Gssapi", "Plain", "ScramSha256", "ScramSha512"
 _UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
 REQUIRED: Any = object()  # a declaration's default when the setting must be set
 
-Kind = Literal["text", "url", "integer", "number", "flag", "choice", "list", "json"]
+Kind = Literal["text", "url", "integer", "number", "flag", "choice", "list", "json", "schedule"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,10 @@ SETTINGS = _declare(
     Setting("SETTLEMENT_HTTP_MAX_RECORDS", "integer", 10_000, 1, 1_000_000),
     Setting("SETTLEMENT_MAX_RETRIES", "integer", 4, 0, 100, read_at="indexing"),
     Setting("SETTLEMENT_WARM_START", "flag", True, read_at="indexing"),
+    # When the repair (settlement/repair.py) looks for settled positions left behind by an instance that died or
+    # stalled: an NCRONTAB schedule, baked into the timer binding at indexing. Every 10 s keeps a trade left
+    # behind visible within about 30 s (docs/guarantees.md, "Every trade booked within a minute").
+    Setting("SETTLEMENT_REPAIR_SCHEDULE", "schedule", "*/10 * * * * *", read_at="indexing"),
     Setting("KEY_VAULT_URL", "url", None),
 )
 SECRET_SETTINGS = tuple(name for name, s in SETTINGS.items() if s.secret)
@@ -134,6 +138,11 @@ class Settings:
         """librdkafka connection settings for the ledger's consumer (positions, gap repair reads)."""
         conf = _client_conf(self.bootstrap_servers, self.security_protocol, self.sasl_username, self.sasl_password)
         return {**conf, "client.id": "trade-settlement-ledger"}
+
+    def admin_conf(self) -> dict[str, Any]:
+        """librdkafka settings for the repair's admin client (group offsets and partition ends)."""
+        conf = _client_conf(self.bootstrap_servers, self.security_protocol, self.sasl_username, self.sasl_password)
+        return {**conf, "client.id": "trade-settlement-repair"}
 
     def producer_conf(self) -> dict[str, Any]:
         """librdkafka settings for the settlement producer (durability is pinned by `settlement.producer`)."""
@@ -273,6 +282,13 @@ class _Reader:
             return None if s.default is None and self.raw(name) is None else self.choice(name, s.default, s.choices)
         if s.kind == "list":
             return frozenset(v.strip() for v in (self.raw(name) or "").split(",") if v.strip()) or s.default
+        if s.kind == "schedule":
+            from settlement.schedule import normalized
+
+            try:
+                return normalized(self.raw(name) or s.default)
+            except ValueError as exc:
+                raise ConfigError(name, str(exc)) from None
         value = self.required(name) if s.required else (self.raw(name) or s.default)
         if s.kind == "url" and value is not None and not value.startswith(("http://", "https://")):
             raise ConfigError(name, "must start with http:// or https://")
@@ -298,6 +314,12 @@ class _Reader:
         if value.lower() in ("false", "0", "no"):
             return False
         raise ConfigError(name, f"{value!r} is not true or false")
+
+
+def source_topic(env: Mapping[str, str]) -> str:
+    """`USER_TRADES_TOPIC`: the trigger binding's topic (the host resolves it), read by the repair and the warm
+    start."""
+    return str(_Reader(env, None).get("USER_TRADES_TOPIC"))
 
 
 def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretSource] | None = None) -> Settings:
@@ -347,6 +369,7 @@ class TriggerSettings:
     lag_threshold: int
     max_retries: int
     warm_start: bool
+    repair_schedule: str  # six-field NCRONTAB
 
 
 def load_trigger_settings(env: Mapping[str, str]) -> TriggerSettings:
@@ -357,6 +380,7 @@ def load_trigger_settings(env: Mapping[str, str]) -> TriggerSettings:
         lag_threshold=r.get("KAFKA_LAG_THRESHOLD"),
         max_retries=r.get("SETTLEMENT_MAX_RETRIES"),
         warm_start=r.get("SETTLEMENT_WARM_START"),
+        repair_schedule=r.get("SETTLEMENT_REPAIR_SCHEDULE"),
     )
 
 

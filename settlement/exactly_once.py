@@ -43,10 +43,13 @@ class ExactlyOnce:
         self._shrink: set[str] = set()  # coordinates the broker refused as too large: dead-lettered shrunk
         self._aligned: dict[str, bool] = {}
 
-    def settle(self, records: Sequence[InputRecord], plan_records: Planner, deadline: float) -> list[Outcome]:
+    def settle(
+        self, records: Sequence[InputRecord], plan_records: Planner, deadline: float, attempts: int = _ATTEMPTS
+    ) -> list[Outcome]:
         """Each record's outcome, its outputs committed (or in an open transaction) exactly once. Every
         partition's records are handed to its producer before any acknowledgement is awaited, so a batch
-        spread over several partitions waits about one round trip, not one per partition."""
+        spread over several partitions waits about one round trip, not one per partition. The repair passes
+        `attempts=1`: fenced while it repairs, it leaves the partition to whoever took it."""
         by_partition: dict[tuple[str, int], list[int]] = {}
         for i, record in enumerate(records):
             by_partition.setdefault((record.topic, record.partition), []).append(i)
@@ -54,14 +57,14 @@ class ExactlyOnce:
             self._hold_all(parts, deadline)
             plan = plan_records(records, self._shrink)
             pending = parts
-            for attempt in range(1, _ATTEMPTS + 1):
+            for attempt in range(1, attempts + 1):
                 pending, replan = self._attempt(pending, by_partition, records, plan, plan_records, deadline, attempt)
                 if not pending:
                     return plan.outcomes
                 if replan:
                     plan = plan_records(records, self._shrink)
             names = ", ".join(f"{p.topic}[{p.partition}]" for p in pending)
-            raise DeliveryError(f"{names}: not settled after {_ATTEMPTS} attempts")
+            raise DeliveryError(f"{names}: not settled after {attempts} attempt(s)")
 
     def _attempt(
         self,

@@ -171,8 +171,12 @@ class Ledger:
             for part in reversed(taken):
                 part.lock.release()
 
-    def ready(self, part: PartitionLedger, deadline: float) -> None:
-        """Hold the partition: build its producer, fence every earlier holder, read the settled position."""
+    def ready(self, part: PartitionLedger, deadline: float, fence: bool = False) -> None:
+        """Hold the partition: build its producer, fence every earlier holder, read the settled position. With
+        `fence`, even if this process holds it already (the repair takes over a partition whose positions stand
+        still, whoever holds it: a new producer epoch aborts whatever transaction of it is open)."""
+        if fence and part.producer is not None:
+            self.drop(part)
         if part.producer is not None:
             return
         conf = {
@@ -306,6 +310,13 @@ class Ledger:
         self.commit(part, deadline)
         log.info("%s[%d]: the ledger begins at offset %d", part.topic, part.partition, offset)
 
+    def advance(self, part: PartitionLedger, offset: int, deadline: float) -> None:
+        """Commit `offset` as the settled position with nothing written: a range that holds only transaction
+        markers or aborted records (a source written under exactly_once_v2) has nothing to settle."""
+        part.position = offset
+        self.begin(part)
+        self.commit(part, deadline)
+
     def commit_due(self) -> None:
         """The committer's round: commit every transaction left open past its interval by a quiet partition."""
         for part in list(self._partitions.values()):
@@ -405,6 +416,32 @@ class Ledger:
                         return out, end
             finally:
                 self._consumer.unassign()
+
+    def first_timestamps(self, topic: str, starts: Mapping[int, int], timeout_s: float) -> dict[int, int]:
+        """The timestamp (epoch ms) of the first record a read_committed reader sees at or after each partition's
+        start offset, read in one assignment (one fetch per broker, not one per partition). A partition with no
+        such record within `timeout_s` (its end, or an open transaction of the source) is left out."""
+        found: dict[int, int] = {}
+        if not starts:
+            return found
+        with self._consumer_lock:
+            self._consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+            try:
+                until = time.monotonic() + timeout_s
+                pending = set(starts)
+                while pending and time.monotonic() < until:
+                    for msg in self._consumer.consume(500, timeout=0.05):
+                        p = msg.partition()
+                        if msg.topic() != topic or p not in pending:
+                            continue
+                        if msg.error() is None:
+                            kind, stamp = msg.timestamp()
+                            if kind != 0 and (msg.offset() or 0) >= starts[p]:
+                                found[p] = stamp
+                        pending.discard(p)  # a record, or the partition's end (EOF), or an error: done with it
+            finally:
+                self._consumer.unassign()
+        return found
 
     def queue_recovery(self, part: PartitionLedger, upto: int) -> None:
         """Have the committer settle the partition up to `upto` from the source (a gap too long for one batch)."""

@@ -21,17 +21,20 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from settlement.batch import SettlementProcessor
-from settlement.config import Settings, load_settings
+from settlement.config import Settings, load_settings, source_topic
 from settlement.decoder import TradeDecoder
 from settlement.encoder import SettlementEncoder
 from settlement.errors import ConfigError
 from settlement.ledger import Ledger, LedgerConfig
+from settlement.liveness import stall_after_s
 from settlement.producer import DeliveryTracker, build_config, max_message_bytes, shared_producer
+from settlement.repair import Repair
 
 log = logging.getLogger("settlement.service")
 _lock = threading.Lock()
 _processor: SettlementProcessor | None = None
 _settings: Settings | None = None
+_repair: Repair | None = None
 
 
 def build_processor(settings: Settings) -> SettlementProcessor:
@@ -116,6 +119,33 @@ def _redacted(exc: Exception, secret_config: Mapping[str, Any]) -> str:
     return f"rejected by the client ({type(exc).__name__}): {_masked(text, secret_config)}"
 
 
+def repairer(env: Mapping[str, str] | None = None) -> Repair | None:
+    """The process-wide repair (settlement/repair.py), built with the processor; None under at-least-once, where
+    no ledger leaves anything to repair."""
+    global _repair
+    proc = processor(env)
+    if proc.ledger is None or _settings is None:
+        return None
+    if _repair is None:
+        with _lock:
+            if _repair is None:
+                settings = _settings
+                _repair = Repair(
+                    proc,
+                    proc.ledger,
+                    source_topic(os.environ if env is None else env),
+                    settings.ledger_group,
+                    settings.admin_conf(),
+                    stall_after_s(settings.commit_interval_s),
+                )
+    return _repair
+
+
+def current_repair() -> Repair | None:
+    """The process's repair if one was built (reports read it; nothing is built here)."""
+    return _repair
+
+
 def processor(env: Mapping[str, str] | None = None) -> SettlementProcessor:
     """The process-wide processor, built on first call from the app settings (environment variables)."""
     global _processor, _settings
@@ -150,9 +180,10 @@ def warm_start(source_topic: str | None) -> threading.Thread:
 def reset() -> None:
     """Forget the process-wide processor (tests, and the local host between runs), committing and releasing
     what its exactly-once ledger holds."""
-    global _processor, _settings
+    global _processor, _settings, _repair
     with _lock:
         if _processor is not None:
             _processor.close()
         _processor = None
         _settings = None
+        _repair = None

@@ -2,8 +2,10 @@
 hands it a batch read off the real source topic, the way the host would after a rebalance or a crash.
 
 Commands: `settle PARTITION FIRST LAST` (a batch of those offsets, through the library's converter into the
-Kafka-triggered function), `exit` (a graceful stop: the ledger commits what it holds). Each answers one line:
-`ok`, or `error <type> <message>`. Argument 1 is a JSON object of app settings.
+Kafka-triggered function), `repair` (one run of the repair timer's function, with the timer shape the library
+decodes; answers a JSON line per partition run: `{"partition", "action", "settled", "lag", "error"}` as one
+list), `exit` (a graceful stop: the ledger commits what it holds). Each answers one line: `ok`, the repair's
+JSON, or `error <type> <message>`. Argument 1 is a JSON object of app settings.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def main() -> int:
             service.reset()
             print("ok", flush=True)
             return 0
+        if command == "repair":
+            print(json.dumps(_repair()), flush=True)
+            continue
         partition, first, last = (int(a) for a in args)
         reader.assign([TopicPartition(topic, partition, first)])
         batch = []
@@ -50,6 +55,22 @@ def main() -> int:
         else:
             print("ok", flush=True)
     return 0
+
+
+def _repair() -> list[dict[str, object]]:
+    """One timer invocation of the repair function, then what its run did (read back from the process's repair)."""
+    import function_app
+    from localrun.timers import timer_request
+    from settlement import service
+
+    function_app.repair_settlements(timer_request(past_due=False))
+    repair = service.repairer()
+    assert repair is not None and repair.last is not None
+    return [
+        {"partition": p.partition, "action": p.action.value, "settled": p.settled, "lag": p.offsets.lag,
+         "error": p.error}
+        for p in repair.last.partitions
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def test_every_function_of_the_app_indexes() -> None:
     import function_app
 
     indexed = {f.name: f for f in index_app(function_app.app)}
-    assert set(indexed) == {"settle_user_trades", "settle_sink_batch"}
+    assert set(indexed) == {"settle_user_trades", "settle_sink_batch", "repair_settlements"}
     kafka = indexed["settle_user_trades"]
     assert kafka.inputs["events"].binding_type == "kafkaTrigger"
     assert kafka.binding("kafkaTrigger")["cardinality"] == "MANY"
@@ -31,6 +31,20 @@ def test_every_function_of_the_app_indexes() -> None:
     http = indexed["settle_sink_batch"]
     assert http.binding("http")["name"] == "$return"
     assert http.inputs["req"].binding_type == "httpTrigger"
+    timer = indexed["repair_settlements"]
+    assert timer.inputs["timer"].binding_type == "timerTrigger"
+    binding = timer.binding("timerTrigger")
+    # The schedule is read at indexing (SETTLEMENT_REPAIR_SCHEDULE, default every 10 s) and baked in as NCRONTAB.
+    assert (binding["schedule"], binding["runOnStartup"], binding["useMonitor"]) == ("*/10 * * * * *", False, False)
+
+
+def test_a_bad_repair_schedule_fails_start_up_naming_the_setting() -> None:
+    env = {**os.environ, "SETTLEMENT_REPAIR_SCHEDULE": "0 0 0 L * *", "SETTLEMENT_WARM_START": "false"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import function_app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "SETTLEMENT_REPAIR_SCHEDULE" in done.stderr and "'L' is not NCRONTAB" in done.stderr, done.stderr[-400:]
 
 
 def _kafka_app(annotation: object) -> func.FunctionApp:

@@ -1,0 +1,95 @@
+"""Which source partitions the repair must take over: pure decisions over what Kafka shows of each partition,
+no I/O and no clock of its own (table-tested in tests/unit/test_liveness.py).
+
+Three offsets tell a partition's state (all from Kafka, so any process can read them, on any instance):
+
+- `settled`: the ledger's settled position, committed in `<group>.settled` inside the transaction that wrote
+  the outputs (None: the ledger has not begun this partition);
+- `committed`: the trigger group's committed offset, which the host moves past a batch once the function
+  returned (None: nothing committed yet);
+- `end`: the partition's high watermark.
+
+`committed - settled` is settlement lag: records the host will not deliver again whose outputs are not
+committed. A live holder keeps it at its open transaction (the commit interval) and moves `settled` on; a holder
+that died or froze leaves it there for good, and on Flex nothing wakes the trigger again (its scaler sees no
+lag). So a partition is taken over when it is *behind* (`settled` below `end`) and *stalled* (the same
+`settled` and `committed` seen at least `stall_s` apart): with lag the gap is settled; without (`settled ==
+committed`, records beyond it not consumed yet) it is only fenced, which aborts a dead holder's open
+transaction at once instead of at the coordinator's timeout, so read_committed readers of the output topics
+stop waiting for it. A partition whose positions move is left alone: its holder is making progress.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Action(Enum):
+    IDLE = "idle"  # nothing behind
+    UNKNOWN = "unknown"  # the ledger has not begun the partition: its first batch pins it
+    WATCH = "watch"  # behind, but not seen still for long enough (or moving)
+    REPAIR = "repair"  # stalled with lag: take it, settle [settled, committed), commit
+    FENCE = "fence"  # stalled without lag: take it (aborting a dead holder's transaction), settle nothing
+
+
+@dataclass(frozen=True)
+class Offsets:
+    """One partition's three offsets, read at one moment."""
+
+    settled: int | None
+    committed: int | None
+    end: int
+
+    @property
+    def lag(self) -> int:
+        """Records the host moved past that are not settled."""
+        if self.settled is None or self.committed is None:
+            return 0
+        return max(0, self.committed - self.settled)
+
+    @property
+    def behind(self) -> bool:
+        return self.settled is not None and self.settled < max(self.end, self.committed or 0)
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """Offsets first seen unchanged at `since` (monotonic seconds)."""
+
+    offsets: Offsets
+    since: float
+
+    def same(self, offsets: Offsets) -> bool:
+        """The same position and trigger offset (the end may grow: records waiting do not make progress)."""
+        return (self.offsets.settled, self.offsets.committed) == (offsets.settled, offsets.committed)
+
+
+def sight(previous: Sighting | None, offsets: Offsets, now: float) -> Sighting:
+    """What to remember of a partition after reading `offsets` at `now`."""
+    if previous is not None and previous.same(offsets):
+        return Sighting(offsets, previous.since)
+    return Sighting(offsets, now)
+
+
+def decide(sighting: Sighting, now: float, stall_s: float) -> Action:
+    """The repair's action for one partition, from what was seen of it."""
+    offsets = sighting.offsets
+    if offsets.settled is None:
+        return Action.UNKNOWN
+    if not offsets.behind:
+        return Action.IDLE
+    if now - sighting.since < stall_s:
+        return Action.WATCH
+    return Action.REPAIR if offsets.lag else Action.FENCE
+
+
+def stall_after_s(commit_interval_s: float) -> float:
+    """How long a partition's positions must stand still before it is taken over: a live holder commits its
+    open transaction within the commit interval of its last batch, so anything longer than that plus a margin
+    (one slow batch's planning, a coordinator round trip) is a holder that stopped. Taking a live holder's
+    partition is safe (fencing keeps exactly-once) but costs it a re-take: the margin keeps that rare."""
+    return commit_interval_s + STALL_MARGIN_S
+
+
+STALL_MARGIN_S = 5.0
