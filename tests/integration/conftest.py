@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.pipeline import Pipeline, _pipeline
+from tests.integration.workers import settings, workers  # noqa: F401 - fixtures
 
 
 @pytest.fixture

@@ -8,131 +8,49 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
-from localrun.kafka import header, read_to_end, settlement_of
-from settlement.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
+from localrun.kafka import read_to_end
 from settlement.schemas.user_trade_pb2 import UserTrade
-from tests.integration.pipeline import Pipeline
-from tests.kafka_helpers import produce, unique_name
+from tests.integration.workers import Worker, exactly, ledger, trades
+from tests.kafka_helpers import unique_name
 
 pytestmark = pytest.mark.integration
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class Worker:
-    """One function-app process, driven batch by batch."""
-
-    def __init__(self, settings: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.ledger_worker", json.dumps(settings)],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self._line() == "ready"
-
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.readline().strip()
-
-    def send(self, command: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-
-    def answer(self) -> str:
-        return self._line()
-
-    def settle(self, partition: int, first: int, last: int) -> str:
-        self.send(f"settle {partition} {first} {last}")
-        return self.answer()
-
-    def exit(self) -> None:
-        self.send("exit")
-        assert self.answer() == "ok"
-        self.proc.wait(timeout=30)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        self.proc.send_signal(sig)
-
-
-@pytest.fixture
-def settings(pipeline: Pipeline) -> dict[str, str]:
-    keys = [k for k in os.environ if k.startswith(("KAFKA_", "SCHEMA_", "SETTLEMENT", "USER_TRADES", "DEAD_LETTER"))]
-    return {k: os.environ[k] for k in keys} | {"PYTHONPATH": ROOT, "SETTLEMENT_DELIVERY_GUARANTEE": "exactly-once"}
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for w in started:
-        if w.proc.poll() is None:
-            w.proc.kill()
-            w.proc.wait()
-
-
-def _trades(pipeline: Pipeline, n: int, partition: int = 0) -> None:
-    ser, ctx = pipeline.serializer()
-    trades = [
-        (f"User_{i % 7}", ser(UserTrade(regionid="R", quantity=1 + i, symbol="ZVV", price=3, account="A"), ctx))
-        for i in range(n)
-    ]
-    trades[5] = ("User_5", b"not protobuf")  # a dead letter is part of the ledger too
-    produce(pipeline.bootstrap, pipeline.source, trades, partition=partition)
-
-
-def _ledger(pipeline: Pipeline, isolation: str = "read_committed") -> Counter[tuple[int, int]]:
-    """How often a reader at `isolation` sees an output for each source (partition, offset)."""
-    settled = [settlement_of(m) for m in read_to_end(pipeline.bootstrap, pipeline.settlements, isolation)]
-    dead = read_to_end(pipeline.bootstrap, pipeline.dlq, isolation)
-    seen: Counter[tuple[int, int]] = Counter((s.source_partition, s.source_offset) for s in settled)
-    seen.update((int(header(m, SOURCE_PARTITION)), int(header(m, SOURCE_OFFSET))) for m in dead)
-    return seen
-
-
-def _exactly(n: int, partition: int = 0) -> Counter[tuple[int, int]]:
-    return Counter({(partition, o): 1 for o in range(n)})
 
 
 def test_redelivered_and_overlapping_batches_are_booked_once(pipeline, settings, workers) -> None:
-    _trades(pipeline, 200)
+    trades(pipeline, 200)
     w = Worker(settings)
     workers.append(w)
     assert w.settle(0, 0, 119) == "ok"
     assert w.settle(0, 0, 119) == "ok"  # the same batch again (a retry after a lost acknowledgement)
     assert w.settle(0, 60, 199) == "ok"  # overlapping: a rebalance hands the partition back from its commit
     w.exit()
-    assert _ledger(pipeline) == _exactly(200)
+    assert ledger(pipeline) == exactly(200)
 
 
 def test_a_process_killed_after_returning_loses_nothing(pipeline, settings, workers) -> None:
     """The host stored the offsets of a batch whose transaction was still open when its process died: the next
     holder finds the settled position behind the batch it is given, and repairs the range from the source."""
-    _trades(pipeline, 300)
+    trades(pipeline, 300)
     slow = Worker(settings | {"SETTLEMENT_COMMIT_INTERVAL_MS": "60000"})
     workers.append(slow)
     assert slow.settle(0, 0, 99) == "ok"
     assert slow.settle(0, 100, 199) == "ok"  # both left in the open transaction
     slow.kill()
     slow.proc.wait()
-    assert _ledger(pipeline) == Counter()  # the ledger holds only its starting position
+    assert ledger(pipeline) == Counter()  # the ledger holds only its starting position
     nxt = Worker(settings)
     workers.append(nxt)
     assert nxt.settle(0, 200, 299) == "ok"
     nxt.exit()
-    assert _ledger(pipeline) == _exactly(300)
+    assert ledger(pipeline) == exactly(300)
 
 
 def test_a_frozen_instance_thawed_after_another_took_over_books_nothing_twice(pipeline, settings, workers) -> None:
-    _trades(pipeline, 300)
+    trades(pipeline, 300)
     zombie = Worker(settings | {"SETTLEMENT_COMMIT_INTERVAL_MS": "60000"})
     workers.append(zombie)
     assert zombie.settle(0, 0, 99) == "ok"
@@ -148,13 +66,13 @@ def test_a_frozen_instance_thawed_after_another_took_over_books_nothing_twice(pi
     assert owner.settle(0, 250, 299) == "ok"
     zombie.exit()
     owner.exit()
-    assert _ledger(pipeline) == _exactly(300)
+    assert ledger(pipeline) == exactly(300)
     # A read_uncommitted reader also sees the aborted attempts: the zombie's open 100..199 among them.
-    assert _ledger(pipeline, "read_uncommitted")[(0, 120)] >= 2
+    assert ledger(pipeline, "read_uncommitted")[(0, 120)] >= 2
 
 
 def test_two_processes_settling_one_partition_at_once_book_each_trade_once(pipeline, settings, workers) -> None:
-    _trades(pipeline, 400)
+    trades(pipeline, 400)
     a, b = Worker(settings | {"SETTLEMENT_COMMIT_INTERVAL_MS": "0"}), Worker(settings)
     workers.extend([a, b])
     ranges_a = [(0, 99), (50, 199), (150, 299), (250, 399)]
@@ -168,14 +86,14 @@ def test_two_processes_settling_one_partition_at_once_book_each_trade_once(pipel
     assert a.settle(0, 399, 399) == "ok"
     a.exit()
     b.exit()
-    assert _ledger(pipeline) == _exactly(400)
+    assert ledger(pipeline) == exactly(400)
 
 
-def test_both_entry_paths_share_the_ledger(pipeline, settings, workers) -> None:
+def test_both_entry_paths_share_theledger(pipeline, settings, workers) -> None:
     """The same records through the Kafka trigger and the sink connector's HTTP path settle once."""
     from settlement import service, sink
 
-    _trades(pipeline, 50)
+    trades(pipeline, 50)
     w = Worker(settings)
     workers.append(w)
     assert w.settle(0, 0, 49) == "ok"
@@ -203,7 +121,7 @@ def test_both_entry_paths_share_the_ledger(pipeline, settings, workers) -> None:
     assert (status, status2) == (200, 200) and first == second and len(first) == 50
     assert Counter(r["outcome"] for r in first) == {"settled": 49, "dead-lettered": 1}
     service.reset()
-    assert _ledger(pipeline) == _exactly(50)
+    assert ledger(pipeline) == exactly(50)
 
 
 def test_a_transactional_source_with_markers_settles_once_without_repair(pipeline, settings, workers, caplog) -> None:
@@ -230,4 +148,4 @@ def test_a_transactional_source_with_markers_settles_once_without_repair(pipelin
     for lo, hi in [(visible[0], visible[19]), (visible[20], visible[49])]:
         assert w.settle(0, lo, hi) == "ok"
     w.exit()
-    assert _ledger(pipeline) == Counter({(0, o): 1 for o in visible})
+    assert ledger(pipeline) == Counter({(0, o): 1 for o in visible})

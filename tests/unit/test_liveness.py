@@ -1,0 +1,48 @@
+"""The repair's decisions (settlement/liveness.py), table-tested without a broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from settlement.liveness import STALL_MARGIN_S, Action, Offsets, Sighting, decide, sight, stall_after_s
+
+STALL = 5.0
+
+
+@pytest.mark.parametrize(
+    ("offsets", "since", "now", "action"),
+    [
+        (Offsets(None, 100, 200), 0.0, 60.0, Action.UNKNOWN),  # the ledger never began it: the trigger pins it
+        (Offsets(200, 200, 200), 0.0, 60.0, Action.IDLE),  # settled up to the end
+        (Offsets(250, 200, 250), 0.0, 60.0, Action.IDLE),  # settled ahead of the trigger's commit
+        (Offsets(100, 200, 200), 0.0, 4.9, Action.WATCH),  # lag, not still for long enough
+        (Offsets(100, 200, 200), 0.0, 5.0, Action.REPAIR),  # lag, still: a holder that died or froze
+        (Offsets(100, None, 200), 0.0, 60.0, Action.FENCE),  # the trigger committed nothing yet: only fence
+        (Offsets(200, 200, 300), 0.0, 60.0, Action.FENCE),  # records waiting and nothing moves: fence only
+        (Offsets(200, 200, 300), 0.0, 1.0, Action.WATCH),
+    ],
+)
+def test_decide(offsets: Offsets, since: float, now: float, action: Action) -> None:
+    assert decide(Sighting(offsets, since), now, STALL) is action
+
+
+def test_lag_counts_only_what_the_trigger_moved_past() -> None:
+    assert Offsets(100, 250, 400).lag == 150
+    assert Offsets(300, 250, 400).lag == 0
+    assert Offsets(None, 250, 400).lag == 0
+    assert Offsets(100, None, 400).lag == 0
+
+
+def test_a_moving_position_restarts_the_watch() -> None:
+    first = sight(None, Offsets(100, 200, 300), now=0.0)
+    same = sight(first, Offsets(100, 200, 320), now=6.0)  # records arriving at the end do not count as progress
+    assert same.since == 0.0 and decide(same, 6.0, STALL) is Action.REPAIR
+    moved = sight(same, Offsets(150, 200, 320), now=7.0)  # the holder committed: progress
+    assert moved.since == 7.0 and decide(moved, 8.0, STALL) is Action.WATCH
+    trigger_moved = sight(moved, Offsets(150, 260, 320), now=9.0)  # the trigger delivered more
+    assert trigger_moved.since == 9.0
+
+
+def test_the_stall_threshold_is_above_the_commit_interval() -> None:
+    assert stall_after_s(0.3) == pytest.approx(0.3 + STALL_MARGIN_S)
+    assert stall_after_s(60.0) > 60.0
