@@ -344,7 +344,7 @@ def _is_error(msg: Message) -> bool:
 def _import_app(spec: InstanceSpec) -> Any:
     """Set the app settings and import the app, as a worker process does."""
     os.environ.update(spec.settings)
-    logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s {spec.name} %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s %(levelname)s {spec.name} %(name)s: %(message)s")
     for name in filter(None, os.environ.get("LOCALRUN_DEBUG", "").split(",")):  # loggers to show at DEBUG
         logging.getLogger(name).setLevel(logging.DEBUG)
     assert spec.app is not None

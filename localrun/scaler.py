@@ -9,7 +9,8 @@
 
 The plan sets the floor: Flex Consumption goes to zero instances when the trigger has no lag (and back on new
 lag); Elastic Premium keeps at least one. Lag per partition is min(high - committed, high - low): a partition
-with nothing committed counts its retained records. `scripts/capacity_model.py` and the local host use this one function.
+with nothing committed counts its retained records. `scripts/capacity_model.py` and the local host use this
+one function.
 """
 
 from __future__ import annotations

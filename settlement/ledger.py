@@ -326,7 +326,7 @@ class Ledger:
                 if self.due(part):
                     self.commit(part)
             except DeliveryError as exc:
-                log.warning("background commit failed (the next batch repairs): %s", exc)
+                log.warning("background commit failed (the next batch or the repair timer settles it): %s", exc)
             finally:
                 part.lock.release()
 
