@@ -424,6 +424,7 @@ def run_scenario(
     )
     saved_environ = dict(os.environ)
     os.environ.update(app_settings)  # the function imported here reads them, as on Azure; restored at the end
+    os.environ["SETTLEMENT_WARM_START"] = "false"  # this process only indexes the app: no clients of its own
 
     generator = None
     if rate is None:

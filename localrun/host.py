@@ -83,6 +83,7 @@ class HostStats:
     ranges: list[tuple[int, int, int]] = field(default_factory=list)  # (partition, first, last) of every batch run
     timer_runs: int = 0
     timer_errors: list[str] = field(default_factory=list)
+    repaired: int = 0  # records the repair timer settled
     drained: int = 0  # instances scaled in (drained, then killed)
     # (seconds since the host started, {partition: (records, seconds)}) per repair run: the lag it recorded
     lag_samples: list[tuple[float, dict[int, tuple[int, float]]]] = field(default_factory=list)
@@ -94,6 +95,7 @@ class HostStats:
             self.timer_runs += 1
             if event["error"]:
                 self.timer_errors.append(event["error"])
+            self.repaired += event.get("repaired", 0)
             if event.get("lag"):
                 self.lag_samples.append((time.monotonic() - self.started, dict(event["lag"])))
             return

@@ -400,8 +400,16 @@ def serve_timers(
                 "elapsed_s": time.monotonic() - started,
                 "error": error,
                 "lag": _repair_lag(),
+                "repaired": _repaired(),
             }
         )
+
+
+def _repaired() -> int:
+    from settlement import service
+
+    repair = service.current_repair()
+    return 0 if repair is None or repair.last is None else repair.last.settled
 
 
 def _repair_lag() -> dict[int, tuple[int, float]]:

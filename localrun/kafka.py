@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 
@@ -113,3 +113,16 @@ def read_to_end(
     finally:
         c.close()
     return out
+
+
+def nothing_pending(bootstrap: str, topics: Sequence[str]) -> bool:
+    """No open transaction holds anything back on these topics: every partition's last stable offset (what a
+    read_committed reader can reach) equals its high watermark."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    tps = [TopicPartition(t, p) for t in topics for p in admin.list_topics(t, timeout=10).topics[t].partitions]
+    ends = {
+        level: {tp: f.result().offset for tp, f in admin.list_offsets(
+            {tp: OffsetSpec.latest() for tp in tps}, isolation_level=level, request_timeout=10).items()}
+        for level in (IsolationLevel.READ_UNCOMMITTED, IsolationLevel.READ_COMMITTED)
+    }  # fmt: skip
+    return ends[IsolationLevel.READ_UNCOMMITTED] == ends[IsolationLevel.READ_COMMITTED]

@@ -25,8 +25,8 @@ from localrun.accounting import Coverage, Range, coverage, delivered_twice, unex
 from localrun.charts import Sample, run_chart
 from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
-from localrun.kafka import create_topics, header, high_watermarks, read_to_end, settlement_of
-from localrun.scaler import MODES
+from localrun.kafka import create_topics, header, high_watermarks, nothing_pending, read_to_end, settlement_of
+from localrun.scaler import MODES, PLANS
 from settlement.config import EXACTLY_ONCE, GUARANTEES
 from settlement.deadletter import REASON
 
@@ -70,6 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lag-threshold", type=int, default=None, help="override KAFKA_LAG_THRESHOLD")
     parser.add_argument("--scaling", choices=MODES, default="target", help="scale controller mode (default target)")
+    parser.add_argument(
+        "--plan",
+        choices=tuple(PLANS),
+        default="flex",
+        help="flex: the trigger scales to zero at no lag and the run ends there, the repair timer on an instance of "
+        "its own; premium: never below one instance, the timer on one of them (default flex)",
+    )
+    parser.add_argument(
+        "--kill-after-last-batch",
+        action="store_true",
+        help="SIGKILL an instance the moment the trigger's lag reaches 0 (its last batch returned)",
+    )
     parser.add_argument("--max-instances", type=int, default=None, help="cap instances (default: partitions)")
     parser.add_argument("--rate", type=float, default=None, help="generate at this many trades/s (default: max)")
     parser.add_argument(
@@ -126,6 +138,8 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
     if args.lag_threshold is not None:
         settings["KAFKA_LAG_THRESHOLD"] = str(args.lag_threshold)
     os.environ.update(settings)  # the function reads app settings from the environment, as on Azure
+    # This process only indexes the app (the instances run it): no warm start, no clients of its own.
+    os.environ["SETTLEMENT_WARM_START"] = "false"
     import function_app  # imported after the settings exist, as the host does
 
     print(f"run {run_id}: broker {bootstrap}, registry {registry_url}")
@@ -136,6 +150,7 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
     for i, value in enumerate(POISON):
         raw.produce(topics.source, key=f"User_{i}", value=value)
     raw.flush(30)
+    last_trade_at = time.monotonic()
     inputs = sent + len(POISON)
     print(f"generated {sent} trades + {len(POISON)} poison records in {time.monotonic() - t0:.1f}s")
 
@@ -150,17 +165,36 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
         settings=settings,
         scaling=args.scaling,
         max_instances=args.max_instances,
+        plan=args.plan,
     )
     outputs = {"n": 0}
     last = {"t": time.monotonic(), "n": 0}
     samples: list[Sample] = []
 
+    ends: dict[str, float] = {}
+
     def done() -> bool:
         # Output count alone is not enough: a batch redelivered after a rebalance writes its settlements twice,
         # so the count reaches the input count while the last records are still unread. The group's lag
-        # (every input's offset committed, which happens only after its batch was acknowledged) decides.
+        # (every input's offset committed, which happens only after its batch was acknowledged) decides when
+        # the trigger's work is done; then the run goes on as the platform does (Flex scales the trigger to
+        # zero, the repair timer keeps firing) until a read_committed reader can see every record: the ledger's
+        # lag is 0 and no open transaction holds an output partition back.
         outputs["n"] = high_watermarks(bootstrap, topics.settlements) + high_watermarks(bootstrap, topics.dead_letter)
-        return outputs["n"] >= inputs and host.drained(args.guarantee == EXACTLY_ONCE)
+        if "quiet" not in ends:
+            if outputs["n"] < inputs or host.lag() != 0:
+                return False
+            ends["quiet"] = time.monotonic()
+            if args.kill_after_last_batch and host.instances:
+                print(f"  the trigger's lag is 0: killing instance pid {host.kill_instance(0)} (SIGKILL)", flush=True)
+        if args.plan == "flex" and host.instances:
+            return False  # the run ends as Flex does: at zero instances
+        if not host.drained(args.guarantee == EXACTLY_ONCE) or not nothing_pending(
+            bootstrap, (topics.settlements, topics.dead_letter)
+        ):
+            return False
+        ends.setdefault("visible", time.monotonic())
+        return True
 
     def progress(h: LocalHost) -> None:
         now = time.monotonic()
@@ -179,17 +213,42 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
     t1 = time.monotonic()
     host.start(args.instances)
     finished = host.run_until(done, args.timeout, on_tick=progress)
-    elapsed = time.monotonic() - t1
+    elapsed = ends.get("quiet", time.monotonic()) - t1
     host.stop()
     if not finished:
         print(f"timed out after {args.timeout:.0f}s with {outputs['n']}/{inputs} outputs", file=sys.stderr)
     code = _summary(bootstrap, topics, inputs, elapsed, host, args.guarantee == EXACTLY_ONCE)
+    code = max(code, _visibility(ends, last_trade_at, host, args.guarantee == EXACTLY_ONCE))
     if not args.no_chart:
         chart = args.chart or (RUNS_DIR / f"run-{run_id}.png")
         chart.parent.mkdir(parents=True, exist_ok=True)
         title = f"run {run_id}: {inputs:,} records, {args.partitions} partitions, {args.scaling} scaling"
         print(f"\nchart: {run_chart(samples, host.scale_events, chart, title)}")
     return code
+
+
+VISIBLE_BOUND_S = 60.0  # under exactly-once, every record visible within this after the trigger's last batch
+
+
+def _visibility(ends: dict[str, float], last_trade_at: float, host: LocalHost, exactly_once: bool) -> int:
+    """How long after the trigger's last batch (and after the last trade was produced) a read_committed reader
+    could see every record; under exactly-once over `VISIBLE_BOUND_S` fails the run."""
+    if "quiet" not in ends:
+        return 1
+    visible = ends.get("visible")
+    repaired = f"; the repair timer ran {host.stats.timer_runs} times and settled {host.stats.repaired} records"
+    if visible is None:
+        print(f"\nvisibility: not every record visible to a read_committed reader by the end{repaired}")
+        return 1
+    after_quiet, after_trade = visible - ends["quiet"], visible - last_trade_at
+    print(
+        f"\nvisibility: every record visible to a read_committed reader {after_quiet:.1f}s after the trigger's last "
+        f"batch ({after_trade:.1f}s after the last trade was produced), at {len(host.instances)} instances{repaired}"
+    )
+    if exactly_once and after_quiet > VISIBLE_BOUND_S:
+        print(f"  over the {VISIBLE_BOUND_S:.0f}s bound")
+        return 1
+    return 0
 
 
 def _summary(
