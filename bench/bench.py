@@ -53,10 +53,13 @@ from localrun.instance import coordinates, next_offsets  # noqa: E402
 from localrun.invocation import HostRecord, convert, trigger_input  # noqa: E402
 from localrun.kafka import create_topics, high_watermarks, read_all, read_to_end, settlement_of  # noqa: E402
 from localrun.main import percentile  # noqa: E402
+from localrun.timers import load_timers  # noqa: E402
 from settlement import producer as static_producer  # noqa: E402
 from settlement import service  # noqa: E402
 from settlement.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES, load_settings  # noqa: E402
+from settlement.liveness import stall_after_s  # noqa: E402
 from settlement.records import InputRecord  # noqa: E402
+from settlement.repair import Repair  # noqa: E402
 from settlement.triggers import from_kafka_event  # noqa: E402
 
 
@@ -433,6 +436,7 @@ def _host_rate(
     instances: int,
     options: KafkaHostOptions,
     guarantee: str = AT_LEAST_ONCE,
+    repair_schedule: str | None = None,
 ) -> float:
     """Records per second of the main job's host with `instances` instance processes (each importing the app,
     its own producer) on 4 partitions, from the moment every instance has reported a batch until 95 % of the
@@ -453,7 +457,12 @@ def _host_rate(
     topics(bootstrap, out, partitions=4)
     settings = run_settings(bootstrap, registry, src, out, dlq, f"scale-{run}", SETTLEMENT_DELIVERY_GUARANTEE=guarantee)
     binding = load_binding(function_app.app, settings)
-    host = LocalHost(binding, options, 4, app="function_app:app", settings=settings)
+    # The repair timer runs only where a case asks for it (bench (k) measures what it costs), on one of the
+    # instances as on Premium; its schedule is baked in at indexing, so the case's schedule is the timer's here.
+    timers = []
+    if repair_schedule:
+        timers = [replace(t, schedule=repair_schedule) for t in load_timers(function_app.app, settings)]
+    host = LocalHost(binding, options, 4, app="function_app:app", settings=settings, timers=timers)
     marks: list[tuple[float, int]] = []
     host.start(instances)
 
@@ -625,6 +634,49 @@ def _hundred_partitions(bootstrap: str, registry: str, partitions: int = 100) ->
     proc.close()
 
 
+def bench_repair(bootstrap: str, registry: str, records: int, repeats: int = 5) -> None:
+    """(k) The repair timer: one run's cost on idle topics of 6 and 100 partitions (in process, warm, median of
+    `repeats`), and the settling throughput with it running every 2 s against without it, the two cases taken
+    in turn `repeats` times (2 instance processes, exactly-once)."""
+    print(f"\n(k) the repair timer (median of {repeats}, spread in brackets)")
+    for partitions in (6, 100):
+        run = uuid.uuid4().hex[:8]
+        src, out, dlq = (f"rep-{x}-{run}" for x in ("in", "out", "dlq"))
+        topics(bootstrap, src, out, partitions=partitions)
+        topics(bootstrap, dlq)
+        proc = processor_for(bootstrap, registry, out, dlq, EXACTLY_ONCE)
+        ledger = proc.ledger
+        assert ledger is not None
+        repair = Repair(proc, ledger, src, f"bench-{run}", {"bootstrap.servers": bootstrap}, stall_after_s(0.3))
+        costs, calls = [], 0
+        for _ in range(repeats + 1):
+            report = repair.run(30.0)
+            assert report is not None
+            costs.append(report.elapsed_ms)
+            calls = report.admin_calls
+        costs = costs[1:]  # the first run builds the admin client's connections
+        print(
+            f"  one run on {partitions:>3} partitions: {statistics.median(costs):6.1f} ms "
+            f"[{min(costs):.1f}-{max(costs):.1f}], {calls} admin requests"
+        )
+        service.reset()
+        proc.close()
+    options = KafkaHostOptions.from_host_json()
+    cases = {
+        "without the repair": (2, options, EXACTLY_ONCE, None),
+        "repair every 2 s": (2, options, EXACTLY_ONCE, "*/2 * * * * *"),
+    }
+    rates: dict[str, list[float]] = _rates_in_turn(bootstrap, registry, records, cases, repeats)  # type: ignore[arg-type]
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    for key, runs in rates.items():
+        print(f"  {key:<20}{med[key]:>9.0f} rec/s   runs {' '.join(f'{r:.0f}' for r in runs)}")
+    ratios = [a / b for a, b in zip(rates["repair every 2 s"], rates["without the repair"], strict=True)]
+    print(
+        f"  with/without: {med['repair every 2 s'] / med['without the repair']:.3f} (pairwise "
+        f"{statistics.median(ratios):.3f}, spread {min(ratios):.3f}-{max(ratios):.3f})"
+    )
+
+
 def bench_first_batch(bootstrap: str, registry: str, size: int = 64, repeats: int = 5) -> None:
     """A fresh process's first batch (settings, registry client, producer connection, schema resolution, first
     produce) against a warm batch of the same size in the same process; import time beside it."""
@@ -724,6 +776,7 @@ def main() -> int:
             "batchsize",
             "guarantee",
             "decode",
+            "repair",
             "all",
         ],
     )
@@ -764,6 +817,8 @@ def main() -> int:
             bench_batch_size(bootstrap, registry, args.scale_records)
         if args.which in ("guarantee", "all"):
             bench_guarantee(bootstrap, registry, args.scale_records)
+        if args.which in ("repair", "all"):
+            bench_repair(bootstrap, registry, args.scale_records)
     if args.which == "all":
         bench_decode(args.records * 10)
     return 0

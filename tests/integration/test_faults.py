@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from localrun.faults import SCENARIOS, run_scenario
+from localrun.faults import SCENARIOS, VISIBLE_BOUND_S, liveness_met, run_liveness, run_scenario
 from settlement.config import AT_LEAST_ONCE, EXACTLY_ONCE
 
 pytestmark = pytest.mark.integration
@@ -84,3 +84,19 @@ def test_retries_past_max_poll_interval_stall_the_partition_instead_of_skipping(
     # same batch comes back, and the stream never drains.
     assert not outcome.finished and outcome.lost > 0, outcome
     assert outcome.skipped_records > 0, outcome
+
+
+# The liveness table's representative rows (all of them: `python -m localrun.faults`, docs/testing.md): the last
+# batch's transaction open when its instance dies or is scaled away, and no further trade on any partition.
+LIVENESS_IN_CI = [
+    "killed right after its last batch returned, then quiet",
+    "Flex scales to zero with transactions open",
+]
+
+
+@pytest.mark.parametrize("name", LIVENESS_IN_CI)
+def test_every_trade_is_visible_within_the_bound_with_no_new_trade(stack, name: str) -> None:
+    outcome = run_liveness(name, stack.bootstrap, stack.registry_url, EXACTLY_ONCE)
+    assert outcome.finished and outcome.lost == 0 and outcome.duplicates == 0, outcome
+    assert outcome.visible_s is not None and outcome.visible_s <= VISIBLE_BOUND_S, outcome
+    assert liveness_met(outcome)
