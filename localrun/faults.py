@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from confluent_kafka import IsolationLevel, Producer, TopicPartition
+from confluent_kafka import IsolationLevel, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from devstack import stack
@@ -108,7 +108,11 @@ class Run:
         return round(self.visible_at - self.fault_at, 1)
 
     def outputs(self) -> int:
-        return high_watermarks(self.bootstrap, self.settlements) + high_watermarks(self.bootstrap, self.dead_letter)
+        """Records written so far; -1 while the broker cannot say (a topic just created has no leader yet)."""
+        try:
+            return high_watermarks(self.bootstrap, self.settlements) + high_watermarks(self.bootstrap, self.dead_letter)
+        except KafkaException:
+            return -1
 
 
 Fault = Callable[[Run], None]
