@@ -593,6 +593,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=None, help="trades per row (default 600; 900 on 3 brokers)")
     parser.add_argument("--only", help="run the scenarios whose name contains this text")
     parser.add_argument(
+        "--liveness",
+        action="store_true",
+        help="only the liveness rows: the last batch's transaction open when its instance dies, then no trade",
+    )
+    parser.add_argument(
         "--guarantee",
         choices=[*GUARANTEES, "both"],
         default="both",
@@ -609,7 +614,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.brokers == 3:
         from localrun import cluster_faults
 
-        return cluster_faults.main(args.only, args.guarantee, args.records or cluster_faults.RECORDS)
+        return cluster_faults.main(
+            args.only, args.guarantee, args.records or cluster_faults.RECORDS, liveness_only=args.liveness
+        )
     args.records = args.records or 600
     guarantees = GUARANTEES if args.guarantee == "both" else (args.guarantee,)
     missed = 0
@@ -620,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not args.only or any(args.only in name for name in LIVENESS):
             missed += liveness_table(state.bootstrap_servers, state.registry_url, guarantees, args.only)
-        for name, kwargs in SCENARIOS.items():
+        for name, kwargs in ({} if args.liveness else SCENARIOS).items():
             if args.only and args.only not in name:
                 continue
             for guarantee in guarantees:

@@ -24,6 +24,9 @@ options:
   --evaluation-interval S    scale-controller evaluation interval in seconds (default: 10; Azure: 30)
   --lag-threshold N          override KAFKA_LAG_THRESHOLD
   --scaling MODE             target or incremental (default: target)
+  --plan PLAN                flex: the trigger scales to zero at no lag and the run ends there, the repair timer
+                             on an instance of its own; premium: never below one instance (default: flex)
+  --kill-after-last-batch    SIGKILL an instance the moment the trigger's lag reaches 0 (its last batch returned)
   --max-instances N          cap instances (default: the partition count)
   --rate R                   generate at this many trades/s (default: as fast as possible)
   --guarantee G              exactly-once or at-least-once (default: exactly-once)

@@ -44,7 +44,7 @@ from typing import Any, NoReturn
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from settlement.errors import DeliveryError
-from settlement.producer import kafka_error
+from settlement.producer import LIBRDKAFKA_LOG, kafka_error
 from settlement.records import InputRecord
 
 log = logging.getLogger("settlement.ledger")
@@ -126,7 +126,7 @@ class Ledger:
                 # A repair read assigns a partition and reads a short range: a long-polling fetch left at a
                 # partition's end would hold the next assignment up to librdkafka's 500 ms default.
                 "fetch.wait.max.ms": 5,
-                "logger": logging.getLogger("settlement.librdkafka"),
+                "logger": LIBRDKAFKA_LOG,
             }
         )
         self._metadata = self._consumer.consumer_group_metadata()

@@ -55,10 +55,27 @@ def kafka_error(exc: BaseException) -> KafkaError | None:
     return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
 
 
+class _FencingIsExpected(logging.Filter):
+    """librdkafka logs a fenced transactional producer at ERROR and CRITICAL ("fenced by a newer instance",
+    "Fatal transaction error"). For the ledger that is an expected turn of events (another instance, or the
+    repair, took the partition; or the coordinator's timeout aborted a frozen holder's transaction), which the
+    ledger reports itself at warning with the partition: kept, at warning, so that an alert on errors means an
+    error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING and "fenced" in record.getMessage().lower():
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+LIBRDKAFKA_LOG = logging.getLogger("settlement.librdkafka")
+LIBRDKAFKA_LOG.addFilter(_FencingIsExpected())
+
+
 def _on_error(err: KafkaError) -> None:
     """librdkafka's error callback."""
     _note_fatal(err)
-    logging.getLogger("settlement.librdkafka").warning("producer error: %s", err)
+    LIBRDKAFKA_LOG.warning("producer error: %s", err)
 
 
 def build_config(base: Mapping[str, Any], extra: Mapping[str, Any], delivery_timeout_ms: int) -> dict[str, Any]:
@@ -70,7 +87,7 @@ def build_config(base: Mapping[str, Any], extra: Mapping[str, Any], delivery_tim
     conf.update(DURABILITY)
     # librdkafka's own log lines (broker down, auth failures) go through Python logging, so the Functions
     # worker ships them with the app's logs instead of losing them on stderr.
-    conf.setdefault("logger", logging.getLogger("settlement.librdkafka"))
+    conf.setdefault("logger", LIBRDKAFKA_LOG)
     conf.setdefault("error_cb", _on_error)
     conf["delivery.timeout.ms"] = delivery_timeout_ms
     conf.setdefault("request.timeout.ms", min(30_000, delivery_timeout_ms))

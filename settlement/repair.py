@@ -31,6 +31,7 @@ from settlement import telemetry
 from settlement.batch import SettlementProcessor
 from settlement.ledger import Ledger, settled_group
 from settlement.liveness import Action, Offsets, Sighting, decide, sight
+from settlement.producer import LIBRDKAFKA_LOG
 
 log = logging.getLogger("settlement.repair")
 _TIMESTAMP_READ_S = 1.0  # at most this long reading the oldest unsettled records' timestamps
@@ -105,7 +106,7 @@ class Repair:
         self._ledger = ledger
         self.topic = topic
         self._group = group
-        conf: dict[str, Any] = {**admin_conf, "logger": logging.getLogger("settlement.librdkafka")}
+        conf: dict[str, Any] = {**admin_conf, "logger": LIBRDKAFKA_LOG}
         self._admin = AdminClient(conf)
         self.stall_s = stall_s
         self._clock = clock

@@ -148,3 +148,14 @@ def test_without_auto_register_a_missing_or_misnumbered_schema_fails_the_batch_f
     ksql_schema.register(client, "renamed-value", text)
     with pytest.raises(TransientError, match="field 1 is USERX there, user here"):
         SettlementEncoder(client, "renamed", auto_register=False).encode(TradeSettlement())
+
+
+def test_librdkafka_fencing_lines_are_warnings_and_other_errors_stay_errors(caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from settlement.producer import LIBRDKAFKA_LOG
+
+    with caplog.at_level(logging.DEBUG, logger=LIBRDKAFKA_LOG.name):
+        LIBRDKAFKA_LOG.critical("TXNERR Fatal transaction error: This instance has been fenced by a newer instance")
+        LIBRDKAFKA_LOG.error("FAIL Connect to ipv4#127.0.0.1:9 failed: Connection refused")
+    assert [r.levelname for r in caplog.records] == ["WARNING", "ERROR"]
