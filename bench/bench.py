@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from confluent_kafka import Consumer, Producer  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from devstack import stack  # noqa: E402
 from localrun.generator import GeneratorConfig, produce_trades, trades, value_encoder  # noqa: E402
@@ -677,6 +677,54 @@ def bench_repair(bootstrap: str, registry: str, records: int, repeats: int = 5) 
     )
 
 
+def bench_cold_from_zero(bootstrap: str, registry: str, repeats: int = 3) -> None:
+    """(k) Flex from zero instances: one trade arrives, the scaler (evaluating every second here) sees lag,
+    starts an instance process (spawn, import the app, warm start, join the group), which settles it; the time
+    until a read_committed reader sees its settlement, against one more trade while that instance is warm."""
+    import function_app
+
+    cold: list[float] = []
+    warm: list[float] = []
+    for _ in range(repeats):
+        run = uuid.uuid4().hex[:8]
+        src, out, dlq = (f"zero-{x}-{run}" for x in ("in", "out", "dlq"))
+        topics(bootstrap, src, out, dlq)
+        settings = run_settings(bootstrap, registry, src, out, dlq, f"zero-{run}")
+        binding = load_binding(function_app.app, settings)
+        host = LocalHost(
+            binding, KafkaHostOptions.from_host_json(), 1, app="function_app:app", settings=settings,
+            plan="flex", evaluation_interval_s=1.0, timers=[],
+        )  # fmt: skip
+        watcher = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"zero-{run}-w", "isolation.level": "read_committed"}
+        )
+        watcher.assign([TopicPartition(out, 0, 0)])
+        try:
+            for label, times in (("cold", cold), ("warm", warm)):
+                sent = time.monotonic()
+                produce_trades(bootstrap, registry, src, 1, GeneratorConfig(seed=len(times)))
+                seen = None
+
+                def visible(watcher: Any = watcher) -> bool:
+                    nonlocal seen
+                    msgs = [m for m in watcher.consume(10, timeout=0.01) if m.error() is None]
+                    seen = seen or (time.monotonic() if msgs else None)
+                    return seen is not None
+
+                if not host.run_until(visible, 60, tick_s=0.01):
+                    raise RuntimeError(f"{label}: the trade was not visible within 60 s")
+                assert seen is not None
+                times.append(seen - sent)
+        finally:
+            watcher.close()
+            host.stop()
+    print(
+        f"  Flex from zero instances: first settlement visible {statistics.median(cold):.2f} s after its trade "
+        f"(runs {' '.join(f'{c:.2f}' for c in cold)}); the next trade on the warm instance "
+        f"{statistics.median(warm):.2f} s ({' '.join(f'{w:.2f}' for w in warm)})"
+    )
+
+
 def bench_first_batch(bootstrap: str, registry: str, size: int = 64, repeats: int = 5) -> None:
     """A fresh process's first batch (settings, registry client, producer connection, schema resolution, first
     produce) against a warm batch of the same size in the same process; import time beside it."""
@@ -819,6 +867,7 @@ def main() -> int:
             bench_guarantee(bootstrap, registry, args.scale_records)
         if args.which in ("repair", "all"):
             bench_repair(bootstrap, registry, args.scale_records)
+            bench_cold_from_zero(bootstrap, registry)
     if args.which == "all":
         bench_decode(args.records * 10)
     return 0
