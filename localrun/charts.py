@@ -29,14 +29,28 @@ def _pyplot() -> Any:
 
 
 def run_chart(
-    samples: Sequence[Sample], scale_events: Sequence[tuple[float, int, int]], path: Path, title: str
+    samples: Sequence[Sample],
+    scale_events: Sequence[tuple[float, int, int]],
+    path: Path,
+    title: str,
+    settlement_lag: Sequence[tuple[float, Mapping[int, tuple[int, float]]]] = (),
 ) -> Path:
-    """Three stacked panels sharing time: lag, instances (scale-outs marked), settled records per second."""
+    """Four stacked panels sharing time: the trigger's lag, settlement lag (the repair's gauges at each of its
+    runs: records summed over partitions, and the oldest unsettled record's age), instances (scale-outs
+    marked), settled records per second."""
     plt = _pyplot()
-    fig, (lag_ax, inst_ax, rate_ax) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    fig, (lag_ax, settle_ax, inst_ax, rate_ax) = plt.subplots(4, 1, figsize=(10, 10), sharex=True)
     t = [s.t_s for s in samples]
     lag_ax.plot(t, [max(s.lag, 0) for s in samples], color="tab:red")
-    lag_ax.set_ylabel("lag (records)")
+    lag_ax.set_ylabel("trigger lag (records)")
+    runs_t = [t for t, _ in settlement_lag]
+    settle_ax.step(runs_t, [sum(n for n, _ in lag.values()) for _, lag in settlement_lag], where="post",
+                   color="tab:purple", label="records")  # fmt: skip
+    settle_ax.set_ylabel("settlement lag (records)")
+    age_ax = settle_ax.twinx()
+    age_ax.plot(runs_t, [max((s for _, s in lag.values()), default=0.0) for _, lag in settlement_lag],
+                color="tab:orange", linestyle="--", label="oldest (s)")  # fmt: skip
+    age_ax.set_ylabel("oldest unsettled (s)")
     inst_t = [e[0] for e in scale_events]
     inst_ax.step([0.0, *inst_t], [samples[0].instances if samples else 1, *[e[1] for e in scale_events]], where="post")
     previous = samples[0].instances if samples else 1
@@ -50,7 +64,7 @@ def run_chart(
                 fontsize=8,
                 arrowprops={"arrowstyle": "-", "color": "grey"},
             )
-            for ax in (lag_ax, inst_ax, rate_ax):
+            for ax in (lag_ax, settle_ax, inst_ax, rate_ax):
                 ax.axvline(when, color="grey", linestyle=":", linewidth=0.8)
             previous = count
     inst_ax.set_ylabel("instances")
@@ -75,7 +89,15 @@ def capacity_chart(points_by_mode: Mapping[str, Sequence[Any]], path: Path, titl
         lag_ax.plot(minutes, [p.lag for p in points], label=mode)
     inst_ax.set_ylabel("instances")
     inst_ax.legend()
-    lag_ax.set_ylabel("lag (records)")
+    lag_ax.set_ylabel("trigger lag (records)")
+    runs_t = [t for t, _ in settlement_lag]
+    settle_ax.step(runs_t, [sum(n for n, _ in lag.values()) for _, lag in settlement_lag], where="post",
+                   color="tab:purple", label="records")  # fmt: skip
+    settle_ax.set_ylabel("settlement lag (records)")
+    age_ax = settle_ax.twinx()
+    age_ax.plot(runs_t, [max((s for _, s in lag.values()), default=0.0) for _, lag in settlement_lag],
+                color="tab:orange", linestyle="--", label="oldest (s)")  # fmt: skip
+    age_ax.set_ylabel("oldest unsettled (s)")
     lag_ax.set_xlabel("minutes")
     lag_ax.legend()
     fig.suptitle(title)

@@ -380,6 +380,7 @@ def serve_timers(
     from localrun.timers import invoke_timer, load_timers
 
     bindings = {t.function_name: t for t in load_timers(app, os.environ)}
+    reader = _metric_reader()
     while not stop.is_set():
         try:
             name, past_due = commands.get(timeout=0.2)
@@ -399,7 +400,7 @@ def serve_timers(
                 "pid": os.getpid(),
                 "elapsed_s": time.monotonic() - started,
                 "error": error,
-                "lag": _repair_lag(),
+                "lag": _lag_gauges(reader),
                 "repaired": _repaired(),
             }
         )
@@ -412,14 +413,36 @@ def _repaired() -> int:
     return 0 if repair is None or repair.last is None else repair.last.settled
 
 
-def _repair_lag() -> dict[int, tuple[int, float]]:
-    """Settlement lag per partition as the process's latest repair run measured it (what its gauges recorded)."""
-    from settlement import service
+def _metric_reader() -> Any:
+    """An in-memory OpenTelemetry reader for this process's instruments (what Application Insights would be
+    sent on Azure), or None where a provider is configured already."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    repair = service.current_repair()
-    if repair is None or repair.last is None:
+    if isinstance(metrics.get_meter_provider(), MeterProvider):
+        return None
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return reader
+
+
+def _lag_gauges(reader: Any) -> dict[int, tuple[int, float]]:
+    """Settlement lag per partition as the repair's gauges hold it now (`settlement.lag.records` and
+    `settlement.lag.seconds`, read back from the instruments, not computed again)."""
+    from settlement.telemetry import LAG_RECORDS, LAG_SECONDS
+
+    if reader is None:
         return {}
-    return {p.partition: (p.offsets.lag, p.lag_s) for p in repair.last.partitions}
+    values: dict[str, dict[int, float]] = {LAG_RECORDS: {}, LAG_SECONDS: {}}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name in values:
+                    for point in metric.data.data_points:
+                        values[metric.name][int(point.attributes["partition"])] = point.value
+    return {p: (int(n), values[LAG_SECONDS].get(p, 0.0)) for p, n in values[LAG_RECORDS].items()}
 
 
 def thread_main(

@@ -223,7 +223,7 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
         chart = args.chart or (RUNS_DIR / f"run-{run_id}.png")
         chart.parent.mkdir(parents=True, exist_ok=True)
         title = f"run {run_id}: {inputs:,} records, {args.partitions} partitions, {args.scaling} scaling"
-        print(f"\nchart: {run_chart(samples, host.scale_events, chart, title)}")
+        print(f"\nchart: {run_chart(samples, host.scale_events, chart, title, host.stats.lag_samples)}")
     return code
 
 
@@ -237,6 +237,17 @@ def _visibility(ends: dict[str, float], last_trade_at: float, host: LocalHost, e
         return 1
     visible = ends.get("visible")
     repaired = f"; the repair timer ran {host.stats.timer_runs} times and settled {host.stats.repaired} records"
+    worst = max(
+        ((t, sum(n for n, _ in lag.values()), max((a for _, a in lag.values()), default=0.0))
+         for t, lag in host.stats.lag_samples),
+        key=lambda sample: sample[1],
+        default=None,
+    )  # fmt: skip
+    if worst is not None:
+        print(
+            f"\nsettlement lag (the repair's gauges, {len(host.stats.lag_samples)} runs): at most {worst[1]} records"
+            f" (oldest {worst[2]:.1f}s) at {worst[0]:.0f}s"
+        )
     if visible is None:
         print(f"\nvisibility: not every record visible to a read_committed reader by the end{repaired}")
         return 1
