@@ -89,15 +89,7 @@ def capacity_chart(points_by_mode: Mapping[str, Sequence[Any]], path: Path, titl
         lag_ax.plot(minutes, [p.lag for p in points], label=mode)
     inst_ax.set_ylabel("instances")
     inst_ax.legend()
-    lag_ax.set_ylabel("trigger lag (records)")
-    runs_t = [t for t, _ in settlement_lag]
-    settle_ax.step(runs_t, [sum(n for n, _ in lag.values()) for _, lag in settlement_lag], where="post",
-                   color="tab:purple", label="records")  # fmt: skip
-    settle_ax.set_ylabel("settlement lag (records)")
-    age_ax = settle_ax.twinx()
-    age_ax.plot(runs_t, [max((s for _, s in lag.values()), default=0.0) for _, lag in settlement_lag],
-                color="tab:orange", linestyle="--", label="oldest (s)")  # fmt: skip
-    age_ax.set_ylabel("oldest unsettled (s)")
+    lag_ax.set_ylabel("lag (records)")
     lag_ax.set_xlabel("minutes")
     lag_ax.legend()
     fig.suptitle(title)
