@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 
 import azure.functions as func
+from confluent_kafka import KafkaException
 
 from settlement import sink
 from settlement.batch import BatchResult
@@ -87,5 +88,7 @@ def repair_on_timer(timer: func.TimerRequest) -> None:
         log.info("repair timer past due: a run was late or the instance was busy")
     try:
         repair.run(processor().delivery_timeout_s)
+    except KafkaException as exc:  # the cluster cannot answer now (a broker restart, a leader election)
+        log.warning("repair run stopped, the next run tries again: %s", exc)
     except Exception:
         log.exception("repair run failed; the next run tries again")
