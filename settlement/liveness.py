@@ -16,7 +16,10 @@ lag). So a partition is taken over when it is *behind* (`settled` below `end`) a
 `settled` and `committed` seen at least `stall_s` apart): with lag the gap is settled; without (`settled ==
 committed`, records beyond it not consumed yet) it is only fenced, which aborts a dead holder's open
 transaction at once instead of at the coordinator's timeout, so read_committed readers of the output topics
-stop waiting for it. A partition whose positions move is left alone: its holder is making progress.
+stop waiting for it. A partition whose positions move is left alone: its holder is making progress. Fencing
+alone waits twice as long, and never while the trigger group rebalances: then every partition stands still
+for a while with its holders alive (an eager rebalance revokes them all), and aborting a live holder's open
+transaction would only make it settle its last batches again.
 """
 
 from __future__ import annotations
@@ -72,16 +75,18 @@ def sight(previous: Sighting | None, offsets: Offsets, now: float) -> Sighting:
     return Sighting(offsets, now)
 
 
-def decide(sighting: Sighting, now: float, stall_s: float) -> Action:
-    """The repair's action for one partition, from what was seen of it."""
+def decide(sighting: Sighting, now: float, stall_s: float, rebalancing: bool = False) -> Action:
+    """The repair's action for one partition, from what was seen of it (and whether the trigger group is in a
+    rebalance)."""
     offsets = sighting.offsets
     if offsets.settled is None:
         return Action.UNKNOWN
     if not offsets.behind:
         return Action.IDLE
-    if now - sighting.since < stall_s:
-        return Action.WATCH
-    return Action.REPAIR if offsets.lag else Action.FENCE
+    still = now - sighting.since
+    if offsets.lag:
+        return Action.REPAIR if still >= stall_s else Action.WATCH
+    return Action.FENCE if still >= FENCE_FACTOR * stall_s and not rebalancing else Action.WATCH
 
 
 def stall_after_s(commit_interval_s: float) -> float:
@@ -93,3 +98,4 @@ def stall_after_s(commit_interval_s: float) -> float:
 
 
 STALL_MARGIN_S = 5.0
+FENCE_FACTOR = 2.0  # fencing alone (no lag to settle) waits this many stall periods

@@ -24,7 +24,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka import (
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from settlement import telemetry
@@ -140,8 +146,11 @@ class Repair:
             self._remember(offsets)
         lag_s = self._lag_seconds(offsets)
         now = self._clock()
+        actions = {p: decide(self._seen[p], now, self.stall_s) for p in offsets}
+        if Action.FENCE in actions.values() and self._rebalancing(report):
+            actions = {p: decide(self._seen[p], now, self.stall_s, rebalancing=True) for p in offsets}
         for partition, seen in sorted(offsets.items()):
-            action = decide(self._seen[partition], now, self.stall_s)
+            action = actions[partition]
             run = PartitionRun(partition, seen, action, lag_s.get(partition, 0.0))
             if action in (Action.REPAIR, Action.FENCE):
                 run = self._take_over(run, deadline)
@@ -183,6 +192,15 @@ class Repair:
             end = future.result().offset
             out[tp.partition] = Offsets(settled.get(tp.partition), committed.get(tp.partition), end)
         return out
+
+    def _rebalancing(self, report: RepairRun) -> bool:
+        """Whether the trigger group is in a rebalance (asked only when a partition would be fenced alone)."""
+        report.admin_calls += 1
+        try:
+            group = self._admin.describe_consumer_groups([self._group], request_timeout=10)[self._group].result()
+        except KafkaException:
+            return True  # unknown: do not fence on a guess
+        return group.state in (ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING)
 
     def _group_offsets(self, group: str, tps: list[TopicPartition], timeout_s: float) -> dict[int, int]:
         request = [ConsumerGroupTopicPartitions(group, tps)]

@@ -19,11 +19,19 @@ STALL = 5.0
         (Offsets(100, 200, 200), 0.0, 5.0, Action.REPAIR),  # lag, still: a holder that died or froze
         (Offsets(100, None, 200), 0.0, 60.0, Action.FENCE),  # the trigger committed nothing yet: only fence
         (Offsets(200, 200, 300), 0.0, 60.0, Action.FENCE),  # records waiting and nothing moves: fence only
-        (Offsets(200, 200, 300), 0.0, 1.0, Action.WATCH),
+        (Offsets(200, 200, 300), 0.0, 9.9, Action.WATCH),  # fencing alone waits two stall periods
+        (Offsets(200, 200, 300), 0.0, 10.0, Action.FENCE),
     ],
 )
 def test_decide(offsets: Offsets, since: float, now: float, action: Action) -> None:
     assert decide(Sighting(offsets, since), now, STALL) is action
+
+
+def test_a_rebalancing_group_is_never_fenced_but_a_lag_is_still_repaired() -> None:
+    waiting = Sighting(Offsets(200, 200, 300), 0.0)
+    assert decide(waiting, 60.0, STALL, rebalancing=True) is Action.WATCH
+    lagging = Sighting(Offsets(100, 200, 300), 0.0)
+    assert decide(lagging, 60.0, STALL, rebalancing=True) is Action.REPAIR
 
 
 def test_lag_counts_only_what_the_trigger_moved_past() -> None:
@@ -35,7 +43,7 @@ def test_lag_counts_only_what_the_trigger_moved_past() -> None:
 
 def test_a_moving_position_restarts_the_watch() -> None:
     first = sight(None, Offsets(100, 200, 300), now=0.0)
-    same = sight(first, Offsets(100, 200, 320), now=6.0)  # records arriving at the end do not count as progress
+    same = sight(first, Offsets(100, 200, 320), now=6.0)  # records arriving at the end are no progress
     assert same.since == 0.0 and decide(same, 6.0, STALL) is Action.REPAIR
     moved = sight(same, Offsets(150, 200, 320), now=7.0)  # the holder committed: progress
     assert moved.since == 7.0 and decide(moved, 8.0, STALL) is Action.WATCH
