@@ -11,7 +11,7 @@ next batch starts at or beyond the settled position, and what lies between is re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -41,7 +41,7 @@ class ExactlyOnce:
         self._ledger = ledger
         self._topics = topics
         self._shrink: set[str] = set()  # coordinates the broker refused as too large: dead-lettered shrunk
-        self._aligned: dict[str, bool] = {}
+        self._aligned: dict[tuple[str, str], bool] = {}
 
     def settle(
         self, records: Sequence[InputRecord], plan_records: Planner, deadline: float, attempts: int = _ATTEMPTS
@@ -213,13 +213,14 @@ class ExactlyOnce:
         except Exception as exc:  # noqa: BLE001 - a fenced or broken producer: aborted, dropped, reported
             ledger.abort(part, exc)
         tracker = DeliveryTracker(producer)
-        partition = self._settlement_partition(part)
+        topics = (self._topics.settlements, self._topics.dead_letter)
+        partitions = {topic: self._output_partition(part, topic) for topic in topics}
         by_index: dict[int, InputRecord] = {}
         try:
             if gap_plan is not None:
-                self._write(tracker, gap_plan, list(range(len(gap))), partition, deadline, offset=len(records))
+                self._write(tracker, gap_plan, list(range(len(gap))), partitions, deadline, offset=len(records))
                 by_index.update((len(records) + i, r) for i, r in enumerate(gap))
-            self._write(tracker, plan, admitted, partition, deadline, offset=0)
+            self._write(tracker, plan, admitted, partitions, deadline, offset=0)
             by_index.update((i, records[i]) for i in admitted)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the transaction is aborted first
             ledger.abort(part, exc)
@@ -246,7 +247,13 @@ class ExactlyOnce:
         return refused
 
     def _write(
-        self, tracker: DeliveryTracker, plan: Plan, indexes: list[int], partition: int, deadline: float, offset: int
+        self,
+        tracker: DeliveryTracker,
+        plan: Plan,
+        indexes: list[int],
+        partitions: Mapping[str, int],
+        deadline: float,
+        offset: int,
     ) -> None:
         """Hand `plan`'s outputs for `indexes` to the producer; tracker indexes are shifted by `offset` so the
         gap's and the batch's records stay apart. A record the producer refuses locally as too large was not
@@ -268,22 +275,25 @@ class ExactlyOnce:
                     item.headers,
                     deadline,
                     index=i + offset,
-                    partition=partition if item.topic == self._topics.settlements else -1,
+                    partition=partitions.get(item.topic, -1),
                 )
             except RecordTooLarge:
                 tracker.refuse(i + offset)
         if plain:
-            for i in tracker.produce_batch(self._topics.settlements, plain_idx, plain, deadline, partition=partition):
+            settlements = self._topics.settlements
+            for i in tracker.produce_batch(settlements, plain_idx, plain, deadline, partition=partitions[settlements]):
                 tracker.refuse(i)
 
-    def _settlement_partition(self, part: PartitionLedger) -> int:
-        """The source partition when the settlement topic has as many partitions as the source: then each
-        transaction writes one settlement partition (fewer markers, less broker work per commit), and a user's
-        settlements stay on the partition of their trades (both are keyed by USERID, ksqlDB's murmur2).
-        Otherwise -1, the producer's own partitioner."""
-        aligned = self._aligned.get(part.topic)
+    def _output_partition(self, part: PartitionLedger, topic: str) -> int:
+        """The source partition when the output topic has as many partitions as the source: then each
+        transaction writes one partition of it (fewer markers, less broker work per commit), a user's outputs
+        stay on the partition of their trades (both are keyed by USERID, ksqlDB's murmur2), and a transaction
+        left open by a dead instance holds back read_committed readers of that one partition only, not of the
+        whole topic (a one-partition dead-letter topic is held back by any). Otherwise -1, the producer's own
+        partitioner."""
+        aligned = self._aligned.get((part.topic, topic))
         if aligned is None:
             source = self._ledger.partitions_of(part.topic)
-            aligned = source > 0 and source == self._ledger.partitions_of(self._topics.settlements)
-            self._aligned[part.topic] = aligned
+            aligned = source > 0 and source == self._ledger.partitions_of(topic)
+            self._aligned[(part.topic, topic)] = aligned
         return part.partition if aligned else -1

@@ -12,7 +12,8 @@ from collections import Counter
 
 import pytest
 
-from localrun.kafka import read_to_end
+from localrun.kafka import header, read_to_end
+from settlement.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.integration.workers import Worker, exactly, ledger, trades
 from tests.kafka_helpers import unique_name
@@ -149,3 +150,19 @@ def test_a_transactional_source_with_markers_settles_once_without_repair(pipelin
         assert w.settle(0, lo, hi) == "ok"
     w.exit()
     assert ledger(pipeline) == Counter({(0, o): 1 for o in visible})
+
+
+def test_dead_letters_stay_on_the_source_partition_when_the_topics_align(pipeline, settings, workers) -> None:
+    """A dead-letter topic with as many partitions as the source gets each dead letter on its source's partition,
+    so a transaction a dead instance left open holds back readers of one dead-letter partition, not all."""
+    from tests.kafka_helpers import create_topics
+
+    dlq = unique_name("dlq-aligned")
+    create_topics(pipeline.bootstrap, [dlq], partitions=3)
+    trades(pipeline, 20, partition=2)  # offset 5 is poison
+    w = Worker(settings | {"DEAD_LETTER_TOPIC": dlq})
+    workers.append(w)
+    assert w.settle(2, 0, 19) == "ok"
+    w.exit()
+    dead = read_to_end(pipeline.bootstrap, dlq)
+    assert [(m.partition(), header(m, SOURCE_PARTITION), header(m, SOURCE_OFFSET)) for m in dead] == [(2, "2", "5")]
