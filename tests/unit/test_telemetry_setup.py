@@ -122,3 +122,11 @@ def test_a_failed_batch_ends_its_span_with_an_error() -> None:
         {"APPLICATIONINSIGHTS_CONNECTION_STRING": CONNECTION},
     )
     assert out == {"status": "ERROR", "events": ["exception"]}
+
+
+def test_the_host_exports_its_own_and_the_kafka_extensions_spans_with_opentelemetry() -> None:
+    # The host's OpenTelemetry pipeline (telemetryMode) listens to "Microsoft.Azure.WebJobs.Extensions.*", which
+    # matches the extension's "Microsoft.Azure.Webjobs.Extensions.Kafka" (OpenTelemetry .NET's wildcards ignore
+    # case); with the default mode the extension's batch span is not exported and the trace breaks there.
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
