@@ -7,6 +7,7 @@ fake_arm.py)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -257,3 +258,20 @@ def test_the_stand_in_refuses_template_parameters_the_cli_and_arm_refuse(azure) 
     assert not_int.returncode == 1 and "invalid literal for int()" in not_int.stderr
     not_provided = deploy("location=westeurope")
     assert not_provided.returncode == 1 and "is not provided" in not_provided.stderr
+
+
+def test_the_runbook_says_for_each_alert_what_it_means_and_what_to_do() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    runbook = text[text.index("\n## Alerts\n") : text.index("\n## Retries and the poll interval")]
+    template = json.loads(TEMPLATE.read_text())
+    rules = [r for r in template["resources"] if r["type"] == "Microsoft.Insights/scheduledQueryRules"]
+    entries = runbook.split("\n**")[1:]
+    assert len(entries) == len(rules) == 4
+    for rule in rules:
+        assert "docs/operations.md#alerts" in rule["properties"]["description"]
+        query = rule["properties"]["criteria"]["allOf"][0]["query"]
+        watched = set(re.findall(r"settlement\.[a-z_.]*[a-z_]", query))
+        [entry] = [e for e in entries if watched <= set(re.findall(r"settlement\.[a-z_.]*[a-z_]", e.split("\n")[0]))]
+        assert entry.count("\n- ") >= 2, entry[:80]  # what it means, then at least two things to do
+    for action in ("*redrive*", "*repair*", "*scale*", "*registry*"):
+        assert action in runbook, action
