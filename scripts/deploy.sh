@@ -648,8 +648,8 @@ describe_receivers() {
     parts+=("webhook https://${host%%/*}/...")
   fi
   (( ${#parts[@]} )) || parts=("no receivers: the alerts show in the portal only")
-  local IFS=';'
-  printf '%s' "${parts[*]}"
+  printf '%s' "${parts[0]}"
+  (( ${#parts[@]} < 2 )) || printf '; %s' "${parts[@]:1}"
 }
 
 # The action group every alert notifies. Its receivers' digest is a tag: a re-run with the same receivers changes
