@@ -10,9 +10,12 @@ readonly SECRET_KEYS=(KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME KAFKA_SASL_PAS
 # other is disabled the Azure way (app setting AzureWebJobs.<function>.Disabled=true).
 readonly TRIGGER_FUNCTION="settle_user_trades"
 readonly SINK_FUNCTION="settle_sink_batch"
-readonly CONFIG_KEYS="PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD"
+readonly CONFIG_KEYS="PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD ALERT_EMAIL ALERT_WEBHOOK DEAD_LETTER_THRESHOLD WORKSPACE_ID APP_INSIGHTS_ID"
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT_DIR
+# What the CLI's core cannot make (Application Insights, scheduled query rules, a workbook) is one ARM template.
+readonly MONITORING_TEMPLATE="$ROOT_DIR/scripts/monitoring/template.json"
+readonly MONITORING_WORKBOOK="$ROOT_DIR/scripts/monitoring/workbook.json"
 
 PREFIX="tradesettle"
 LOCATION="westeurope"
@@ -29,6 +32,11 @@ SECRETS_FILE="deploy.secrets"
 SCHEMA_REGISTRY_URL=""
 CONSUMER_GROUP="trade-settlement"
 LAG_THRESHOLD="1000"
+ALERT_EMAIL=""
+ALERT_WEBHOOK=""
+DEAD_LETTER_THRESHOLD="100"
+WORKSPACE_ID=""
+APP_INSIGHTS_ID=""
 WAIT_TIMEOUT="600"
 POLL_SECONDS="${DEPLOY_POLL_SECONDS:-5}"
 DRY_RUN=0
@@ -41,8 +49,10 @@ usage() {
 Usage: scripts/deploy.sh [options]
 
 Creates or reuses, in order: resource group; storage account; Key Vault (RBAC mode); the secrets from the
-secrets file; the hosting plan; a Python 3.11 Functions v4 app on Linux with a system-assigned identity holding
-"Key Vault Secrets User" on the vault; app settings (Key Vault references for secrets, the entry path's
+secrets file; monitoring (a Log Analytics workspace, a workspace-based Application Insights, an action group, four
+alert rules on the app's metrics and a workbook; docs/operations.md#alerts); the hosting plan; a Python 3.11
+Functions v4 app on Linux with a system-assigned identity holding "Key Vault Secrets User" on the vault; app
+settings (Key Vault references for secrets, the Application Insights connection string, the entry path's
 AzureWebJobs.<function>.Disabled settings); the plan's scale settings; then publishes with
 `func azure functionapp publish --build remote` and prints the next steps (function URL, the command that
 reads its key, the ksql_apply invocation, the Kafka ACLs).
@@ -57,7 +67,8 @@ Every input is validated before anything is created. Use --destroy when done.
 
 Options (each may also be set in a --config file as KEY=VALUE, e.g. LOCATION=northeurope; keys:
 PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY
-ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD):
+ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD ALERT_EMAIL ALERT_WEBHOOK DEAD_LETTER_THRESHOLD
+WORKSPACE_ID APP_INSIGHTS_ID):
   --config FILE            read settings from FILE first
   --plan flex|premium      hosting plan (default: flex)
   --entry trigger|connector  the one entry path that runs: the Kafka trigger (default), or the HTTP function
@@ -80,6 +91,13 @@ ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD):
   --schema-registry-url URL  Schema Registry endpoint, https://... (not a secret; required)
   --consumer-group NAME    Kafka consumer group of the trigger (default: trade-settlement)
   --lag-threshold N        lag per instance that triggers scale-out (default: 1000)
+  --alert-email ADDR[,ADDR...]  e-mail receivers of the alerts' action group
+  --alert-webhook URL      an https webhook receiver of the alerts (common alert schema); read from a private
+                           file by az, never printed whole
+  --dead-letter-threshold N  the dead-letter alert fires above N dead letters in 5 minutes (default: 100)
+  --workspace-id ID        reuse this Log Analytics workspace (resource id) for a new Application Insights
+  --app-insights-id ID     reuse this Application Insights component (resource id): no workspace or component is
+                           created; the alerts and the workbook go on it
   --force-publish          publish even if this code was already published
   --dry-run                validate everything, then print every command that would change something (secrets
                            masked) and what would be created or published; change nothing
@@ -135,7 +153,8 @@ parse_args() {
   while (($#)); do
     case "$1" in
       --config|--plan|--entry|--prefix|--location|--resource-group|--suffix|--sku|--max-burst|--instance-memory|\
-      --max-instances|--always-ready|--secrets-file|--schema-registry-url|--consumer-group|--lag-threshold)
+      --max-instances|--always-ready|--secrets-file|--schema-registry-url|--consumer-group|--lag-threshold|\
+      --alert-email|--alert-webhook|--dead-letter-threshold|--workspace-id|--app-insights-id)
         need_value "$@"
         GIVEN[$1]=1
         case "$1" in
@@ -154,6 +173,11 @@ parse_args() {
           --schema-registry-url) SCHEMA_REGISTRY_URL="$2" ;;
           --consumer-group) CONSUMER_GROUP="$2" ;;
           --lag-threshold) LAG_THRESHOLD="$2" ;;
+          --alert-email) ALERT_EMAIL="$2" ;;
+          --alert-webhook) ALERT_WEBHOOK="$2" ;;
+          --dead-letter-threshold) DEAD_LETTER_THRESHOLD="$2" ;;
+          --workspace-id) WORKSPACE_ID="$2" ;;
+          --app-insights-id) APP_INSIGHTS_ID="$2" ;;
           *) ;;  # --config: read above
         esac
         shift ;;
@@ -182,6 +206,7 @@ validate_options() {
   [[ -z "$SUFFIX" || "$SUFFIX" =~ ^[a-z0-9]{3,8}$ ]] || die "--suffix must be 3-8 lower-case letters and digits"
   [[ "$CONSUMER_GROUP" =~ ^[A-Za-z0-9._-]{1,200}$ ]] || die "--consumer-group must be letters, digits, '.', '_' or '-'"
   [[ "$LAG_THRESHOLD" =~ ^[1-9][0-9]*$ ]] || die "--lag-threshold must be a whole number above 0"
+  validate_monitoring_options
   if [[ "$HOSTING_PLAN" == "flex" ]]; then
     for flag in --sku --max-burst; do
       [[ -z "${GIVEN[$flag]:-}" ]] \
@@ -212,6 +237,39 @@ validate_options() {
   fi
   [[ "$SCHEMA_REGISTRY_URL" =~ ^https?://[^[:space:]/]+(/[^[:space:]]*)?$ ]] \
     || die "--schema-registry-url must be an http(s) URL such as https://psrc-....confluent.cloud"
+  return 0
+}
+
+# The monitoring options: receivers, the dead-letter threshold, resources to reuse (their existence is checked
+# later, still before any change: check_reused).
+validate_monitoring_options() {
+  local email emails
+  if [[ -n "$ALERT_EMAIL" ]]; then
+    IFS=',' read -ra emails <<<"$ALERT_EMAIL"
+    for email in "${emails[@]}"; do
+      [[ "$email" =~ ^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$ ]] \
+        || die "--alert-email must be e-mail addresses separated by commas, such as ops@example.com"
+    done
+  fi
+  if [[ -n "$ALERT_WEBHOOK" ]]; then
+    # The URL may hold a token: it is never repeated in a message.
+    [[ "$ALERT_WEBHOOK" =~ ^https://[^[:space:]/]+(/[^[:space:]]*)?$ ]] \
+      || die "--alert-webhook must be an https:// URL (the value is not shown)"
+    ! placeholder "$ALERT_WEBHOOK" || die "--alert-webhook is still a placeholder: give your webhook's URL"
+  fi
+  [[ "$DEAD_LETTER_THRESHOLD" =~ ^(0|[1-9][0-9]{0,8})$ ]] \
+    || die "--dead-letter-threshold must be a whole number from 0 (dead letters per 5 minutes)"
+  if [[ -n "$WORKSPACE_ID" ]] \
+      && ! [[ "${WORKSPACE_ID,,}" =~ ^/subscriptions/[0-9a-f-]{36}/resourcegroups/[^/]+/providers/microsoft\.operationalinsights/workspaces/[^/]+$ ]]; then
+    die "--workspace-id must be a Log Analytics workspace's resource id (/subscriptions/.../providers/Microsoft.OperationalInsights/workspaces/NAME)"
+  fi
+  if [[ -n "$APP_INSIGHTS_ID" ]] \
+      && ! [[ "${APP_INSIGHTS_ID,,}" =~ ^/subscriptions/[0-9a-f-]{36}/resourcegroups/[^/]+/providers/microsoft\.insights/components/[^/]+$ ]]; then
+    die "--app-insights-id must be an Application Insights component's resource id (/subscriptions/.../providers/Microsoft.Insights/components/NAME)"
+  fi
+  if [[ -n "$WORKSPACE_ID" && -n "$APP_INSIGHTS_ID" ]]; then
+    die "--workspace-id has no use with --app-insights-id: the component sends to its own workspace"
+  fi
   return 0
 }
 
@@ -280,6 +338,7 @@ derive_names() {
   if [[ -z "$SUFFIX" ]]; then
     SUFFIX=$(printf '%s|%s' "$subscription" "$PREFIX" | sha256sum | cut -c1-6)
   fi
+  SUBSCRIPTION="$subscription"
   DEPLOYMENT="$PREFIX-$SUFFIX"
   RESOURCE_GROUP="${RESOURCE_GROUP:-$PREFIX-$SUFFIX-rg}"
   STORAGE="${PREFIX}${SUFFIX}st"
@@ -287,6 +346,16 @@ derive_names() {
   PLAN="${PREFIX}-${SUFFIX}-plan"
   APP="${PREFIX}-${SUFFIX}-func"
   TAGS=("$TOOL_TAG" "deployment=$DEPLOYMENT")
+  WORKSPACE="${PREFIX}-${SUFFIX}-law"
+  COMPONENT="${PREFIX}-${SUFFIX}-ai"
+  ACTION_GROUP="${PREFIX}-${SUFFIX}-ag"
+  MONITORING_DEPLOYMENT="${PREFIX}-${SUFFIX}-monitoring"
+  ALERTS=("$PREFIX-$SUFFIX-settlement-lag" "$PREFIX-$SUFFIX-dead-letters" "$PREFIX-$SUFFIX-failed-batches"
+    "$PREFIX-$SUFFIX-no-settlement")
+  # A workbook's name is a GUID: one derived from the deployment, so that a re-run finds the same workbook.
+  local h
+  h=$(printf '%s|%s|workbook' "$subscription" "$DEPLOYMENT" | sha256sum)
+  WORKBOOK_ID="${h:0:8}-${h:8:4}-${h:12:4}-${h:16:4}-${h:20:12}"
   log "deployment $DEPLOYMENT: group $RESOURCE_GROUP, app $APP, vault $VAULT, storage $STORAGE, plan $PLAN"
 }
 
@@ -480,13 +549,14 @@ create_app() {
     change "create function app" az functionapp create --name "$APP" --resource-group "$RESOURCE_GROUP" \
       --storage-account "$STORAGE" --flexconsumption-location "$LOCATION" --runtime python --runtime-version 3.11 \
       --instance-memory "$INSTANCE_MEMORY" --maximum-instance-count "$MAX_INSTANCES" "${ready[@]}" \
-      --deployment-storage-auth-type SystemAssignedIdentity --assign-identity '[system]' --tags "${TAGS[@]}" \
-      --output none >/dev/null
+      --deployment-storage-auth-type SystemAssignedIdentity --assign-identity '[system]' --disable-app-insights true \
+      --tags "${TAGS[@]}" --output none >/dev/null
     did create "function app $APP (Flex Consumption, Linux, Python 3.11, ${INSTANCE_MEMORY} MB, at most $MAX_INSTANCES instances)" created
   else
     change "create function app" az functionapp create --name "$APP" --resource-group "$RESOURCE_GROUP" \
       --plan "$PLAN" --storage-account "$STORAGE" --runtime python --runtime-version 3.11 --functions-version 4 \
-      --os-type Linux --assign-identity '[system]' --tags "${TAGS[@]}" --output none >/dev/null
+      --os-type Linux --assign-identity '[system]' --disable-app-insights true --tags "${TAGS[@]}" \
+      --output none >/dev/null
     did create "function app $APP (Elastic Premium plan $PLAN)" created
   fi
 }
@@ -527,6 +597,163 @@ ensure_flex_plan_tagged() {
   fi
 }
 
+# ---- monitoring ------------------------------------------------------------------------------------------
+
+# Resources the user asked us to reuse must exist (read-only; before anything is created). Never tagged, never
+# deleted by --destroy.
+check_reused() {
+  (( DRY_RUN || DESTROY )) && return 0
+  if [[ -n "$WORKSPACE_ID" ]] && ! exists az resource show --ids "$WORKSPACE_ID" --query id -o tsv; then
+    die "--workspace-id: no such Log Analytics workspace (or no access to it): $WORKSPACE_ID"
+  fi
+  if [[ -n "$APP_INSIGHTS_ID" ]] && ! exists az resource show --ids "$APP_INSIGHTS_ID" --query id -o tsv; then
+    die "--app-insights-id: no such Application Insights component (or no access to it): $APP_INSIGHTS_ID"
+  fi
+  return 0
+}
+
+# The Log Analytics workspace a new Application Insights sends to (workspace-based), unless one is reused.
+ensure_workspace() {
+  WORKSPACE_RESOURCE_ID=""
+  if [[ -n "$APP_INSIGHTS_ID" ]]; then
+    COMPONENT_ID="$APP_INSIGHTS_ID"
+    log "Application Insights: reusing ${APP_INSIGHTS_ID##*/} (and its workspace)"
+    return 0
+  fi
+  COMPONENT_ID="/subscriptions/$SUBSCRIPTION/resourceGroups/$RESOURCE_GROUP/providers/Microsoft.Insights/components/$COMPONENT"
+  if [[ -n "$WORKSPACE_ID" ]]; then
+    WORKSPACE_RESOURCE_ID="$WORKSPACE_ID"
+    log "Log Analytics workspace: reusing ${WORKSPACE_ID##*/}"
+    return 0
+  fi
+  if exists az monitor log-analytics workspace show --name "$WORKSPACE" --resource-group "$RESOURCE_GROUP"; then
+    log "Log Analytics workspace $WORKSPACE exists"
+  else
+    change "create Log Analytics workspace" az monitor log-analytics workspace create --name "$WORKSPACE" \
+      --resource-group "$RESOURCE_GROUP" --location "$LOCATION" --sku PerGB2018 --retention-time 30 \
+      --tags "${TAGS[@]}" --output none >/dev/null
+    did create "Log Analytics workspace $WORKSPACE" created
+  fi
+  WORKSPACE_RESOURCE_ID=$(read_or \
+    "/subscriptions/$SUBSCRIPTION/resourceGroups/$RESOURCE_GROUP/providers/Microsoft.OperationalInsights/workspaces/$WORKSPACE" \
+    az monitor log-analytics workspace show --name "$WORKSPACE" --resource-group "$RESOURCE_GROUP" --query id -o tsv)
+}
+
+# The receivers as they may be shown: addresses, and the webhook's host only (its path may hold a token).
+describe_receivers() {
+  local parts=()
+  [[ -n "$ALERT_EMAIL" ]] && parts+=("e-mail ${ALERT_EMAIL//,/, }")
+  if [[ -n "$ALERT_WEBHOOK" ]]; then
+    local host="${ALERT_WEBHOOK#https://}"
+    parts+=("webhook https://${host%%/*}/...")
+  fi
+  (( ${#parts[@]} )) || parts=("no receivers: the alerts show in the portal only")
+  printf '%s' "${parts[0]}"
+  (( ${#parts[@]} < 2 )) || printf '; %s' "${parts[@]:1}"
+}
+
+# The action group every alert notifies. Its receivers' digest is a tag: a re-run with the same receivers changes
+# nothing; other receivers replace the group (create is a PUT). The webhook URL reaches az from a private file
+# (the CLI reads an argument '@FILE' from the file), so it is never on a command line or printed.
+ensure_action_group() {
+  local want current actions=() emails email i=0 hook
+  want=$(printf '%s|%s' "$ALERT_EMAIL" "$ALERT_WEBHOOK" | sha256sum | cut -c1-16)
+  current=$(read_or '' az monitor action-group show --name "$ACTION_GROUP" --resource-group "$RESOURCE_GROUP" \
+    --query tags.receivers -o tsv) || current=""
+  if [[ "$current" == "$want" ]]; then
+    log "action group $ACTION_GROUP matches ($(describe_receivers))"
+  else
+    if [[ -n "$ALERT_EMAIL" ]]; then
+      IFS=',' read -ra emails <<<"$ALERT_EMAIL"
+      for email in "${emails[@]}"; do
+        i=$((i + 1))
+        actions+=(--action email "email-$i" "$email" usecommonalertschema)
+      done
+    fi
+    if [[ -n "$ALERT_WEBHOOK" ]]; then
+      hook="$WORK_DIR/alert-webhook"
+      (umask 077 && printf '%s' "$ALERT_WEBHOOK" > "$hook")
+      actions+=(--action webhook webhook "@$hook" usecommonalertschema)
+    fi
+    change "create action group" az monitor action-group create --name "$ACTION_GROUP" \
+      --resource-group "$RESOURCE_GROUP" --short-name "${PREFIX:0:12}" "${actions[@]}" \
+      --tags "${TAGS[@]}" "receivers=$want" --output none >/dev/null
+    rm -f "$WORK_DIR/alert-webhook"
+    did create "action group $ACTION_GROUP ($(describe_receivers))" "created"
+  fi
+  [[ -n "$ALERT_EMAIL$ALERT_WEBHOOK" ]] \
+    || log "no --alert-email or --alert-webhook: the alerts notify nobody (they still show in the portal)"
+  ACTION_GROUP_ID=$(read_or \
+    "/subscriptions/$SUBSCRIPTION/resourceGroups/$RESOURCE_GROUP/providers/microsoft.insights/actionGroups/$ACTION_GROUP" \
+    az monitor action-group show --name "$ACTION_GROUP" --resource-group "$RESOURCE_GROUP" --query id -o tsv)
+}
+
+# The template's parameters, one KEY=VALUE a line (tests/deploy checks them against the template's own list).
+monitoring_parameters() {
+  printf '%s\n' \
+    "location=$LOCATION" \
+    "tags={\"${TOOL_TAG%%=*}\":\"${TOOL_TAG#*=}\",\"deployment\":\"$DEPLOYMENT\"}" \
+    "componentName=$COMPONENT" \
+    "existingComponentId=$APP_INSIGHTS_ID" \
+    "workspaceId=$WORKSPACE_RESOURCE_ID" \
+    "actionGroupId=$ACTION_GROUP_ID" \
+    "lagAlertName=${ALERTS[0]}" \
+    "deadLetterAlertName=${ALERTS[1]}" \
+    "failedBatchAlertName=${ALERTS[2]}" \
+    "stalledAlertName=${ALERTS[3]}" \
+    "deadLetterThreshold=$DEAD_LETTER_THRESHOLD" \
+    "workbookId=$WORKBOOK_ID" \
+    "workbookDisplayName=Trade settlement ($DEPLOYMENT)"
+}
+
+# Application Insights (unless reused), the four alert rules and the workbook: one ARM deployment, run only when
+# the template, the workbook or a parameter changed (their digest is a parameter, read back from the deployment).
+ensure_monitoring() {
+  local params=() sha current state what
+  mapfile -t params < <(monitoring_parameters)
+  sha=$({ cat "$MONITORING_TEMPLATE" "$MONITORING_WORKBOOK"; printf '%s\n' "${params[@]}"; } | sha256sum | cut -c1-16)
+  current=$(read_or '' az deployment group show --resource-group "$RESOURCE_GROUP" --name "$MONITORING_DEPLOYMENT" \
+    --query properties.parameters.contentSha.value -o tsv) || current=""
+  state=$(read_or '' az deployment group show --resource-group "$RESOURCE_GROUP" --name "$MONITORING_DEPLOYMENT" \
+    --query properties.provisioningState -o tsv) || state=""
+  what="alert rules ${ALERTS[*]}, workbook $WORKBOOK_ID"
+  if [[ -n "$APP_INSIGHTS_ID" ]]; then
+    what="on Application Insights ${APP_INSIGHTS_ID##*/}: $what"
+  else
+    what="Application Insights $COMPONENT (workspace-based), $what"
+  fi
+  if [[ "$current" == "$sha" && "$state" == "Succeeded" ]]; then
+    log "monitoring matches: $what"
+    return 0
+  fi
+  change "deploy monitoring" az deployment group create --resource-group "$RESOURCE_GROUP" \
+    --name "$MONITORING_DEPLOYMENT" --template-file "$MONITORING_TEMPLATE" \
+    --parameters "${params[@]}" "workbookContent=@$MONITORING_WORKBOOK" "contentSha=$sha" \
+    --no-prompt true --output none >/dev/null
+  did deploy "monitoring: $what" "deployed"
+}
+
+# The component's connection string, kept in a private file: the app setting is set from it with '@FILE', so the
+# string is never on a command line or printed.
+read_connection_string() {
+  CONNECTION_FILE="$WORK_DIR/appinsights-connection"
+  if (( DRY_RUN )); then
+    CONNECTION_STRING="<connection string of ${COMPONENT_ID##*/}>"
+    return 0
+  fi
+  CONNECTION_STRING=$(query az resource show --ids "$COMPONENT_ID" --query properties.ConnectionString -o tsv)
+  [[ "$CONNECTION_STRING" == *InstrumentationKey=* ]] \
+    || die "Application Insights ${COMPONENT_ID##*/} returned no connection string"
+  (umask 077 && printf '%s' "$CONNECTION_STRING" > "$CONNECTION_FILE")
+}
+
+ensure_observability() {
+  ensure_workspace
+  ensure_action_group
+  ensure_monitoring
+  read_connection_string
+}
+
 desired_settings() {
   local key trigger_off=false sink_off=true
   if [[ "$ENTRY" == "connector" ]]; then trigger_off=true; sink_off=false; fi
@@ -542,6 +769,9 @@ desired_settings() {
     "USER_TRADES_TOPIC=user_trades" \
     "SETTLEMENTS_TOPIC=trade-settlements" \
     "DEAD_LETTER_TOPIC=user_trades-dlq" \
+    "APPLICATIONINSIGHTS_CONNECTION_STRING=$CONNECTION_STRING" \
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true" \
+    "PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME=settlement" \
     "AzureWebJobs.$TRIGGER_FUNCTION.Disabled=$trigger_off" \
     "AzureWebJobs.$SINK_FUNCTION.Disabled=$sink_off"
 }
@@ -553,6 +783,8 @@ ensure_settings() {
   while IFS= read -r line; do
     name="${line%%=*}"; value="${line#*=}"
     if ! grep -qxF "$(printf '%s\t%s' "$name" "$value")" <<<"$current"; then
+      # The connection string goes to az from its private file, never as an argument.
+      [[ "$name" == APPLICATIONINSIGHTS_CONNECTION_STRING ]] && line="$name=@$CONNECTION_FILE"
       wanted+=("$line")
     fi
   done < <(desired_settings)
@@ -763,6 +995,11 @@ destroy() {
     [[ -z "$ids" ]] || change "delete tagged resources" az resource delete --ids $ids >/dev/null
     # shellcheck disable=SC2086 # one id per word
     [[ -z "$farms" ]] || change "delete tagged plans" az resource delete --ids $farms >/dev/null
+    # The monitoring deployment's record, or a later run would take its digest for resources that are gone.
+    if exists az deployment group show --resource-group "$RESOURCE_GROUP" --name "$MONITORING_DEPLOYMENT"; then
+      change "delete the monitoring deployment record" az deployment group delete --resource-group "$RESOURCE_GROUP" \
+        --name "$MONITORING_DEPLOYMENT" >/dev/null
+    fi
     did delete "resources tagged deployment=$DEPLOYMENT; resource group $RESOURCE_GROUP was not created here and stays" \
       "deleted"
   fi
@@ -784,6 +1021,7 @@ main() {
   chmod 700 "$WORK_DIR"
   trap 'rm -rf "$WORK_DIR"' EXIT
   derive_names
+  check_reused
   if (( DESTROY )); then
     destroy
     return 0
@@ -792,6 +1030,7 @@ main() {
   ensure_storage
   ensure_vault
   store_secrets
+  ensure_observability
   [[ "$HOSTING_PLAN" == "premium" ]] && ensure_plan
   ensure_app
   [[ "$HOSTING_PLAN" == "flex" ]] && ensure_flex_plan_tagged

@@ -8,17 +8,29 @@ the cold start does not move.
 Per batch: one span `settle batch` linked to the W3C trace contexts found in the input records' `traceparent`
 headers. Settlements carry their input's valid `traceparent` forward, with or without a tracer provider (with
 one, the batch span's when the input had none), and `settlement.batch.traceparent` names the batch span;
-dead letters keep the record's own headers, which hold its `traceparent`. Metrics: settlements by
-disposition, dead letters by reason, batch size, batch duration, registry lookups, and the settlement lag
-the repair measures on every run (`settlement.lag.records`, `settlement.lag.seconds`, per source partition).
+dead letters keep the record's own headers, which hold its `traceparent`.
+
+Metrics are a contract (docs/metrics.md lists each instrument, its unit, attributes and when it is recorded;
+the alert rules that scripts/deploy.sh creates query them by name, and tests/unit/test_metrics_contract.py holds
+the table, the code and the alerts to one another): settlements by disposition, dead letters by reason, failed
+and retried batches, trade-to-settlement latency, batch size, batch duration, registry lookups, and the
+settlement lag the repair measures on every run (`settlement.lag.records`, `settlement.lag.seconds`, per
+source partition).
+
+The Azure Monitor distro is configured at most once per process, by whichever side gets there first: on Azure
+the Python worker does it at its start when `PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true` (what deploy.sh
+sets, because only then does the worker also put each invocation under the host's trace context), before any
+batch; this module then finds an SDK provider installed and leaves it alone. Where nothing configured it (a
+local host, a worker without that setting) and a connection string is set, this module configures it.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import Counter
-from collections.abc import Iterator, Sequence
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,9 +41,23 @@ BATCH_TRACEPARENT = "settlement.batch.traceparent"
 # record was written. Recorded by every repair run (settlement/repair.py); 0 when nothing waits.
 LAG_RECORDS = "settlement.lag.records"
 LAG_SECONDS = "settlement.lag.seconds"
+# The instruments' names: each is a contract with the alert rules and the workbook (docs/metrics.md).
+SETTLEMENTS = "settlement.settlements"
+DEAD_LETTERS = "settlement.dead_letters"
+BATCH_SIZE = "settlement.batch.size"
+BATCH_DURATION = "settlement.batch.duration"
+REGISTRY_LOOKUPS = "settlement.registry.lookups"
+BATCHES_FAILED = "settlement.batches.failed"
+BATCHES_RETRIED = "settlement.batches.retried"
+LATENCY = "settlement.latency"
 _MAX_LINKS = 128
+# Batches that failed in this process, remembered by their first record's coordinates and size so that the same
+# batch run again (the host's `@app.retry` and `maxRetries` re-run it at once, in this process; the sink
+# connector re-posts it) counts as a retry. Bounded: a batch retried after this many other failures is not seen.
+_MAX_FAILED_REMEMBERED = 1024
 _lock = threading.Lock()
 _instruments: Any = None
+_failed: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
 
 
 class _Instruments:
@@ -45,11 +71,20 @@ class _Instruments:
         self.propagator = TraceContextTextMapPropagator()
         self.tracer = trace.get_tracer("settlement")
         meter = metrics.get_meter("settlement")
-        self.settlements = meter.create_counter("settlement.settlements", "{record}", "settlements by disposition")
-        self.dead_letters = meter.create_counter("settlement.dead_letters", "{record}", "dead letters by reason")
-        self.batch_size = meter.create_histogram("settlement.batch.size", "{record}", "records per batch")
-        self.batch_duration = meter.create_histogram("settlement.batch.duration", "ms", "time to settle a batch")
-        self.registry_lookups = meter.create_counter("settlement.registry.lookups", "{request}", "registry requests")
+        self.settlements = meter.create_counter(SETTLEMENTS, "{record}", "settlements by disposition")
+        self.dead_letters = meter.create_counter(DEAD_LETTERS, "{record}", "dead letters by reason")
+        self.batch_size = meter.create_histogram(BATCH_SIZE, "{record}", "records per batch")
+        self.batch_duration = meter.create_histogram(BATCH_DURATION, "ms", "time to settle a batch")
+        self.registry_lookups = meter.create_counter(REGISTRY_LOOKUPS, "{request}", "registry requests")
+        self.batches_failed = meter.create_counter(
+            BATCHES_FAILED, "{batch}", "batches that raised, so that the host (or the connector) runs them again"
+        )
+        self.batches_retried = meter.create_counter(
+            BATCHES_RETRIED, "{batch}", "batches run again after they failed in this process"
+        )
+        self.latency = meter.create_histogram(
+            LATENCY, "s", "from a trade's record timestamp to its settlement's acknowledgement"
+        )
         self.lag_records = meter.create_gauge(
             LAG_RECORDS, "{record}", "records the trigger group committed past that are not settled yet"
         )
@@ -58,8 +93,22 @@ class _Instruments:
         )
 
 
+def already_configured() -> bool:
+    """True when an SDK tracer or meter provider is installed in this process: the Python worker configured the
+    Azure Monitor distro (`PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true`), or a test or host installed its
+    own. The API's defaults are proxies until then; a second configuration would export everything twice."""
+    from opentelemetry import metrics, trace
+
+    meter_provider = type(metrics.get_meter_provider()).__name__
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) or meter_provider not in (
+        "_ProxyMeterProvider",
+        "NoOpMeterProvider",
+    )
+
+
 def _configure_azure_monitor() -> None:
-    if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+    """Configure the distro once, unless something in this process already did (see the module's docstring)."""
+    if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING") and not already_configured():
         from azure.monitor.opentelemetry import configure_azure_monitor
 
         configure_azure_monitor(logger_name="settlement")
@@ -122,11 +171,58 @@ def _valid_traceparent(inst: Any, headers: Sequence[tuple[str, bytes]]) -> bytes
     return None
 
 
+def _batch_key(records: Sequence[Any]) -> tuple[str, int, int, int] | None:
+    """What identifies a batch when it is run again: its first record's coordinates and its size."""
+    if not records:
+        return None
+    first = records[0]
+    return (first.topic, first.partition, first.offset, len(records))
+
+
+def _note_start(inst: Any, key: tuple[str, int, int, int] | None) -> None:
+    """Count a retry when this batch failed in this process before."""
+    if key is None:
+        return
+    with _lock:
+        seen = key in _failed
+        if seen:
+            del _failed[key]
+    if seen:
+        inst.batches_retried.add(1)
+
+
+def _note_failure(inst: Any, key: tuple[str, int, int, int] | None, exc: BaseException) -> None:
+    """Count a failed batch by the error's class name, and remember it so that its next run counts as a retry."""
+    inst.batches_failed.add(1, {"error.type": type(exc).__name__})
+    if key is None:
+        return
+    with _lock:
+        _failed[key] = None
+        while len(_failed) > _MAX_FAILED_REMEMBERED:
+            _failed.popitem(last=False)
+
+
 @contextmanager
 def batch_span(records: Sequence[Any]) -> Iterator[BatchSpan]:
-    """A span for one batch, linked to the trace contexts its records carry."""
+    """A span for one batch, linked to the trace contexts its records carry; a batch that raises out of it is
+    counted as failed (`settlement.batches.failed`), and the same batch run again as retried."""
     inst = instruments()
-    if inst is None or isinstance(inst.trace.get_tracer_provider(), inst.no_tracing):
+    if inst is None:
+        yield BatchSpan(None, inst)
+        return
+    key = _batch_key(records)
+    _note_start(inst, key)
+    try:
+        with _span(inst, records) as span:
+            yield span
+    except Exception as exc:
+        _note_failure(inst, key, exc)
+        raise
+
+
+@contextmanager
+def _span(inst: Any, records: Sequence[Any]) -> Iterator[BatchSpan]:
+    if isinstance(inst.trace.get_tracer_provider(), inst.no_tracing):
         yield BatchSpan(None, inst)  # no tracer provider installed: spans would be dropped, skip the link scan
         return
     links: list[Any] = []
@@ -162,6 +258,20 @@ def record_batch(
     if span.span is not None:
         span.span.set_attribute("settlement.settled", sum(dispositions.values()))
         span.span.set_attribute("settlement.dead_lettered", sum(reasons.values()))
+
+
+def record_latency(timestamps_ms: Iterable[int | None], now: float | None = None) -> None:
+    """Trade-to-settlement latency, one value per settled record: from the record's timestamp (the trade's, as
+    ksqlDB writes it; the settlement carries the same one) to now, after the batch's outputs were acknowledged.
+    The timestamps are not read at all without instruments (the caller may pass a generator)."""
+    inst = instruments()
+    if inst is None:
+        return
+    at_ms = (time.time() if now is None else now) * 1000
+    record = inst.latency.record
+    for stamp in timestamps_ms:
+        if stamp is not None:
+            record(max(0.0, (at_ms - stamp) / 1000))
 
 
 def count_registry_lookup(kind: str) -> None:

@@ -22,7 +22,14 @@ message, before anything else. Flex Consumption rules read from that version's a
 and `--deployment-storage-auth-value` with `SystemAssignedIdentity`; Linux apps need `--runtime`; a Flex app gets a
 plan of its own (`ASP-<group>-xxxx`, untagged) and a `functionAppConfig`; `scale config`, `scale config
 always-ready` and `deployment config` refuse an app that is not on Flex Consumption (`validate_is_flex_functionapp`);
-always-ready values must be integers (`validate_and_convert_to_int`)."""
+always-ready values must be integers (`validate_and_convert_to_int`).
+
+Like the CLI (2.91.0 `azure.cli.core.commands._expand_file_prefixed_files`), an argument `@FILE`, or the value
+of `KEY=@FILE`, is replaced by the file's content before parsing (kept as it is when no such file exists); the
+log records argv as given. `functionapp create` without `--disable-app-insights true` makes an Application
+Insights component of its own and sets its connection string, as the CLI does. `deployment group create` is
+modelled in fake_arm.py; the monitoring resources (workspace, action group, component, rules, workbook) are kept
+like the others and found by tag."""
 
 from __future__ import annotations
 
@@ -33,6 +40,8 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
+
+import fake_arm
 
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
 USER_ID = "11111111-2222-3333-4444-555555555555"
@@ -152,7 +161,13 @@ PROVIDERS = {
     "vault": "Microsoft.KeyVault/vaults",
     "plan": "Microsoft.Web/serverFarms",
     "app": "Microsoft.Web/sites",
+    "workspace": "Microsoft.OperationalInsights/workspaces",
+    "actiongroup": "microsoft.insights/actionGroups",
+    "component": "Microsoft.Insights/components",
+    "alert": "Microsoft.Insights/scheduledQueryRules",
+    "workbook": "Microsoft.Insights/workbooks",
 }
+KINDS = {provider.lower(): kind for kind, provider in PROVIDERS.items()}
 
 
 def resource_id(kind: str, name: str, group: str) -> str:
@@ -160,6 +175,39 @@ def resource_id(kind: str, name: str, group: str) -> str:
     if kind == "group":
         return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{name}"
     return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/{PROVIDERS[kind]}/{name}"
+
+
+def expand_files(argv: list[str]) -> list[str]:
+    """`@FILE` and `KEY=@FILE` arguments replaced by the file's content, trailing newline dropped, as the CLI does."""
+
+    def load(arg: str) -> str:
+        if arg.startswith("@") and len(arg) > 1:
+            try:
+                return Path(arg[1:]).read_text().rstrip("\n")
+            except OSError:
+                return arg
+        return arg
+
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        out.append(f"{key}={load(value)}" if sep else load(arg))
+    return out
+
+
+def receivers(argv: list[str]) -> list[list[str]]:
+    """Every `--action TYPE NAME ARGS...` of an action group, in order."""
+    found, i = [], 0
+    while i < len(argv):
+        if argv[i] in ("--action", "--actions", "-a"):
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                j += 1
+            found.append(argv[i + 1 : j])
+            i = j
+        else:
+            i += 1
+    return found
 
 
 def not_found(what: str) -> int:
@@ -182,6 +230,7 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "func":
         print("Remote build succeeded!")
         return 0
+    argv = expand_files(argv)
 
     cmd = []
     for a in argv:
@@ -283,13 +332,31 @@ def main(argv: list[str]) -> int:
             return 3
         identity = f"principal-of-{name}" if "--assign-identity" in argv else ""
         app_name = name or ""
+        implicit: list[dict[str, Any]] = []
+        if (opt(argv, "--disable-app-insights") or ("true" if "--disable-app-insights" in argv else "false")) != "true":
+            # The CLI's try_create_application_insights: a component named after the app, untagged, wired to it.
+            res[f"component:{app_name}"] = {
+                "id": resource_id("component", app_name, group or ""),
+                "name": app_name,
+                "kind": "component",
+                "group": group,
+                "tags": {},
+                "properties": {"ConnectionString": f"InstrumentationKey=implicit-{app_name}"},
+            }
+            implicit = [
+                {
+                    "name": "APPLICATIONINSIGHTS_CONNECTION_STRING",
+                    "value": f"InstrumentationKey=implicit-{app_name}",
+                    "slotSetting": False,
+                }
+            ]
         if flex_location is None:
             return create(
                 "app",
                 app_name,
                 state="Running",
                 principalId=identity,
-                settings=[],
+                settings=implicit,
                 scaleMonitoring=False,
                 serverFarmId=res[f"plan:{plan}"]["id"],
                 defaultHostName=f"{app_name}.azurewebsites.net",
@@ -328,13 +395,47 @@ def main(argv: list[str]) -> int:
             app_name,
             state="Running",
             principalId=identity,
-            settings=[],
+            settings=implicit,
             scaleMonitoring=False,
             flex=True,
             serverFarmId=res[f"plan:{plan_name}"]["id"],
             functionAppConfig=config,
             defaultHostName=f"{app_name}-h4sh.{flex_location}-01.azurewebsites.net",
         )
+
+    def deploy() -> int:
+        """`az deployment group create --template-file F --parameters K=V ...` (fake_arm.py)."""
+        if f"group:{group}" not in res:
+            print(f"ERROR: (ResourceGroupNotFound) Resource group '{group}' could not be found.", file=sys.stderr)
+            return 3
+        template = json.loads(Path(opt(argv, "--template-file") or "").read_text())
+        no_prompt = (opt(argv, "--no-prompt") or ("true" if "--no-prompt" in argv else "false")) == "true"
+        try:
+            values = fake_arm.parameters(template, multi(argv, "--parameters"), no_prompt)
+            made = fake_arm.resources(template, values)
+        except fake_arm.DeploymentError as exc:
+            print(f"ERROR: {exc}", file=sys.stderr)
+            return exc.code
+        for item in made:
+            kind = KINDS[item["type"].lower()]
+            res[f"{kind}:{item['name']}"] = {
+                "id": resource_id(kind, item["name"], group or ""),
+                "name": item["name"],
+                "kind": kind,
+                "group": group,
+                "tags": item["tags"],
+                "properties": item.get("properties", {}),
+            }
+        state.setdefault("deployments", {})[f"{group}/{name}"] = {
+            "name": name,
+            "properties": {
+                "provisioningState": "Succeeded",
+                "parameters": {k: {"value": v} for k, v in values.items()},
+            },
+        }
+        state["deployed"] = state.get("deployed", 0) + 1
+        save()
+        return 0
 
     def flex_config() -> int:
         """`functionapp scale config …` and `deployment config …`: valid only for a Flex Consumption app
@@ -389,6 +490,8 @@ def main(argv: list[str]) -> int:
         "keyvault": "vault",
         "functionapp plan": "plan",
         "functionapp": "app",
+        "monitor log-analytics workspace": "workspace",
+        "monitor action-group": "actiongroup",
     }
     for prefix, kind in simple.items():
         if verb == f"{prefix} show":
@@ -438,6 +541,22 @@ def main(argv: list[str]) -> int:
         return 0
     if verb == "functionapp create":
         return create_functionapp()
+    if verb == "monitor log-analytics workspace create":
+        return create("workspace", name or "", sku=opt(argv, "--sku"))
+    if verb == "monitor action-group create":
+        return create("actiongroup", name or "", receivers=receivers(argv), shortName=opt(argv, "--short-name"))
+    if verb == "deployment group create":
+        return deploy()
+    if verb == "deployment group show":
+        record = state.get("deployments", {}).get(f"{group}/{name}")
+        if record is None:
+            return not_found(f"deployments/{name}")
+        emit(resolve(record, query), argv)
+        return 0
+    if verb == "deployment group delete":
+        state.get("deployments", {}).pop(f"{group}/{name}", None)
+        save()
+        return 0
     if verb.startswith(("functionapp scale config", "functionapp deployment config")):
         return flex_config()
     if verb == "functionapp identity show":
@@ -526,7 +645,7 @@ def main(argv: list[str]) -> int:
         save()
         return 0
     if verb == "resource show" and "--ids" in argv:
-        target = next((r for r in res.values() if r["id"] == opt(argv, "--ids")), None)
+        target = next((r for r in res.values() if r["id"].lower() == (opt(argv, "--ids") or "").lower()), None)
         if target is None:
             return not_found(opt(argv, "--ids") or "")
         emit(resolve(target, query), argv)
@@ -570,6 +689,7 @@ def main(argv: list[str]) -> int:
                 state.setdefault("deleted_vaults", {})[res[k]["name"]] = res[k]
             del res[k]
         state["roles"] = []  # assignments at scopes inside the group go with it
+        state["deployments"] = {k: v for k, v in state.get("deployments", {}).items() if not k.startswith(f"{name}/")}
         save()
         return 0
     print(f"ERROR: fake az does not know: {verb}", file=sys.stderr)

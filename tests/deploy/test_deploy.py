@@ -7,100 +7,11 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-FAKE = Path(__file__).with_name("fake_az.py")
-PASSWORD = "sasl-Qw3rTy9Zx7Vb2Nm5"
-PRODUCER_JSON = '{"linger.ms": 10, "sasl.password": "pj-Lk8Jh6Gf4Ds2"}'
-REGISTRY_JSON = '{"basic.auth.user.info": "SRKEY:sr-Po9Iu7Yt5Re3"}'
-SECRETS = (PASSWORD, "pj-Lk8Jh6Gf4Ds2", "sr-Po9Iu7Yt5Re3")
-MUTATING = ("create", "set", "update", "delete", "assign", "tag", "restart", "recover")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    calls: list[list[str]]
-
-
-@pytest.fixture
-def azure(tmp_path: Path):  # type: ignore[no-untyped-def]
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in ("az", "func"):
-        exe = bin_dir / tool
-        exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" {"" if tool == "az" else "func "}"$@"\n')
-        exe.chmod(0o755)
-    secrets = tmp_path / "deploy.secrets"
-    secrets.write_text(
-        "# filled by the user\n"
-        "KAFKA_BOOTSTRAP_SERVERS=pkc-123.westeurope.azure.confluent.cloud:9092\n"
-        "KAFKA_SASL_USERNAME=APIKEY123\n"
-        f"KAFKA_SASL_PASSWORD={PASSWORD}\n"
-        f"KAFKA_PRODUCER_CONFIG={PRODUCER_JSON}\n"
-        f"SCHEMA_REGISTRY_CONFIG={REGISTRY_JSON}\n"
-    )
-    base_env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "FAKE_AZ_STATE": str(tmp_path / "state.json"),
-        "FAKE_AZ_LOG": str(tmp_path / "calls.log"),
-        "DEPLOY_POLL_SECONDS": "0",
-    }
-
-    def run(*args: str, fail: str | None = None, env: dict[str, str] | None = None) -> Result:
-        log = tmp_path / "calls.log"
-        log.write_text("")
-        run_env = {**base_env, **(env or {})}
-        if fail:
-            run_env["FAKE_AZ_FAIL"] = fail
-        proc = subprocess.run(
-            [
-                "bash",
-                str(ROOT / "scripts" / "deploy.sh"),
-                "--secrets-file",
-                str(secrets),
-                "--schema-registry-url",
-                "https://psrc-1.westeurope.azure.confluent.cloud",
-                *args,
-            ],
-            env=run_env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-        )
-        calls = [json.loads(line) for line in log.read_text().splitlines()]
-        return Result(proc.returncode, proc.stdout + proc.stderr, calls)
-
-    run.state = lambda: json.loads((tmp_path / "state.json").read_text())  # type: ignore[attr-defined]
-    run.env = base_env  # type: ignore[attr-defined]
-    return run
-
-
-def mutations(calls: list[list[str]]) -> list[str]:
-    out = []
-    for c in calls:
-        words = [w for w in c if not w.startswith("-")][:5]
-        if c[0] == "func" or any(w in MUTATING for w in words):
-            verb = []
-            for w in c:
-                if w.startswith("-"):
-                    break
-                verb.append(w)
-            out.append(" ".join(verb[: 4 if c[0] == "func" else 5]))
-    return out
-
-
-def assert_no_secret(result: Result) -> None:
-    for secret in SECRETS:
-        assert secret not in result.out
-        assert all(secret not in arg for call in result.calls for arg in call)
+from tests.deploy.harness import MONITORING, PASSWORD, ROOT, assert_no_secret, mutations
 
 
 def test_premium_first_run_creates_everything_in_order(azure) -> None:
@@ -112,6 +23,7 @@ def test_premium_first_run_creates_everything_in_order(azure) -> None:
         "keyvault create",
         "role assignment create",
         *["keyvault secret set"] * 5,
+        *MONITORING,
         "functionapp plan create",
         "functionapp create",
         "role assignment create",
@@ -235,11 +147,18 @@ def test_destroy_never_deletes_a_group_it_did_not_create(azure) -> None:
     assert azure("--resource-group", "shared-rg").code == 0
     r = azure("--resource-group", "shared-rg", "--destroy")
     assert r.code == 0, r.out
-    # the app and the rest first, then its plan (a plan with an app on it cannot be deleted)
-    assert mutations(r.calls) == ["resource delete", "resource delete"]
-    assert all("/serverFarms/" in i for i in r.calls[-1][r.calls[-1].index("--ids") + 1 :])
+    # the app and the rest first, then its plan (a plan with an app on it cannot be deleted), then the record of
+    # the monitoring deployment (a later run would otherwise take its digest for resources that are gone)
+    assert mutations(r.calls) == ["resource delete", "resource delete", "deployment group delete"]
+    deletes = [c for c in r.calls if c[:2] == ["resource", "delete"]]
+    assert all("/serverFarms/" in i for i in deletes[-1][deletes[-1].index("--ids") + 1 :])
+    first = deletes[0][deletes[0].index("--ids") + 1 :]
+    for kind in ("workspaces/", "actionGroups/", "components/", "scheduledQueryRules/", "workbooks/"):
+        assert any(kind in i for i in first), kind
     left = {v["name"] for v in azure.state()["resources"].values()}
     assert left == {"shared-rg", "theirs"}
+    again = azure("--resource-group", "shared-rg")
+    assert again.code == 0 and "deployment group create" in mutations(again.calls)
 
 
 def test_destroy_then_deploy_recovers_the_soft_deleted_vault(azure) -> None:
@@ -385,6 +304,7 @@ def test_flex_first_run_creates_everything_in_order(azure) -> None:
         "keyvault create",
         "role assignment create",
         *["keyvault secret set"] * 5,
+        *MONITORING,
         "functionapp create",  # no plan create: the CLI makes the Flex plan with the app
         "role assignment create",
         "resource tag",  # the Flex plan, so that --destroy finds it
@@ -657,16 +577,23 @@ def test_every_argv_deploy_sh_makes_parses_with_the_real_cli(azure, tmp_path: Pa
     """The real CLI, logged out, parses each argv and stops only at the login check (exit 1), never at its
     parser (exit 2): every argument name, value count, choice and type deploy.sh uses is one it accepts."""
     calls: list[list[str]] = []
+    receivers = [
+        "--alert-email",
+        "ops@example.com,oncall@example.com",
+        "--alert-webhook",
+        "https://hooks.example.com/x",
+    ]
     for args in (
         [],
         ["--max-instances", "12", "--entry", "connector", "--always-ready", "2"],
         ["--always-ready", "0"],
+        [*receivers, "--dead-letter-threshold", "5"],
         ["--destroy"],
     ):
         r = azure(*args)
         assert r.code == 0, r.out
         calls += r.calls
-    for args in ([], ["--max-burst", "15"], ["--destroy"]):
+    for args in ([], ["--max-burst", "15"], receivers, ["--destroy"]):
         r = azure("--plan", "premium", "--resource-group", "shared-rg", *args)
         calls += r.calls
     real_env = {**os.environ, "AZURE_CONFIG_DIR": str(tmp_path / "azcfg"), "AZURE_CORE_COLLECT_TELEMETRY": "no"}
