@@ -10,7 +10,7 @@ readonly SECRET_KEYS=(KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME KAFKA_SASL_PAS
 # other is disabled the Azure way (app setting AzureWebJobs.<function>.Disabled=true).
 readonly TRIGGER_FUNCTION="settle_user_trades"
 readonly SINK_FUNCTION="settle_sink_batch"
-readonly CONFIG_KEYS="PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD ALERT_EMAIL ALERT_WEBHOOK DEAD_LETTER_THRESHOLD WORKSPACE_ID APP_INSIGHTS_ID"
+readonly CONFIG_KEYS="PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD REPAIR_SCHEDULE ALERT_EMAIL ALERT_WEBHOOK DEAD_LETTER_THRESHOLD WORKSPACE_ID APP_INSIGHTS_ID"
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT_DIR
 # What the CLI's core cannot make (Application Insights, scheduled query rules, a workbook) is one ARM template.
@@ -32,6 +32,7 @@ SECRETS_FILE="deploy.secrets"
 SCHEMA_REGISTRY_URL=""
 CONSUMER_GROUP="trade-settlement"
 LAG_THRESHOLD="1000"
+REPAIR_SCHEDULE="*/10 * * * * *"
 ALERT_EMAIL=""
 ALERT_WEBHOOK=""
 DEAD_LETTER_THRESHOLD="100"
@@ -67,8 +68,8 @@ Every input is validated before anything is created. Use --destroy when done.
 
 Options (each may also be set in a --config file as KEY=VALUE, e.g. LOCATION=northeurope; keys:
 PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY
-ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD ALERT_EMAIL ALERT_WEBHOOK DEAD_LETTER_THRESHOLD
-WORKSPACE_ID APP_INSIGHTS_ID):
+ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD REPAIR_SCHEDULE ALERT_EMAIL ALERT_WEBHOOK
+DEAD_LETTER_THRESHOLD WORKSPACE_ID APP_INSIGHTS_ID):
   --config FILE            read settings from FILE first
   --plan flex|premium      hosting plan (default: flex)
   --entry trigger|connector  the one entry path that runs: the Kafka trigger (default), or the HTTP function
@@ -91,6 +92,8 @@ WORKSPACE_ID APP_INSIGHTS_ID):
   --schema-registry-url URL  Schema Registry endpoint, https://... (not a secret; required)
   --consumer-group NAME    Kafka consumer group of the trigger (default: trade-settlement)
   --lag-threshold N        lag per instance that triggers scale-out (default: 1000)
+  --repair-schedule CRON   when the repair timer settles what a dead instance left behind (NCRONTAB, seconds
+                           first; default: '*/10 * * * * *'; the app refuses a bad one at start-up)
   --alert-email ADDR[,ADDR...]  e-mail receivers of the alerts' action group
   --alert-webhook URL      an https webhook receiver of the alerts (common alert schema); read from a private
                            file by az, never printed whole
@@ -154,7 +157,7 @@ parse_args() {
     case "$1" in
       --config|--plan|--entry|--prefix|--location|--resource-group|--suffix|--sku|--max-burst|--instance-memory|\
       --max-instances|--always-ready|--secrets-file|--schema-registry-url|--consumer-group|--lag-threshold|\
-      --alert-email|--alert-webhook|--dead-letter-threshold|--workspace-id|--app-insights-id)
+      --repair-schedule|--alert-email|--alert-webhook|--dead-letter-threshold|--workspace-id|--app-insights-id)
         need_value "$@"
         GIVEN[$1]=1
         case "$1" in
@@ -173,6 +176,7 @@ parse_args() {
           --schema-registry-url) SCHEMA_REGISTRY_URL="$2" ;;
           --consumer-group) CONSUMER_GROUP="$2" ;;
           --lag-threshold) LAG_THRESHOLD="$2" ;;
+          --repair-schedule) REPAIR_SCHEDULE="$2" ;;
           --alert-email) ALERT_EMAIL="$2" ;;
           --alert-webhook) ALERT_WEBHOOK="$2" ;;
           --dead-letter-threshold) DEAD_LETTER_THRESHOLD="$2" ;;
@@ -206,6 +210,8 @@ validate_options() {
   [[ -z "$SUFFIX" || "$SUFFIX" =~ ^[a-z0-9]{3,8}$ ]] || die "--suffix must be 3-8 lower-case letters and digits"
   [[ "$CONSUMER_GROUP" =~ ^[A-Za-z0-9._-]{1,200}$ ]] || die "--consumer-group must be letters, digits, '.', '_' or '-'"
   [[ "$LAG_THRESHOLD" =~ ^[1-9][0-9]*$ ]] || die "--lag-threshold must be a whole number above 0"
+  [[ "$REPAIR_SCHEDULE" =~ ^[0-9A-Za-z*,/-]+( [0-9A-Za-z*,/-]+){4,5}$ ]] \
+    || die "--repair-schedule must be an NCRONTAB schedule of five or six fields, such as '*/10 * * * * *'"
   validate_monitoring_options
   if [[ "$HOSTING_PLAN" == "flex" ]]; then
     for flag in --sku --max-burst; do
@@ -764,6 +770,7 @@ desired_settings() {
     "SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL" \
     "KAFKA_CONSUMER_GROUP=$CONSUMER_GROUP" \
     "KAFKA_LAG_THRESHOLD=$LAG_THRESHOLD" \
+    "SETTLEMENT_REPAIR_SCHEDULE=$REPAIR_SCHEDULE" \
     "KAFKA_TRIGGER_PROTOCOL=SaslSsl" \
     "KAFKA_TRIGGER_AUTH_MODE=Plain" \
     "USER_TRADES_TOPIC=user_trades" \
@@ -922,7 +929,7 @@ acl_rows() {
     "function|topic|user_trades|literal|read,describe" \
     "function|topic|trade-settlements|literal|write,describe" \
     "function|topic|user_trades-dlq|literal|write,describe" \
-    "function|consumer-group|$g|literal|read" \
+    "function|consumer-group|$g|literal|read,describe" \
     "function|consumer-group|$g.settled|literal|read,describe" \
     "function|transactional-id|$g.settled.|prefixed|write,describe" \
     "function|cluster-scope||literal|idempotent-write" \

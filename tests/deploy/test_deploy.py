@@ -94,6 +94,20 @@ def test_a_changed_setting_changes_only_that(azure) -> None:
     assert "KAFKA_LAG_THRESHOLD=500" in setting_call and not any("KeyVault" in a for a in setting_call)
 
 
+def test_the_repair_schedule_is_an_app_setting(azure) -> None:
+    first = azure()
+    assert first.code == 0
+    settings = next(c for c in first.calls if c[:4] == ["functionapp", "config", "appsettings", "set"])
+    assert "SETTLEMENT_REPAIR_SCHEDULE=*/10 * * * * *" in settings  # the app's own default, stated
+    r = azure("--repair-schedule", "*/30 * * * * *")
+    assert mutations(r.calls) == ["functionapp config appsettings set"]
+    setting_call = next(c for c in r.calls if c[:4] == ["functionapp", "config", "appsettings", "set"])
+    assert "SETTLEMENT_REPAIR_SCHEDULE=*/30 * * * * *" in setting_call
+    refused = azure("--repair-schedule", "every minute")
+    assert refused.code != 0 and "--repair-schedule must be an NCRONTAB schedule" in refused.out
+    assert refused.calls == []
+
+
 def test_a_failing_az_call_stops_with_a_clear_message(azure) -> None:
     r = azure("--plan", "premium", fail="functionapp plan create")
     assert r.code == 1
