@@ -52,6 +52,11 @@ class Offsets:
         return max(0, self.committed - self.settled)
 
     @property
+    def waiting(self) -> int:
+        """Records the trigger group has not committed past yet (the trigger's own lag, up to the end)."""
+        return max(0, self.end - (self.committed or 0))
+
+    @property
     def behind(self) -> bool:
         return self.settled is not None and self.settled < max(self.end, self.committed or 0)
 

@@ -155,7 +155,7 @@ class Repair:
             if action in (Action.REPAIR, Action.FENCE):
                 run = self._take_over(run, deadline)
             report.partitions.append(run)
-            telemetry.record_lag(self.topic, partition, seen.lag, run.lag_s)
+            telemetry.record_lag(self.topic, partition, seen.lag, run.lag_s, seen.waiting)
         report.elapsed_ms = (self._clock() - started) * 1000
         level = logging.WARNING if report.taken else logging.INFO
         log.log(level, "%s", report.line())

@@ -41,6 +41,9 @@ BATCH_TRACEPARENT = "settlement.batch.traceparent"
 # record was written. Recorded by every repair run (settlement/repair.py); 0 when nothing waits.
 LAG_RECORDS = "settlement.lag.records"
 LAG_SECONDS = "settlement.lag.seconds"
+# ... and the trigger's own lag as the repair reads it (the partition's end minus the trigger group's offset):
+# records waiting to be delivered, which the alert "no settlement while records wait" needs beside the above.
+TRIGGER_LAG = "settlement.trigger.lag.records"
 # The instruments' names: each is a contract with the alert rules and the workbook (docs/metrics.md).
 SETTLEMENTS = "settlement.settlements"
 DEAD_LETTERS = "settlement.dead_letters"
@@ -87,6 +90,9 @@ class _Instruments:
         )
         self.lag_records = meter.create_gauge(
             LAG_RECORDS, "{record}", "records the trigger group committed past that are not settled yet"
+        )
+        self.trigger_lag = meter.create_gauge(
+            TRIGGER_LAG, "{record}", "records in the source partition the trigger group has not committed past"
         )
         self.lag_seconds = meter.create_gauge(
             LAG_SECONDS, "s", "age of the oldest record the trigger group committed past that is not settled yet"
@@ -281,10 +287,11 @@ def count_registry_lookup(kind: str) -> None:
         inst.registry_lookups.add(1, {"kind": kind})
 
 
-def record_lag(topic: str, partition: int, records: int, seconds: float) -> None:
-    """One partition's settlement lag, as a repair run measured it."""
+def record_lag(topic: str, partition: int, records: int, seconds: float, waiting: int = 0) -> None:
+    """One partition's settlement lag, and the records waiting for the trigger, as a repair run measured them."""
     inst = instruments()
     if inst is not None:
         attributes = {"topic": topic, "partition": partition}
         inst.lag_records.set(records, attributes)
         inst.lag_seconds.set(seconds, attributes)
+        inst.trigger_lag.set(waiting, attributes)

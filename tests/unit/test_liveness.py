@@ -34,6 +34,12 @@ def test_a_rebalancing_group_is_never_fenced_but_a_lag_is_still_repaired() -> No
     assert decide(lagging, 60.0, STALL, rebalancing=True) is Action.REPAIR
 
 
+def test_waiting_is_the_triggers_own_lag() -> None:
+    assert Offsets(100, 250, 400).waiting == 150
+    assert Offsets(100, None, 400).waiting == 400
+    assert Offsets(100, 400, 400).waiting == 0
+
+
 def test_lag_counts_only_what_the_trigger_moved_past() -> None:
     assert Offsets(100, 250, 400).lag == 150
     assert Offsets(300, 250, 400).lag == 0

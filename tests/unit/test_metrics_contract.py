@@ -56,7 +56,7 @@ try:
 except DeliveryError:
     pass
 flaky.process(batch)
-telemetry.record_lag("user_trades", 3, 42, 75.5)
+telemetry.record_lag("user_trades", 3, 42, 75.5, 7)
 
 out = {}
 for rm in reader.get_metrics_data().resource_metrics:
