@@ -189,7 +189,11 @@ class Repair:
         report.admin_calls += 3
         out: dict[int, Offsets] = {}
         for tp, future in ends.items():
-            end = future.result().offset
+            try:
+                end = future.result().offset
+            except KafkaException as exc:  # no leader now (an election, a topic just created): the next run sees it
+                log.info("repair: %s[%d] not observed this run: %s", tp.topic, tp.partition, exc)
+                continue
             out[tp.partition] = Offsets(settled.get(tp.partition), committed.get(tp.partition), end)
         return out
 
