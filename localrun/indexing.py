@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import threading
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -92,11 +93,18 @@ class IndexedFunction:
         return next((b for b in self.bindings if b["type"] == type_name), None)
 
 
-_indexed: dict[int, tuple[Any, list[Any]]] = {}  # id → (the app, kept alive so its id is not reused; functions)
+_indexed: dict[int, tuple[Any, list[Any]]] = {}
+_indexing = threading.Lock()  # id → (the app, kept alive so its id is not reused; functions)
 
 
 def _functions_of(app: Any) -> list[Any]:
-    """`app.get_functions()` once per app (a FunctionApp refuses to build its functions twice)."""
+    """`app.get_functions()` once per app (a FunctionApp refuses to build its functions twice), under a lock:
+    an instance process indexes the app for its trigger and for its timers from two threads."""
+    with _indexing:
+        return _functions_once(app)
+
+
+def _functions_once(app: Any) -> list[Any]:
     cached = _indexed.get(id(app))
     if cached is None or cached[0] is not app:
         # The library warns on the root logger that auth levels only apply to HTTP functions: noise here.
