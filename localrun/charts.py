@@ -36,7 +36,7 @@ def run_chart(
     settlement_lag: Sequence[tuple[float, Mapping[int, tuple[int, float]]]] = (),
 ) -> Path:
     """Four stacked panels sharing time: the trigger's lag, settlement lag (the repair's gauges at each of its
-    runs: records summed over partitions, and the oldest unsettled record's age), instances (scale-outs
+    runs: records summed over partitions, and the longest a settled position stood behind), instances (scale-outs
     marked), settled records per second."""
     plt = _pyplot()
     fig, (lag_ax, settle_ax, inst_ax, rate_ax) = plt.subplots(4, 1, figsize=(10, 10), sharex=True)
@@ -49,8 +49,8 @@ def run_chart(
     settle_ax.set_ylabel("settlement lag (records)")
     age_ax = settle_ax.twinx()
     age_ax.plot(runs_t, [max((s for _, s in lag.values()), default=0.0) for _, lag in settlement_lag],
-                color="tab:orange", linestyle="--", label="oldest (s)")  # fmt: skip
-    age_ax.set_ylabel("oldest unsettled (s)")
+                color="tab:orange", linestyle="--", label="longest behind (s)")  # fmt: skip
+    age_ax.set_ylabel("behind for (s)")
     inst_t = [e[0] for e in scale_events]
     inst_ax.step([0.0, *inst_t], [samples[0].instances if samples else 1, *[e[1] for e in scale_events]], where="post")
     previous = samples[0].instances if samples else 1

@@ -246,7 +246,7 @@ def _visibility(ends: dict[str, float], last_trade_at: float, host: LocalHost, e
     if worst is not None:
         print(
             f"\nsettlement lag (the repair's gauges, {len(host.stats.lag_samples)} runs): at most {worst[1]} records"
-            f" (oldest {worst[2]:.1f}s) at {worst[0]:.0f}s"
+            f" (behind for {worst[2]:.1f}s at most) at {worst[0]:.0f}s"
         )
     if visible is None:
         print(f"\nvisibility: not every record visible to a read_committed reader by the end{repaired}")

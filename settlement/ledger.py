@@ -417,32 +417,6 @@ class Ledger:
             finally:
                 self._consumer.unassign()
 
-    def first_timestamps(self, topic: str, starts: Mapping[int, int], timeout_s: float) -> dict[int, int]:
-        """The timestamp (epoch ms) of the first record a read_committed reader sees at or after each partition's
-        start offset, read in one assignment (one fetch per broker, not one per partition). A partition with no
-        such record within `timeout_s` (its end, or an open transaction of the source) is left out."""
-        found: dict[int, int] = {}
-        if not starts:
-            return found
-        with self._consumer_lock:
-            self._consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
-            try:
-                until = time.monotonic() + timeout_s
-                pending = set(starts)
-                while pending and time.monotonic() < until:
-                    for msg in self._consumer.consume(500, timeout=0.05):
-                        p = msg.partition()
-                        if msg.topic() != topic or p not in pending:
-                            continue
-                        if msg.error() is None:
-                            kind, stamp = msg.timestamp()
-                            if kind != 0 and (msg.offset() or 0) >= starts[p]:
-                                found[p] = stamp
-                        pending.discard(p)  # a record, or the partition's end (EOF), or an error: done with it
-            finally:
-                self._consumer.unassign()
-        return found
-
     def queue_recovery(self, part: PartitionLedger, upto: int) -> None:
         """Have the committer settle the partition up to `upto` from the source (a gap too long for one batch)."""
         with self._lock:

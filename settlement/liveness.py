@@ -63,21 +63,29 @@ class Offsets:
 
 @dataclass(frozen=True)
 class Sighting:
-    """Offsets first seen unchanged at `since` (monotonic seconds)."""
+    """Offsets first seen unchanged at `since`, and the settled position first seen where it is at
+    `settled_since` (monotonic seconds)."""
 
     offsets: Offsets
     since: float
+    settled_since: float
 
     def same(self, offsets: Offsets) -> bool:
         """The same position and trigger offset (the end may grow: records waiting do not make progress)."""
         return (self.offsets.settled, self.offsets.committed) == (offsets.settled, offsets.committed)
 
+    def lag_s(self, now: float) -> float:
+        """Settlement lag in seconds: how long the settled position has stood behind the trigger's offset (0 when
+        it is not behind). What the bound is about, read from the sightings alone: no record is fetched."""
+        return max(0.0, now - self.settled_since) if self.offsets.lag else 0.0
+
 
 def sight(previous: Sighting | None, offsets: Offsets, now: float) -> Sighting:
     """What to remember of a partition after reading `offsets` at `now`."""
-    if previous is not None and previous.same(offsets):
-        return Sighting(offsets, previous.since)
-    return Sighting(offsets, now)
+    if previous is None:
+        return Sighting(offsets, now, now)
+    settled_since = previous.settled_since if previous.offsets.settled == offsets.settled else now
+    return Sighting(offsets, previous.since if previous.same(offsets) else now, settled_since)
 
 
 def decide(sighting: Sighting, now: float, stall_s: float, rebalancing: bool = False) -> Action:

@@ -11,8 +11,8 @@ fences the partition with its own `transactional.id` (aborting any holder's open
 coordinator's timeout abort included), reads the settled position after fencing, settles the range up to the
 trigger group's committed offset in steps, each committed in the transaction that writes its outputs, and
 releases the partition. Fenced in turn while it repairs (an instance took the partition), it leaves it to that
-instance, which repairs from the same position. Every run records settlement lag (records, and seconds since the
-oldest unsettled record was written) per partition.
+instance, which repairs from the same position. Every run records settlement lag per partition: records, and
+seconds the settled position has stood behind the trigger's offset (settlement/liveness.py).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from settlement.liveness import Action, Offsets, Sighting, decide, sight
 from settlement.producer import LIBRDKAFKA_LOG
 
 log = logging.getLogger("settlement.repair")
-_TIMESTAMP_READ_S = 1.0  # at most this long reading the oldest unsettled records' timestamps
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class RepairRun:
             for p in self.taken
         )
         return (
-            f"repair {self.topic}: {len(self.partitions)} partitions, settlement lag {self.lag} record(s), oldest "
+            f"repair {self.topic}: {len(self.partitions)} partitions, settlement lag {self.lag} record(s), longest "
             f"{oldest:.1f} s{': ' + parts + more if parts else ''}; taken over: {taken or 'none'}; "
             f"{self.elapsed_ms:.0f} ms, {self.admin_calls} admin calls"
         )
@@ -106,7 +105,6 @@ class Repair:
         admin_conf: Mapping[str, Any],
         stall_s: float,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
     ) -> None:
         self._processor = processor
         self._ledger = ledger
@@ -116,7 +114,6 @@ class Repair:
         self._admin = AdminClient(conf)
         self.stall_s = stall_s
         self._clock = clock
-        self._wall = wall
         self._seen: dict[int, Sighting] = {}
         self._running = threading.Lock()
         self.last: RepairRun | None = None  # the latest run's report (tests and the local host read it)
@@ -144,14 +141,13 @@ class Repair:
             time.sleep(self.stall_s)
             offsets = self._observe(report, budget_s)
             self._remember(offsets)
-        lag_s = self._lag_seconds(offsets)
         now = self._clock()
         actions = {p: decide(self._seen[p], now, self.stall_s) for p in offsets}
         if Action.FENCE in actions.values() and self._rebalancing(report):
             actions = {p: decide(self._seen[p], now, self.stall_s, rebalancing=True) for p in offsets}
         for partition, seen in sorted(offsets.items()):
             action = actions[partition]
-            run = PartitionRun(partition, seen, action, lag_s.get(partition, 0.0))
+            run = PartitionRun(partition, seen, action, self._seen[partition].lag_s(now))
             if action in (Action.REPAIR, Action.FENCE):
                 run = self._take_over(run, deadline)
             report.partitions.append(run)
@@ -212,22 +208,6 @@ class Repair:
         result = future[group].result()
         return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0 and tp.error is None}
 
-    def _lag_seconds(self, offsets: Mapping[int, Offsets]) -> dict[int, float]:
-        """Seconds since the oldest unsettled record of each lagging partition was written (its timestamp), or,
-        where it cannot be read now, since its positions were first seen standing still."""
-        lagging = {p: o.settled for p, o in offsets.items() if o.lag and o.settled is not None}
-        try:
-            stamps = self._ledger.first_timestamps(self.topic, lagging, _TIMESTAMP_READ_S)
-        except KafkaException:
-            stamps = {}
-        wall_ms, now = self._wall() * 1000, self._clock()
-        out: dict[int, float] = {}
-        for partition in lagging:
-            stamp = stamps.get(partition)
-            age = (wall_ms - stamp) / 1000 if stamp is not None else now - self._seen[partition].since
-            out[partition] = max(0.0, age)
-        return out
-
     def _take_over(self, run: PartitionRun, deadline: float) -> PartitionRun:
         """Fence the partition, settle what lies below the trigger offset (REPAIR) in committed steps, release."""
         ledger = self._ledger
@@ -265,7 +245,8 @@ class Repair:
         if position is not None:
             # Its own progress is not a holder's: the next run continues a range this one could not finish.
             offsets = Offsets(position, run.offsets.committed, run.offsets.end)
-            self._seen[run.partition] = Sighting(offsets, self._seen[run.partition].since)
+            seen = self._seen[run.partition]
+            self._seen[run.partition] = Sighting(offsets, seen.since, seen.settled_since)
         return run
 
     def _release(self, part: Any, deadline: float) -> None:

@@ -37,8 +37,8 @@ from typing import Any
 TRACEPARENT = "traceparent"
 BATCH_TRACEPARENT = "settlement.batch.traceparent"
 # Settlement lag, per source partition (attributes `topic`, `partition`): between the trigger group's committed
-# offset and the ledger's settled position (`<group>.settled`), in records and in seconds since the oldest such
-# record was written. Recorded by every repair run (settlement/repair.py); 0 when nothing waits.
+# offset and the ledger's settled position (`<group>.settled`), in records and in seconds the settled position has
+# stood behind the trigger's offset. Recorded by every repair run (settlement/repair.py); 0 when nothing waits.
 LAG_RECORDS = "settlement.lag.records"
 LAG_SECONDS = "settlement.lag.seconds"
 # ... and the trigger's own lag as the repair reads it (the partition's end minus the trigger group's offset):
@@ -95,7 +95,7 @@ class _Instruments:
             TRIGGER_LAG, "{record}", "records in the source partition the trigger group has not committed past"
         )
         self.lag_seconds = meter.create_gauge(
-            LAG_SECONDS, "s", "age of the oldest record the trigger group committed past that is not settled yet"
+            LAG_SECONDS, "s", "how long the settled position has stood behind the trigger group's committed offset"
         )
 
 

@@ -24,13 +24,13 @@ STALL = 5.0
     ],
 )
 def test_decide(offsets: Offsets, since: float, now: float, action: Action) -> None:
-    assert decide(Sighting(offsets, since), now, STALL) is action
+    assert decide(Sighting(offsets, since, since), now, STALL) is action
 
 
 def test_a_rebalancing_group_is_never_fenced_but_a_lag_is_still_repaired() -> None:
-    waiting = Sighting(Offsets(200, 200, 300), 0.0)
+    waiting = Sighting(Offsets(200, 200, 300), 0.0, 0.0)
     assert decide(waiting, 60.0, STALL, rebalancing=True) is Action.WATCH
-    lagging = Sighting(Offsets(100, 200, 300), 0.0)
+    lagging = Sighting(Offsets(100, 200, 300), 0.0, 0.0)
     assert decide(lagging, 60.0, STALL, rebalancing=True) is Action.REPAIR
 
 
@@ -55,6 +55,17 @@ def test_a_moving_position_restarts_the_watch() -> None:
     assert moved.since == 7.0 and decide(moved, 8.0, STALL) is Action.WATCH
     trigger_moved = sight(moved, Offsets(150, 260, 320), now=9.0)  # the trigger delivered more
     assert trigger_moved.since == 9.0
+
+
+def test_lag_seconds_count_from_when_the_settled_position_last_moved() -> None:
+    first = sight(None, Offsets(100, 100, 100), now=0.0)
+    assert first.lag_s(0.0) == 0.0  # not behind
+    behind = sight(first, Offsets(100, 150, 150), now=10.0)  # the trigger moved past; the ledger did not
+    assert behind.lag_s(25.0) == 25.0
+    still = sight(behind, Offsets(100, 180, 180), now=30.0)  # the trigger moves on: the position still stands
+    assert still.since == 30.0 and still.lag_s(40.0) == 40.0
+    moved = sight(still, Offsets(170, 180, 180), now=41.0)
+    assert moved.lag_s(42.0) == 1.0
 
 
 def test_the_stall_threshold_is_above_the_commit_interval() -> None:
