@@ -341,8 +341,15 @@ def _is_error(msg: Message) -> bool:
     return True
 
 
+_reader: Any = None  # the process's in-memory OpenTelemetry reader (see _metric_reader)
+
+
 def _import_app(spec: InstanceSpec) -> Any:
-    """Set the app settings and import the app, as a worker process does."""
+    """Set the app settings and import the app, as a worker process does; with an OpenTelemetry SDK meter provider
+    installed, as on Azure where Application Insights is configured (deploy.sh always wires it): every instance
+    then pays what recording the app's metrics costs there."""
+    global _reader
+    _reader = _metric_reader()
     os.environ.update(spec.settings)
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s %(levelname)s {spec.name} %(name)s: %(message)s")
     for name in filter(None, os.environ.get("LOCALRUN_DEBUG", "").split(",")):  # loggers to show at DEBUG
@@ -380,7 +387,7 @@ def serve_timers(
     from localrun.timers import invoke_timer, load_timers
 
     bindings = {t.function_name: t for t in load_timers(app, os.environ)}
-    reader = _metric_reader()
+    reader = _reader
     while not stop.is_set():
         try:
             name, past_due = commands.get(timeout=0.2)
