@@ -60,7 +60,6 @@ class RepairRun:
     partitions: list[PartitionRun] = field(default_factory=list)
     elapsed_ms: float = 0.0
     admin_calls: int = 0
-    waited_s: float = 0.0  # a process's first run watches behind partitions this long before deciding
 
     @property
     def lag(self) -> int:
@@ -137,7 +136,6 @@ class Repair:
         # A process that never saw these partitions (a new instance, woken from zero) watches the ones behind
         # once for `stall_s` before deciding, rather than wait for its next run.
         if fresh and deadline - self._clock() > self.stall_s + 1.0:
-            report.waited_s = self.stall_s
             time.sleep(self.stall_s)
             offsets = self._observe(report, budget_s)
             self._remember(offsets)
