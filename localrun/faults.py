@@ -23,13 +23,20 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from confluent_kafka import IsolationLevel, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient
 
 from devstack import stack
 from localrun.accounting import coverage
 from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
-from localrun.kafka import create_topics, high_watermarks, read_to_end, settlement_of
+from localrun.kafka import (
+    create_topics,
+    high_watermarks,
+    partition_ends,
+    read_to_end,
+    settlement_of,
+    topic_partitions,
+)
 from settlement.config import EXACTLY_ONCE, GUARANTEES
 
 log = logging.getLogger("localrun.faults")
@@ -250,9 +257,9 @@ def kill_one_of_two_mid_stream(run: Run) -> None:
 def output_ends(run: Run) -> dict[TopicPartition, int]:
     """Each output partition's end (high watermark) now."""
     admin = AdminClient({"bootstrap.servers": run.bootstrap})
-    tps = [TopicPartition(t, p) for t in (run.settlements, run.dead_letter) for p in _partitions(admin, t)]
-    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, isolation_level=IsolationLevel.READ_UNCOMMITTED)
-    return {tp: f.result().offset for tp, f in ends.items()}
+    return partition_ends(
+        admin, topic_partitions(admin, (run.settlements, run.dead_letter)), IsolationLevel.READ_UNCOMMITTED
+    )
 
 
 def stalls_after(run: Run, marks: dict[TopicPartition, int], timeout_s: float = 120.0) -> dict[str, float]:
@@ -263,21 +270,15 @@ def stalls_after(run: Run, marks: dict[TopicPartition, int], timeout_s: float = 
     pending = {tp: end for tp, end in marks.items() if end > 0}
     stalled: dict[str, float] = {run.settlements: 0.0, run.dead_letter: 0.0}
     while pending and time.monotonic() - started < timeout_s:
-        stable = admin.list_offsets(
-            {tp: OffsetSpec.latest() for tp in pending}, isolation_level=IsolationLevel.READ_COMMITTED
-        )
-        for tp, future in stable.items():
-            if future.result().offset >= pending[tp]:
+        stable = partition_ends(admin, list(pending), IsolationLevel.READ_COMMITTED)
+        for tp, offset in stable.items():
+            if offset >= pending[tp]:
                 stalled[tp.topic] = max(stalled[tp.topic], round(time.monotonic() - started, 1))
                 del pending[tp]
         time.sleep(0.2)
     for tp in pending:
         stalled[tp.topic] = math.inf
     return {("settlements" if t == run.settlements else "dead letters"): v for t, v in stalled.items()}
-
-
-def _partitions(admin: AdminClient, topic: str) -> list[int]:
-    return list(admin.list_topics(topic, timeout=10).topics[topic].partitions)
 
 
 TXN_TIMEOUT_S = 60  # the ledger's transaction timeout with SETTLEMENT_DELIVERY_TIMEOUT_SECONDS 15 (its 60 s floor)

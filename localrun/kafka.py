@@ -115,14 +115,25 @@ def read_to_end(
     return out
 
 
+def topic_partitions(admin: AdminClient, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of these topics."""
+    return [TopicPartition(t, p) for t in topics for p in admin.list_topics(t, timeout=10).topics[t].partitions]
+
+
+def partition_ends(
+    admin: AdminClient, tps: Sequence[TopicPartition], level: IsolationLevel
+) -> dict[TopicPartition, int]:
+    """Each partition's end as a reader at `level` sees it: the high watermark (read_uncommitted) or the last
+    stable offset (read_committed), one request for all of them."""
+    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, isolation_level=level, request_timeout=10)
+    return {tp: f.result().offset for tp, f in ends.items()}
+
+
 def nothing_pending(bootstrap: str, topics: Sequence[str]) -> bool:
     """No open transaction holds anything back on these topics: every partition's last stable offset (what a
     read_committed reader can reach) equals its high watermark."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    tps = [TopicPartition(t, p) for t in topics for p in admin.list_topics(t, timeout=10).topics[t].partitions]
-    ends = {
-        level: {tp: f.result().offset for tp, f in admin.list_offsets(
-            {tp: OffsetSpec.latest() for tp in tps}, isolation_level=level, request_timeout=10).items()}
-        for level in (IsolationLevel.READ_UNCOMMITTED, IsolationLevel.READ_COMMITTED)
-    }  # fmt: skip
-    return ends[IsolationLevel.READ_UNCOMMITTED] == ends[IsolationLevel.READ_COMMITTED]
+    tps = topic_partitions(admin, topics)
+    return partition_ends(admin, tps, IsolationLevel.READ_UNCOMMITTED) == partition_ends(
+        admin, tps, IsolationLevel.READ_COMMITTED
+    )
