@@ -54,13 +54,13 @@ from localrun.invocation import HostRecord, convert, trigger_input  # noqa: E402
 from localrun.kafka import create_topics, high_watermarks, read_all, read_to_end, settlement_of  # noqa: E402
 from localrun.main import percentile  # noqa: E402
 from localrun.timers import load_timers  # noqa: E402
-from settlement import producer as static_producer  # noqa: E402
-from settlement import service  # noqa: E402
-from settlement.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES, load_settings  # noqa: E402
-from settlement.liveness import stall_after_s  # noqa: E402
-from settlement.records import InputRecord  # noqa: E402
-from settlement.repair import Repair  # noqa: E402
-from settlement.triggers import from_kafka_event  # noqa: E402
+from settlement.core.liveness import stall_after_s  # noqa: E402
+from settlement.core.records import InputRecord  # noqa: E402
+from settlement.delivery import producer as static_producer  # noqa: E402
+from settlement.delivery.repair import Repair  # noqa: E402
+from settlement.runtime import service  # noqa: E402
+from settlement.runtime.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES, load_settings  # noqa: E402
+from settlement.runtime.triggers import from_kafka_event  # noqa: E402
 
 
 def topics(bootstrap: str, *names: str, partitions: int = 1) -> None:
@@ -776,8 +776,8 @@ def bench_decode(records: int, repeats: int = 5) -> None:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from localrun import ksql_schema
-    from settlement.decoder import TradeDecoder
-    from settlement.framing import framing
+    from settlement.serde.decoder import TradeDecoder
+    from settlement.serde.framing import framing
 
     client = SchemaRegistryClient.new_client({"url": f"mock://bench-{uuid.uuid4().hex}"})
     ours = ksql_schema.COLUMNS

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from confluent_kafka import Message
 
 from localrun.kafka import header
-from settlement.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
+from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 
 Range = tuple[int, int, int]  # (partition, first offset, last offset), both ends included

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from localrun.indexing import RetryPolicy
-from settlement.limits import JITTER  # the host randomizes each exponential delay by ±20 %
+from settlement.runtime.limits import JITTER  # the host randomizes each exponential delay by ±20 %
 
 ROOT = Path(__file__).resolve().parent.parent
 

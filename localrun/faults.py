@@ -30,7 +30,7 @@ from localrun.accounting import coverage
 from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
 from localrun.kafka import create_topics, high_watermarks, read_to_end, settlement_of
-from settlement.config import EXACTLY_ONCE, GUARANTEES
+from settlement.runtime.config import EXACTLY_ONCE, GUARANTEES
 
 log = logging.getLogger("localrun.faults")
 

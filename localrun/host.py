@@ -42,7 +42,7 @@ from localrun.extension import KafkaHostOptions
 from localrun.instance import InstanceSpec, process_main, thread_main, timer_process_main
 from localrun.scaler import ScaleController, partition_lag
 from localrun.timers import Schedule, TimerBinding, load_timers
-from settlement.ledger import settled_group
+from settlement.delivery.ledger import settled_group
 
 __all__ = [
     "HostStats",

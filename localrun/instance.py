@@ -407,7 +407,7 @@ def serve_timers(
 
 
 def _repaired() -> int:
-    from settlement import service
+    from settlement.runtime import service
 
     repair = service.current_repair()
     return 0 if repair is None or repair.last is None else repair.last.settled

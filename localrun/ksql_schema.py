@@ -15,9 +15,9 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from google.protobuf import descriptor_pool, message_factory
 
-from settlement import proto_text
-from settlement.framing import framing
 from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.serde import proto_text
+from settlement.serde.framing import framing
 
 FULL_NAME = "tradesettlement.v1.UserTrade"
 COLUMNS: tuple[tuple[str, str], ...] = (

@@ -27,8 +27,8 @@ from localrun.generator import GeneratorConfig, produce_trades
 from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
 from localrun.kafka import create_topics, header, high_watermarks, nothing_pending, read_to_end, settlement_of
 from localrun.scaler import MODES, PLANS
-from settlement.config import EXACTLY_ONCE, GUARANTEES
-from settlement.deadletter import REASON
+from settlement.core.deadletter import REASON
+from settlement.runtime.config import EXACTLY_ONCE, GUARANTEES
 
 RUNS_DIR = Path(__file__).resolve().parent.parent / ".runs"
 POISON = (b"", b"not protobuf at all", b"\x00\x00\x00", b"\x00\x7f\xff\xff\xff\x00\x08\x01")

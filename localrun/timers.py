@@ -27,7 +27,7 @@ from azure.functions.timer import TimerRequestConverter
 
 from localrun.binding import disabled_setting, is_disabled, resolve
 from localrun.indexing import index_app
-from settlement.schedule import next_after
+from settlement.core.schedule import next_after
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from localrun.generator import value_encoder
 from localrun.indexing import kafka_annotation
 from localrun.invocation import messages_to_events
-from settlement import producer, service
+from settlement.delivery import producer
+from settlement.runtime import service
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.kafka_helpers import create_topics, unique_name

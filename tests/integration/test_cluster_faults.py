@@ -21,7 +21,7 @@ from devstack import cluster
 from devstack.cluster import ClusterState
 from localrun import cluster_faults
 from localrun.kafka import create_topics
-from settlement.config import EXACTLY_ONCE
+from settlement.runtime.config import EXACTLY_ONCE
 from tests.kafka_helpers import unique_name
 
 pytestmark = pytest.mark.integration

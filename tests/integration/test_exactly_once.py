@@ -91,7 +91,7 @@ def test_two_processes_settling_one_partition_at_once_book_each_trade_once(pipel
 
 def test_both_entry_paths_share_theledger(pipeline, settings, workers) -> None:
     """The same records through the Kafka trigger and the sink connector's HTTP path settle once."""
-    from settlement import service, sink
+    from settlement.runtime import service, sink
 
     trades(pipeline, 50)
     w = Worker(settings)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from localrun.faults import SCENARIOS, VISIBLE_BOUND_S, liveness_met, run_liveness, run_scenario
-from settlement.config import AT_LEAST_ONCE, EXACTLY_ONCE
+from settlement.runtime.config import AT_LEAST_ONCE, EXACTLY_ONCE
 
 pytestmark = pytest.mark.integration
 NEEDS_OWNED_STACK = {"broker restart mid-run", "registry unavailable 3 s, then back"}

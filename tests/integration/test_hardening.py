@@ -11,9 +11,11 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import function_app
-from settlement import deadletter, producer, service
-from settlement.errors import DeliveryError
-from settlement.producer import DeliveryTracker
+from settlement.core import deadletter
+from settlement.core.errors import DeliveryError
+from settlement.delivery import producer
+from settlement.delivery.producer import DeliveryTracker
+from settlement.runtime import service
 from tests.integration.pipeline import Pipeline, as_events
 from tests.integration.test_registry import TRADE
 from tests.kafka_helpers import drain, unique_name

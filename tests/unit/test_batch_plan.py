@@ -12,15 +12,15 @@ from typing import Any
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from localrun import ksql_schema
-from settlement import deadletter
-from settlement.batch import SettlementProcessor
-from settlement.config import Topics
-from settlement.decoder import TradeDecoder
-from settlement.encoder import SettlementEncoder
-from settlement.records import InputRecord
-from settlement.rules import RulesConfig
+from settlement.core import deadletter
+from settlement.core.records import InputRecord
+from settlement.core.rules import RulesConfig
+from settlement.delivery.batch import SettlementProcessor
+from settlement.runtime.config import Topics
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.serde.decoder import TradeDecoder
+from settlement.serde.encoder import SettlementEncoder
 
 TOPICS = Topics("settlements", "dlq")
 
@@ -117,8 +117,8 @@ def test_a_settlement_the_broker_refuses_as_too_large_becomes_its_shrunk_dead_le
 def test_a_dead_letter_over_the_limit_keeps_a_prefix_and_the_originals_size_and_digest() -> None:
     import hashlib
 
-    from settlement.errors import PoisonRecord
-    from settlement.poison import PoisonKind
+    from settlement.core.errors import PoisonRecord
+    from settlement.core.poison import PoisonKind
 
     big = bytes(range(256)) * 20
     record = InputRecord(b"K" * 3000, big, "ut", 1, 9, 77, (("h", b"v"),))

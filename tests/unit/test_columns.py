@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 
 from localrun import ksql_schema
-from settlement import columns, proto_text
-from settlement.errors import PoisonRecord
-from settlement.poison import PoisonKind
+from settlement.core.errors import PoisonRecord
+from settlement.core.poison import PoisonKind
 from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.serde import columns, proto_text
 
 COLUMNS = dict(ksql_schema.COLUMNS)
 VALUES = {"REGIONID": "Region_1", "QUANTITY": 7, "SYMBOL": "ZVV", "PRICE": 50, "ACCOUNT": "ACC-9", "SIDE": "BUY"}

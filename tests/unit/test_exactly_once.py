@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from settlement.config import Topics
-from settlement.exactly_once import ExactlyOnce
-from settlement.ledger import PartitionLedger
-from settlement.records import InputRecord
+from settlement.core.records import InputRecord
+from settlement.delivery.exactly_once import ExactlyOnce
+from settlement.delivery.ledger import PartitionLedger
+from settlement.runtime.config import Topics
 
 
 class FakeLedger:

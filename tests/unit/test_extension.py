@@ -8,7 +8,7 @@ import pytest
 
 from localrun.extension import KafkaHostOptions, backoff_s, run_execution, worst_case_s
 from localrun.indexing import RetryPolicy, index_app
-from settlement.config import DEFAULT_DELIVERY_TIMEOUT_S
+from settlement.runtime.config import DEFAULT_DELIVERY_TIMEOUT_S
 
 POLICY = RetryPolicy("exponential_backoff", 2, 1.0, 10.0)
 

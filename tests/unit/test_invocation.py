@@ -10,7 +10,7 @@ import azure.functions as func
 import pytest
 
 from localrun.invocation import HostRecord, json_net_utc, to_events, trigger_input
-from settlement.triggers import from_kafka_event
+from settlement.runtime.triggers import from_kafka_event
 
 ANNOTATION = typing.List[func.KafkaEvent]  # noqa: UP006
 

@@ -105,7 +105,7 @@ def test_user_trades_select_list_is_wire_compatible_with_user_trade() -> None:
     assert re.search(r"VALUE_FORMAT\s*=\s*'PROTOBUF'", text) and re.search(r"KEY_FORMAT\s*=\s*'KAFKA'", text)
     assert "LEFT JOIN USERS" in text
     # The join key becomes the record key; every other column is a value field, numbered from 1 in order.
-    # Our decoder reads by name whatever the order (settlement/columns.py); keeping ours in step keeps the
+    # Our decoder reads by name whatever the order (settlement/serde/columns.py); keeping ours in step keeps the
     # one-call fast path, so this pins the order too.
     value_columns = [(alias, KSQL_TO_PROTO[t]) for alias, t in user_trades_value_columns(text)]
     assert [(n.upper(), t) for n, t in proto_fields(UserTrade)] == value_columns

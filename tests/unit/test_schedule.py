@@ -1,4 +1,4 @@
-"""NCRONTAB schedules (settlement/schedule.py), and the local host's timer shapes (localrun/timers.py)."""
+"""NCRONTAB schedules (settlement/core/schedule.py), and the local host's timer shapes (localrun/timers.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from localrun.scaler import ScaleController
 from localrun.timers import Schedule, TimerBinding, timer_request
-from settlement.config import ConfigError, load_trigger_settings
-from settlement.schedule import longest_interval_s, next_after, normalized
+from settlement.core.schedule import longest_interval_s, next_after, normalized
+from settlement.runtime.config import ConfigError, load_trigger_settings
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-from settlement import sink
-from settlement.errors import PoisonRecord
-from settlement.json_value import trade_from_json
-from settlement.poison import PoisonKind
+from settlement.core.errors import PoisonRecord
+from settlement.core.poison import PoisonKind
+from settlement.runtime import sink
+from settlement.serde.json_value import trade_from_json
 
 
 class _Limits:

@@ -1,4 +1,4 @@
-"""A batch settled through the exactly-once ledger (settlement/ledger.py): per source partition, skip what is
+"""A batch settled through the exactly-once ledger (settlement/delivery/ledger.py): per source partition, skip what is
 settled, repair what the host skipped, and write the rest inside the partition's open transaction.
 
 Every record is planned (decoded, settled, encoded) before anything is produced, as on the at-least-once path,
@@ -15,14 +15,14 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from settlement.errors import DeliveryError
-from settlement.ledger import Fenced, Ledger, PartitionLedger
-from settlement.producer import DeliveryTracker, RecordTooLarge
-from settlement.records import InputRecord
+from settlement.core.errors import DeliveryError
+from settlement.core.records import InputRecord
+from settlement.delivery.ledger import Fenced, Ledger, PartitionLedger
+from settlement.delivery.producer import DeliveryTracker, RecordTooLarge
 
 if TYPE_CHECKING:
-    from settlement.batch import Outcome, Plan
-    from settlement.config import Topics
+    from settlement.delivery.batch import Outcome, Plan
+    from settlement.runtime.config import Topics
 
 log = logging.getLogger("settlement.exactly_once")
 

@@ -15,20 +15,21 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
-from settlement import json_value, telemetry
-from settlement.admission import admit
-from settlement.config import Topics
-from settlement.deadletter import dead_letter, record_size
-from settlement.decoder import TradeDecoder
-from settlement.encoder import SettlementEncoder
-from settlement.errors import DeliveryError, PoisonRecord, TransientError
-from settlement.exactly_once import ExactlyOnce
-from settlement.ledger import Ledger
-from settlement.poison import PoisonKind
-from settlement.producer import DeliveryTracker, RecordTooLarge
-from settlement.records import InputRecord, TradeValue
-from settlement.rules import RulesConfig, Verdict, amount_of, decide
+from settlement import telemetry
+from settlement.core.admission import admit
+from settlement.core.deadletter import dead_letter, record_size
+from settlement.core.errors import DeliveryError, PoisonRecord, TransientError
+from settlement.core.poison import PoisonKind
+from settlement.core.records import InputRecord, TradeValue
+from settlement.core.rules import RulesConfig, Verdict, amount_of, decide
+from settlement.delivery.exactly_once import ExactlyOnce
+from settlement.delivery.ledger import Ledger
+from settlement.delivery.producer import DeliveryTracker, RecordTooLarge
+from settlement.runtime.config import Topics
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+from settlement.serde import json_value
+from settlement.serde.decoder import TradeDecoder
+from settlement.serde.encoder import SettlementEncoder
 
 log = logging.getLogger("settlement.batch")
 

@@ -14,8 +14,8 @@ import struct
 from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import SerializationError
 
-from settlement.errors import PoisonRecord
-from settlement.poison import PoisonKind
+from settlement.core.errors import PoisonRecord
+from settlement.core.poison import PoisonKind
 
 MAGIC = 0
 HEADER_MIN = 6  # magic + 4-byte id + at least one message-index byte

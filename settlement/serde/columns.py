@@ -25,9 +25,9 @@ from typing import Any, TypeAlias
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from settlement.errors import PoisonRecord
-from settlement.poison import PoisonKind
-from settlement.records import READ_COLUMNS, TradeValue
+from settlement.core.errors import PoisonRecord
+from settlement.core.poison import PoisonKind
+from settlement.core.records import READ_COLUMNS, TradeValue
 from settlement.schemas.user_trade_pb2 import UserTrade
 
 FieldProto: TypeAlias = descriptor_pb2.FieldDescriptorProto

@@ -16,9 +16,9 @@ import json
 import logging
 from typing import Any
 
-from settlement.batch import BatchResult, SettlementProcessor
-from settlement.errors import RetryBatch
-from settlement.records import InputRecord
+from settlement.core.errors import RetryBatch
+from settlement.core.records import InputRecord
+from settlement.delivery.batch import BatchResult, SettlementProcessor
 
 log = logging.getLogger("settlement.sink")
 

@@ -20,15 +20,15 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from settlement.batch import SettlementProcessor
-from settlement.config import Settings, load_settings, source_topic
-from settlement.decoder import TradeDecoder
-from settlement.encoder import SettlementEncoder
-from settlement.errors import ConfigError
-from settlement.ledger import Ledger, LedgerConfig
-from settlement.liveness import stall_after_s
-from settlement.producer import DeliveryTracker, build_config, max_message_bytes, shared_producer
-from settlement.repair import Repair
+from settlement.core.errors import ConfigError
+from settlement.core.liveness import stall_after_s
+from settlement.delivery.batch import SettlementProcessor
+from settlement.delivery.ledger import Ledger, LedgerConfig
+from settlement.delivery.producer import DeliveryTracker, build_config, max_message_bytes, shared_producer
+from settlement.delivery.repair import Repair
+from settlement.runtime.config import Settings, load_settings, source_topic
+from settlement.serde.decoder import TradeDecoder
+from settlement.serde.encoder import SettlementEncoder
 
 log = logging.getLogger("settlement.service")
 _lock = threading.Lock()
@@ -120,8 +120,8 @@ def _redacted(exc: Exception, secret_config: Mapping[str, Any]) -> str:
 
 
 def repairer(env: Mapping[str, str] | None = None) -> Repair | None:
-    """The process-wide repair (settlement/repair.py), built with the processor; None under at-least-once, where
-    no ledger leaves anything to repair."""
+    """The process-wide repair (settlement/delivery/repair.py), built with the processor; None under
+    at-least-once, where no ledger leaves anything to repair."""
     global _repair
     proc = processor(env)
     if proc.ledger is None or _settings is None:

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from settlement.errors import ConfigError
+from settlement.core.errors import ConfigError
 
 RETRY_MINIMUM_S = 5  # @app.retry exponential back-off, first delay
 RETRY_MAXIMUM_S = 60  # and its cap
@@ -32,7 +32,7 @@ JITTER = 0.2  # the host randomizes each exponential delay by ±20 %
 # deadline, retried once: `Settings.registry_conf`).
 INVOCATION_FACTOR = 1.5
 BROKER_MAX_TRANSACTION_TIMEOUT_MS = 900_000  # Kafka's default transaction.max.timeout.ms
-_HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+_HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
 # The Kafka extension's defaults for keys host.json leaves out (4.3.x KafkaOptions).
 _EXTENSION_DEFAULTS = {"maxretries": 5, "commitonfailure": True, "maxpollintervalms": 300_000}
 _DEFAULT_FUNCTION_TIMEOUT_S = 1800.0  # Premium and Flex Consumption's default

@@ -13,7 +13,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import NamedTuple
 
-from settlement.records import TradeValue
+from settlement.core.records import TradeValue
 
 
 class Disposition(StrEnum):

@@ -43,9 +43,9 @@ from typing import Any, NoReturn
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from settlement.errors import DeliveryError
-from settlement.producer import LIBRDKAFKA_LOG, kafka_error
-from settlement.records import InputRecord
+from settlement.core.errors import DeliveryError
+from settlement.core.records import InputRecord
+from settlement.delivery.producer import LIBRDKAFKA_LOG, kafka_error
 
 log = logging.getLogger("settlement.ledger")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from settlement.errors import PoisonRecord
-from settlement.poison import PoisonKind
-from settlement.records import TradeValue
+from settlement.core.errors import PoisonRecord
+from settlement.core.poison import PoisonKind
+from settlement.core.records import TradeValue
 from settlement.schemas.user_trade_pb2 import UserTrade
 
 _INT32 = (-(2**31), 2**31 - 1)

@@ -1,7 +1,7 @@
 """`user_trades` values in: Confluent-framed Protobuf, each writer schema resolved once per process.
 
 Each schema id is resolved in the registry once, in either form it returns, and matched to our `UserTrade`
-by column name (`settlement.columns`) before any record written with it is trusted: Protobuf would otherwise
+by column name (`settlement.serde.columns`) before any record written with it is trusted: Protobuf would otherwise
 "decode" a record of a different message type, or of a schema whose columns moved, into silent garbage.
 After that a record costs one dict lookup on its 6-byte framing and one C-level parse, not a registry round
 trip: that gap decides the throughput (see bench/).
@@ -16,18 +16,19 @@ from collections.abc import Callable
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from google.protobuf.message import DecodeError
 
-from settlement import columns, telemetry
-from settlement.errors import PoisonRecord
-from settlement.framing import HEADER_MIN, framing, split
-from settlement.poison import PoisonKind
-from settlement.records import TradeValue
-from settlement.registry import message_at, registry_call, writer_descriptor
+from settlement import telemetry
+from settlement.core.errors import PoisonRecord
+from settlement.core.poison import PoisonKind
+from settlement.core.records import TradeValue
+from settlement.serde import columns
+from settlement.serde.framing import HEADER_MIN, framing, split
+from settlement.serde.registry import message_at, registry_call, writer_descriptor
 
 _MAX_CACHED_SCHEMAS = 1024
 
 
 class TradeDecoder:
-    """Turns a `user_trades` value into a `TradeValue` read by column name (`settlement.columns`), or raises
+    """Turns a `user_trades` value into a `TradeValue` read by column name (`settlement.serde.columns`), or raises
     `PoisonRecord` / `TransientError`."""
 
     def __init__(self, client: SchemaRegistryClient) -> None:

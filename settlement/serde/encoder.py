@@ -11,11 +11,12 @@ import threading
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from google.protobuf import descriptor_pb2
 
-from settlement import columns, proto_text, telemetry
-from settlement.errors import PoisonRecord, TransientError
-from settlement.framing import framing
-from settlement.registry import settlement_call, writer_descriptor
+from settlement import telemetry
+from settlement.core.errors import PoisonRecord, TransientError
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+from settlement.serde import columns, proto_text
+from settlement.serde.framing import framing
+from settlement.serde.registry import settlement_call, writer_descriptor
 
 
 class SettlementEncoder:

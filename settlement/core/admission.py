@@ -2,16 +2,16 @@
 
 One place for them, whichever entry path delivered the record (the Kafka trigger, the sink connector's POST,
 a redrive). What the payload itself holds (framing, schema, columns, JSON) is the decoder's to check
-(settlement/framing.py, decoder.py, columns.py, json_value.py); what the settlement becomes (its size, a
-broker's refusal) is the batch's (settlement/batch.py). Each check raises `PoisonRecord`: retrying cannot
+(settlement/serde/framing.py, decoder.py, columns.py, json_value.py); what the settlement becomes (its size, a
+broker's refusal) is the batch's (settlement/delivery/batch.py). Each check raises `PoisonRecord`: retrying cannot
 change the record.
 """
 
 from __future__ import annotations
 
-from settlement.errors import PoisonRecord
-from settlement.poison import PoisonKind
-from settlement.records import InputRecord
+from settlement.core.errors import PoisonRecord
+from settlement.core.poison import PoisonKind
+from settlement.core.records import InputRecord
 
 
 def admit(record: InputRecord, max_value_bytes: int) -> str | None:

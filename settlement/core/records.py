@@ -57,7 +57,7 @@ def parse_timestamp(raw: object) -> int | None:
 class TradeValue(Protocol):
     """The columns of a `user_trades` value that the settlement reads, whichever class carries them: the
     generated `UserTrade`, the sink's JSON reading, or a view compiled for a writer that numbers its columns
-    differently (`settlement.columns`). A writer schema must hold each of these columns by name."""
+    differently (`settlement.serde.columns`). A writer schema must hold each of these columns by name."""
 
     regionid: str
     quantity: int

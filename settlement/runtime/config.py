@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from settlement.errors import ConfigError
-from settlement.rules import DEFAULT_LARGE_TRADE_LIMIT, DEFAULT_SEC_SAMPLE_RATE, RulesConfig
-from settlement.secrets import Secret, SecretNotFound, SecretSource, secret_name_for
+from settlement.core.errors import ConfigError
+from settlement.core.rules import DEFAULT_LARGE_TRADE_LIMIT, DEFAULT_SEC_SAMPLE_RATE, RulesConfig
+from settlement.runtime.secrets import Secret, SecretNotFound, SecretSource, secret_name_for
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 EXACTLY_ONCE = "exactly-once"
@@ -90,8 +90,8 @@ SETTINGS = _declare(
     Setting("SETTLEMENT_HTTP_MAX_RECORDS", "integer", 10_000, 1, 1_000_000),
     Setting("SETTLEMENT_MAX_RETRIES", "integer", 4, 0, 100, read_at="indexing"),
     Setting("SETTLEMENT_WARM_START", "flag", True, read_at="indexing"),
-    # When the repair (settlement/repair.py) looks for settled positions left behind by an instance that died or
-    # stalled: an NCRONTAB schedule, baked into the timer binding at indexing. Every 10 s keeps a trade left
+    # When the repair (settlement/delivery/repair.py) looks for settled positions left behind by an instance that
+    # died or stalled: an NCRONTAB schedule, baked into the timer binding at indexing. Every 10 s keeps a trade left
     # behind visible within about 30 s (docs/guarantees.md, "Every trade booked within a minute").
     Setting("SETTLEMENT_REPAIR_SCHEDULE", "schedule", "*/10 * * * * *", read_at="indexing"),
     Setting("KEY_VAULT_URL", "url", None),
@@ -145,7 +145,7 @@ class Settings:
         return {**conf, "client.id": "trade-settlement-repair"}
 
     def producer_conf(self) -> dict[str, Any]:
-        """librdkafka settings for the settlement producer (durability is pinned by `settlement.producer`)."""
+        """librdkafka settings for the settlement producer (durability is pinned by `settlement.delivery.producer`)."""
         conf = _client_conf(self.bootstrap_servers, self.security_protocol, self.sasl_username, self.sasl_password)
         return {**conf, "client.id": "trade-settlement"}
 
@@ -210,7 +210,7 @@ class _Reader:
         try:
             if self._vault is None:
                 if self._vault_factory is None:
-                    from settlement.secrets import KeyVaultSecrets
+                    from settlement.runtime.secrets import KeyVaultSecrets
 
                     self._vault = KeyVaultSecrets(vault_url)
                 else:
@@ -283,7 +283,7 @@ class _Reader:
         if s.kind == "list":
             return frozenset(v.strip() for v in (self.raw(name) or "").split(",") if v.strip()) or s.default
         if s.kind == "schedule":
-            from settlement.schedule import normalized
+            from settlement.core.schedule import normalized
 
             try:
                 return normalized(self.raw(name) or s.default)
@@ -386,8 +386,8 @@ def load_trigger_settings(env: Mapping[str, str]) -> TriggerSettings:
 
 def check_invariants(env: Mapping[str, str], trigger: TriggerSettings, host: Any = None) -> None:
     """At indexing: the settings that feed the documented bounds (retries, the batch deadline, the commit
-    interval) checked against host.json (`settlement.limits`); a `ConfigError` names the one to change."""
-    from settlement import limits
+    interval) checked against host.json (`settlement.runtime.limits`); a `ConfigError` names the one to change."""
+    from settlement.runtime import limits
 
     r = _Reader(env, None)
     limits.check(

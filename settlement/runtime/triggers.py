@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import azure.functions as func
 from confluent_kafka import KafkaException
 
-from settlement import sink
-from settlement.batch import BatchResult
-from settlement.records import InputRecord, parse_timestamp
-from settlement.service import processor, repairer
+from settlement.core.records import InputRecord, parse_timestamp
+from settlement.delivery.batch import BatchResult
+from settlement.runtime import sink
+from settlement.runtime.service import processor, repairer
 
 log = logging.getLogger("settlement.triggers")
 
@@ -78,7 +78,7 @@ def settle_http_request(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def repair_on_timer(timer: func.TimerRequest) -> None:
-    """The repair timer's body (settlement/repair.py): one run within the batch deadline. Under at-least-once
+    """The repair timer's body (settlement/delivery/repair.py): one run within the batch deadline. Under at-least-once
     there is no ledger and nothing to repair. A run's failure is logged, not raised: the timer is not retried,
     and the next run starts from what Kafka shows then."""
     repair = repairer()

@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from settlement.errors import DeliveryError
+from settlement.core.errors import DeliveryError
 
 # Settings that make "acknowledged" mean durable and make retries safe; user JSON config may not weaken them.
 DURABILITY = {"acks": "all", "enable.idempotence": True}

@@ -9,8 +9,8 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from settlement.errors import PoisonRecord
-from settlement.records import InputRecord
+from settlement.core.errors import PoisonRecord
+from settlement.core.records import InputRecord
 
 REASON = "dlq.reason"
 DETAIL = "dlq.detail"

@@ -1,12 +1,12 @@
 """The repair: settles what a dead or stalled instance left behind, with no new trade needed.
 
-The exactly-once ledger (settlement/ledger.py) returns to the host before a batch's transaction commits, so a
+The exactly-once ledger (settlement/delivery/ledger.py) returns to the host before a batch's transaction commits, so a
 process that dies right after (a recycle, an OOM, a scale-in that kills the worker) takes the open transaction
 with it while the host has committed past the batch. Repairing that used to need the partition's next batch;
 at the end of a trading day there is none, and on Flex Consumption the trigger's scaler goes to zero instances
 exactly then. The repair runs on a timer instead (function_app.py, `SETTLEMENT_REPAIR_SCHEDULE`), on whichever
 instance the platform wakes for it, reads every partition's offsets from Kafka (nothing it needs lives in one
-process's memory), and takes over each partition that is behind and stalled (settlement/liveness.py): it
+process's memory), and takes over each partition that is behind and stalled (settlement/core/liveness.py): it
 fences the partition with its own `transactional.id` (aborting any holder's open transaction at once, a
 coordinator's timeout abort included), reads the settled position after fencing, settles the range up to the
 trigger group's committed offset in steps, each committed in the transaction that writes its outputs, and
@@ -28,10 +28,10 @@ from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaE
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from settlement import telemetry
-from settlement.batch import SettlementProcessor
-from settlement.ledger import Ledger, settled_group
-from settlement.liveness import Action, Offsets, Sighting, decide, sight
-from settlement.producer import LIBRDKAFKA_LOG
+from settlement.core.liveness import Action, Offsets, Sighting, decide, sight
+from settlement.delivery.batch import SettlementProcessor
+from settlement.delivery.ledger import Ledger, settled_group
+from settlement.delivery.producer import LIBRDKAFKA_LOG
 
 log = logging.getLogger("settlement.repair")
 _TIMESTAMP_READ_S = 1.0  # at most this long reading the oldest unsettled records' timestamps
