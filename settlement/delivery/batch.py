@@ -8,24 +8,23 @@ and the function returns only when all of them are acknowledged.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from typing import NamedTuple
 
 from settlement import telemetry
 from settlement.core.admission import admit
 from settlement.core.deadletter import dead_letter, record_size
 from settlement.core.errors import DeliveryError, PoisonRecord, TransientError
+from settlement.core.plan import BatchResult, Output, Plan
 from settlement.core.poison import PoisonKind
 from settlement.core.records import InputRecord, TradeValue
 from settlement.core.rules import RulesConfig, Verdict, amount_of, decide
+from settlement.core.topics import Topics
+from settlement.delivery.committer import Committer
 from settlement.delivery.exactly_once import ExactlyOnce
 from settlement.delivery.ledger import Ledger
 from settlement.delivery.producer import DeliveryTracker, RecordTooLarge
-from settlement.runtime.config import Topics
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.serde import json_value
 from settlement.serde.decoder import TradeDecoder
@@ -34,74 +33,6 @@ from settlement.serde.encoder import SettlementEncoder
 log = logging.getLogger("settlement.batch")
 
 ValueDecoder = Callable[[bytes | None], TradeValue]
-
-SETTLED = "settled"
-DEAD_LETTERED = "dead-lettered"
-
-
-class RecordResult(NamedTuple):
-    """What became of one input record; the HTTP path returns these aligned with its request."""
-
-    coordinates: str
-    outcome: str  # SETTLED or DEAD_LETTERED
-    disposition: str | None
-    reason: str
-
-
-Outcome = Verdict | PoisonRecord  # a record's fate: a settlement's (shared) verdict, or why it is poison
-
-
-class Output(NamedTuple):
-    """A record produced on its own (`produce`, with headers): dead letters, and settlements under tracing."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-
-
-class Plan:
-    """A batch's outputs before any is produced, kept as parallel lists so that a settlement costs no object
-    of its own beyond the `{"key", "value"}` dict `produce_batch` takes (profiling showed a tuple per record
-    costing as much as decoding it). `outcomes[i]` is input record i's fate."""
-
-    def __init__(self) -> None:
-        self.outcomes: list[Outcome] = []
-        self.plain_indexes: list[int] = []  # settlements without headers, sent with one produce_batch
-        self.plain: list[dict[str, bytes | None]] = []
-        self.single: dict[int, Output] = {}  # everything else, by input index
-
-    @functools.cached_property
-    def plain_by_index(self) -> dict[int, dict[str, bytes | None]]:
-        """The plain settlements by input index (built once, after planning, for the exactly-once path,
-        which writes a batch one partition at a time)."""
-        return dict(zip(self.plain_indexes, self.plain, strict=True))
-
-
-class BatchResult:
-    """What became of a batch's records, in input order."""
-
-    def __init__(self, records: Sequence[InputRecord], outcomes: list[Outcome]) -> None:
-        self._records = records
-        self._outcomes = outcomes
-        self.dispositions: Counter[str] = Counter()
-        self.reasons: Counter[str] = Counter()
-        for outcome, n in Counter(outcomes).items():  # counted in C: verdicts are a handful of shared constants
-            if isinstance(outcome, Verdict):
-                self.dispositions[outcome.disposition] += n
-            else:
-                self.reasons[outcome.kind.value] += n
-        self.settled = sum(self.dispositions.values())
-        self.dead_lettered = len(outcomes) - self.settled
-
-    @property
-    def results(self) -> list[RecordResult]:
-        return [
-            RecordResult(r.coordinates, SETTLED, o.disposition, o.reason)
-            if isinstance(o, Verdict)
-            else RecordResult(r.coordinates, DEAD_LETTERED, None, o.kind.value)
-            for r, o in zip(self._records, self._outcomes, strict=True)
-        ]
 
 
 class SettlementProcessor:
@@ -135,8 +66,8 @@ class SettlementProcessor:
         self._settlement_limit = max_message_bytes - record_size(None, None, ())  # key + value, margin kept
         self._ledger = ledger
         self._exactly_once = None if ledger is None else ExactlyOnce(ledger, topics)
-        if ledger is not None:
-            ledger.recover = self._recover
+        # The ledger's background commits and recoveries; it settles a lost range through this processor.
+        self._committer = None if ledger is None else Committer(ledger, self._recover)
 
     @property
     def ledger(self) -> Ledger | None:

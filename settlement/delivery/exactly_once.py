@@ -13,20 +13,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from settlement.core.errors import DeliveryError
+from settlement.core.plan import Outcome, Plan
 from settlement.core.records import InputRecord
+from settlement.core.topics import Topics
 from settlement.delivery.ledger import Fenced, Ledger, PartitionLedger
 from settlement.delivery.producer import DeliveryTracker, RecordTooLarge
 
-if TYPE_CHECKING:
-    from settlement.delivery.batch import Outcome, Plan
-    from settlement.runtime.config import Topics
-
 log = logging.getLogger("settlement.exactly_once")
 
-Planner = Callable[[Sequence[InputRecord], Collection[str]], "Plan"]
+Planner = Callable[[Sequence[InputRecord], Collection[str]], Plan]
 _ATTEMPTS = 3  # fenced, or a record refused as too large: take the partition again and re-plan at most this often
 _TAKE_CONCURRENCY = 16  # partitions taken at once by one batch (a process's first batch over many partitions)
 

@@ -136,16 +136,10 @@ class Ledger:
         self._clock = clock
         self._closed = threading.Event()
         self._partition_counts: dict[str, int] = {}
-        # Ranges whose transaction was lost in this process (up to the position it had reached), and what
-        # settles a source range again (set by the processor): the committer retries until it succeeds.
+        # Ranges whose transaction was lost in this process (up to the position it had reached): the committer
+        # (settlement/delivery/committer.py) settles each again until it succeeds.
         self._lost: dict[tuple[str, int], int] = {}
-        self.recover: Callable[[str, int, int], None] | None = None
-        self._next_recovery = 0.0
-        ref = weakref.ref(self)
-        self._committer = threading.Thread(target=_commit_loop, args=(ref, self._closed), daemon=True)
-        self._committer.name = "settlement-ledger-committer"
-        self._committer.start()
-        atexit.register(_close_at_exit, ref)
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # -- partitions -------------------------------------------------------------------------------------------
 
@@ -335,23 +329,21 @@ class Ledger:
         if part.open_since is not None and part.position is not None and part.position != part.committed:
             self.queue_recovery(part, part.position)
 
-    def recover_lost(self) -> None:
-        """The committer's other duty: settle again each range whose transaction this process lost (at most one
-        round a second while a cause such as a broker outage persists)."""
-        if not self._lost or self.recover is None or self._clock() < self._next_recovery:
-            return
-        self._next_recovery = self._clock() + 1.0
+    @property
+    def closed(self) -> threading.Event:
+        """Set once the ledger is closed: the committer stops."""
+        return self._closed
+
+    def lost(self) -> dict[tuple[str, int], int]:
+        """The ranges to settle again from the source: (topic, partition) -> the position to reach."""
         with self._lock:
-            lost = dict(self._lost)
-        for (topic, partition), upto in lost.items():
-            try:
-                self.recover(topic, partition, upto)
-            except Exception as exc:  # noqa: BLE001 - retried next round; a batch of the partition repairs too
-                log.warning("recovering %s[%d] up to %d failed (retrying): %s", topic, partition, upto, exc)
-                continue
-            with self._lock:
-                if self._lost.get((topic, partition)) == upto:
-                    del self._lost[(topic, partition)]
+            return dict(self._lost)
+
+    def recovered(self, topic: str, partition: int, upto: int) -> None:
+        """A lost range was settled up to `upto`: forget it, unless a later loss queued more meanwhile."""
+        with self._lock:
+            if self._lost.get((topic, partition)) == upto:
+                del self._lost[(topic, partition)]
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Commit what is open, then release every producer (a graceful stop loses nothing to repair)."""
@@ -506,21 +498,6 @@ def _close(producer: Producer) -> None:
     """Drop a producer without waiting: a fenced one can deliver nothing more, and what it held is aborted."""
     with suppress(Exception):
         producer.flush(0)
-
-
-def _commit_loop(ref: weakref.ref[Ledger], closed: threading.Event) -> None:
-    while not closed.is_set():
-        ledger = ref()
-        if ledger is None:
-            return
-        interval = ledger.config.commit_interval_s
-        try:
-            ledger.commit_due()
-            ledger.recover_lost()
-        except Exception:
-            log.exception("ledger committer round failed")
-        del ledger
-        closed.wait(max(0.005, interval / 4))
 
 
 def _close_at_exit(ref: weakref.ref[Ledger]) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from settlement.core.errors import ConfigError
 from settlement.core.rules import DEFAULT_LARGE_TRADE_LIMIT, DEFAULT_SEC_SAMPLE_RATE, RulesConfig
+from settlement.core.topics import Topics
 from settlement.runtime.secrets import Secret, SecretNotFound, SecretSource, secret_name_for
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -98,14 +99,6 @@ SETTINGS = _declare(
 )
 SECRET_SETTINGS = tuple(name for name, s in SETTINGS.items() if s.secret)
 DEFAULT_DELIVERY_TIMEOUT_S: float = SETTINGS["SETTLEMENT_DELIVERY_TIMEOUT_SECONDS"].default
-
-
-@dataclass(frozen=True)
-class Topics:
-    """The topics the function writes."""
-
-    settlements: str
-    dead_letter: str
 
 
 @dataclass(frozen=True)

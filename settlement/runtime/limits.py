@@ -11,7 +11,7 @@ the host indexes the app, so that a setting which would break one fails start-up
 - The exactly-once transaction timeout (the commit interval plus one batch's deadline plus a margin) stays
   within the broker's default `transaction.max.timeout.ms` (15 min), or `init_transactions` is refused.
 
-The formula is the Kafka extension's retry loop as localrun/extension.py models it (extension 4.3.x); the
+The formula is the Kafka extension's retry loop as localrun/platform/extension.py models it (extension 4.3.x); the
 retry policy's intervals are declared here and used by function_app.py's `@app.retry`.
 """
 

@@ -17,8 +17,9 @@ import logging
 from typing import Any
 
 from settlement.core.errors import RetryBatch
+from settlement.core.plan import BatchResult
 from settlement.core.records import InputRecord
-from settlement.delivery.batch import BatchResult, SettlementProcessor
+from settlement.delivery.batch import SettlementProcessor
 
 log = logging.getLogger("settlement.sink")
 

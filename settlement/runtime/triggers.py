@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import azure.functions as func
 from confluent_kafka import KafkaException
 
+from settlement.core.plan import BatchResult
 from settlement.core.records import InputRecord, parse_timestamp
-from settlement.delivery.batch import BatchResult
 from settlement.runtime import sink
 from settlement.runtime.service import processor, repairer
 
@@ -46,7 +46,7 @@ def _headers(raw: object) -> tuple[tuple[str, bytes], ...]:
 
 
 def from_kafka_event(event: func.KafkaEvent) -> InputRecord:
-    """One event as the worker built it from the host's data (see localrun/invocation.py for that shape).
+    """One event as the worker built it from the host's data (see localrun/platform/invocation.py for that shape).
     Each of the event's properties is read once: this runs per record, before any settling."""
     partition, offset = event.partition, event.offset
     return InputRecord(

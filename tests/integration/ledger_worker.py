@@ -60,7 +60,7 @@ def main() -> int:
 def _repair() -> list[dict[str, object]]:
     """One timer invocation of the repair function, then what its run did (read back from the process's repair)."""
     import function_app
-    from localrun.timers import timer_request
+    from localrun.platform.timers import timer_request
     from settlement.runtime import service
 
     function_app.repair_settlements(timer_request(past_due=False))

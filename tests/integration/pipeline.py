@@ -11,9 +11,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from localrun.generator import value_encoder
-from localrun.indexing import kafka_annotation
-from localrun.invocation import messages_to_events
+from localrun.experiments.generator import value_encoder
+from localrun.platform.indexing import kafka_annotation
+from localrun.platform.invocation import messages_to_events
 from settlement.delivery import producer
 from settlement.runtime import service
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement

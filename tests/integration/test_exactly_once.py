@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from localrun.kafka import read_to_end
+from localrun.platform.kafka import read_to_end
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.integration.workers import Worker, exactly, ledger, trades
 from tests.kafka_helpers import unique_name

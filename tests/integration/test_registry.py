@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 
 import function_app
-from localrun import ksql_schema
+from localrun.experiments import ksql_schema
 from settlement.core.errors import TransientError
 from settlement.delivery import producer
 from settlement.runtime import service

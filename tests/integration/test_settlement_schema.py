@@ -13,7 +13,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 import function_app
-from localrun import ksql_schema
+from localrun.experiments import ksql_schema
 from scripts.ksql_apply import KSQL_DIR, load_statements
 from settlement.delivery import producer
 from settlement.runtime import service

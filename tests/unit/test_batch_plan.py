@@ -11,12 +11,12 @@ from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from localrun import ksql_schema
+from localrun.experiments import ksql_schema
 from settlement.core import deadletter
 from settlement.core.records import InputRecord
 from settlement.core.rules import RulesConfig
+from settlement.core.topics import Topics
 from settlement.delivery.batch import SettlementProcessor
-from settlement.runtime.config import Topics
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 from settlement.serde.decoder import TradeDecoder

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from localrun import ksql_schema
+from localrun.experiments import ksql_schema
 from settlement.core.errors import PoisonRecord, TransientError
 from settlement.core.poison import PoisonKind
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement

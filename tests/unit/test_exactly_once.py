@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from settlement.core.records import InputRecord
+from settlement.core.topics import Topics
 from settlement.delivery.exactly_once import ExactlyOnce
 from settlement.delivery.ledger import PartitionLedger
-from settlement.runtime.config import Topics
 
 
 class FakeLedger:

@@ -11,7 +11,7 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 
-from localrun.indexing import FunctionLoadError, index_app
+from localrun.platform.indexing import FunctionLoadError, index_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,7 +133,7 @@ def test_importing_the_app_loads_no_telemetry_or_protoc() -> None:
 )
 def test_the_kafka_function_disabled_by_its_app_setting_gets_no_listener(value: str, disabled: bool) -> None:
     import function_app
-    from localrun.binding import FunctionDisabled, load_binding
+    from localrun.platform.binding import FunctionDisabled, load_binding
 
     settings = {"USER_TRADES_TOPIC": "t", "KAFKA_CONSUMER_GROUP": "g", "KAFKA_BOOTSTRAP_SERVERS": "b:1"}
     settings["AzureWebJobs.settle_user_trades.Disabled"] = value

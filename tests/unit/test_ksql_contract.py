@@ -169,7 +169,7 @@ def test_value_schema_full_names_are_the_protos_full_names() -> None:
 
 
 def test_the_local_ksqldb_schema_text_follows_the_statement() -> None:
-    from localrun import ksql_schema
+    from localrun.experiments import ksql_schema
 
     text = statement(r"CREATE STREAM IF NOT EXISTS USER_TRADES WITH")
     assert re.search(r"VALUE_SCHEMA_FULL_NAME = '([\w.]+)'", text).group(1) == ksql_schema.FULL_NAME  # type: ignore[union-attr]

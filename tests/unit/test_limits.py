@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from localrun.extension import KafkaHostOptions
-from localrun.extension import worst_case_s as modelled_worst_case
-from localrun.indexing import RetryPolicy
+from localrun.platform.extension import KafkaHostOptions
+from localrun.platform.extension import worst_case_s as modelled_worst_case
+from localrun.platform.indexing import RetryPolicy
 from settlement.core.errors import ConfigError
 from settlement.runtime.config import check_invariants, load_trigger_settings
 from settlement.runtime.limits import INVOCATION_FACTOR, HostLimits, check, worst_case_s

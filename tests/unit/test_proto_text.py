@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from localrun import ksql_schema
+from localrun.experiments import ksql_schema
 from settlement.schemas.user_trade_pb2 import UserTrade
 from settlement.serde.columns import reader_for
 from settlement.serde.proto_text import ProtoTextError, compile_text, looks_like_text

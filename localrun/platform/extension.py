@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localrun.indexing import RetryPolicy
+from localrun.platform.indexing import RetryPolicy
 from settlement.runtime.limits import JITTER  # the host randomizes each exponential delay by ±20 %
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

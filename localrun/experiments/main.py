@@ -21,16 +21,16 @@ from confluent_kafka import Producer
 
 from devstack import stack
 from devstack.errors import StackError
-from localrun.accounting import Coverage, Range, coverage, delivered_twice, unexplained
-from localrun.charts import Sample, run_chart
-from localrun.generator import GeneratorConfig, produce_trades
-from localrun.host import KafkaHostOptions, LocalHost, load_binding, run_settings
-from localrun.kafka import create_topics, header, high_watermarks, nothing_pending, read_to_end, settlement_of
-from localrun.scaler import MODES, PLANS
+from localrun.experiments.charts import Sample, run_chart
+from localrun.experiments.generator import GeneratorConfig, produce_trades
+from localrun.platform.accounting import Coverage, Range, coverage, delivered_twice, unexplained
+from localrun.platform.host import KafkaHostOptions, LocalHost, load_binding, run_settings
+from localrun.platform.kafka import create_topics, header, high_watermarks, nothing_pending, read_to_end, settlement_of
+from localrun.platform.scaler import MODES, PLANS
 from settlement.core.deadletter import REASON
 from settlement.runtime.config import EXACTLY_ONCE, GUARANTEES
 
-RUNS_DIR = Path(__file__).resolve().parent.parent / ".runs"
+RUNS_DIR = Path(__file__).resolve().parents[2] / ".runs"
 POISON = (b"", b"not protobuf at all", b"\x00\x00\x00", b"\x00\x7f\xff\xff\xff\x00\x08\x01")
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from localrun.indexing import RetryPolicy, index_app
-from localrun.invocation import messages_to_events
+from localrun.platform.indexing import RetryPolicy, index_app
+from localrun.platform.invocation import messages_to_events
 
 _SETTING = re.compile(r"^%([A-Za-z0-9_]+)%$")
 
@@ -90,6 +90,6 @@ def load_binding(app: Any, settings: Mapping[str, str]) -> TriggerBinding:
 
 
 def invoke(binding: TriggerBinding, batch: list[Message]) -> Any:
-    """Call the function with the batch as the host + worker deliver it (see localrun/invocation.py)."""
+    """Call the function with the batch as the host + worker deliver it (see localrun/platform/invocation.py)."""
     events = messages_to_events(batch, binding.annotation)
     return binding.user_function(**{binding.param_name: events})

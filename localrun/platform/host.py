@@ -1,20 +1,20 @@
 """A local stand-in for the Functions host's Kafka trigger and its scale controller.
 
 The Azure Functions host cannot be installed on these machines, so this reads the real binding from the app
-(indexed as the worker indexes it, localrun/indexing.py) and the real `host.json`, and drives the real
+(indexed as the worker indexes it, localrun/platform/indexing.py) and the real `host.json`, and drives the real
 function:
 
-- each instance is a process that imports the app (localrun/instance.py), consuming in the trigger's group,
+- each instance is a process that imports the app (localrun/platform/instance.py), consuming in the trigger's group,
   handing each batch of at most `maxBatchSize` records over as host-shaped data through the azure-functions
-  library's converter (localrun/invocation.py), per-partition order kept;
+  library's converter (localrun/platform/invocation.py), per-partition order kept;
 - each batch runs through the extension's two retry loops (`@app.retry`, then `commitOnFailure` /
   `maxRetries`), its offsets stored after it and auto-committed every `autoCommitIntervalMs`, a subscriber
-  thread consuming meanwhile into the extension's executor channel until it is full (localrun/extension.py);
+  thread consuming meanwhile into the extension's executor channel until it is full (localrun/platform/extension.py);
 - a scale controller evaluates lag every interval, target-based by default or incremental
-  (localrun/scaler.py), and starts or stops instance processes to match: on Flex Consumption down to zero when
+  (localrun/platform/scaler.py), and starts or stops instance processes to match: on Flex Consumption down to zero when
   the trigger has no lag, on Premium never below one. An instance it removes is drained and then killed
   (SIGKILL), as the host disposes of a Python worker (`InstanceLoop.run`);
-- the app's timer functions fire on their NCRONTAB schedules (localrun/timers.py): on Flex in a timer instance
+- the app's timer functions fire on their NCRONTAB schedules (localrun/platform/timers.py): on Flex in a timer instance
   process of their own, whatever the trigger's instance count; on Premium in one of the trigger's instances.
 
 An in-process function (tests, benchmarks) runs the same loop in threads instead.
@@ -37,11 +37,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from localrun.binding import TriggerBinding, invoke, load_binding, resolve
-from localrun.extension import KafkaHostOptions
-from localrun.instance import InstanceSpec, process_main, thread_main, timer_process_main
-from localrun.scaler import ScaleController, partition_lag
-from localrun.timers import Schedule, TimerBinding, load_timers
+from localrun.platform.binding import TriggerBinding, invoke, load_binding, resolve
+from localrun.platform.extension import KafkaHostOptions
+from localrun.platform.instance import InstanceSpec, process_main, thread_main, timer_process_main
+from localrun.platform.scaler import ScaleController, partition_lag
+from localrun.platform.timers import Schedule, TimerBinding, load_timers
 from settlement.delivery.ledger import settled_group
 
 __all__ = [
@@ -61,7 +61,7 @@ LAG_CONSUMER_RENEW_S = 15.0  # a lag readout failing this long gets new consumer
 # How long the host waits for a draining instance before it kills the worker: the dispatcher's
 # ProcessShutdownTimeout and the script host's stop wait are 10 s each (azure-functions-host 4.1037).
 SCALE_IN_GRACE_S = 10.0
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Fault rows on the 3-node cluster: leader, controller and coordinator failover, and network faults.
 
-`python -m localrun.faults --brokers 3` runs them. Why a table of its own: on one broker with replication 1 a
-leader never changes, so acks=all, idempotence and transactions were never exercised by a failover, and no
-fault ever sat between the function and Kafka or the registry.
+`python -m localrun.experiments.faults --brokers 3` runs them. Why a table of its own: on one broker with
+replication 1 a leader never changes, so acks=all, idempotence and transactions were never exercised by a
+failover, and no fault ever sat between the function and Kafka or the registry.
 
 Every row streams trades through the real function (the local host, instances as processes) on topics with
 replication factor 3 and min.insync.replicas 2, while one fault happens, then counts what a read_committed
@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, TopicPartition
 from devstack import cluster
 from devstack.cluster import ClusterState
 from devstack.errors import StackError
-from localrun.faults import LIVENESS, Fault, Outcome, Run, liveness_line, liveness_met, run_scenario
+from localrun.experiments.scenario import LIVENESS, Fault, Outcome, Run, liveness_line, liveness_met, run_scenario
 from settlement.delivery.ledger import transactional_id
 from settlement.runtime.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES
 
@@ -232,8 +232,8 @@ def scenarios(state: ClusterState) -> dict[str, dict[str, Any]]:
         "registry blackholed 10 s": {
             "fault": network_fault(state, "timeout", {"timeout": 0}, 10, target="registry"),
         },
-        # The liveness rows (localrun/faults.py) on replicated topics, through the proxies: exactly-once only,
-        # where a transaction can be left open.
+        # The liveness rows (localrun/experiments/scenario.py) on replicated topics, through the proxies:
+        # exactly-once only, where a transaction can be left open.
         **{name: {**row, "guarantees": (EXACTLY_ONCE,)} for name, row in LIVENESS.items()},
     }
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
-from localrun.kafka import header
+from localrun.platform.kafka import header
 from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 

@@ -1,6 +1,6 @@
 """Produce `user_trades` the way the ksqlDB LEFT JOIN does: a UTF-8 USERID key (null for a trade with no
 user) and a Confluent-framed Protobuf `UserTrade` value whose schema is registered as ksqlDB registers it
-(`.proto` text, see localrun/ksql_schema.py); `schema_form="descriptor"` registers it through
+(`.proto` text, see localrun/experiments/ksql_schema.py); `schema_form="descriptor"` registers it through
 confluent-kafka's serializer instead (a base64 descriptor), the other form a registry may return.
 
 Deterministic for a given seed, so a run can be repeated and its summary compared.
@@ -18,7 +18,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from localrun import ksql_schema
+from localrun.experiments import ksql_schema
 from settlement.schemas.user_trade_pb2 import UserTrade
 
 SYMBOLS = ("ZVV", "ZBZX", "ZJZZT", "ZTEST", "ZXZZT", "ZWZZT", "ZVZZT")

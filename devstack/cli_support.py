@@ -1,4 +1,6 @@
-"""What the scripts/ tools share at their edges: help that shows defaults, and Kafka clients that stay quiet.
+"""What the command-line tools (scripts/, devstack) share at their edges: help that shows defaults, and Kafka clients
+that stay quiet. It lives in devstack, the lowest tooling layer, so that devstack's own CLI uses it without importing
+scripts/ above it.
 
 Why: with no broker, a librdkafka client logs every reconnect attempt to stderr (about 20 lines a second), so a
 tool that waited 60 s printed over a thousand lines and buried its one useful error. Here a client's log lines

@@ -1,5 +1,5 @@
 """One function-app instance: a consumer in the trigger's group running the extension's consume → invoke →
-store loop (localrun/extension.py).
+store loop (localrun/platform/extension.py).
 
 On Azure each instance is its own worker process with its own static producer, so the local host runs each
 instance as a process that imports the app itself (`spawn`): scale-out uses the machine's cores, and killing
@@ -31,9 +31,9 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from localrun.accounting import batch_ranges
-from localrun.binding import TriggerBinding, invoke, load_binding
-from localrun.extension import KafkaHostOptions, run_execution
+from localrun.platform.accounting import batch_ranges
+from localrun.platform.binding import TriggerBinding, invoke, load_binding
+from localrun.platform.extension import KafkaHostOptions, run_execution
 
 log = logging.getLogger("localrun.instance")
 _CONSUME_SLICE_S = 0.005  # longest a store waits for the subscriber's consume call to return
@@ -377,7 +377,7 @@ def serve_timers(
     spec: InstanceSpec, app: Any, commands: Any, emit: Callable[[dict[str, Any]], None], stop: Any
 ) -> None:
     """Run each timer invocation the host sends (`(function name, past due)`), one at a time, reporting each."""
-    from localrun.timers import invoke_timer, load_timers
+    from localrun.platform.timers import invoke_timer, load_timers
 
     bindings = {t.function_name: t for t in load_timers(app, os.environ)}
     reader = _metric_reader()

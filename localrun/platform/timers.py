@@ -10,7 +10,7 @@ function here receives exactly that. `ScheduleStatus` is null without `use_monit
 Which instance runs it depends on the plan: on Flex Consumption every function that is not HTTP, Blob or Durable
 scales on instances of its own, so the timer runs in a process of its own, woken whatever the Kafka trigger's
 instance count (zero included); on Premium every instance runs every function, so it runs in one of the
-trigger's instance processes (localrun/host.py).
+trigger's instance processes (localrun/platform/host.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import azure.functions as func
 from azure.functions import meta
 from azure.functions.timer import TimerRequestConverter
 
-from localrun.binding import disabled_setting, is_disabled, resolve
-from localrun.indexing import index_app
+from localrun.platform.binding import disabled_setting, is_disabled, resolve
+from localrun.platform.indexing import index_app
 from settlement.core.schedule import next_after
 
 
