@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
+from settlement.core import positions
 from settlement.core.errors import DeliveryError
 from settlement.core.plan import Outcome, Plan
 from settlement.core.records import InputRecord
@@ -177,21 +178,17 @@ class ExactlyOnce:
         """The batch's records still to settle, the position after them, and the source records of the gap
         between the settled position and the first of them."""
         position = part.position
-        admitted: list[int] = []
+        assert position is not None  # held: pinned if it had none
+        offsets = [records[i].offset for i in indexes]
+        admission = positions.admit(position, offsets)
         gap: list[InputRecord] = []
-        for i in indexes:
-            offset = records[i].offset
-            assert position is not None  # held: pinned if it had none
-            if offset < position:
-                continue  # settled by a committed transaction, or earlier in this one
-            if offset > position and not admitted:
-                gap, reached = self._ledger.read_gap(part, position, offset, deadline)
-                if reached < offset:  # too long for one batch: settle this step, queue the rest
-                    self._ledger.queue_recovery(part, records[indexes[-1]].offset + 1)
-                    return [], reached, gap
-            admitted.append(i)
-            position = offset + 1
-        return admitted, position, gap
+        if admission.gap is not None:
+            gap, reached = self._ledger.read_gap(part, *admission.gap, deadline)
+            taken = positions.step(admission, reached, offsets[-1])
+            if taken.recover_upto is not None:  # too long for one batch: settle this step, queue the rest
+                self._ledger.queue_recovery(part, taken.recover_upto)
+            admission = taken.admission
+        return [indexes[k] for k in admission.admitted], admission.position, gap
 
     def _send(
         self,

@@ -43,6 +43,7 @@ from typing import Any, NoReturn
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from settlement.core import positions
 from settlement.core.errors import DeliveryError
 from settlement.core.records import InputRecord
 from settlement.delivery.producer import LIBRDKAFKA_LOG, kafka_error
@@ -288,9 +289,7 @@ class Ledger:
 
     def due(self, part: PartitionLedger) -> bool:
         """The open transaction should be committed now: its interval passed."""
-        if part.open_since is None:
-            return False
-        return self._clock() - part.open_since >= self.config.commit_interval_s
+        return positions.commit_due(part.open_since, self._clock(), self.config.commit_interval_s)
 
     def pin(self, part: PartitionLedger, deadline: float) -> None:
         """Give a partition that has no settled position one: its first retained offset, committed at once in
