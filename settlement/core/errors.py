@@ -2,7 +2,7 @@
 
 - `RetryBatch`: nothing of the batch may be taken as settled; the host (or the sink connector, answered 503)
   delivers it again. Its subclasses say why: `TransientError` (the registry or broker could not answer now)
-  and `DeliveryError` (records not acknowledged; `ledger.Fenced` when another process took the partition).
+  and `DeliveryError` (records not acknowledged; `fencing.Fenced` when another process took the partition).
 - `PoisonRecord` (its kinds in settlement/core/poison.py): this one record can never be settled; it is
   dead-lettered and the batch goes on.
 - `ConfigError`: a setting is wrong; the message names it. Raised at start-up (the

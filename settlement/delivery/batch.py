@@ -89,15 +89,15 @@ class SettlementProcessor:
         are skipped as in any batch)."""
         assert self._ledger is not None
         ledger = self._ledger
-        part = ledger.partition(topic, partition)
+        part = ledger.partitions.get(topic, partition)
         while True:
             deadline = time.monotonic() + self._timeout_s
             with part.lock:
-                ledger.ready(part, deadline)
+                ledger.take(part, deadline)
                 start = part.position
             if start is None or start >= upto:
                 return
-            records, _ = ledger.read_gap(part, start, upto, deadline)
+            records, _ = ledger.source.read_range(topic, partition, start, upto, deadline)
             if not records:
                 return  # only markers or aborted records up to `upto`
             log.warning("settling %s[%d] offsets %d..%d from the source", topic, partition, start, records[-1].offset)

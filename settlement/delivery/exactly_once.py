@@ -20,7 +20,9 @@ from settlement.core.errors import DeliveryError
 from settlement.core.plan import Outcome, Plan
 from settlement.core.records import InputRecord
 from settlement.core.topics import Topics
-from settlement.delivery.ledger import Fenced, Ledger, PartitionLedger
+from settlement.delivery.fencing import Fenced
+from settlement.delivery.ledger import Ledger
+from settlement.delivery.partitions import PartitionLedger
 from settlement.delivery.producer import DeliveryTracker, RecordTooLarge
 
 log = logging.getLogger("settlement.exactly_once")
@@ -52,8 +54,8 @@ class ExactlyOnce:
         by_partition: dict[tuple[str, int], list[int]] = {}
         for i, record in enumerate(records):
             by_partition.setdefault((record.topic, record.partition), []).append(i)
-        with self._ledger.holding(list(by_partition)) as parts:
-            self._hold_all(parts, deadline)
+        with self._ledger.partitions.locked(list(by_partition)) as parts:
+            self._take_all(parts, deadline)
             plan = plan_records(records, self._shrink)
             pending = parts
             for attempt in range(1, attempts + 1):
@@ -88,7 +90,7 @@ class ExactlyOnce:
         for part in parts:
             indexes = by_partition[(part.topic, part.partition)]
             try:
-                self._hold(part, deadline)
+                self._take(part, deadline)
                 admitted, position, gap = self._admit(part, records, indexes, deadline)
                 if not admitted and not gap:
                     continue  # everything was settled already (a redelivery): nothing to write
@@ -146,31 +148,32 @@ class ExactlyOnce:
         )
         return plan_records(gap, self._shrink)
 
-    def _hold_all(self, parts: list[PartitionLedger], deadline: float) -> None:
-        """Hold every partition of the batch; those to take for the first time are taken concurrently (each
+    def _take_all(self, parts: list[PartitionLedger], deadline: float) -> None:
+        """Take every partition of the batch; those to take for the first time are taken concurrently (each
         costs a producer, `init_transactions` and a position read: round trips that overlap)."""
         cold = [p for p in parts if p.producer is None or p.committed is None]
         if len(cold) <= 1:
             for part in cold:
-                self._take(part, deadline)
+                self._take_or_leave(part, deadline)
             return
         with ThreadPoolExecutor(max_workers=min(_TAKE_CONCURRENCY, len(cold))) as pool:
-            for future in [pool.submit(self._take, part, deadline) for part in cold]:
+            for future in [pool.submit(self._take_or_leave, part, deadline) for part in cold]:
                 future.result()
 
-    def _take(self, part: PartitionLedger, deadline: float) -> None:
-        """`_hold`, leaving a partition another process fenced in between to the attempts, which take it again
+    def _take_or_leave(self, part: PartitionLedger, deadline: float) -> None:
+        """`_take`, leaving a partition another process fenced in between to the attempts, which take it again
         (that process pinned or settled it; a batch must not fail for it)."""
         try:
-            self._hold(part, deadline)
+            self._take(part, deadline)
         except Fenced as exc:
             log.warning("%s while taking the partition; the attempts take it again", exc)
 
-    def _hold(self, part: PartitionLedger, deadline: float) -> None:
-        """Hold the partition, and give it a settled position if the ledger has none yet."""
-        self._ledger.ready(part, deadline)
+    def _take(self, part: PartitionLedger, deadline: float) -> None:
+        """Take the partition (a no-op while this process holds it), and start its ledger if it has no settled
+        position yet."""
+        self._ledger.take(part, deadline)
         if part.committed is None:
-            self._ledger.pin(part, deadline)
+            self._ledger.start(part, deadline)
 
     def _admit(
         self, part: PartitionLedger, records: Sequence[InputRecord], indexes: list[int], deadline: float
@@ -183,7 +186,7 @@ class ExactlyOnce:
         admission = positions.admit(position, offsets)
         gap: list[InputRecord] = []
         if admission.gap is not None:
-            gap, reached = self._ledger.read_gap(part, *admission.gap, deadline)
+            gap, reached = self._ledger.source.read_range(part.topic, part.partition, *admission.gap, deadline)
             taken = positions.step(admission, reached, offsets[-1])
             if taken.recover_upto is not None:  # too long for one batch: settle this step, queue the rest
                 self._ledger.queue_recovery(part, taken.recover_upto)
@@ -278,7 +281,7 @@ class ExactlyOnce:
         Otherwise -1, the producer's own partitioner."""
         aligned = self._aligned.get(part.topic)
         if aligned is None:
-            source = self._ledger.partitions_of(part.topic)
-            aligned = source > 0 and source == self._ledger.partitions_of(self._topics.settlements)
+            source = self._ledger.source.partition_count(part.topic)
+            aligned = source > 0 and source == self._ledger.source.partition_count(self._topics.settlements)
             self._aligned[part.topic] = aligned
         return part.partition if aligned else -1

@@ -13,7 +13,7 @@ What a read_committed reader sees is then each source record exactly once, whate
 
 - a record below the position was settled by a committed transaction: it is skipped (a redelivery, a
   rebalance, a re-posted HTTP body, or the other entry path);
-- a batch that starts beyond the position is preceded by the missing range (up to `REPAIR_LIMIT` records a
+- a batch that starts beyond the position is preceded by the missing range (up to `source.REPAIR_LIMIT` records a
   batch, the rest queued for the committer), read from the source topic by
   the ledger itself (gap repair): the host skipped it (a failed batch given up after its retries), or a crash
   lost the open transaction that held it after the host had moved on. A gap that holds only transaction
@@ -36,45 +36,22 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from settlement.core import positions
 from settlement.core.errors import DeliveryError
-from settlement.core.records import InputRecord
-from settlement.delivery.producer import LIBRDKAFKA_LOG, kafka_error
+from settlement.core.naming import transactional_id
+from settlement.delivery.fencing import Fenced, is_fenced
+from settlement.delivery.partitions import PartitionLedger, Partitions
+from settlement.delivery.producer import kafka_error
+from settlement.delivery.source import SourceReader
 
 log = logging.getLogger("settlement.ledger")
-
-SETTLED_SUFFIX = ".settled"
-# Most gap records one batch settles before its own; a longer gap is settled in such steps by the following
-# batches and the committer, each step committed, so that a long outage (or a new ledger on a topic with
-# history) makes progress within each batch's deadline.
-REPAIR_LIMIT = 5_000
-_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
-
-
-class Fenced(DeliveryError):
-    """Another process initialised this partition's transactional id: what this one had open is aborted."""
-
-
-def settled_group(group: str) -> str:
-    """The consumer group holding each source partition's settled position (ACLs: the same prefix)."""
-    return f"{group}{SETTLED_SUFFIX}"
-
-
-def transactional_id(group: str, topic: str, partition: int) -> str:
-    """One id per source partition, under the settled group's name so that one prefixed ACL covers both."""
-    return f"{settled_group(group)}.{topic}.{partition}"
-
-
-def is_fenced(exc: BaseException) -> bool:
-    err = kafka_error(exc)
-    return err is not None and (err.code() in _FENCED or err.fatal())
 
 
 @dataclass(frozen=True)
@@ -84,28 +61,11 @@ class LedgerConfig:
     timeout_s: float  # bounds init, commit and repair reads (the batch deadline bounds them further)
 
 
-class PartitionLedger:
-    """One source partition: its transactional producer, committed position and open transaction. Used under
-    `lock` only (one batch, or the committer, at a time)."""
-
-    def __init__(self, topic: str, partition: int) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.lock = threading.Lock()
-        self.producer: Producer | None = None
-        self.committed: int | None = None  # the settled position as committed (None: the ledger has none yet)
-        self.position: int | None = None  # ... including the open transaction
-        self.open_since: float | None = None  # monotonic time the open transaction began
-
-    def reset(self) -> None:
-        """Forget the open transaction (aborted or lost): the next batch repairs from the committed position."""
-        self.position = self.committed
-        self.open_since = None
-
-
 class Ledger:
-    """Every source partition this process settles, a consumer of the settled group (positions, group
-    metadata for `send_offsets_to_transaction`, gap repair reads) and the background committer."""
+    """The transaction lifecycle of every source partition this process settles: take (fence and read the
+    settled position), start, begin, commit with the position, abort, drop; and the queue of ranges whose
+    transaction was lost. Its parts: the partition state (partitions.py), the source reads (source.py), the
+    fencing classification (fencing.py), the names (core/naming.py); the background thread is committer.py."""
 
     def __init__(
         self,
@@ -116,58 +76,18 @@ class Ledger:
     ) -> None:
         self.config = config
         self._producer_conf = dict(producer_conf)
-        self._consumer = Consumer(
-            {
-                **consumer_conf,
-                "group.id": settled_group(config.group),
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": True,
-                # A repair read assigns a partition and reads a short range: a long-polling fetch left at a
-                # partition's end would hold the next assignment up to librdkafka's 500 ms default.
-                "fetch.wait.max.ms": 5,
-                "logger": LIBRDKAFKA_LOG,
-            }
-        )
-        self._metadata = self._consumer.consumer_group_metadata()
-        self._consumer_lock = threading.Lock()
-        self._partitions: dict[tuple[str, int], PartitionLedger] = {}
+        self.source = SourceReader(config.group, consumer_conf, config.timeout_s)
+        self.partitions = Partitions()
         self._lock = threading.Lock()
         self._clock = clock
         self._closed = threading.Event()
-        self._partition_counts: dict[str, int] = {}
         # Ranges whose transaction was lost in this process (up to the position it had reached): the committer
         # (settlement/delivery/committer.py) settles each again until it succeeds.
         self._lost: dict[tuple[str, int], int] = {}
         atexit.register(_close_at_exit, weakref.ref(self))
 
-    # -- partitions -------------------------------------------------------------------------------------------
-
-    def partition(self, topic: str, partition: int) -> PartitionLedger:
-        key = (topic, partition)
-        part = self._partitions.get(key)
-        if part is None:
-            with self._lock:
-                part = self._partitions.setdefault(key, PartitionLedger(topic, partition))
-        return part
-
-    @contextmanager
-    def holding(self, keys: Sequence[tuple[str, int]]) -> Iterator[list[PartitionLedger]]:
-        """Lock a batch's partitions, in a fixed order so that concurrent batches cannot deadlock."""
-        parts = [self.partition(t, p) for t, p in sorted(set(keys))]
-        taken: list[PartitionLedger] = []
-        try:
-            for part in parts:
-                part.lock.acquire()
-                taken.append(part)
-            yield parts
-        finally:
-            for part in reversed(taken):
-                part.lock.release()
-
-    def ready(self, part: PartitionLedger, deadline: float, fence: bool = False) -> None:
-        """Hold the partition: build its producer, fence every earlier holder, read the settled position. With
+    def take(self, part: PartitionLedger, deadline: float, fence: bool = False) -> None:
+        """Take the partition: build its producer, fence every earlier holder, read the settled position. With
         `fence`, even if this process holds it already (the repair takes over a partition whose positions stand
         still, whoever holds it: a new producer epoch aborts whatever transaction of it is open)."""
         if fence and part.producer is not None:
@@ -189,21 +109,13 @@ class Ledger:
                     err = kafka_error(exc)
                     if err is None or not err.retriable() or time.monotonic() >= until:
                         raise
-            part.committed = self._read_position(part, deadline)
+            part.committed = self.source.settled_position(part.topic, part.partition, deadline)
         except KafkaException as exc:
             _close(producer)
             raise DeliveryError(f"could not take {part.topic}[{part.partition}] for settling: {exc}") from None
         part.producer = producer
         part.reset()
         log.info("holding %s[%d], settled position %s", part.topic, part.partition, part.committed)
-
-    def _read_position(self, part: PartitionLedger, deadline: float) -> int | None:
-        tp = TopicPartition(part.topic, part.partition)
-        with self._consumer_lock:
-            (got,) = self._consumer.committed([tp], timeout=self._bounded(deadline))
-        if got.error is not None:
-            raise KafkaException(got.error)
-        return None if got.offset < 0 else got.offset
 
     def drop(self, part: PartitionLedger, lost: bool = False) -> None:
         """Give up the partition's producer (fenced, or unusable): the next batch takes it again. With `lost`,
@@ -242,7 +154,7 @@ class Ledger:
         while True:
             try:
                 if not sent:
-                    _send_offsets(part.producer, offsets, self._metadata, self._left(until))
+                    _send_offsets(part.producer, offsets, self.source.metadata, self._left(until))
                     sent = True
                 part.producer.commit_transaction(self._left(until))
                 break
@@ -291,13 +203,13 @@ class Ledger:
         """The open transaction should be committed now: its interval passed."""
         return positions.commit_due(part.open_since, self._clock(), self.config.commit_interval_s)
 
-    def pin(self, part: PartitionLedger, deadline: float) -> None:
+    def start(self, part: PartitionLedger, deadline: float) -> None:
         """Give a partition that has no settled position one: its first retained offset, committed at once in
         a transaction of its own, before anything of the batch is planned. Whatever the host delivered or gave
         up before (even batches that failed before the ledger existed) then lies in a gap that is repaired.
         To start a ledger elsewhere (an at-least-once deployment switched over), set the `<group>.settled`
         offsets first with Kafka's own tooling."""
-        offset = self.first_offset(part, deadline)
+        offset = self.source.first_offset(part.topic, part.partition, deadline)
         part.position = offset
         self.begin(part)
         self.commit(part, deadline)
@@ -312,7 +224,7 @@ class Ledger:
 
     def commit_due(self) -> None:
         """The committer's round: commit every transaction left open past its interval by a quiet partition."""
-        for part in list(self._partitions.values()):
+        for part in self.partitions.all():
             if not self.due(part) or not part.lock.acquire(blocking=False):
                 continue
             try:
@@ -347,7 +259,7 @@ class Ledger:
     def close(self, timeout_s: float = 10.0) -> None:
         """Commit what is open, then release every producer (a graceful stop loses nothing to repair)."""
         self._closed.set()
-        for part in list(self._partitions.values()):
+        for part in self.partitions.all():
             if not part.lock.acquire(timeout=timeout_s):
                 continue
             try:
@@ -357,97 +269,13 @@ class Ledger:
             finally:
                 self.drop(part)
                 part.lock.release()
-        with self._consumer_lock:
-            self._consumer.close()
-
-    # -- source reads -----------------------------------------------------------------------------------------
-
-    def partitions_of(self, topic: str) -> int:
-        """A topic's partition count (cached; 0 if it cannot be read)."""
-        count = self._partition_counts.get(topic)
-        if count is None:
-            with self._consumer_lock:
-                meta = self._consumer.list_topics(topic, timeout=self.config.timeout_s).topics.get(topic)
-            count = len(meta.partitions) if meta is not None and meta.error is None else 0
-            if count:
-                self._partition_counts[topic] = count
-        return count
-
-    def read_gap(
-        self, part: PartitionLedger, start: int, end: int, deadline: float, limit: int = REPAIR_LIMIT
-    ) -> tuple[list[InputRecord], int]:
-        """The source records in offsets [start, end) as read_committed consumers see them, shaped as the host
-        hands them over (a key as UTF-8 text, a null value as empty bytes), at most `limit` of them; and the
-        offset reading stopped at (`end`, or the first record left for later)."""
-        out: list[InputRecord] = []
-        with self._consumer_lock:
-            self._consumer.assign([TopicPartition(part.topic, part.partition, start)])
-            try:
-                while True:
-                    if time.monotonic() > deadline:
-                        raise DeliveryError(f"{part.topic}[{part.partition}] gap {start}..{end - 1} not read in time")
-                    for msg in self._consumer.consume(500, timeout=0.005):
-                        if msg.topic() != part.topic or msg.partition() != part.partition:
-                            continue  # left from an earlier assignment
-                        err = msg.error()
-                        if err is not None:
-                            if err.code() == KafkaError._PARTITION_EOF:
-                                return out, end
-                            raise DeliveryError(f"reading {part.topic}[{part.partition}] for repair: {err}")
-                        offset = msg.offset() or 0
-                        if offset < start:
-                            continue
-                        if offset >= end:
-                            return out, end
-                        if len(out) == limit:
-                            return out, offset
-                        out.append(_as_host_record(msg, part.topic, part.partition))
-                    position = self._consumer.position([TopicPartition(part.topic, part.partition)])[0].offset
-                    if position >= end:
-                        return out, end
-            finally:
-                self._consumer.unassign()
-
-    def first_timestamps(self, topic: str, starts: Mapping[int, int], timeout_s: float) -> dict[int, int]:
-        """The timestamp (epoch ms) of the first record a read_committed reader sees at or after each partition's
-        start offset, read in one assignment (one fetch per broker, not one per partition). A partition with no
-        such record within `timeout_s` (its end, or an open transaction of the source) is left out."""
-        found: dict[int, int] = {}
-        if not starts:
-            return found
-        with self._consumer_lock:
-            self._consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
-            try:
-                until = time.monotonic() + timeout_s
-                pending = set(starts)
-                while pending and time.monotonic() < until:
-                    for msg in self._consumer.consume(500, timeout=0.05):
-                        p = msg.partition()
-                        if msg.topic() != topic or p not in pending:
-                            continue
-                        if msg.error() is None:
-                            kind, stamp = msg.timestamp()
-                            if kind != 0 and (msg.offset() or 0) >= starts[p]:
-                                found[p] = stamp
-                        pending.discard(p)  # a record, or the partition's end (EOF), or an error: done with it
-            finally:
-                self._consumer.unassign()
-        return found
+        self.source.close()
 
     def queue_recovery(self, part: PartitionLedger, upto: int) -> None:
         """Have the committer settle the partition up to `upto` from the source (a gap too long for one batch)."""
         with self._lock:
             key = (part.topic, part.partition)
             self._lost[key] = max(self._lost.get(key, 0), upto)
-
-    def first_offset(self, part: PartitionLedger, deadline: float) -> int:
-        """The partition's first retained offset: where a new ledger begins, as a new consumer group with
-        autoOffsetReset Earliest (host.json) does."""
-        with self._consumer_lock:
-            low, _ = self._consumer.get_watermark_offsets(
-                TopicPartition(part.topic, part.partition), timeout=self._bounded(deadline), cached=False
-            )
-        return int(low)
 
     def _bounded(self, deadline: float | None) -> float:
         if deadline is None:
@@ -475,22 +303,6 @@ def _send_offsets(producer: Producer, offsets: list[TopicPartition], metadata: A
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "send_offsets_to_transaction did not return"))
     if failure:
         raise failure[0]
-
-
-def _as_host_record(msg: Any, topic: str, partition: int) -> InputRecord:
-    key = msg.key()
-    if key is not None:
-        key = key.decode("utf-8", errors="replace").encode("utf-8")  # keyDataType String, as the host does
-    kind, stamp = msg.timestamp()
-    return InputRecord(
-        key,
-        msg.value() or b"",
-        topic,
-        partition,
-        int(msg.offset()),
-        stamp if kind != 0 else None,
-        tuple((name, value or b"") for name, value in (msg.headers() or [])),
-    )
 
 
 def _close(producer: Producer) -> None:

@@ -29,8 +29,9 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from settlement import telemetry
 from settlement.core.liveness import Action, Offsets, Sighting, decide, sight
+from settlement.core.naming import settled_group
 from settlement.delivery.batch import SettlementProcessor
-from settlement.delivery.ledger import Ledger, settled_group
+from settlement.delivery.ledger import Ledger
 from settlement.delivery.producer import LIBRDKAFKA_LOG
 
 log = logging.getLogger("settlement.repair")
@@ -167,7 +168,7 @@ class Repair:
         """Every partition's settled position, trigger offset and end: three admin requests, whatever the
         partition count. Offsets are read without require-stable: a dead holder's pending offset commit must
         not block the reading until the coordinator aborts it; what was committed is what counts."""
-        count = self._ledger.partitions_of(self.topic)
+        count = self._ledger.source.partition_count(self.topic)
         tps = [TopicPartition(self.topic, p) for p in range(count)]
         timeout = max(1.0, min(10.0, timeout_s))
         committed = self._group_offsets(self._group, tps, timeout)
@@ -195,7 +196,7 @@ class Repair:
         where it cannot be read now, since its positions were first seen standing still."""
         lagging = {p: o.settled for p, o in offsets.items() if o.lag and o.settled is not None}
         try:
-            stamps = self._ledger.first_timestamps(self.topic, lagging, _TIMESTAMP_READ_S)
+            stamps = self._ledger.source.first_timestamps(self.topic, lagging, _TIMESTAMP_READ_S)
         except KafkaException:
             stamps = {}
         wall_ms, now = self._wall() * 1000, self._clock()
@@ -209,16 +210,16 @@ class Repair:
     def _take_over(self, run: PartitionRun, deadline: float) -> PartitionRun:
         """Fence the partition, settle what lies below the trigger offset (REPAIR) in committed steps, release."""
         ledger = self._ledger
-        part = ledger.partition(self.topic, run.partition)
+        part = ledger.partitions.get(self.topic, run.partition)
         target = run.offsets.committed if run.action is Action.REPAIR else None
         settled = 0
         position: int | None = None
         try:
             with part.lock:
-                ledger.ready(part, deadline, fence=True)
+                ledger.take(part, deadline, fence=True)
                 position = part.committed
             while target is not None and position is not None and position < target and self._clock() < deadline:
-                records, reached = ledger.read_gap(part, position, target, deadline)
+                records, reached = ledger.source.read_range(self.topic, run.partition, position, target, deadline)
                 if records:
                     log.warning(
                         "repair: settling %s[%d] offsets %d..%d left behind (trigger committed %d)",

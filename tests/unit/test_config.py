@@ -35,7 +35,7 @@ def test_exactly_once_is_the_default_and_at_least_once_needs_no_group() -> None:
 
 
 def test_the_ledger_names_derive_from_the_group_under_one_prefix() -> None:
-    from settlement.delivery.ledger import settled_group, transactional_id
+    from settlement.core.naming import settled_group, transactional_id
 
     assert settled_group("g") == "g.settled"
     assert transactional_id("g", "user_trades", 3) == "g.settled.user_trades.3"

@@ -9,21 +9,25 @@ from typing import Any
 from settlement.core.records import InputRecord
 from settlement.core.topics import Topics
 from settlement.delivery.exactly_once import ExactlyOnce
-from settlement.delivery.ledger import PartitionLedger
+from settlement.delivery.partitions import PartitionLedger
 
 
 class FakeLedger:
     """Serves gap reads from a list of offsets the source holds (others are markers or aborted records)."""
 
     def __init__(self, source_offsets: list[int], limit: int = 5_000) -> None:
-        self.source = source_offsets
+        self.offsets = source_offsets
         self.limit = limit
         self.reads: list[tuple[int, int]] = []
         self.queued: list[int] = []
 
-    def read_gap(self, part: PartitionLedger, start: int, end: int, deadline: float) -> tuple[list[Any], int]:
+    @property
+    def source(self) -> FakeLedger:
+        return self  # the ledger's source reads, served from the list
+
+    def read_range(self, topic: str, partition: int, start: int, end: int, deadline: float) -> tuple[list[Any], int]:
         self.reads.append((start, end))
-        wanted = [o for o in self.source if start <= o < end]
+        wanted = [o for o in self.offsets if start <= o < end]
         taken = wanted[: self.limit]
         reached = end if len(wanted) <= self.limit else wanted[self.limit]
         return [_record(o) for o in taken], reached
