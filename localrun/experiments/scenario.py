@@ -25,6 +25,7 @@ from localrun.platform.accounting import coverage
 from localrun.platform.host import KafkaHostOptions, LocalHost, load_binding, run_settings
 from localrun.platform.kafka import create_topics, high_watermarks, read_to_end, settlement_of
 from settlement.runtime.config import EXACTLY_ONCE
+from settlement.runtime.limits import transaction_timeout_ms
 
 log = logging.getLogger("localrun.faults")
 
@@ -219,7 +220,8 @@ def _partitions(admin: AdminClient, topic: str) -> list[int]:
     return list(admin.list_topics(topic, timeout=10).topics[topic].partitions)
 
 
-TXN_TIMEOUT_S = 60  # the ledger's transaction timeout with SETTLEMENT_DELIVERY_TIMEOUT_SECONDS 15 (its 60 s floor)
+# The ledger's transaction timeout in these rows (SETTLEMENT_DELIVERY_TIMEOUT_SECONDS 15, OPEN_LONGER): its floor.
+TXN_TIMEOUT_S = transaction_timeout_ms(15, 5.0) // 1000
 # The liveness rows keep a partition's transaction open 5 s (instead of 0.3) so that the fault always meets one.
 OPEN_LONGER = {"SETTLEMENT_COMMIT_INTERVAL_MS": "5000"}
 LIVENESS: dict[str, dict[str, Any]] = {

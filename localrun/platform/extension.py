@@ -30,7 +30,6 @@ Read from the extension's source and docs (Microsoft.Azure.WebJobs.Extensions.Ka
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable
@@ -39,9 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from localrun.platform.indexing import RetryPolicy
-from settlement.runtime.limits import JITTER  # the host randomizes each exponential delay by ±20 %
-
-ROOT = Path(__file__).resolve().parents[2]
+from settlement.runtime.limits import (  # one model of host.json, shared with the function's own checks
+    DEFAULT_COMMIT_ON_FAILURE,
+    DEFAULT_MAX_POLL_INTERVAL_MS,
+    DEFAULT_MAX_RETRIES,
+    HOST_JSON,
+    JITTER,  # the host randomizes each exponential delay by ±20 %
+    kafka_extension,
+    read_host_json,
+)
 
 
 @dataclass(frozen=True)
@@ -51,10 +56,10 @@ class KafkaHostOptions:
     max_batch_size: int = 64
     subscriber_interval_s: float = 1.0
     auto_offset_reset: str = "earliest"
-    commit_on_failure: bool = True
-    max_retries: int = 5
+    commit_on_failure: bool = DEFAULT_COMMIT_ON_FAILURE
+    max_retries: int = DEFAULT_MAX_RETRIES
     auto_commit_interval_ms: int = 200
-    max_poll_interval_ms: int = 300_000
+    max_poll_interval_ms: int = DEFAULT_MAX_POLL_INTERVAL_MS
     executor_channel_capacity: int = 1
     channel_full_retry_interval_ms: int = 50
     # 4.3.1: a fixed sleep after every subscriber window that did not end in a full batch (0: none)
@@ -72,8 +77,8 @@ class KafkaHostOptions:
                 raise ValueError(f"host.json extensions.kafka.{setting} must be larger than 0, not {value}")
 
     @classmethod
-    def from_host_json(cls, path: Path = ROOT / "host.json") -> KafkaHostOptions:
-        kafka = {k.lower(): v for k, v in json.loads(path.read_text()).get("extensions", {}).get("kafka", {}).items()}
+    def from_host_json(cls, path: Path = HOST_JSON) -> KafkaHostOptions:
+        kafka = kafka_extension(read_host_json(path))
         default = cls()  # a key host.json leaves out takes the extension's default
         return cls(
             max_batch_size=int(kafka.get("maxbatchsize", default.max_batch_size)),

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from settlement.core.errors import PoisonRecord
+from settlement.core.poison import PoisonKind
 from settlement.core.records import InputRecord
 
 REASON = "dlq.reason"
@@ -25,6 +26,9 @@ ORIGINAL_KEY_BYTES = "dlq.original.key.bytes"
 ORIGINAL_KEY_SHA256 = "dlq.original.key.sha256"
 ORIGINAL_HEADERS_BYTES = "dlq.original.headers.bytes"
 PREFIX_BYTES = 1024  # what a shrunk dead letter keeps of an oversize value or key
+SHRUNK = 0  # the size limit that makes a dead letter shrunk (a prefix of PREFIX_BYTES), whatever the topic allows
+PRODUCER_REFUSED = "the producer refused it as too large"
+BROKER_REFUSED = "the broker refused it as too large for the topic"
 _DETAIL_BYTES = 1024
 # librdkafka counts key + value + headers against message.max.bytes; keep a margin for its framing.
 _OVERHEAD = 512
@@ -48,6 +52,12 @@ def dead_letter_headers(record: InputRecord, poison: PoisonRecord, now_s: float)
         (SOURCE_TIMESTAMP, stamp.encode()),
         (FAILED_AT, failed_at.encode()),
     ]
+
+
+def refused_as_too_large(detail: str) -> PoisonRecord:
+    """What a record the producer or the broker refused as too large becomes, on either delivery path: poison of
+    kind `oversize`, dead-lettered with limit `SHRUNK` (nothing of it was written, so size never fails a batch)."""
+    return PoisonRecord(PoisonKind.OVERSIZE, detail)
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> int:

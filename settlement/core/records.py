@@ -5,6 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
 
+# The range of the int32 columns a settlement reads (QUANTITY, PRICE): a value outside it, from a writer that widened
+# a column or from the sink connector's JSON, is dead-lettered as out of range, never truncated.
+INT32 = (-(2**31), 2**31 - 1)
+
 
 class InputRecord(NamedTuple):
     """One `user_trades` record with the coordinates that make it traceable and replayable.

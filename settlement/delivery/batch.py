@@ -14,7 +14,14 @@ from collections.abc import Callable, Collection, Sequence
 
 from settlement import telemetry
 from settlement.core.admission import admit
-from settlement.core.deadletter import dead_letter, record_size
+from settlement.core.deadletter import (
+    BROKER_REFUSED,
+    PRODUCER_REFUSED,
+    SHRUNK,
+    dead_letter,
+    record_size,
+    refused_as_too_large,
+)
 from settlement.core.errors import DeliveryError, PoisonRecord, TransientError
 from settlement.core.plan import BatchResult, Output, Plan
 from settlement.core.poison import PoisonKind
@@ -165,19 +172,16 @@ class SettlementProcessor:
             try:
                 tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
             except RecordTooLarge as exc:
-                self._produce_shrunk(
-                    tracker, records, plan, i, deadline, f"the producer refused it as too large ({exc})"
-                )
+                self._produce_shrunk(tracker, records, plan, i, deadline, f"{PRODUCER_REFUSED} ({exc})")
         if plan.plain:
             settlements = self._topics.settlements
             for i in tracker.produce_batch(settlements, plan.plain_indexes, plan.plain, deadline):
-                self._produce_shrunk(tracker, records, plan, i, deadline, "the producer refused it as too large")
+                self._produce_shrunk(tracker, records, plan, i, deadline, PRODUCER_REFUSED)
         refused = tracker.wait(deadline)
         if not refused:
             return
         for i in refused:
-            detail = "the broker refused it as too large for the topic"
-            self._produce_shrunk(tracker, records, plan, i, deadline, detail)
+            self._produce_shrunk(tracker, records, plan, i, deadline, BROKER_REFUSED)
         if tracker.wait(deadline):
             raise DeliveryError("the broker refused even the shrunk dead letters of oversize records")
 
@@ -192,9 +196,9 @@ class SettlementProcessor:
     ) -> None:
         """Replace record `i`'s output with its shrunk dead letter and hand that to the producer."""
         log.warning("dead-lettering %s shrunk: %s", records[i].coordinates, detail)
-        poison = PoisonRecord(PoisonKind.OVERSIZE, detail)
+        poison = refused_as_too_large(detail)
         plan.outcomes[i] = poison
-        item = plan.single[i] = self._dead_letter(records[i], poison, max_bytes=0)
+        item = plan.single[i] = self._dead_letter(records[i], poison, max_bytes=SHRUNK)
         tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
 
     def _plan(
@@ -217,7 +221,7 @@ class SettlementProcessor:
                 raise TransientError(f"batch deadline passed after planning {i} of {len(records)} records")
             try:
                 if shrink and record.coordinates in shrink:
-                    raise PoisonRecord(PoisonKind.OVERSIZE, "the broker refused it as too large for the topic")
+                    raise refused_as_too_large(BROKER_REFUSED)
                 outcome, value = settle(record, decode, scratch)
             except PoisonRecord as exc:
                 log.warning("dead-lettering %s: %s", record.coordinates, exc)
@@ -237,7 +241,7 @@ class SettlementProcessor:
                     plain.append({"key": record.key, "value": value})
                 continue
             outcomes.append(poison)
-            single[i] = self._dead_letter(record, poison, 0 if shrink and record.coordinates in shrink else None)
+            single[i] = self._dead_letter(record, poison, SHRUNK if shrink and record.coordinates in shrink else None)
         return plan
 
     def _dead_letter(self, record: InputRecord, poison: PoisonRecord, max_bytes: int | None = None) -> Output:

@@ -41,7 +41,9 @@ class ExactlyOnce:
     def __init__(self, ledger: Ledger, topics: Topics) -> None:
         self._ledger = ledger
         self._topics = topics
-        self._shrink: set[str] = set()  # coordinates the broker refused as too large: dead-lettered shrunk
+        # Coordinates the broker refused as too large: the next plan dead-letters them shrunk (the processor's
+        # planner, through core/deadletter.refused_as_too_large, as the at-least-once path does at once).
+        self._shrink: set[str] = set()
         self._aligned: dict[str, bool] = {}
 
     def settle(

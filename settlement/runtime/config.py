@@ -17,6 +17,7 @@ from typing import Any, Literal
 from settlement.core.errors import ConfigError
 from settlement.core.rules import DEFAULT_LARGE_TRADE_LIMIT, DEFAULT_SEC_SAMPLE_RATE, RulesConfig
 from settlement.core.topics import Topics
+from settlement.runtime import limits
 from settlement.runtime.secrets import Secret, SecretNotFound, SecretSource, secret_name_for
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -144,14 +145,21 @@ class Settings:
 
     def registry_conf(self) -> dict[str, Any]:
         """Registry client settings. Every request is bounded by the batch deadline: a registry that accepts
-        the connection and never answers must fail the batch for retry, not hang it. A request may take a
-        quarter of the deadline, retried once after 0.2 s, so the worst lookup costs half of it."""
-        bound = max(1.0, self.delivery_timeout_s / 4)
-        conf: dict[str, Any] = {"timeout": bound, "max.retries": 1, "retries.wait.ms": 200, "retries.max.wait.ms": 1000}
+        the connection and never answers must fail the batch for retry, not hang it. A request may take its
+        share of the deadline, retried once after 0.2 s (`settlement.runtime.limits`: the invocation bound
+        counts on it)."""
+        bound = limits.registry_timeout_s(self.delivery_timeout_s)
+        retries = limits.REGISTRY_RETRIES
+        conf: dict[str, Any] = {
+            "timeout": bound,
+            "max.retries": retries,
+            "retries.wait.ms": 200,
+            "retries.max.wait.ms": 1000,
+        }
         conf.update(self.registry_config)
         conf["timeout"] = min(float(conf["timeout"]), bound) if _is_number(conf["timeout"]) else bound
         if _is_number(conf["max.retries"]):
-            conf["max.retries"] = int(min(max(conf["max.retries"], 0), 1))
+            conf["max.retries"] = int(min(max(conf["max.retries"], 0), retries))
         return {"url": self.registry_url, **conf}
 
 
@@ -380,8 +388,6 @@ def load_trigger_settings(env: Mapping[str, str]) -> TriggerSettings:
 def check_invariants(env: Mapping[str, str], trigger: TriggerSettings, host: Any = None) -> None:
     """At indexing: the settings that feed the documented bounds (retries, the batch deadline, the commit
     interval) checked against host.json (`settlement.runtime.limits`); a `ConfigError` names the one to change."""
-    from settlement.runtime import limits
-
     r = _Reader(env, None)
     limits.check(
         trigger.max_retries,

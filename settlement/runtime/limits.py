@@ -20,22 +20,66 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from settlement.core.errors import ConfigError
 
 RETRY_MINIMUM_S = 5  # @app.retry exponential back-off, first delay
 RETRY_MAXIMUM_S = 60  # and its cap
 JITTER = 0.2  # the host randomizes each exponential delay by ±20 %
-# An invocation takes at most its delivery deadline plus one registry request past it (a quarter of the
-# deadline, retried once: `Settings.registry_conf`).
-INVOCATION_FACTOR = 1.5
+# A registry request may take this share of the batch deadline, and is retried this often (`Settings.registry_conf`):
+# a registry that accepts the connection and never answers fails the batch for retry instead of hanging it.
+REGISTRY_SHARE = 0.25
+REGISTRY_RETRIES = 1
+# An invocation takes at most its delivery deadline plus one registry request past it (its share, retried).
+INVOCATION_FACTOR = 1 + REGISTRY_SHARE * (1 + REGISTRY_RETRIES)
 BROKER_MAX_TRANSACTION_TIMEOUT_MS = 900_000  # Kafka's default transaction.max.timeout.ms
-_HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
-# The Kafka extension's defaults for keys host.json leaves out (4.3.x KafkaOptions).
-_EXTENSION_DEFAULTS = {"maxretries": 5, "commitonfailure": True, "maxpollintervalms": 300_000}
+TRANSACTION_FLOOR_MS = 60_000  # the least transaction timeout the ledger asks for
+TRANSACTION_MARGIN_MS = 10_000  # above the commit interval plus one batch's deadline
+HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
+# The Kafka extension's defaults for keys host.json leaves out (4.3.x KafkaOptions); localrun's model of the
+# extension (localrun/platform/extension.py) takes them from here.
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_COMMIT_ON_FAILURE = True
+DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
+_EXTENSION_DEFAULTS = {
+    "maxretries": DEFAULT_MAX_RETRIES,
+    "commitonfailure": DEFAULT_COMMIT_ON_FAILURE,
+    "maxpollintervalms": DEFAULT_MAX_POLL_INTERVAL_MS,
+}
 _DEFAULT_FUNCTION_TIMEOUT_S = 1800.0  # Premium and Flex Consumption's default
+
+
+def registry_timeout_s(delivery_timeout_s: float) -> float:
+    """The longest one registry request may take (at least 1 s)."""
+    return max(1.0, delivery_timeout_s * REGISTRY_SHARE)
+
+
+def transaction_needs_ms(delivery_timeout_s: float, commit_interval_s: float) -> int:
+    """How long an exactly-once transaction can stay open: the commit interval plus one batch's deadline, and a
+    margin, so the coordinator aborts one only when its holder went silent."""
+    return int(delivery_timeout_s * 1000) + int(commit_interval_s * 1000) + TRANSACTION_MARGIN_MS
+
+
+def transaction_timeout_ms(delivery_timeout_s: float, commit_interval_s: float) -> int:
+    """The ledger's `transaction.timeout.ms`: what a transaction needs, at least the floor, within the broker's
+    default maximum (`check` refuses settings that need more)."""
+    needs = transaction_needs_ms(delivery_timeout_s, commit_interval_s)
+    return min(BROKER_MAX_TRANSACTION_TIMEOUT_MS, max(TRANSACTION_FLOOR_MS, needs))
+
+
+def read_host_json(path: Path = HOST_JSON) -> dict[str, Any]:
+    """host.json, parsed: the one reader of it (the invariants here, and localrun's model of the host)."""
+    host: dict[str, Any] = json.loads(path.read_text())
+    return host
+
+
+def kafka_extension(host: Mapping[str, Any]) -> dict[str, Any]:
+    """host.json's `extensions.kafka`, keys lower-cased (the host binds them case-insensitively)."""
+    return {k.lower(): v for k, v in host.get("extensions", {}).get("kafka", {}).items()}
 
 
 def interval(seconds: int) -> str:
@@ -64,10 +108,9 @@ class HostLimits:
     function_timeout_s: float
 
     @classmethod
-    def from_host_json(cls, path: Path = _HOST_JSON) -> HostLimits:
-        host = json.loads(path.read_text())
-        kafka = {k.lower(): v for k, v in host.get("extensions", {}).get("kafka", {}).items()}
-        merged = {**_EXTENSION_DEFAULTS, **kafka}
+    def from_host_json(cls, path: Path = HOST_JSON) -> HostLimits:
+        host = read_host_json(path)
+        merged = {**_EXTENSION_DEFAULTS, **kafka_extension(host)}
         retries = int(merged["maxretries"])
         executions = 1.0 if bool(merged["commitonfailure"]) else (math.inf if retries < 0 else float(retries + 1))
         return cls(executions, int(merged["maxpollintervalms"]), _timespan_s(host.get("functionTimeout")))
@@ -107,7 +150,7 @@ def check(max_retries: int, delivery_timeout_s: float, commit_interval_s: float,
             "evicted and a batch that always fails would stall its partition for good); lower it, or "
             "SETTLEMENT_DELIVERY_TIMEOUT_SECONDS",
         )
-    txn_ms = delivery_timeout_s * 1000 + commit_interval_s * 1000 + 10_000
+    txn_ms = transaction_needs_ms(delivery_timeout_s, commit_interval_s)
     if txn_ms > BROKER_MAX_TRANSACTION_TIMEOUT_MS:
         raise ConfigError(
             "SETTLEMENT_DELIVERY_TIMEOUT_SECONDS",

@@ -27,6 +27,7 @@ from settlement.delivery.ledger import Ledger, LedgerConfig
 from settlement.delivery.producer import DeliveryTracker, build_config, max_message_bytes, shared_producer
 from settlement.delivery.repair import Repair
 from settlement.runtime.config import Settings, load_settings, source_topic
+from settlement.runtime.limits import transaction_timeout_ms
 from settlement.serde.decoder import TradeDecoder
 from settlement.serde.encoder import SettlementEncoder
 
@@ -80,8 +81,7 @@ def _ledger(settings: Settings, producer_conf: Mapping[str, Any]) -> Ledger:
     """The exactly-once ledger. A transaction stays open for at most the commit interval plus one batch's
     deadline, so the coordinator's timeout (which aborts a transaction whose holder went silent) sits above
     that, within the broker's default 15-minute `transaction.max.timeout.ms`."""
-    delivery_ms = int(settings.delivery_timeout_s * 1000)
-    txn_timeout_ms = min(900_000, max(60_000, delivery_ms + int(settings.commit_interval_s * 1000) + 10_000))
+    txn_timeout_ms = transaction_timeout_ms(settings.delivery_timeout_s, settings.commit_interval_s)
     conf = {**producer_conf, "transaction.timeout.ms": txn_timeout_ms, "client.id": "trade-settlement-txn"}
     config = LedgerConfig(
         settings.ledger_group, settings.commit_interval_s, timeout_s=min(30.0, settings.delivery_timeout_s)

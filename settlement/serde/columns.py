@@ -27,13 +27,12 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from settlement.core.errors import PoisonRecord
 from settlement.core.poison import PoisonKind
-from settlement.core.records import READ_COLUMNS, TradeValue
+from settlement.core.records import INT32, READ_COLUMNS, TradeValue
 from settlement.schemas.user_trade_pb2 import UserTrade
 
 FieldProto: TypeAlias = descriptor_pb2.FieldDescriptorProto
 Parser = Callable[[bytes], TradeValue]
 
-_INT32 = (-(2**31), 2**31 - 1)
 # Integer types whose every value an int32 holds: read as they are. Any other integer type is range-checked.
 _INT32_EXACT = frozenset({FieldProto.TYPE_INT32, FieldProto.TYPE_SINT32, FieldProto.TYPE_SFIXED32})
 _INTEGERS = _INT32_EXACT | {
@@ -138,7 +137,7 @@ def _view(chosen: dict[str, FieldProto]) -> Parser:
         trade = parse(body)
         for name, column in widened:
             value = getattr(trade, name)
-            if not _INT32[0] <= value <= _INT32[1]:
+            if not INT32[0] <= value <= INT32[1]:
                 raise PoisonRecord(
                     PoisonKind.OUT_OF_RANGE, f"column {column} holds {value}, outside UserTrade.{name}'s int32 range"
                 )

@@ -11,10 +11,9 @@ from collections.abc import Callable
 
 from settlement.core.errors import PoisonRecord
 from settlement.core.poison import PoisonKind
-from settlement.core.records import TradeValue
+from settlement.core.records import INT32, TradeValue
 from settlement.schemas.user_trade_pb2 import UserTrade
 
-_INT32 = (-(2**31), 2**31 - 1)
 _STRING_FIELDS = ("regionid", "symbol", "account", "side")
 _INT_FIELDS = ("quantity", "price")
 
@@ -44,7 +43,7 @@ def trade_from_json(value: bytes) -> UserTrade:
         v = fields.get(name)
         if v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, int) or not _INT32[0] <= v <= _INT32[1]:
+        if isinstance(v, bool) or not isinstance(v, int) or not INT32[0] <= v <= INT32[1]:
             raise PoisonRecord(PoisonKind.UNDECODABLE, f"value field {name.upper()} is not an int32")
         setattr(trade, name, v)
     return trade
