@@ -22,6 +22,7 @@ from settlement.core.deadletter import (
     record_size,
     refused_as_too_large,
 )
+from settlement.core.deadline import Deadline
 from settlement.core.errors import DeliveryError, PoisonRecord, TransientError
 from settlement.core.plan import BatchResult, Output, Plan
 from settlement.core.poison import PoisonKind
@@ -98,7 +99,7 @@ class SettlementProcessor:
         ledger = self._ledger
         part = ledger.partitions.get(topic, partition)
         while True:
-            deadline = time.monotonic() + self._timeout_s
+            deadline = Deadline.after(self._timeout_s)
             with part.lock:
                 ledger.take(part, deadline)
                 start = part.position
@@ -135,7 +136,7 @@ class SettlementProcessor:
         repair: once, leaving the partition to whoever took it).
         """
         started = time.monotonic()
-        deadline = started + self._timeout_s
+        deadline = Deadline(started + self._timeout_s)
         if decode is None:
             framed = self._decoder.for_batch()
             decode = json_value.sink_decoder(framed) if connector else framed
@@ -163,7 +164,7 @@ class SettlementProcessor:
         )
         return result
 
-    def _deliver(self, records: Sequence[InputRecord], plan: Plan, deadline: float) -> None:
+    def _deliver(self, records: Sequence[InputRecord], plan: Plan, deadline: Deadline) -> None:
         """Produce every planned record and wait for the batch's own acknowledgements. A record the producer
         or the broker refuses as too large is replaced by its shrunk dead letter (nothing of it was written),
         so size never fails a batch after part of it was produced."""
@@ -191,7 +192,7 @@ class SettlementProcessor:
         records: Sequence[InputRecord],
         plan: Plan,
         i: int,
-        deadline: float,
+        deadline: Deadline,
         detail: str,
     ) -> None:
         """Replace record `i`'s output with its shrunk dead letter and hand that to the producer."""
@@ -206,7 +207,7 @@ class SettlementProcessor:
         records: Sequence[InputRecord],
         decode: ValueDecoder,
         span: telemetry.BatchSpan,
-        deadline: float,
+        deadline: Deadline,
         shrink: Collection[str] = (),
     ) -> Plan:
         """Each record's output: its settlement, or its dead letter if it is poison (shrunk for the records in
@@ -216,7 +217,7 @@ class SettlementProcessor:
         settle, settlements = self._settle, self._topics.settlements
         scratch = TradeSettlement()  # one message per batch, refilled per record: batches may run concurrently
         for i, record in enumerate(records):
-            if time.monotonic() > deadline:
+            if deadline.passed():
                 # Registry lookups are bounded one by one; many slow ones must still not outlive the batch.
                 raise TransientError(f"batch deadline passed after planning {i} of {len(records)} records")
             try:

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from settlement.core import positions
+from settlement.core.deadline import Deadline
 from settlement.core.errors import DeliveryError
 from settlement.core.plan import Outcome, Plan
 from settlement.core.records import InputRecord
@@ -47,7 +48,7 @@ class ExactlyOnce:
         self._aligned: dict[str, bool] = {}
 
     def settle(
-        self, records: Sequence[InputRecord], plan_records: Planner, deadline: float, attempts: int = _ATTEMPTS
+        self, records: Sequence[InputRecord], plan_records: Planner, deadline: Deadline, attempts: int = _ATTEMPTS
     ) -> list[Outcome]:
         """Each record's outcome, its outputs committed (or in an open transaction) exactly once. Every
         partition's records are handed to its producer before any acknowledgement is awaited, so a batch
@@ -76,7 +77,7 @@ class ExactlyOnce:
         records: Sequence[InputRecord],
         plan: Plan,
         plan_records: Planner,
-        deadline: float,
+        deadline: Deadline,
         attempt: int,
     ) -> tuple[list[PartitionLedger], bool]:
         """One pass over the partitions still to settle: the ones to try again (fenced, or a record refused as
@@ -150,7 +151,7 @@ class ExactlyOnce:
         )
         return plan_records(gap, self._shrink)
 
-    def _take_all(self, parts: list[PartitionLedger], deadline: float) -> None:
+    def _take_all(self, parts: list[PartitionLedger], deadline: Deadline) -> None:
         """Take every partition of the batch; those to take for the first time are taken concurrently (each
         costs a producer, `init_transactions` and a position read: round trips that overlap)."""
         cold = [p for p in parts if p.producer is None or p.committed is None]
@@ -162,7 +163,7 @@ class ExactlyOnce:
             for future in [pool.submit(self._take_or_leave, part, deadline) for part in cold]:
                 future.result()
 
-    def _take_or_leave(self, part: PartitionLedger, deadline: float) -> None:
+    def _take_or_leave(self, part: PartitionLedger, deadline: Deadline) -> None:
         """`_take`, leaving a partition another process fenced in between to the attempts, which take it again
         (that process pinned or settled it; a batch must not fail for it)."""
         try:
@@ -170,7 +171,7 @@ class ExactlyOnce:
         except Fenced as exc:
             log.warning("%s while taking the partition; the attempts take it again", exc)
 
-    def _take(self, part: PartitionLedger, deadline: float) -> None:
+    def _take(self, part: PartitionLedger, deadline: Deadline) -> None:
         """Take the partition (a no-op while this process holds it), and start its ledger if it has no settled
         position yet."""
         self._ledger.take(part, deadline)
@@ -178,7 +179,7 @@ class ExactlyOnce:
             self._ledger.start(part, deadline)
 
     def _admit(
-        self, part: PartitionLedger, records: Sequence[InputRecord], indexes: list[int], deadline: float
+        self, part: PartitionLedger, records: Sequence[InputRecord], indexes: list[int], deadline: Deadline
     ) -> tuple[list[int], int | None, list[InputRecord]]:
         """The batch's records still to settle, the position after them, and the source records of the gap
         between the settled position and the first of them."""
@@ -203,7 +204,7 @@ class ExactlyOnce:
         plan: Plan,
         gap: list[InputRecord],
         gap_plan: Plan | None,
-        deadline: float,
+        deadline: Deadline,
     ) -> _Sent:
         """Hand the gap's and the admitted records' outputs to the partition's producer, in its open
         transaction; raises `DeliveryError`/`Fenced`, the transaction aborted, if the producer refuses."""
@@ -225,7 +226,7 @@ class ExactlyOnce:
             ledger.abort(part, exc)
         return _Sent(tracker, by_index)
 
-    def _await(self, part: PartitionLedger, sent: _Sent, deadline: float) -> set[str]:
+    def _await(self, part: PartitionLedger, sent: _Sent, deadline: Deadline) -> set[str]:
         """Wait for what `_send` handed over. Returns the coordinates the broker refused as too large (the
         transaction is then aborted); raises `DeliveryError`/`Fenced`, aborted, on any other failure."""
         ledger = self._ledger
@@ -246,7 +247,7 @@ class ExactlyOnce:
         return refused
 
     def _write(
-        self, tracker: DeliveryTracker, plan: Plan, indexes: list[int], partition: int, deadline: float, offset: int
+        self, tracker: DeliveryTracker, plan: Plan, indexes: list[int], partition: int, deadline: Deadline, offset: int
     ) -> None:
         """Hand `plan`'s outputs for `indexes` to the producer; tracker indexes are shifted by `offset` so the
         gap's and the batch's records stay apart. A record the producer refuses locally as too large was not

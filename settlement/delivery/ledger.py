@@ -44,6 +44,7 @@ from typing import Any, NoReturn
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from settlement.core import positions
+from settlement.core.deadline import Deadline, timeout
 from settlement.core.errors import DeliveryError
 from settlement.core.naming import transactional_id
 from settlement.delivery.fencing import Fenced, is_fenced
@@ -86,7 +87,7 @@ class Ledger:
         self._lost: dict[tuple[str, int], int] = {}
         atexit.register(_close_at_exit, weakref.ref(self))
 
-    def take(self, part: PartitionLedger, deadline: float, fence: bool = False) -> None:
+    def take(self, part: PartitionLedger, deadline: Deadline, fence: bool = False) -> None:
         """Take the partition: build its producer, fence every earlier holder, read the settled position. With
         `fence`, even if this process holds it already (the repair takes over a partition whose positions stand
         still, whoever holds it: a new producer epoch aborts whatever transaction of it is open)."""
@@ -100,14 +101,14 @@ class Ledger:
         }
         producer = Producer(conf)
         try:
-            until = time.monotonic() + self._bounded(deadline)
+            until = Deadline.after(timeout(deadline, self.config.timeout_s))
             while True:
                 try:
-                    producer.init_transactions(self._left(until))
+                    producer.init_transactions(until.timeout())
                     break
                 except KafkaException as exc:  # "retry call to resume": librdkafka asks for the call again
                     err = kafka_error(exc)
-                    if err is None or not err.retriable() or time.monotonic() >= until:
+                    if err is None or not err.retriable() or until.left() <= 0:
                         raise
             part.committed = self.source.settled_position(part.topic, part.partition, deadline)
         except KafkaException as exc:
@@ -141,26 +142,26 @@ class Ledger:
             log.debug("%s[%d]: transaction begun at position %s", part.topic, part.partition, part.position)
         return part.producer
 
-    def commit(self, part: PartitionLedger, deadline: float | None = None) -> None:
+    def commit(self, part: PartitionLedger, deadline: Deadline | None = None) -> None:
         """Commit the open transaction with the partition's position, retrying what librdkafka calls retriable
         (a broker restart, a coordinator move) until `deadline` (or the ledger's timeout). On a definite failure
         the producer is dropped, the range it held is queued for recovery unless another process fenced this
         one (that one repairs it), and `DeliveryError` (or `Fenced`) raised."""
         if part.open_since is None or part.producer is None or part.position is None:
             return
-        until = time.monotonic() + self._bounded(deadline)
+        until = Deadline.after(timeout(deadline, self.config.timeout_s))
         offsets = [TopicPartition(part.topic, part.partition, part.position)]
         sent = False
         while True:
             try:
                 if not sent:
-                    _send_offsets(part.producer, offsets, self.source.metadata, self._left(until))
+                    _send_offsets(part.producer, offsets, self.source.metadata, until.timeout())
                     sent = True
-                part.producer.commit_transaction(self._left(until))
+                part.producer.commit_transaction(until.timeout())
                 break
             except KafkaException as exc:
                 err = kafka_error(exc)
-                if err is not None and err.retriable() and not err.txn_requires_abort() and time.monotonic() < until:
+                if err is not None and err.retriable() and not err.txn_requires_abort() and until.left() > 0:
                     time.sleep(0.1)
                     continue
                 # A commit that timed out may still complete on the coordinator: never guess. Dropping the producer
@@ -173,10 +174,6 @@ class Ledger:
         part.committed = part.position
         part.open_since = None
         log.debug("%s[%d]: committed position %s", part.topic, part.partition, part.position)
-
-    @staticmethod
-    def _left(until: float) -> float:
-        return max(0.1, until - time.monotonic())
 
     def abort(self, part: PartitionLedger, cause: BaseException) -> NoReturn:
         """Abort the open transaction (its records become invisible to read_committed readers) and raise why."""
@@ -203,7 +200,7 @@ class Ledger:
         """The open transaction should be committed now: its interval passed."""
         return positions.commit_due(part.open_since, self._clock(), self.config.commit_interval_s)
 
-    def start(self, part: PartitionLedger, deadline: float) -> None:
+    def start(self, part: PartitionLedger, deadline: Deadline) -> None:
         """Give a partition that has no settled position one: its first retained offset, committed at once in
         a transaction of its own, before anything of the batch is planned. Whatever the host delivered or gave
         up before (even batches that failed before the ledger existed) then lies in a gap that is repaired.
@@ -215,7 +212,7 @@ class Ledger:
         self.commit(part, deadline)
         log.info("%s[%d]: the ledger begins at offset %d", part.topic, part.partition, offset)
 
-    def advance(self, part: PartitionLedger, offset: int, deadline: float) -> None:
+    def advance(self, part: PartitionLedger, offset: int, deadline: Deadline) -> None:
         """Commit `offset` as the settled position with nothing written: a range that holds only transaction
         markers or aborted records (a source written under exactly_once_v2) has nothing to settle."""
         part.position = offset
@@ -276,11 +273,6 @@ class Ledger:
         with self._lock:
             key = (part.topic, part.partition)
             self._lost[key] = max(self._lost.get(key, 0), upto)
-
-    def _bounded(self, deadline: float | None) -> float:
-        if deadline is None:
-            return self.config.timeout_s
-        return max(0.1, min(self.config.timeout_s, deadline - time.monotonic()))
 
 
 def _send_offsets(producer: Producer, offsets: list[TopicPartition], metadata: Any, timeout_s: float) -> None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from settlement.core.deadline import Deadline
 from settlement.core.errors import DeliveryError
 
 # Settings that make "acknowledged" mean durable and make retries safe; user JSON config may not weaken them.
@@ -170,7 +170,7 @@ class DeliveryTracker:
         key: bytes | None,
         value: bytes | None,
         headers: Sequence[tuple[str, bytes]] | None = None,
-        deadline: float | None = None,
+        deadline: Deadline | None = None,
         index: int = -1,
         partition: int = -1,
     ) -> None:
@@ -188,7 +188,7 @@ class DeliveryTracker:
                 break
             except BufferError:
                 # Local queue full: serve callbacks to make room, but never wait past the batch deadline.
-                if deadline is not None and time.monotonic() > deadline:
+                if deadline is not None and deadline.passed():
                     raise DeliveryError("producer queue stayed full until the delivery deadline") from None
                 self._producer.poll(0.05)
             except KafkaException as exc:
@@ -204,7 +204,7 @@ class DeliveryTracker:
         topic: str,
         indexes: Sequence[int],
         messages: list[dict[str, Any]],
-        deadline: float | None = None,
+        deadline: Deadline | None = None,
         partition: int = -1,
     ) -> list[int]:
         """Hand records without headers (`{"key", "value"}` dicts, with their batch indexes) to the producer in
@@ -241,7 +241,7 @@ class DeliveryTracker:
                     _note_fatal(failure)
                     raise DeliveryError(f"the producer refused a record: {failure!s}")
             if retry:
-                if deadline is not None and time.monotonic() > deadline:
+                if deadline is not None and deadline.passed():
                     raise DeliveryError("producer queue stayed full until the delivery deadline")
                 self._producer.poll(0.05)
             pending_idx, pending = retry_idx, retry
@@ -252,7 +252,7 @@ class DeliveryTracker:
         with self._lock:
             self._too_large.append(index)
 
-    def wait(self, deadline: float) -> list[int]:
+    def wait(self, deadline: Deadline) -> list[int]:
         """Block until every record is acknowledged. Return the indexes of records the broker refused as too
         large (the caller dead-letters them shrunk); raise `DeliveryError` on any other failure or at the
         deadline."""
@@ -265,7 +265,7 @@ class DeliveryTracker:
                 with self._lock:
                     too_large, self._too_large = self._too_large, []
                 return too_large
-            remaining = deadline - time.monotonic()
+            remaining = deadline.left()
             if remaining <= 0:
                 raise DeliveryError(f"{pending} record(s) not acknowledged before the delivery deadline")
             # flush, not poll: it makes librdkafka send queued records now instead of after linger.ms, and

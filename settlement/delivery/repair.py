@@ -28,6 +28,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaE
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from settlement import telemetry
+from settlement.core.deadline import Deadline
 from settlement.core.liveness import Action, Offsets, Sighting, decide, sight
 from settlement.core.naming import settled_group
 from settlement.delivery.batch import SettlementProcessor
@@ -128,13 +129,13 @@ class Repair:
 
     def _run(self, budget_s: float) -> RepairRun:
         started = self._clock()
-        deadline = started + budget_s
+        deadline = Deadline(started + budget_s)  # on the repair's clock (time.monotonic unless a test's)
         report = RepairRun(self.topic)
         offsets = self._observe(report, budget_s)
         fresh = self._remember(offsets)
         # A process that never saw these partitions (a new instance, woken from zero) watches the ones behind
         # once for `stall_s` before deciding, rather than wait for its next run.
-        if fresh and deadline - self._clock() > self.stall_s + 1.0:
+        if fresh and deadline.at - self._clock() > self.stall_s + 1.0:
             report.waited_s = self.stall_s
             time.sleep(self.stall_s)
             offsets = self._observe(report, budget_s)
@@ -207,7 +208,7 @@ class Repair:
             out[partition] = max(0.0, age)
         return out
 
-    def _take_over(self, run: PartitionRun, deadline: float) -> PartitionRun:
+    def _take_over(self, run: PartitionRun, deadline: Deadline) -> PartitionRun:
         """Fence the partition, settle what lies below the trigger offset (REPAIR) in committed steps, release."""
         ledger = self._ledger
         part = ledger.partitions.get(self.topic, run.partition)
@@ -218,7 +219,7 @@ class Repair:
             with part.lock:
                 ledger.take(part, deadline, fence=True)
                 position = part.committed
-            while target is not None and position is not None and position < target and self._clock() < deadline:
+            while target is not None and position is not None and position < target and self._clock() < deadline.at:
                 records, reached = ledger.source.read_range(self.topic, run.partition, position, target, deadline)
                 if records:
                     log.warning(
@@ -247,7 +248,7 @@ class Repair:
             self._seen[run.partition] = Sighting(offsets, self._seen[run.partition].since)
         return run
 
-    def _release(self, part: Any, deadline: float) -> None:
+    def _release(self, part: Any, deadline: Deadline) -> None:
         """Commit whatever is open on the partition (a batch of this process may have run meanwhile) and give its
         producer up: the instance the host assigns the partition to takes it with its next batch."""
         with part.lock:

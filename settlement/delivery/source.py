@@ -11,6 +11,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from settlement.core.deadline import Deadline
 from settlement.core.errors import DeliveryError
 from settlement.core.naming import settled_group
 from settlement.core.records import InputRecord
@@ -46,11 +47,11 @@ class SourceReader:
         self._partition_counts: dict[str, int] = {}
         self.metadata = self._consumer.consumer_group_metadata()  # for send_offsets_to_transaction
 
-    def settled_position(self, topic: str, partition: int, deadline: float) -> int | None:
+    def settled_position(self, topic: str, partition: int, deadline: Deadline) -> int | None:
         """The partition's settled position as committed to the settled group (None: the ledger has none yet)."""
         tp = TopicPartition(topic, partition)
         with self._lock:
-            (got,) = self._consumer.committed([tp], timeout=self._bounded(deadline))
+            (got,) = self._consumer.committed([tp], timeout=deadline.timeout(self._timeout_s))
         if got.error is not None:
             raise KafkaException(got.error)
         return None if got.offset < 0 else got.offset
@@ -67,7 +68,7 @@ class SourceReader:
         return count
 
     def read_range(
-        self, topic: str, partition: int, start: int, end: int, deadline: float, limit: int = REPAIR_LIMIT
+        self, topic: str, partition: int, start: int, end: int, deadline: Deadline, limit: int = REPAIR_LIMIT
     ) -> tuple[list[InputRecord], int]:
         """The source records in offsets [start, end) as read_committed consumers see them, shaped as the host
         hands them over (a key as UTF-8 text, a null value as empty bytes), at most `limit` of them; and the
@@ -77,7 +78,7 @@ class SourceReader:
             self._consumer.assign([TopicPartition(topic, partition, start)])
             try:
                 while True:
-                    if time.monotonic() > deadline:
+                    if deadline.passed():
                         raise DeliveryError(f"{topic}[{partition}] gap {start}..{end - 1} not read in time")
                     for msg in self._consumer.consume(500, timeout=0.005):
                         if msg.topic() != topic or msg.partition() != partition:
@@ -127,23 +128,18 @@ class SourceReader:
                 self._consumer.unassign()
         return found
 
-    def first_offset(self, topic: str, partition: int, deadline: float) -> int:
+    def first_offset(self, topic: str, partition: int, deadline: Deadline) -> int:
         """The partition's first retained offset: where a new ledger begins, as a new consumer group with
         autoOffsetReset Earliest (host.json) does."""
         with self._lock:
             low, _ = self._consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=self._bounded(deadline), cached=False
+                TopicPartition(topic, partition), timeout=deadline.timeout(self._timeout_s), cached=False
             )
         return int(low)
 
     def close(self) -> None:
         with self._lock:
             self._consumer.close()
-
-    def _bounded(self, deadline: float | None) -> float:
-        if deadline is None:
-            return self._timeout_s
-        return max(0.1, min(self._timeout_s, deadline - time.monotonic()))
 
 
 def _as_host_record(msg: Any, topic: str, partition: int) -> InputRecord:

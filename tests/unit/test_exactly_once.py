@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from settlement.core.deadline import Deadline
 from settlement.core.records import InputRecord
 from settlement.core.topics import Topics
 from settlement.delivery.exactly_once import ExactlyOnce
@@ -25,7 +26,7 @@ class FakeLedger:
     def source(self) -> FakeLedger:
         return self  # the ledger's source reads, served from the list
 
-    def read_range(self, topic: str, partition: int, start: int, end: int, deadline: float) -> tuple[list[Any], int]:
+    def read_range(self, topic: str, partition: int, start: int, end: int, deadline: Deadline) -> tuple[list[Any], int]:
         self.reads.append((start, end))
         wanted = [o for o in self.offsets if start <= o < end]
         taken = wanted[: self.limit]
@@ -45,7 +46,7 @@ def _admit(ledger: FakeLedger, position: int, offsets: list[int]) -> tuple[list[
     part.position = part.committed = position
     eo = ExactlyOnce(ledger, Topics("s", "d"))  # type: ignore[arg-type]
     records = [_record(o) for o in offsets]
-    admitted, reached, gap = eo._admit(part, records, list(range(len(records))), deadline=0.0)
+    admitted, reached, gap = eo._admit(part, records, list(range(len(records))), deadline=Deadline(0.0))
     return [records[i].offset for i in admitted], reached, [r.offset for r in gap]
 
 
