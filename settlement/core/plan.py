@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Collection, Sequence
+from typing import NamedTuple, Protocol
 
+from settlement.core.deadline import Deadline
 from settlement.core.errors import PoisonRecord
 from settlement.core.records import InputRecord
 from settlement.core.rules import Verdict
@@ -80,3 +81,17 @@ class BatchResult:
             else RecordResult(r.coordinates, DEAD_LETTERED, None, o.kind.value)
             for r, o in zip(self._records, self._outcomes, strict=True)
         ]
+
+
+# Plans (some of) a batch's records; the coordinates given are to be dead-lettered shrunk (refused as too large).
+PlanRecords = Callable[[Sequence[InputRecord], Collection[str]], Plan]
+
+
+class Delivery(Protocol):
+    """The one seam between a batch and Kafka: at-least-once (delivery/at_least_once.py) or exactly-once
+    (delivery/exactly_once.py). Each plans through `plan_records` when it is ready to write, and returns every
+    record's outcome once its output is acknowledged (or, exactly-once, in the partition's open transaction)."""
+
+    def settle(
+        self, records: Sequence[InputRecord], plan_records: PlanRecords, deadline: Deadline, attempts: int = ...
+    ) -> list[Outcome]: ...

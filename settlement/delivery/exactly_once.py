@@ -11,14 +11,14 @@ next batch starts at or beyond the settled position, and what lies between is re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from settlement.core import positions
 from settlement.core.deadline import Deadline
 from settlement.core.errors import DeliveryError
-from settlement.core.plan import Outcome, Plan
+from settlement.core.plan import Outcome, Plan, PlanRecords
 from settlement.core.records import InputRecord
 from settlement.core.topics import Topics
 from settlement.delivery.fencing import Fenced
@@ -28,7 +28,6 @@ from settlement.delivery.producer import DeliveryTracker, RecordTooLarge
 
 log = logging.getLogger("settlement.exactly_once")
 
-Planner = Callable[[Sequence[InputRecord], Collection[str]], Plan]
 _ATTEMPTS = 3  # fenced, or a record refused as too large: take the partition again and re-plan at most this often
 _TAKE_CONCURRENCY = 16  # partitions taken at once by one batch (a process's first batch over many partitions)
 
@@ -48,7 +47,7 @@ class ExactlyOnce:
         self._aligned: dict[str, bool] = {}
 
     def settle(
-        self, records: Sequence[InputRecord], plan_records: Planner, deadline: Deadline, attempts: int = _ATTEMPTS
+        self, records: Sequence[InputRecord], plan_records: PlanRecords, deadline: Deadline, attempts: int = _ATTEMPTS
     ) -> list[Outcome]:
         """Each record's outcome, its outputs committed (or in an open transaction) exactly once. Every
         partition's records are handed to its producer before any acknowledgement is awaited, so a batch
@@ -76,7 +75,7 @@ class ExactlyOnce:
         by_partition: dict[tuple[str, int], list[int]],
         records: Sequence[InputRecord],
         plan: Plan,
-        plan_records: Planner,
+        plan_records: PlanRecords,
         deadline: Deadline,
         attempt: int,
     ) -> tuple[list[PartitionLedger], bool]:
@@ -138,7 +137,7 @@ class ExactlyOnce:
             raise failure
         return retry, replan
 
-    def _gap_plan(self, part: PartitionLedger, gap: list[InputRecord], plan_records: Planner) -> Plan | None:
+    def _gap_plan(self, part: PartitionLedger, gap: list[InputRecord], plan_records: PlanRecords) -> Plan | None:
         if not gap:
             return None
         log.warning(

@@ -28,6 +28,7 @@ from settlement.delivery.producer import DeliveryTracker, build_config, max_mess
 from settlement.delivery.repair import Repair
 from settlement.runtime.config import Settings, load_settings, source_topic
 from settlement.runtime.limits import transaction_timeout_ms
+from settlement.runtime.sink import HttpLimits
 from settlement.serde.decoder import TradeDecoder
 from settlement.serde.encoder import SettlementEncoder
 
@@ -73,7 +74,6 @@ def build_processor(settings: Settings) -> SettlementProcessor:
         max_message_bytes=max_message_bytes(producer_conf),
         ledger=ledger,
         max_record_bytes=settings.max_record_bytes,
-        http_limits=(settings.http_max_body_bytes, settings.http_max_records),
     )
 
 
@@ -139,6 +139,13 @@ def repairer(env: Mapping[str, str] | None = None) -> Repair | None:
                     stall_after_s(settings.commit_interval_s),
                 )
     return _repair
+
+
+def http_limits(env: Mapping[str, str] | None = None) -> HttpLimits:
+    """The sink connector's request limits, from the settings the process-wide processor was built with."""
+    processor(env)
+    assert _settings is not None
+    return HttpLimits(_settings.http_max_body_bytes, _settings.http_max_records)
 
 
 def current_repair() -> Repair | None:

@@ -14,7 +14,7 @@ import base64
 import binascii
 import json
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from settlement.core.errors import RetryBatch
 from settlement.core.plan import BatchResult
@@ -192,11 +192,18 @@ def results_json(result: BatchResult) -> list[dict[str, Any]]:
     ]
 
 
-def handle(body: bytes, processor: SettlementProcessor) -> tuple[int, Any]:
+class HttpLimits(NamedTuple):
+    """A connector request's limits (SETTLEMENT_HTTP_MAX_BODY_BYTES, SETTLEMENT_HTTP_MAX_RECORDS)."""
+
+    max_body_bytes: int
+    max_records: int
+
+
+def handle(body: bytes, processor: SettlementProcessor, limits: HttpLimits) -> tuple[int, Any]:
     """(HTTP status, JSON payload) for one connector request. Never 500: a bad request is 400, an oversize one
-    413 (over the processor's `http_limits`), and anything that failing the batch can fix (delivery, registry,
-    configuration) 503, which the connector retries."""
-    max_body_bytes, max_records = processor.http_limits
+    413 (over `limits`, checked before anything is parsed or settled), and anything that failing the batch can
+    fix (delivery, registry, configuration) 503, which the connector retries."""
+    max_body_bytes, max_records = limits
     if len(body or b"") > max_body_bytes:
         return 413, {"error": f"body is {len(body)} bytes, over the limit of {max_body_bytes}"}
     try:

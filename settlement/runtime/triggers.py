@@ -15,7 +15,7 @@ from confluent_kafka import KafkaException
 from settlement.core.plan import BatchResult
 from settlement.core.records import InputRecord, parse_timestamp
 from settlement.runtime import sink
-from settlement.runtime.service import processor, repairer
+from settlement.runtime.service import http_limits, processor, repairer
 
 log = logging.getLogger("settlement.triggers")
 
@@ -73,7 +73,7 @@ def settle_http_request(req: func.HttpRequest) -> func.HttpResponse:
         return func.HttpResponse(
             json.dumps({"error": f"not settled, retry the batch: {exc}"}), status_code=503, mimetype="application/json"
         )
-    status, payload = sink.handle(req.get_body(), proc)
+    status, payload = sink.handle(req.get_body(), proc, http_limits())
     return func.HttpResponse(json.dumps(payload), status_code=status, mimetype="application/json")
 
 

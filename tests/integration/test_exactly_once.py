@@ -116,8 +116,8 @@ def test_both_entry_paths_share_theledger(pipeline, settings, workers) -> None:
     ).encode()
     service.reset()
     os.environ["SETTLEMENT_DELIVERY_GUARANTEE"] = "exactly-once"  # restored by the pipeline's monkeypatch
-    status, first = sink.handle(body, service.processor())
-    status2, second = sink.handle(body, service.processor())  # the connector re-posts a body
+    status, first = sink.handle(body, service.processor(), service.http_limits())
+    status2, second = sink.handle(body, service.processor(), service.http_limits())  # the connector re-posts a body
     assert (status, status2) == (200, 200) and first == second and len(first) == 50
     assert Counter(r["outcome"] for r in first) == {"settled": 49, "dead-lettered": 1}
     service.reset()

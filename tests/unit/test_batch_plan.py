@@ -60,7 +60,6 @@ def processor(tracker: FakeTracker) -> tuple[SettlementProcessor, int]:
         lambda: tracker,  # type: ignore[arg-type,return-value]
         delivery_timeout_s=5.0,
         max_record_bytes=200,
-        http_limits=(1 << 20, 100),
         clock=lambda: 1_800_000_000.0,
     )
     return proc, schema_id
