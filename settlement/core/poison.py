@@ -7,14 +7,14 @@ Where each kind is raised (one module per check; a new reason goes beside its ki
 |---|---|---|
 | bad-key, no-timestamp | `admission` | the record: its key, its Kafka timestamp |
 | oversize | `admission` | the record's value over SETTLEMENT_MAX_RECORD_BYTES |
-| oversize | `batch` | its settlement over message.max.bytes, or refused by the broker as too large |
+| oversize | `planner`; `deadletter` (`refused_as_too_large`) | its settlement over message.max.bytes; refused as too large |
 | empty-value | `decoder` | a null or empty payload |
 | bad-magic-byte, truncated-header | `framing` | the payload's Confluent framing |
 | unknown-schema-id | `registry` (`registry_call`) | the registry's own 40403 |
 | wrong-schema-type | `decoder`; `registry`; `columns` | not PROTOBUF; no such message or schema text; a column |
 | value-out-of-range | `columns` | a widened column's value outside int32 |
 | undecodable-payload | `decoder`; `json_value` | Protobuf that does not parse; the connector's JSON value |
-| unsettleable | `batch` | anything unexpected that only this record triggers |
+| unsettleable | `planner` | anything unexpected that only this record triggers |
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ class SettlementProcessor:
         with telemetry.batch_span(records) as span:
             outcomes = self._delivery.settle(
                 records,
-                lambda recs, shrink: self._planner.plan(recs, decode, span, deadline, shrink),
+                self._planner.for_batch(decode, span, deadline),
                 deadline,
                 **({"attempts": attempts} if attempts else {}),
             )

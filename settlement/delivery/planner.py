@@ -12,7 +12,7 @@ from settlement.core.admission import admit
 from settlement.core.deadletter import BROKER_REFUSED, SHRUNK, dead_letter, record_size, refused_as_too_large
 from settlement.core.deadline import Deadline
 from settlement.core.errors import PoisonRecord, TransientError
-from settlement.core.plan import Output, Plan
+from settlement.core.plan import Output, Plan, PlanRecords
 from settlement.core.poison import PoisonKind
 from settlement.core.records import InputRecord, TradeValue
 from settlement.core.rules import RulesConfig, Verdict, amount_of, decide
@@ -45,6 +45,10 @@ class Planner:
         self._max_message_bytes = max_message_bytes
         self._settlement_limit = max_message_bytes - record_size(None, None, ())  # key + value, margin kept
         self._clock = clock
+
+    def for_batch(self, decode: ValueDecoder, span: telemetry.BatchSpan, deadline: Deadline) -> PlanRecords:
+        """`plan` bound to one batch's decoder, span and deadline: what a delivery calls when it is ready to write."""
+        return lambda records, shrink: self.plan(records, decode, span, deadline, shrink)
 
     def plan(
         self,
