@@ -7,7 +7,7 @@ Where each kind is raised (one module per check; a new reason goes beside its ki
 |---|---|---|
 | bad-key, no-timestamp | `admission` | the record: its key, its Kafka timestamp |
 | oversize | `admission` | the record's value over SETTLEMENT_MAX_RECORD_BYTES |
-| oversize | `planner`; `deadletter` (`refused_as_too_large`) | its settlement over message.max.bytes; refused as too large |
+| oversize | `planner`, `deadletter` | its settlement over message.max.bytes; refused as too large by the producer |
 | empty-value | `decoder` | a null or empty payload |
 | bad-magic-byte, truncated-header | `framing` | the payload's Confluent framing |
 | unknown-schema-id | `registry` (`registry_call`) | the registry's own 40403 |
