@@ -80,9 +80,6 @@ def scale_out_mid_run(run: Run) -> None:
     run.host.add_instance()
 
 
-# ---- liveness rows: the fault strikes after the last batch returned, and no further trade arrives ----------
-
-
 # Poll-interval scenario: the consumer may go 7 s without polling (librdkafka needs session.timeout.ms below
 # it); a batch that always fails takes 1 s an invocation, so its retries outlast that.
 EVICTABLE = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}

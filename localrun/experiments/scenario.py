@@ -119,6 +119,9 @@ def wait_for_progress(run: Run, share: float, timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+# ---- liveness rows: the fault strikes after the last batch returned, and no further trade arrives ----------
+
+
 def _lag_zero(run: Run, timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
     while run.host.lag() != 0 and time.monotonic() < deadline:
