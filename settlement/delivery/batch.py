@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from settlement import telemetry
 from settlement.core.deadline import Deadline
 from settlement.core.plan import BatchResult, Delivery
 from settlement.core.records import InputRecord
-from settlement.core.rules import RulesConfig
-from settlement.core.topics import Topics
-from settlement.delivery.at_least_once import AtLeastOnce
 from settlement.delivery.committer import Committer
-from settlement.delivery.exactly_once import ExactlyOnce
 from settlement.delivery.ledger import Ledger
 from settlement.delivery.planner import Planner, ValueDecoder
-from settlement.delivery.producer import DeliveryTracker
 from settlement.serde import json_value
 from settlement.serde.decoder import TradeDecoder
-from settlement.serde.encoder import SettlementEncoder
 
 log = logging.getLogger("settlement.batch")
 
@@ -38,32 +32,18 @@ class SettlementProcessor:
     def __init__(
         self,
         decoder: TradeDecoder,
-        encoder: SettlementEncoder,
-        rules: RulesConfig,
-        topics: Topics,
-        tracker_factory: Callable[[], DeliveryTracker],
+        planner: Planner,
+        delivery: Delivery,
         delivery_timeout_s: float,
-        *,
-        max_record_bytes: int,
-        clock: Callable[[], float] = time.time,
-        max_message_bytes: int = 1_000_000,
         ledger: Ledger | None = None,
     ) -> None:
+        """`delivery` is chosen once by the wiring (settlement/runtime/service.py): `AtLeastOnce`, or `ExactlyOnce`
+        over `ledger`, whose lost ranges this processor settles again."""
         self._decoder = decoder
+        self._planner = planner
+        self._delivery = delivery
         self._timeout_s = delivery_timeout_s
-        self._planner = Planner(
-            encoder,
-            rules,
-            topics,
-            max_record_bytes=max_record_bytes,
-            max_message_bytes=max_message_bytes,
-            clock=clock,
-        )
         self._ledger = ledger
-        # The delivery is chosen once, here: at-least-once through the shared producer, or the exactly-once ledger.
-        self._delivery: Delivery = (
-            AtLeastOnce(tracker_factory, topics, self._planner) if ledger is None else ExactlyOnce(ledger, topics)
-        )
         # The ledger's background commits and recoveries; it settles a lost range through this processor.
         self._committer = None if ledger is None else Committer(ledger, self._recover)
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,8 +23,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from settlement.core.errors import ConfigError
 from settlement.core.liveness import stall_after_s
+from settlement.core.plan import Delivery
+from settlement.delivery.at_least_once import AtLeastOnce
 from settlement.delivery.batch import SettlementProcessor
+from settlement.delivery.exactly_once import ExactlyOnce
 from settlement.delivery.ledger import Ledger, LedgerConfig
+from settlement.delivery.planner import Planner
 from settlement.delivery.producer import DeliveryTracker, build_config, max_message_bytes, shared_producer
 from settlement.delivery.repair import Repair
 from settlement.runtime.config import Settings, load_settings, source_topic
@@ -62,19 +67,22 @@ def build_processor(settings: Settings) -> SettlementProcessor:
         raise ConfigError("SCHEMA_REGISTRY_CONFIG", _redacted(exc, settings.registry_config)) from None
     encoder = SettlementEncoder(registry, settings.topics.settlements, settings.auto_register_schemas)
     encoder.prefetch()
-    ledger = _ledger(settings, producer_conf) if settings.exactly_once else None
-    return SettlementProcessor(
-        decoder=TradeDecoder(registry),
-        encoder=encoder,
-        rules=settings.rules,
-        topics=settings.topics,
-        # The shared producer is looked up per batch: after a fatal error it is rebuilt for the next one.
-        tracker_factory=lambda: DeliveryTracker(shared_producer(producer_conf)),
-        delivery_timeout_s=settings.delivery_timeout_s,
-        max_message_bytes=max_message_bytes(producer_conf),
-        ledger=ledger,
+    planner = Planner(
+        encoder,
+        settings.rules,
+        settings.topics,
         max_record_bytes=settings.max_record_bytes,
+        max_message_bytes=max_message_bytes(producer_conf),
+        clock=time.time,
     )
+    ledger = _ledger(settings, producer_conf) if settings.exactly_once else None
+    delivery: Delivery
+    if ledger is None:
+        # The shared producer is looked up per batch: after a fatal error it is rebuilt for the next one.
+        delivery = AtLeastOnce(lambda: DeliveryTracker(shared_producer(producer_conf)), settings.topics, planner)
+    else:
+        delivery = ExactlyOnce(ledger, settings.topics)
+    return SettlementProcessor(TradeDecoder(registry), planner, delivery, settings.delivery_timeout_s, ledger)
 
 
 def _ledger(settings: Settings, producer_conf: Mapping[str, Any]) -> Ledger:

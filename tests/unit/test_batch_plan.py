@@ -16,7 +16,9 @@ from settlement.core import deadletter
 from settlement.core.records import InputRecord
 from settlement.core.rules import RulesConfig
 from settlement.core.topics import Topics
+from settlement.delivery.at_least_once import AtLeastOnce
 from settlement.delivery.batch import SettlementProcessor
+from settlement.delivery.planner import Planner
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 from settlement.serde.decoder import TradeDecoder
@@ -52,16 +54,16 @@ class FakeTracker:
 def processor(tracker: FakeTracker) -> tuple[SettlementProcessor, int]:
     client = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
     schema_id = ksql_schema.register(client, "ut-value")
-    proc = SettlementProcessor(
-        TradeDecoder(client),
+    planner = Planner(
         SettlementEncoder(client, TOPICS.settlements, auto_register=True),
         RulesConfig(sec_sample_rate=0.0),
         TOPICS,
-        lambda: tracker,  # type: ignore[arg-type,return-value]
-        delivery_timeout_s=5.0,
         max_record_bytes=200,
+        max_message_bytes=1_000_000,
         clock=lambda: 1_800_000_000.0,
     )
+    delivery = AtLeastOnce(lambda: tracker, TOPICS, planner)  # type: ignore[arg-type,return-value]
+    proc = SettlementProcessor(TradeDecoder(client), planner, delivery, delivery_timeout_s=5.0)
     return proc, schema_id
 
 
