@@ -1,4 +1,4 @@
-"""The settlement core: pure decisions with no I/O (no client, no clock of its own, no azure.functions).
+"""The settlement core: pure decisions with no I/O (no client, no azure.functions; the clock only through `Deadline`).
 
 Errors and poison kinds, the record shapes, admission, the rules, dead-letter building, the batch plan, the
 exactly-once position decisions, liveness and the NCRONTAB schedule. Everything above may import it; it imports
