@@ -11,7 +11,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from threading import Thread
+from threading import Event, Thread
 
 from settlement.delivery.ledger import Ledger
 
@@ -29,7 +29,11 @@ class Committer:
         self._settle_range = settle_range
         self._clock = clock
         self._next_recovery = 0.0
-        self._thread = Thread(target=_loop, args=(weakref.ref(self), ledger), daemon=True)
+        # The thread gets a weak reference and the ledger's closed event, never the ledger: its arguments live as
+        # long as it runs, and an unclosed ledger must still be collected with its processor.
+        self._thread = Thread(
+            target=_loop, args=(weakref.ref(self), ledger.closed, ledger.config.commit_interval_s), daemon=True
+        )
         self._thread.name = "settlement-ledger-committer"
         self._thread.start()
 
@@ -53,10 +57,7 @@ class Committer:
             self._ledger.recovered(topic, partition, upto)
 
 
-def _loop(ref: weakref.ref[Committer], ledger: Ledger) -> None:
-    closed = ledger.closed
-    interval = ledger.config.commit_interval_s
-    del ledger  # the thread must not keep the ledger alive
+def _loop(ref: weakref.ref[Committer], closed: Event, interval: float) -> None:
     while not closed.is_set():
         committer = ref()
         if committer is None:
