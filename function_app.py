@@ -10,15 +10,15 @@ import typing
 
 import azure.functions as func
 
-from settlement.config import check_invariants, load_trigger_settings
-from settlement.limits import RETRY_MAXIMUM_S, RETRY_MINIMUM_S, interval
-from settlement.service import warm_start
-from settlement.triggers import repair_on_timer, settle_http_request, settle_kafka_events
+from settlement.runtime.config import check_invariants, load_trigger_settings
+from settlement.runtime.limits import RETRY_MAXIMUM_S, RETRY_MINIMUM_S, interval
+from settlement.runtime.service import warm_start
+from settlement.runtime.triggers import repair_on_timer, settle_http_request, settle_kafka_events
 
 app = func.FunctionApp()
 # Read while the host indexes the app; a bad value raises ConfigError naming the setting.
 trigger = load_trigger_settings(os.environ)
-# Retries, the batch deadline and the commit interval against host.json's bounds (settlement/limits.py).
+# Retries, the batch deadline and the commit interval against host.json's bounds (settlement/runtime/limits.py).
 check_invariants(os.environ, trigger)
 # Clients and schemas resolved in the background while the host joins the consumer group.
 warming = warm_start(os.environ.get("USER_TRADES_TOPIC")) if trigger.warm_start else None
@@ -58,6 +58,6 @@ def settle_sink_batch(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("repair_settlements")
 @app.timer_trigger(arg_name="timer", schedule=trigger.repair_schedule, run_on_startup=False, use_monitor=False)
 def repair_settlements(timer: func.TimerRequest) -> None:
-    """Settle what a dead or stalled instance left behind the trigger's committed offset (settlement/repair.py):
-    on Flex Consumption nothing else runs once the trigger's lag is zero."""
+    """Settle what a dead or stalled instance left behind the trigger's committed offset
+    (settlement/delivery/repair.py): on Flex Consumption nothing else runs once the trigger's lag is zero."""
     repair_on_timer(timer)

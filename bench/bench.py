@@ -46,21 +46,21 @@ sys.path.insert(0, str(ROOT))
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from devstack import stack  # noqa: E402
-from localrun.generator import GeneratorConfig, produce_trades, trades, value_encoder  # noqa: E402
-from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, run_settings  # noqa: E402
-from localrun.indexing import kafka_annotation  # noqa: E402
-from localrun.instance import coordinates, next_offsets  # noqa: E402
-from localrun.invocation import HostRecord, convert, trigger_input  # noqa: E402
-from localrun.kafka import create_topics, high_watermarks, read_all, read_to_end, settlement_of  # noqa: E402
-from localrun.main import percentile  # noqa: E402
-from localrun.timers import load_timers  # noqa: E402
-from settlement import producer as static_producer  # noqa: E402
-from settlement import service  # noqa: E402
-from settlement.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES, load_settings  # noqa: E402
-from settlement.liveness import stall_after_s  # noqa: E402
-from settlement.records import InputRecord  # noqa: E402
-from settlement.repair import Repair  # noqa: E402
-from settlement.triggers import from_kafka_event  # noqa: E402
+from localrun.experiments.generator import GeneratorConfig, produce_trades, trades, value_encoder  # noqa: E402
+from localrun.experiments.main import percentile  # noqa: E402
+from localrun.platform.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, run_settings  # noqa: E402
+from localrun.platform.indexing import kafka_annotation  # noqa: E402
+from localrun.platform.instance import coordinates, next_offsets  # noqa: E402
+from localrun.platform.invocation import HostRecord, convert, trigger_input  # noqa: E402
+from localrun.platform.kafka import create_topics, high_watermarks, read_all, read_to_end, settlement_of  # noqa: E402
+from localrun.platform.timers import load_timers  # noqa: E402
+from settlement.core.liveness import stall_after_s  # noqa: E402
+from settlement.core.records import InputRecord  # noqa: E402
+from settlement.delivery import producer as static_producer  # noqa: E402
+from settlement.delivery.repair import Repair  # noqa: E402
+from settlement.runtime import service  # noqa: E402
+from settlement.runtime.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES, load_settings  # noqa: E402
+from settlement.runtime.triggers import from_kafka_event  # noqa: E402
 
 
 def topics(bootstrap: str, *names: str, partitions: int = 1) -> None:
@@ -736,7 +736,7 @@ def bench_first_batch(bootstrap: str, registry: str, size: int = 64, repeats: in
     import pickle
     import tempfile
 
-    from localrun.invocation import HostRecord
+    from localrun.platform.invocation import HostRecord
 
     print(f"\n(f) first batch of {size} in a fresh process vs a warm batch (median of {repeats})")
     run = uuid.uuid4().hex[:8]
@@ -780,9 +780,9 @@ def bench_decode(records: int, repeats: int = 5) -> None:
     """(j): ns per record through `TradeDecoder`, best of `repeats`, per writer layout."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    from localrun import ksql_schema
-    from settlement.decoder import TradeDecoder
-    from settlement.framing import framing
+    from localrun.experiments import ksql_schema
+    from settlement.serde.decoder import TradeDecoder
+    from settlement.serde.framing import framing
 
     client = SchemaRegistryClient.new_client({"url": f"mock://bench-{uuid.uuid4().hex}"})
     ours = ksql_schema.COLUMNS

@@ -18,8 +18,8 @@ import function_app  # noqa: E402
 _t_import = time.perf_counter()
 GROUP_JOIN_S = 1.0
 
-from localrun.indexing import kafka_annotation  # noqa: E402
-from localrun.invocation import to_events  # noqa: E402
+from localrun.platform.indexing import kafka_annotation  # noqa: E402
+from localrun.platform.invocation import to_events  # noqa: E402
 
 first, warm = pickle.loads(Path(sys.argv[1]).read_bytes())  # noqa: S301 - written by bench.py just before
 annotation = kafka_annotation(function_app.app)

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from devstack import cluster, local_settings, stack
+from devstack.cli_support import HelpFormatter
 from devstack.errors import StackError
 from devstack.fetch import fetch
-from scripts.cli_support import HelpFormatter
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from devstack.fetch import ROOT
 
 EXAMPLE = ROOT / "local.settings.json.example"
 OUTPUT = ROOT / "local.settings.json"
-# The settings that name the function's topics, and the defaults settlement/config.py and function_app.py fall
+# The settings that name the function's topics, and the defaults settlement/runtime/config.py and function_app.py fall
 # back to when a setting is unset (tests/unit/test_local_settings.py checks them against load_settings).
 TOPIC_SETTINGS = {
     "USER_TRADES_TOPIC": "user_trades",

@@ -1,6 +1,6 @@
 """Capacity model for the Kafka-triggered function on a Premium plan: instances and lag over time.
 
-The scale controller evaluates every `interval` seconds (localrun/scaler.py, the same decision the local host
+The scale controller evaluates every `interval` seconds (localrun/platform/scaler.py, the same decision the local host
 uses): `--scaling incremental` adds at most one instance while the lag per instance exceeds `lag_threshold`;
 `--scaling target` (the default since runtime 4.19) sets ceil(lag / lag_threshold) instances at once. Never
 more instances than partitions. Each instance settles one batch at a time (`batch_size` records, `record_s`
@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from localrun.scaler import MODES, ScaleController
-from scripts.cli_support import HelpFormatter
+from devstack.cli_support import HelpFormatter
+from localrun.platform.scaler import MODES, ScaleController
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         report(p, points[mode], args.horizon_hours, mode)
     if args.plot:
-        from localrun.charts import capacity_chart
+        from localrun.experiments.charts import capacity_chart
 
         title = (
             f"{p.partitions} partitions, {p.records:,} records, {p.record_s:g} s a record, threshold {p.lag_threshold}"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devstack.cli_support import HelpFormatter
 from scripts.capacity_model import Params, instance_rate, simulate
-from scripts.cli_support import HelpFormatter
 
 MONTH_S = 30 * 24 * 3600
 

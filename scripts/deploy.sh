@@ -890,7 +890,7 @@ ensure_references_resolved() {
 app_running() { [[ "$(query az functionapp show --name "$APP" --resource-group "$RESOURCE_GROUP" --query state -o tsv)" == "Running" ]]; }
 
 package_sha() {
-  (cd "$ROOT_DIR" && cat function_app.py host.json requirements.txt settlement/*.py settlement/schemas/*.py | sha256sum | cut -c1-16)
+  (cd "$ROOT_DIR" && cat function_app.py host.json requirements.txt settlement/*.py settlement/*/*.py | sha256sum | cut -c1-16)
 }
 
 # Core Tools publish to either plan: on Flex Consumption `func azure functionapp publish` deploys the package to the

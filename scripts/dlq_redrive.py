@@ -41,12 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from scripts.cli_support import DEFAULT_TIMEOUT_S, ClientLog, HelpFormatter, kafka_error_text, unreachable
-from settlement import deadletter
-from settlement.config import kafka_client_conf
-from settlement.poison import PoisonKind
+from devstack.cli_support import DEFAULT_TIMEOUT_S, ClientLog, HelpFormatter, kafka_error_text, unreachable
+from settlement.core import deadletter
+from settlement.core.poison import PoisonKind
+from settlement.runtime.config import kafka_client_conf
 
-# The reasons the function writes (settlement/poison.py): a --reason outside them would match nothing, silently.
+# The reasons the function writes (settlement/core/poison.py): a --reason outside them would match nothing, silently.
 REASONS = tuple(kind.value for kind in PoisonKind)
 
 REDRIVE_COUNT = "dlq.redrive.count"

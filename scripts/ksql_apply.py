@@ -40,8 +40,8 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from devstack.cli_support import DEFAULT_TIMEOUT_S, ClientLog, HelpFormatter, kafka_conf, kafka_error_text, unreachable
 from scripts import ksql_changes
-from scripts.cli_support import DEFAULT_TIMEOUT_S, ClientLog, HelpFormatter, kafka_conf, kafka_error_text, unreachable
 
 ROOT = Path(__file__).resolve().parent.parent
 KSQL_DIR = ROOT / "ksql"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 usage() {
   # Printed before bootstrap, so --help works on a machine with nothing installed. These are the options of
-  # `python -m localrun` (localrun/main.py); tests/unit/test_run_help.py keeps the two lists the same.
+  # `python -m localrun` (localrun/experiments/main.py); tests/unit/test_run_help.py keeps the two lists the same.
   cat <<'USAGE'
 usage: scripts/run.sh [options]
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from scripts.cli_support import HelpFormatter, kafka_conf
+from devstack.cli_support import HelpFormatter, kafka_conf
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 
@@ -164,7 +164,7 @@ def run(
         if via == "user_trades":
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            from localrun import ksql_schema
+            from localrun.experiments import ksql_schema
 
             client = SchemaRegistryClient(registry_conf(registry_url, env))
             schema_id = ksql_schema.register(client, f"{source_topic}-value")

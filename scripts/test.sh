@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The test command: set up from nothing (venv, packages, Kafka + registry downloads cached in .cache/),
-# lint, then run every test. The real local stack is started once by the test session and stopped after.
+# lint (ruff, shellcheck, mypy, the import contract), then run every test. The real local stack is started once by
+# the test session and stopped after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/shellcheck scripts/*.sh .ci/run
 .venv/bin/mypy --no-error-summary settlement function_app.py devstack localrun scripts bench
+# The layer contract (pyproject.toml [tool.importlinter]): imports point down, no cycle.
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/python -m pytest "$@"

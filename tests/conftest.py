@@ -41,7 +41,8 @@ def stack() -> Iterator[Stack]:
     finally:
         import gc
 
-        from settlement import producer, service
+        from settlement.delivery import producer
+        from settlement.runtime import service
 
         # No client may be left retrying a broker that is going away (it would log after pytest's summary).
         service.reset()

@@ -21,7 +21,7 @@ def main() -> int:
     from confluent_kafka import Consumer, TopicPartition
 
     import function_app
-    from settlement import service
+    from settlement.runtime import service
     from tests.integration.pipeline import as_events
 
     topic = os.environ["USER_TRADES_TOPIC"]
@@ -60,8 +60,8 @@ def main() -> int:
 def _repair() -> list[dict[str, object]]:
     """One timer invocation of the repair function, then what its run did (read back from the process's repair)."""
     import function_app
-    from localrun.timers import timer_request
-    from settlement import service
+    from localrun.platform.timers import timer_request
+    from settlement.runtime import service
 
     function_app.repair_settlements(timer_request(past_due=False))
     repair = service.repairer()

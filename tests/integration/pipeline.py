@@ -11,10 +11,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from localrun.generator import value_encoder
-from localrun.indexing import kafka_annotation
-from localrun.invocation import messages_to_events
-from settlement import producer, service
+from localrun.experiments.generator import value_encoder
+from localrun.platform.indexing import kafka_annotation
+from localrun.platform.invocation import messages_to_events
+from settlement.delivery import producer
+from settlement.runtime import service
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.kafka_helpers import create_topics, unique_name

@@ -17,8 +17,8 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 import function_app
-from localrun import ksql_schema
-from settlement.framing import framing
+from localrun.experiments import ksql_schema
+from settlement.serde.framing import framing
 from tests.integration.pipeline import Pipeline, as_events, decode_settlements
 from tests.kafka_helpers import drain, produce
 from tests.unit.test_ksql_contract import statement, user_trades_value_columns

@@ -1,6 +1,6 @@
 """The guarantees on a real 3-node cluster (replication 3, min ISR 2), every client link through toxiproxy.
 
-The CI subset of `python -m localrun.faults --brokers 3`: one leader failover (the leader of a user_trades
+The CI subset of `python -m localrun.experiments.faults --brokers 3`: one leader failover (the leader of a user_trades
 partition SIGKILLed mid-batch, then restarted) and one network fault (settlement partition 0's leader
 blackholed past the producer's request timeout), both under exactly-once, plus the checks that make those
 rows mean something: client traffic really crosses the proxy, and every topic, internal ones included, is
@@ -19,9 +19,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from devstack import cluster
 from devstack.cluster import ClusterState
-from localrun import cluster_faults
-from localrun.kafka import create_topics
-from settlement.config import EXACTLY_ONCE
+from localrun.experiments import cluster_faults
+from localrun.platform.kafka import create_topics
+from settlement.runtime.config import EXACTLY_ONCE
 from tests.kafka_helpers import unique_name
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import pytest
 
-from localrun.faults import SCENARIOS, VISIBLE_BOUND_S, liveness_met, run_liveness, run_scenario
-from settlement.config import AT_LEAST_ONCE, EXACTLY_ONCE
+from localrun.experiments.faults import SCENARIOS
+from localrun.experiments.scenario import VISIBLE_BOUND_S, liveness_met, run_liveness, run_scenario
+from settlement.runtime.config import AT_LEAST_ONCE, EXACTLY_ONCE
 
 pytestmark = pytest.mark.integration
 NEEDS_OWNED_STACK = {"broker restart mid-run", "registry unavailable 3 s, then back"}
@@ -86,8 +87,8 @@ def test_retries_past_max_poll_interval_stall_the_partition_instead_of_skipping(
     assert outcome.skipped_records > 0, outcome
 
 
-# The liveness table's representative rows (all of them: `python -m localrun.faults`, docs/testing.md): the last
-# batch's transaction open when its instance dies or is scaled away, and no further trade on any partition.
+# The liveness table's representative rows (all of them: `python -m localrun.experiments.faults`, docs/testing.md):
+# the last batch's transaction open when its instance dies or is scaled away, and no further trade on any partition.
 LIVENESS_IN_CI = [
     "killed right after its last batch returned, then quiet",
     "Flex scales to zero with transactions open",

@@ -11,9 +11,12 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import function_app
-from settlement import deadletter, producer, service
-from settlement.errors import DeliveryError
-from settlement.producer import DeliveryTracker
+from settlement.core import deadletter
+from settlement.core.deadline import Deadline
+from settlement.core.errors import DeliveryError
+from settlement.delivery import producer
+from settlement.delivery.producer import DeliveryTracker
+from settlement.runtime import service
 from tests.integration.pipeline import Pipeline, as_events
 from tests.integration.test_registry import TRADE
 from tests.kafka_helpers import drain, unique_name
@@ -148,12 +151,12 @@ def test_a_batch_waits_for_its_own_acknowledgements_only(pipeline: Pipeline) -> 
         }
     )
     stuck = DeliveryTracker(shared)
-    stuck.produce(unique_name("no-such-topic"), b"k", b"v", deadline=time.monotonic() + 10)
+    stuck.produce(unique_name("no-such-topic"), b"k", b"v", deadline=Deadline.after(10))
     ours = DeliveryTracker(shared)
-    ours.produce(pipeline.settlements, b"k", b"v", deadline=time.monotonic() + 10)
+    ours.produce(pipeline.settlements, b"k", b"v", deadline=Deadline.after(10))
     started = time.monotonic()
-    assert ours.wait(time.monotonic() + 10) == []
+    assert ours.wait(Deadline.after(10)) == []
     assert time.monotonic() - started < 3.0  # not held back by the other batch's undeliverable record
     with pytest.raises(DeliveryError):
-        stuck.wait(time.monotonic() + 10)
+        stuck.wait(Deadline.after(10))
     shared.flush(1)

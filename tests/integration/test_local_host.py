@@ -11,8 +11,8 @@ from dataclasses import replace
 import azure.functions as func
 import pytest
 
-from localrun.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, local_settings, resolve
-from localrun.indexing import RetryPolicy
+from localrun.platform.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, local_settings, resolve
+from localrun.platform.indexing import RetryPolicy
 from scripts.capacity_model import Params, simulate
 from tests.kafka_helpers import consumer, create_topics, produce, unique_name
 

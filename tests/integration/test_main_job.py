@@ -1,5 +1,5 @@
-"""The main job (`scripts/run.sh` → `python -m localrun.main`; README "Run it", docs/testing.md) end to end, with
-a scale-out in the middle of the stream, under the default exactly-once guarantee: its check must pass (every
+"""The main job (`scripts/run.sh` → `python -m localrun.experiments.main`; README "Run it", docs/testing.md) end to
+end, with a scale-out in the middle of the stream, under the default exactly-once guarantee: its check must pass (every
 input settled or dead-lettered exactly once as a read_committed reader sees it, matched by source identity,
 whatever the host redelivered at the rebalances) and its exit status must say so."""
 
@@ -26,7 +26,7 @@ def test_main_job_scales_out_mid_stream_and_its_check_passes(stack) -> None:
     # finds a backlog and scales out to the partition count while records are still flowing.
     argv = ["--trades", "150000", "--partitions", "4", "--evaluation-interval", "1", "--lag-threshold", "100"]
     proc = subprocess.run(
-        [sys.executable, "-m", "localrun.main", *argv, "--no-chart"],
+        [sys.executable, "-m", "localrun.experiments.main", *argv, "--no-chart"],
         cwd=ROOT,
         env=env,
         capture_output=True,

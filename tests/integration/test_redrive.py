@@ -9,7 +9,8 @@ from confluent_kafka import Producer
 
 import function_app
 from scripts.dlq_redrive import REDRIVE_COUNT, REDRIVE_SOURCE_OFFSET, Filters, main, progress_group, redrive
-from settlement import deadletter, service
+from settlement.core import deadletter
+from settlement.runtime import service
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.integration.pipeline import Pipeline, as_events, decode_settlements
 from tests.kafka_helpers import drain, produce

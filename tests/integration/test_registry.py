@@ -18,9 +18,10 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 
 import function_app
-from localrun import ksql_schema
-from settlement import producer, service
-from settlement.errors import TransientError
+from localrun.experiments import ksql_schema
+from settlement.core.errors import TransientError
+from settlement.delivery import producer
+from settlement.runtime import service
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.integration.pipeline import Pipeline, as_events, decode_settlements
 from tests.kafka_helpers import drain, produce, unique_name

@@ -16,9 +16,9 @@ from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 import function_app
-from localrun import ksql_schema
-from settlement import deadletter
-from settlement.framing import framing
+from localrun.experiments import ksql_schema
+from settlement.core import deadletter
+from settlement.serde.framing import framing
 from tests.integration.pipeline import Pipeline, as_events, decode_settlements
 from tests.kafka_helpers import drain, produce, unique_name
 

@@ -14,11 +14,13 @@ from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 import function_app
-from settlement import deadletter, producer, service
-from settlement.errors import DeliveryError, TransientError
+from settlement.core import deadletter
+from settlement.core.errors import DeliveryError, TransientError
+from settlement.delivery import producer
+from settlement.runtime import service
+from settlement.runtime.triggers import from_kafka_event
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
-from settlement.triggers import from_kafka_event
 from tests.integration.pipeline import SECRET, Pipeline, as_events, decode_settlements
 from tests.kafka_helpers import drain, produce, unique_name
 
@@ -220,7 +222,7 @@ def test_config_error_names_the_setting_on_first_invocation(pipeline: Pipeline, 
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("KAFKA_PRODUCER_CONFIG", '{"acks": "1", "sasl.password": "' + SECRET + '"}')
     service.reset()
-    from settlement.errors import ConfigError
+    from settlement.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         function_app.settle_user_trades([])

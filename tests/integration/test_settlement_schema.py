@@ -13,9 +13,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 import function_app
-from localrun import ksql_schema
+from localrun.experiments import ksql_schema
 from scripts.ksql_apply import KSQL_DIR, load_statements
-from settlement import producer, service
+from settlement.delivery import producer
+from settlement.runtime import service
 from tests.integration.pipeline import Pipeline, as_events, decode_settlements
 from tests.integration.test_registry import TRADE
 from tests.kafka_helpers import drain, produce

@@ -9,7 +9,9 @@ import azure.functions as func
 import pytest
 
 import function_app
-from settlement import deadletter, producer, service
+from settlement.core import deadletter
+from settlement.delivery import producer
+from settlement.runtime import service
 from tests.integration.pipeline import Pipeline, decode_settlements
 from tests.kafka_helpers import drain, unique_name
 

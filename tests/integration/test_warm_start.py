@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 import function_app
-from settlement import service
-from settlement.errors import ConfigError
-from settlement.framing import framing
+from settlement.core.errors import ConfigError
+from settlement.runtime import service
 from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.serde.framing import framing
 from tests.integration.pipeline import Pipeline, as_events
 from tests.kafka_helpers import drain, produce
 

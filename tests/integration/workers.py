@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from localrun.kafka import header, read_to_end, settlement_of
-from settlement.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
+from localrun.platform.kafka import header, read_to_end, settlement_of
+from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.integration.pipeline import Pipeline
 from tests.kafka_helpers import produce

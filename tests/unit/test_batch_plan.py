@@ -11,16 +11,18 @@ from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from localrun import ksql_schema
-from settlement import deadletter
-from settlement.batch import SettlementProcessor
-from settlement.config import Topics
-from settlement.decoder import TradeDecoder
-from settlement.encoder import SettlementEncoder
-from settlement.records import InputRecord
-from settlement.rules import RulesConfig
+from localrun.experiments import ksql_schema
+from settlement.core import deadletter
+from settlement.core.records import InputRecord
+from settlement.core.rules import RulesConfig
+from settlement.core.topics import Topics
+from settlement.delivery.at_least_once import AtLeastOnce
+from settlement.delivery.batch import SettlementProcessor
+from settlement.delivery.planner import Planner
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.serde.decoder import TradeDecoder
+from settlement.serde.encoder import SettlementEncoder
 
 TOPICS = Topics("settlements", "dlq")
 
@@ -52,17 +54,16 @@ class FakeTracker:
 def processor(tracker: FakeTracker) -> tuple[SettlementProcessor, int]:
     client = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
     schema_id = ksql_schema.register(client, "ut-value")
-    proc = SettlementProcessor(
-        TradeDecoder(client),
+    planner = Planner(
         SettlementEncoder(client, TOPICS.settlements, auto_register=True),
         RulesConfig(sec_sample_rate=0.0),
         TOPICS,
-        lambda: tracker,  # type: ignore[arg-type,return-value]
-        delivery_timeout_s=5.0,
         max_record_bytes=200,
-        http_limits=(1 << 20, 100),
+        max_message_bytes=1_000_000,
         clock=lambda: 1_800_000_000.0,
     )
+    delivery = AtLeastOnce(lambda: tracker, TOPICS, planner)  # type: ignore[arg-type,return-value]
+    proc = SettlementProcessor(TradeDecoder(client), planner, delivery, delivery_timeout_s=5.0)
     return proc, schema_id
 
 
@@ -117,8 +118,8 @@ def test_a_settlement_the_broker_refuses_as_too_large_becomes_its_shrunk_dead_le
 def test_a_dead_letter_over_the_limit_keeps_a_prefix_and_the_originals_size_and_digest() -> None:
     import hashlib
 
-    from settlement.errors import PoisonRecord
-    from settlement.poison import PoisonKind
+    from settlement.core.errors import PoisonRecord
+    from settlement.core.poison import PoisonKind
 
     big = bytes(range(256)) * 20
     record = InputRecord(b"K" * 3000, big, "ut", 1, 9, 77, (("h", b"v"),))

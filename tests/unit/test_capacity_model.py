@@ -44,7 +44,7 @@ def test_target_scaling_sets_ceil_lag_over_threshold_at_once() -> None:
 
 
 def test_target_scaling_scales_in_but_not_right_after_a_scale_out() -> None:
-    from localrun.scaler import ScaleController, partition_lag
+    from localrun.platform.scaler import ScaleController, partition_lag
 
     c = ScaleController("target", lag_threshold=100, partitions=10, scale_in_delay_s=60)
     assert c.desired(lag=550, instances=1, now_s=0) == 6

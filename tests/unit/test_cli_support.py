@@ -8,7 +8,7 @@ import importlib
 
 import pytest
 
-from scripts.cli_support import ClientLog, HelpFormatter, unreachable
+from devstack.cli_support import ClientLog, HelpFormatter, unreachable
 
 
 def _help(parser: argparse.ArgumentParser) -> str:

@@ -13,15 +13,15 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from localrun import ksql_schema
-from settlement.decoder import TradeDecoder
-from settlement.encoder import SettlementEncoder
-from settlement.errors import PoisonRecord, TransientError
-from settlement.framing import framing, split
-from settlement.poison import PoisonKind
-from settlement.registry import registry_call
+from localrun.experiments import ksql_schema
+from settlement.core.errors import PoisonRecord, TransientError
+from settlement.core.poison import PoisonKind
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.serde.decoder import TradeDecoder
+from settlement.serde.encoder import SettlementEncoder
+from settlement.serde.framing import framing, split
+from settlement.serde.registry import registry_call
 
 TRADE = UserTrade(regionid="Region_1", quantity=7, symbol="ZVV", price=50, account="A1", side="BUY")
 
@@ -142,7 +142,7 @@ def test_without_auto_register_a_missing_or_misnumbered_schema_fails_the_batch_f
     client = mock_registry()
     with pytest.raises(TransientError, match="settlement schema"):
         SettlementEncoder(client, "nothing", auto_register=False).encode(TradeSettlement())
-    from settlement import proto_text
+    from settlement.serde import proto_text
 
     text = proto_text.render_file(TradeSettlement.DESCRIPTOR.file).replace("string user = 1", "string USERX = 1")
     ksql_schema.register(client, "renamed-value", text)
@@ -153,7 +153,7 @@ def test_without_auto_register_a_missing_or_misnumbered_schema_fails_the_batch_f
 def test_librdkafka_fencing_lines_are_warnings_and_other_errors_stay_errors(caplog) -> None:  # type: ignore[no-untyped-def]
     import logging
 
-    from settlement.producer import LIBRDKAFKA_LOG
+    from settlement.delivery.producer import LIBRDKAFKA_LOG
 
     with caplog.at_level(logging.DEBUG, logger=LIBRDKAFKA_LOG.name):
         LIBRDKAFKA_LOG.critical("TXNERR Fatal transaction error: This instance has been fenced by a newer instance")

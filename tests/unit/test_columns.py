@@ -1,6 +1,6 @@
 """Writer schemas read by column name, as ksqlDB's edited SELECT lists make them (no I/O: protoc + upb).
 
-Each writer here is the text ksqlDB registers for a column list (`localrun.ksql_schema.schema_text`),
+Each writer here is the text ksqlDB registers for a column list (`localrun.experiments.ksql_schema.schema_text`),
 compiled by protoc, and each value is encoded by that writer's own message class: what a real producer
 holding the schema writes. The assertion is always the value the settlement would read.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from localrun import ksql_schema
-from settlement import columns, proto_text
-from settlement.errors import PoisonRecord
-from settlement.poison import PoisonKind
+from localrun.experiments import ksql_schema
+from settlement.core.errors import PoisonRecord
+from settlement.core.poison import PoisonKind
 from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.serde import columns, proto_text
 
 COLUMNS = dict(ksql_schema.COLUMNS)
 VALUES = {"REGIONID": "Region_1", "QUANTITY": 7, "SYMBOL": "ZVV", "PRICE": 50, "ACCOUNT": "ACC-9", "SIDE": "BUY"}

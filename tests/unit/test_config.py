@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from settlement.config import load_settings
-from settlement.errors import ConfigError
-from settlement.secrets import SecretNotFound
+from settlement.core.errors import ConfigError
+from settlement.runtime.config import load_settings
+from settlement.runtime.secrets import SecretNotFound
 
 PASSWORD = "pw-Zq8vT3kLmN0pR7sX2yB5"  # a value distinctive enough to scan for
 BASE = {
@@ -35,7 +35,7 @@ def test_exactly_once_is_the_default_and_at_least_once_needs_no_group() -> None:
 
 
 def test_the_ledger_names_derive_from_the_group_under_one_prefix() -> None:
-    from settlement.ledger import settled_group, transactional_id
+    from settlement.core.naming import settled_group, transactional_id
 
     assert settled_group("g") == "g.settled"
     assert transactional_id("g", "user_trades", 3) == "g.settled.user_trades.3"
@@ -128,8 +128,8 @@ def test_registry_requests_are_bounded_by_the_batch_deadline_whatever_the_config
     ],
 )
 def test_client_config_errors_name_the_setting_and_never_its_values(setting: str, value: str) -> None:
-    from settlement.producer import reset_shared_producer
-    from settlement.service import build_processor
+    from settlement.delivery.producer import reset_shared_producer
+    from settlement.runtime.service import build_processor
 
     reset_shared_producer(timeout_s=0)  # the static producer is built once per process: start from none
     try:

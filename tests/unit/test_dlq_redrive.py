@@ -1,4 +1,4 @@
-"""dlq_redrive's arguments and messages, without a broker: reasons from settlement/poison.py, help with defaults,
+"""dlq_redrive's arguments and messages, without a broker: reasons from settlement/core/poison.py, help with defaults,
 and what an interrupted run says it kept."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scripts.dlq_redrive import REASONS, Filters, Report, _what_was_kept, main
-from settlement.poison import PoisonKind
+from settlement.core.poison import PoisonKind
 
 
 def test_the_reasons_are_the_poison_kinds() -> None:

@@ -6,24 +6,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from settlement.config import Topics
-from settlement.exactly_once import ExactlyOnce
-from settlement.ledger import PartitionLedger
-from settlement.records import InputRecord
+from settlement.core.deadline import Deadline
+from settlement.core.records import InputRecord
+from settlement.core.topics import Topics
+from settlement.delivery.exactly_once import ExactlyOnce
+from settlement.delivery.partitions import PartitionLedger
 
 
 class FakeLedger:
     """Serves gap reads from a list of offsets the source holds (others are markers or aborted records)."""
 
     def __init__(self, source_offsets: list[int], limit: int = 5_000) -> None:
-        self.source = source_offsets
+        self.offsets = source_offsets
         self.limit = limit
         self.reads: list[tuple[int, int]] = []
         self.queued: list[int] = []
 
-    def read_gap(self, part: PartitionLedger, start: int, end: int, deadline: float) -> tuple[list[Any], int]:
+    @property
+    def source(self) -> FakeLedger:
+        return self  # the ledger's source reads, served from the list
+
+    def read_range(self, topic: str, partition: int, start: int, end: int, deadline: Deadline) -> tuple[list[Any], int]:
         self.reads.append((start, end))
-        wanted = [o for o in self.source if start <= o < end]
+        wanted = [o for o in self.offsets if start <= o < end]
         taken = wanted[: self.limit]
         reached = end if len(wanted) <= self.limit else wanted[self.limit]
         return [_record(o) for o in taken], reached
@@ -41,7 +46,7 @@ def _admit(ledger: FakeLedger, position: int, offsets: list[int]) -> tuple[list[
     part.position = part.committed = position
     eo = ExactlyOnce(ledger, Topics("s", "d"))  # type: ignore[arg-type]
     records = [_record(o) for o in offsets]
-    admitted, reached, gap = eo._admit(part, records, list(range(len(records))), deadline=0.0)
+    admitted, reached, gap = eo._admit(part, records, list(range(len(records))), deadline=Deadline(0.0))
     return [records[i].offset for i in admitted], reached, [r.offset for r in gap]
 
 

@@ -1,4 +1,4 @@
-"""The extension's retry model (localrun/extension.py) and the bound our settings must stay under."""
+"""The extension's retry model (localrun/platform/extension.py) and the bound our settings must stay under."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from localrun.extension import KafkaHostOptions, backoff_s, run_execution, worst_case_s
-from localrun.indexing import RetryPolicy, index_app
-from settlement.config import DEFAULT_DELIVERY_TIMEOUT_S
+from localrun.platform.extension import KafkaHostOptions, backoff_s, run_execution, worst_case_s
+from localrun.platform.indexing import RetryPolicy, index_app
+from settlement.runtime.config import DEFAULT_DELIVERY_TIMEOUT_S
 
 POLICY = RetryPolicy("exponential_backoff", 2, 1.0, 10.0)
 

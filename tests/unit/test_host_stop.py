@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from localrun.host import KafkaHostOptions, LocalHost, _Running, load_binding, local_settings
+from localrun.platform.host import KafkaHostOptions, LocalHost, _Running, load_binding, local_settings
 
 REPORTS = 5000  # a few hundred KB pickled: far more than a pipe's buffer
 

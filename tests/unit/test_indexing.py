@@ -11,7 +11,7 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 
-from localrun.indexing import FunctionLoadError, index_app
+from localrun.platform.indexing import FunctionLoadError, index_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,7 +104,7 @@ def test_an_invalid_retry_policy_is_refused() -> None:
         ("SETTLEMENT_WARM_START", "sometimes"),
         ("KAFKA_TRIGGER_PROTOCOL", "tls"),
         ("KAFKA_TRIGGER_AUTH_MODE", "kerberos-ish"),
-        # well-formed, but past a documented bound (settlement/limits.py): start-up refuses them too
+        # well-formed, but past a documented bound (settlement/runtime/limits.py): start-up refuses them too
         ("SETTLEMENT_MAX_RETRIES", "7"),
         ("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", "400"),
     ],
@@ -116,7 +116,7 @@ def test_a_bad_indexing_time_setting_names_itself(setting: str, value: str) -> N
     )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("settlement.errors.ConfigError: " + setting), last
+    assert last.startswith("settlement.core.errors.ConfigError: " + setting), last
 
 
 def test_importing_the_app_loads_no_telemetry_or_protoc() -> None:
@@ -133,7 +133,7 @@ def test_importing_the_app_loads_no_telemetry_or_protoc() -> None:
 )
 def test_the_kafka_function_disabled_by_its_app_setting_gets_no_listener(value: str, disabled: bool) -> None:
     import function_app
-    from localrun.binding import FunctionDisabled, load_binding
+    from localrun.platform.binding import FunctionDisabled, load_binding
 
     settings = {"USER_TRADES_TOPIC": "t", "KAFKA_CONSUMER_GROUP": "g", "KAFKA_BOOTSTRAP_SERVERS": "b:1"}
     settings["AzureWebJobs.settle_user_trades.Disabled"] = value

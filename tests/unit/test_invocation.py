@@ -9,8 +9,8 @@ import typing
 import azure.functions as func
 import pytest
 
-from localrun.invocation import HostRecord, json_net_utc, to_events, trigger_input
-from settlement.triggers import from_kafka_event
+from localrun.platform.invocation import HostRecord, json_net_utc, to_events, trigger_input
+from settlement.runtime.triggers import from_kafka_event
 
 ANNOTATION = typing.List[func.KafkaEvent]  # noqa: UP006
 

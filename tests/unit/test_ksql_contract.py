@@ -105,7 +105,7 @@ def test_user_trades_select_list_is_wire_compatible_with_user_trade() -> None:
     assert re.search(r"VALUE_FORMAT\s*=\s*'PROTOBUF'", text) and re.search(r"KEY_FORMAT\s*=\s*'KAFKA'", text)
     assert "LEFT JOIN USERS" in text
     # The join key becomes the record key; every other column is a value field, numbered from 1 in order.
-    # Our decoder reads by name whatever the order (settlement/columns.py); keeping ours in step keeps the
+    # Our decoder reads by name whatever the order (settlement/serde/columns.py); keeping ours in step keeps the
     # one-call fast path, so this pins the order too.
     value_columns = [(alias, KSQL_TO_PROTO[t]) for alias, t in user_trades_value_columns(text)]
     assert [(n.upper(), t) for n, t in proto_fields(UserTrade)] == value_columns
@@ -169,7 +169,7 @@ def test_value_schema_full_names_are_the_protos_full_names() -> None:
 
 
 def test_the_local_ksqldb_schema_text_follows_the_statement() -> None:
-    from localrun import ksql_schema
+    from localrun.experiments import ksql_schema
 
     text = statement(r"CREATE STREAM IF NOT EXISTS USER_TRADES WITH")
     assert re.search(r"VALUE_SCHEMA_FULL_NAME = '([\w.]+)'", text).group(1) == ksql_schema.FULL_NAME  # type: ignore[union-attr]

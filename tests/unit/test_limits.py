@@ -1,4 +1,4 @@
-"""Start-up refuses settings that would break a documented bound (settlement/limits.py)."""
+"""Start-up refuses settings that would break a documented bound (settlement/runtime/limits.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from localrun.extension import KafkaHostOptions
-from localrun.extension import worst_case_s as modelled_worst_case
-from localrun.indexing import RetryPolicy
-from settlement.config import check_invariants, load_trigger_settings
-from settlement.errors import ConfigError
-from settlement.limits import INVOCATION_FACTOR, HostLimits, check, worst_case_s
+from localrun.platform.extension import KafkaHostOptions
+from localrun.platform.extension import worst_case_s as modelled_worst_case
+from localrun.platform.indexing import RetryPolicy
+from settlement.core.errors import ConfigError
+from settlement.runtime.config import check_invariants, load_trigger_settings
+from settlement.runtime.limits import INVOCATION_FACTOR, HostLimits, check, worst_case_s
 
 HOST = HostLimits.from_host_json()
 

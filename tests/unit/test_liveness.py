@@ -1,10 +1,10 @@
-"""The repair's decisions (settlement/liveness.py), table-tested without a broker."""
+"""The repair's decisions (settlement/core/liveness.py), table-tested without a broker."""
 
 from __future__ import annotations
 
 import pytest
 
-from settlement.liveness import STALL_MARGIN_S, Action, Offsets, Sighting, decide, sight, stall_after_s
+from settlement.core.liveness import STALL_MARGIN_S, Action, Offsets, Sighting, decide, sight, stall_after_s
 
 STALL = 5.0
 

@@ -10,7 +10,7 @@ import pytest
 
 from devstack import cli, local_settings
 from devstack.errors import StackError
-from settlement.config import load_settings
+from settlement.runtime.config import load_settings
 
 BOOTSTRAP = "127.0.0.1:40123"
 REGISTRY = "http://127.0.0.1:40125/apis/ccompat/v7"
@@ -41,7 +41,7 @@ def test_the_topics_created_are_the_ones_the_function_reads_and_writes() -> None
     assert (
         names["USER_TRADES_TOPIC"] == values["USER_TRADES_TOPIC"] == "user_trades"
     )  # the trigger's %USER_TRADES_TOPIC%
-    # a blank setting falls back as settlement/config.py does
+    # a blank setting falls back as settlement/runtime/config.py does
     blank = {k: "" for k in local_settings.TOPIC_SETTINGS}
     assert (
         local_settings.topic_names(blank)["DEAD_LETTER_TOPIC"] == load_settings({**values, **blank}).topics.dead_letter

@@ -29,9 +29,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 reader = InMemoryMetricReader()
 metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 
-from localrun import ksql_schema
+from localrun.experiments import ksql_schema
 from settlement import telemetry
-from settlement.errors import DeliveryError
+from settlement.core.errors import DeliveryError
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.unit.test_batch_plan import FakeTracker, processor, rec
 

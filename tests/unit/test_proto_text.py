@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from localrun import ksql_schema
-from settlement.columns import reader_for
-from settlement.proto_text import ProtoTextError, compile_text, looks_like_text
+from localrun.experiments import ksql_schema
 from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.serde.columns import reader_for
+from settlement.serde.proto_text import ProtoTextError, compile_text, looks_like_text
 
 
 def test_the_text_ksqldb_registers_reads_as_our_user_trade_on_the_fast_path() -> None:
@@ -46,8 +46,8 @@ def test_base64_is_never_taken_for_text() -> None:
 def test_our_schemas_render_to_text_protoc_reads_back_identically() -> None:
     from google.protobuf import descriptor_pb2
 
-    from settlement.proto_text import render_file
     from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+    from settlement.serde.proto_text import render_file
 
     for message in (TradeSettlement, UserTrade):
         ours = descriptor_pb2.FileDescriptorProto()

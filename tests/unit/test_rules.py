@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from settlement.rules import Disposition, Reason, RulesConfig, Verdict, amount_of, decide, sample_point
+from settlement.core.rules import Disposition, Reason, RulesConfig, Verdict, amount_of, decide, sample_point
 from settlement.schemas.user_trade_pb2 import UserTrade
 
 CFG = RulesConfig(large_trade_limit=100_000, sec_watchlist=frozenset({"ZWATCH"}), sec_sample_rate=0.0)

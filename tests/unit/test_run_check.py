@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Message
 
-from localrun.accounting import Coverage, batch_ranges, coverage, delivered_twice, unexplained
-from localrun.host import HostStats
-from localrun.main import _check
-from settlement.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
+from localrun.experiments.main import _check
+from localrun.platform.accounting import Coverage, batch_ranges, coverage, delivered_twice, unexplained
+from localrun.platform.host import HostStats
+from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 
 

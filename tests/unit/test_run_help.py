@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from localrun.main import main as localrun_main
+from localrun.experiments.main import main as localrun_main
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*")

@@ -1,4 +1,4 @@
-"""NCRONTAB schedules (settlement/schedule.py), and the local host's timer shapes (localrun/timers.py)."""
+"""NCRONTAB schedules (settlement/core/schedule.py), and the local host's timer shapes (localrun/platform/timers.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import azure.functions as func
 import pytest
 
-from localrun.scaler import ScaleController
-from localrun.timers import Schedule, TimerBinding, timer_request
-from settlement.config import ConfigError, load_trigger_settings
-from settlement.schedule import longest_interval_s, next_after, normalized
+from localrun.platform.scaler import ScaleController
+from localrun.platform.timers import Schedule, TimerBinding, timer_request
+from settlement.core.schedule import longest_interval_s, next_after, normalized
+from settlement.runtime.config import ConfigError, load_trigger_settings
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Each setting is declared once (settlement/config.py SETTINGS); everything that lists settings follows it."""
+"""Each setting is declared once (settlement/runtime/config.py SETTINGS); everything that lists settings follows it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from settlement.config import REQUIRED, SECRET_SETTINGS, SETTINGS, load_settings, load_trigger_settings
+from settlement.runtime.config import REQUIRED, SECRET_SETTINGS, SETTINGS, load_settings, load_trigger_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "AzureWebJobsFeatureFlags"}

@@ -9,16 +9,12 @@ import json
 
 import pytest
 
-from settlement import sink
-from settlement.errors import PoisonRecord
-from settlement.json_value import trade_from_json
-from settlement.poison import PoisonKind
+from settlement.core.errors import PoisonRecord
+from settlement.core.poison import PoisonKind
+from settlement.runtime import sink
+from settlement.serde.json_value import trade_from_json
 
-
-class _Limits:
-    """What `sink.handle` asks of the processor before it parses: the request limits."""
-
-    http_limits = (32 * 1024 * 1024, 10_000)
+LIMITS = sink.HttpLimits(32 * 1024 * 1024, 10_000)  # checked before the processor is asked for anything
 
 
 GOOD_FIELDS = b'"topic": "t", "partition": 0, "offset": 1'
@@ -73,20 +69,15 @@ GOOD_FIELDS = b'"topic": "t", "partition": 0, "offset": 1'
     ],
 )
 def test_a_malformed_body_is_400_naming_the_problem(body: bytes, message: str) -> None:
-    assert sink.handle(body, _Limits()) == (400, {"error": message})  # type: ignore[arg-type]
+    assert sink.handle(body, None, LIMITS) == (400, {"error": message})  # type: ignore[arg-type]
 
 
 def test_a_body_over_a_limit_is_413_before_it_is_settled() -> None:
-    class Small:
-        http_limits = (64, 10_000)
-
-    class Few:
-        http_limits = (1 << 20, 2)
-
-    status, payload = sink.handle(b"[" + b" " * 100 + b"]", Small())  # type: ignore[arg-type]
+    small, few = sink.HttpLimits(64, 10_000), sink.HttpLimits(1 << 20, 2)
+    status, payload = sink.handle(b"[" + b" " * 100 + b"]", None, small)  # type: ignore[arg-type]
     assert (status, payload["error"]) == (413, "body is 102 bytes, over the limit of 64")
     body = json.dumps([{"key": "a", "value": {}, "topic": "t", "partition": 0, "offset": i} for i in range(3)])
-    status, payload = sink.handle(body.encode(), Few())  # type: ignore[arg-type]
+    status, payload = sink.handle(body.encode(), None, few)  # type: ignore[arg-type]
     assert status == 413 and "over the limit of 2" in payload["error"]
 
 

@@ -113,7 +113,7 @@ def test_the_batch_span_is_a_child_of_the_invocation_context_the_worker_attaches
 
 def test_a_failed_batch_ends_its_span_with_an_error() -> None:
     out = run(
-        "from settlement.errors import DeliveryError\n"
+        "from settlement.core.errors import DeliveryError\n"
         "try:\n"
         "    with telemetry.batch_span([]) as s: raise DeliveryError('not acknowledged')\n"
         "except DeliveryError: pass\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import azure.functions as func
 import pytest
 
-from settlement.records import InputRecord, parse_timestamp
-from settlement.triggers import from_kafka_event
+from settlement.core.records import InputRecord, parse_timestamp
+from settlement.runtime.triggers import from_kafka_event
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,328 @@
+"""The main job: the whole pipeline on this machine, end to end.
+
+Brings up the local stack, creates this run's topics, generates trades as the ksqlDB join would (plus a few
+poison records), hosts the real function with the local Kafka-trigger host, shows progress, then prints a
+summary and checks the invariant: inputs = settlements + dead letters, no record lost or settled twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from devstack import stack
+from devstack.errors import StackError
+from localrun.experiments.charts import Sample, run_chart
+from localrun.experiments.generator import GeneratorConfig, produce_trades
+from localrun.platform.accounting import Coverage, Range, coverage, delivered_twice, unexplained
+from localrun.platform.host import KafkaHostOptions, LocalHost, load_binding, run_settings
+from localrun.platform.kafka import create_topics, header, high_watermarks, nothing_pending, read_to_end, settlement_of
+from localrun.platform.scaler import MODES, PLANS
+from settlement.core.deadletter import REASON
+from settlement.runtime.config import EXACTLY_ONCE, GUARANTEES
+
+RUNS_DIR = Path(__file__).resolve().parents[2] / ".runs"
+POISON = (b"", b"not protobuf at all", b"\x00\x00\x00", b"\x00\x7f\xff\xff\xff\x00\x08\x01")
+
+
+@dataclass(frozen=True)
+class RunTopics:
+    source: str
+    settlements: str
+    dead_letter: str
+    group: str
+
+    @classmethod
+    def for_run(cls, run_id: str) -> RunTopics:
+        return cls(
+            f"user_trades-{run_id}",
+            f"trade-settlements-{run_id}",
+            f"user_trades-dlq-{run_id}",
+            f"trade-settlement-{run_id}",
+        )
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localrun", description=__doc__)
+    parser.add_argument("--trades", type=int, default=1_000_000, help="trades to generate (default 1000000)")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--instances", type=int, default=1, help="instances at start (the scaler may add more)")
+    parser.add_argument(
+        "--evaluation-interval",
+        type=float,
+        default=10.0,
+        help="scale-controller evaluation interval in seconds (Azure: 30)",
+    )
+    parser.add_argument("--lag-threshold", type=int, default=None, help="override KAFKA_LAG_THRESHOLD")
+    parser.add_argument("--scaling", choices=MODES, default="target", help="scale controller mode (default target)")
+    parser.add_argument(
+        "--plan",
+        choices=tuple(PLANS),
+        default="flex",
+        help="flex: the trigger scales to zero at no lag and the run ends there, the repair timer on an instance of "
+        "its own; premium: never below one instance, the timer on one of them (default flex)",
+    )
+    parser.add_argument(
+        "--kill-after-last-batch",
+        action="store_true",
+        help="SIGKILL an instance the moment the trigger's lag reaches 0 (its last batch returned)",
+    )
+    parser.add_argument("--max-instances", type=int, default=None, help="cap instances (default: partitions)")
+    parser.add_argument("--rate", type=float, default=None, help="generate at this many trades/s (default: max)")
+    parser.add_argument(
+        "--guarantee",
+        choices=GUARANTEES,
+        default=EXACTLY_ONCE,
+        help=f"SETTLEMENT_DELIVERY_GUARANTEE (default {EXACTLY_ONCE}): under it any duplicate fails the check",
+    )
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="3: run on `devstack up --brokers 3` (replication 3, min ISR 2, clients through toxiproxy)",
+    )
+    parser.add_argument("--chart", type=Path, help="where to write the run's chart (default: .runs/run-<id>.png)")
+    parser.add_argument("--no-chart", action="store_true", help="write no chart")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        if args.brokers == 3:
+            from devstack import cluster
+
+            with cluster.running(keep=args.keep_stack) as cluster_state:
+                return _run(args, cluster_state.bootstrap_servers, cluster_state.registry_url, replication=3)
+        with stack.running(keep=args.keep_stack) as state:
+            return _run(args, state.bootstrap_servers, state.registry_url)
+    except StackError as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replication: int = 1) -> int:
+    run_id = uuid.uuid4().hex[:8]
+    topics = RunTopics.for_run(run_id)
+    create_topics(
+        bootstrap,
+        {topics.source: args.partitions, topics.settlements: args.partitions, topics.dead_letter: 1},
+        {"min.insync.replicas": "2"} if replication >= 3 else None,
+        replication,
+    )
+    settings = run_settings(
+        bootstrap,
+        registry_url,
+        topics.source,
+        topics.settlements,
+        topics.dead_letter,
+        topics.group,
+        SETTLEMENT_DELIVERY_GUARANTEE=args.guarantee,
+    )
+    if args.lag_threshold is not None:
+        settings["KAFKA_LAG_THRESHOLD"] = str(args.lag_threshold)
+    os.environ.update(settings)  # the function reads app settings from the environment, as on Azure
+    # This process only indexes the app (the instances run it): no warm start, no clients of its own.
+    os.environ["SETTLEMENT_WARM_START"] = "false"
+    import function_app  # imported after the settings exist, as the host does
+
+    print(f"run {run_id}: broker {bootstrap}, registry {registry_url}")
+    print(f"topics: {topics.source} -> {topics.settlements} (+ {topics.dead_letter}); {args.guarantee}")
+    t0 = time.monotonic()
+    sent = produce_trades(bootstrap, registry_url, topics.source, args.trades, GeneratorConfig(), rate=args.rate)
+    raw = Producer({"bootstrap.servers": bootstrap})
+    for i, value in enumerate(POISON):
+        raw.produce(topics.source, key=f"User_{i}", value=value)
+    raw.flush(30)
+    last_trade_at = time.monotonic()
+    inputs = sent + len(POISON)
+    print(f"generated {sent} trades + {len(POISON)} poison records in {time.monotonic() - t0:.1f}s")
+
+    binding = load_binding(function_app.app, settings)
+    options = KafkaHostOptions.from_host_json()
+    host = LocalHost(
+        binding,
+        options,
+        args.partitions,
+        evaluation_interval_s=args.evaluation_interval,
+        app="function_app:app",  # each instance a process importing the app, as on Azure
+        settings=settings,
+        scaling=args.scaling,
+        max_instances=args.max_instances,
+        plan=args.plan,
+    )
+    outputs = {"n": 0}
+    last = {"t": time.monotonic(), "n": 0}
+    samples: list[Sample] = []
+
+    ends: dict[str, float] = {}
+
+    def done() -> bool:
+        # Output count alone is not enough: a batch redelivered after a rebalance writes its settlements twice,
+        # so the count reaches the input count while the last records are still unread. The group's lag
+        # (every input's offset committed, which happens only after its batch was acknowledged) decides when
+        # the trigger's work is done; then the run goes on as the platform does (Flex scales the trigger to
+        # zero, the repair timer keeps firing) until a read_committed reader can see every record: the ledger's
+        # lag is 0 and no open transaction holds an output partition back.
+        outputs["n"] = high_watermarks(bootstrap, topics.settlements) + high_watermarks(bootstrap, topics.dead_letter)
+        if "quiet" not in ends:
+            if outputs["n"] < inputs or host.lag() != 0:
+                return False
+            ends["quiet"] = time.monotonic()
+            if args.kill_after_last_batch and host.instances:
+                print(f"  the trigger's lag is 0: killing instance pid {host.kill_instance(0)} (SIGKILL)", flush=True)
+        if args.plan == "flex" and host.instances:
+            return False  # the run ends as Flex does: at zero instances
+        if not host.drained(args.guarantee == EXACTLY_ONCE) or not nothing_pending(
+            bootstrap, (topics.settlements, topics.dead_letter)
+        ):
+            return False
+        ends.setdefault("visible", time.monotonic())
+        return True
+
+    def progress(h: LocalHost) -> None:
+        now = time.monotonic()
+        if now - last["t"] < 2.0:
+            return
+        rate = (outputs["n"] - last["n"]) / (now - last["t"])
+        last.update(t=now, n=outputs["n"])
+        lag = h.lag()
+        samples.append(Sample(now - t1, outputs["n"], rate, lag, len(h.instances)))
+        print(
+            f"  {outputs['n']:>8}/{inputs} settled or dead-lettered | {rate:8.0f} rec/s | "
+            f"lag {lag:>7} | instances {len(h.instances)} (pids {' '.join(str(i.pid) for i in h.instances)})",
+            flush=True,
+        )
+
+    t1 = time.monotonic()
+    host.start(args.instances)
+    finished = host.run_until(done, args.timeout, on_tick=progress)
+    elapsed = ends.get("quiet", time.monotonic()) - t1
+    host.stop()
+    if not finished:
+        print(f"timed out after {args.timeout:.0f}s with {outputs['n']}/{inputs} outputs", file=sys.stderr)
+    code = _summary(bootstrap, topics, inputs, elapsed, host, args.guarantee == EXACTLY_ONCE)
+    code = max(code, _visibility(ends, last_trade_at, host, args.guarantee == EXACTLY_ONCE))
+    if not args.no_chart:
+        chart = args.chart or (RUNS_DIR / f"run-{run_id}.png")
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        title = f"run {run_id}: {inputs:,} records, {args.partitions} partitions, {args.scaling} scaling"
+        print(f"\nchart: {run_chart(samples, host.scale_events, chart, title, host.stats.lag_samples)}")
+    return code
+
+
+VISIBLE_BOUND_S = 60.0  # under exactly-once, every record visible within this after the trigger's last batch
+
+
+def _visibility(ends: dict[str, float], last_trade_at: float, host: LocalHost, exactly_once: bool) -> int:
+    """How long after the trigger's last batch (and after the last trade was produced) a read_committed reader
+    could see every record; under exactly-once over `VISIBLE_BOUND_S` fails the run."""
+    if "quiet" not in ends:
+        return 1
+    visible = ends.get("visible")
+    repaired = f"; the repair timer ran {host.stats.timer_runs} times and settled {host.stats.repaired} records"
+    worst = max(
+        ((t, sum(n for n, _ in lag.values()), max((a for _, a in lag.values()), default=0.0))
+         for t, lag in host.stats.lag_samples),
+        key=lambda sample: sample[1],
+        default=None,
+    )  # fmt: skip
+    if worst is not None:
+        print(
+            f"\nsettlement lag (the repair's gauges, {len(host.stats.lag_samples)} runs): at most {worst[1]} records"
+            f" (behind for {worst[2]:.1f}s at most) at {worst[0]:.0f}s"
+        )
+    if visible is None:
+        print(f"\nvisibility: not every record visible to a read_committed reader by the end{repaired}")
+        return 1
+    after_quiet, after_trade = visible - ends["quiet"], visible - last_trade_at
+    print(
+        f"\nvisibility: every record visible to a read_committed reader {after_quiet:.1f}s after the trigger's last "
+        f"batch ({after_trade:.1f}s after the last trade was produced), at {len(host.instances)} instances{repaired}"
+    )
+    if exactly_once and after_quiet > VISIBLE_BOUND_S:
+        print(f"  over the {VISIBLE_BOUND_S:.0f}s bound")
+        return 1
+    return 0
+
+
+def _summary(
+    bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, host: LocalHost, exactly_once: bool
+) -> int:
+    settled_msgs = read_to_end(bootstrap, topics.settlements)  # what a read_committed reader sees
+    dead_msgs = read_to_end(bootstrap, topics.dead_letter)
+    settlements = [settlement_of(m) for m in settled_msgs]
+    latencies = sorted(float(m.timestamp()[1] - s.timestamp) for m, s in zip(settled_msgs, settlements, strict=True))
+    by_disposition = Counter(s.disposition for s in settlements)
+    by_symbol = Counter(s.symbol for s in settlements)
+    by_reason = Counter(header(m, REASON) for m in dead_msgs)
+
+    print(
+        f"\nprocessed {inputs} records in {elapsed:.1f}s ({inputs / max(elapsed, 1e-9):.0f} rec/s), "
+        f"{host.stats.batches} batches, peak instances {host.peak_instances} "
+        f"({len(host.stats.pids)} processes did work); instances ran batches {host.stats.busy_s:.1f}s, and batches "
+        f"spent {host.stats.channel_wait_s:.1f}s in all waiting for room in the extension's executor channel"
+    )
+    print("\nsettlements by disposition")
+    for disposition, n in by_disposition.most_common():
+        print(f"  {disposition:<14}{n:>9}")
+    print("\nsettlements by symbol")
+    for symbol, n in sorted(by_symbol.items()):
+        print(f"  {symbol:<14}{n:>9}")
+    print("\ndead letters by reason")
+    for reason, n in by_reason.most_common():
+        print(f"  {reason:<22}{n:>5}")
+    print("\nend-to-end latency (trade record timestamp -> settlement record timestamp)")
+    for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)):
+        print(f"  {label:<5}{percentile(latencies, q):>9.0f} ms")
+
+    counted = coverage(inputs, settlements, dead_msgs)
+    return _check(inputs, counted, delivered_twice(host.stats.ranges), exactly_once)
+
+
+def _check(inputs: int, counted: Coverage, redelivered: list[Range], exactly_once: bool = False) -> int:
+    """The run's verdict: every input record has an output. Under exactly-once a read_committed reader sees no
+    record twice, whatever the host redelivered. Under at-least-once a record written twice must have been
+    delivered to the function twice (its partition moved while its batch ran, so the next owner read it again,
+    as the extension does); one delivered once and written twice is a defect."""
+    defects = sorted(counted.duplicated) if exactly_once else unexplained(counted.duplicated, redelivered)
+    ok = counted.lost == 0 and not defects
+    print(
+        f"\ncheck: inputs {inputs} = settlements {counted.settled} + dead letters {counted.dead_lettered}"
+        f" - duplicates {counted.duplicates}; lost {counted.lost}: {'OK' if ok else 'MISMATCH'}"
+    )
+    redelivered_records = sum(hi - lo + 1 for _, lo, hi in redelivered)
+    if exactly_once:
+        print(
+            f"  exactly-once: the host delivered {redelivered_records} records twice after rebalances; a"
+            f" read_committed reader sees {counted.duplicates} of them twice"
+        )
+    elif counted.duplicates:
+        print(
+            f"  {counted.duplicates} outputs repeat a record; the host delivered {redelivered_records} records twice"
+            " after rebalances (at-least-once: deduplicate on source_topic, source_partition, source_offset)"
+        )
+    if defects:
+        what = "written twice" if exactly_once else "written twice were delivered once"
+        print(f"  {len(defects)} records {what}, e.g. partition/offset {defects[:5]}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""What became of a run's input records, by identity: the main job's check and the fault scenarios' counts.
+
+Counting outputs is not enough: a batch the host delivers twice (its partition moved while it ran) writes its
+settlements twice, and a count then balances a lost record against a duplicate. So every output is matched
+to its source record (partition, offset), and every duplicate to the host's own record of what it delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Message
+
+from localrun.platform.kafka import header
+from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
+from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+
+Range = tuple[int, int, int]  # (partition, first offset, last offset), both ends included
+
+
+@dataclass(frozen=True)
+class Coverage:
+    settled: int
+    dead_lettered: int
+    duplicated: frozenset[tuple[int, int]]  # source records with more than one output
+    duplicates: int  # outputs beyond the first for the same source record
+    lost: int  # input records with no output at all
+
+
+def coverage(inputs: int, settlements: Sequence[TradeSettlement], dead_letters: Sequence[Message]) -> Coverage:
+    """Account for `inputs` records of a fresh single-topic stream (every output names an input of it)."""
+    covered = [(s.source_partition, s.source_offset) for s in settlements]
+    covered += [(int(header(m, SOURCE_PARTITION)), int(header(m, SOURCE_OFFSET))) for m in dead_letters]
+    seen: set[tuple[int, int]] = set()
+    duplicated: set[tuple[int, int]] = set()
+    for source in covered:
+        if source in seen:
+            duplicated.add(source)
+        seen.add(source)
+    return Coverage(
+        len(settlements), len(dead_letters), frozenset(duplicated), len(covered) - len(seen), inputs - len(seen)
+    )
+
+
+def batch_ranges(coordinates: Iterable[tuple[int, int]]) -> list[Range]:
+    """A batch's records as offset ranges per partition, a new range each time a partition's offsets go back:
+    a rebalance while the subscriber fills a batch can hand the same partition back from its last commit, so
+    one batch may hold the same records twice, and a single min..max range would hide that."""
+    ranges: list[list[int]] = []
+    current: dict[int, list[int]] = {}
+    for partition, offset in coordinates:
+        span = current.get(partition)
+        if span is not None and offset > span[2]:
+            span[2] = offset
+            continue
+        span = current[partition] = [partition, offset, offset]
+        ranges.append(span)
+    return sorted((p, lo, hi) for p, lo, hi in ranges)
+
+
+def delivered_twice(ranges: Iterable[Range]) -> list[Range]:
+    """The offset ranges the host delivered to the function more than once, merged per partition."""
+    by_partition: dict[int, list[tuple[int, int]]] = {}
+    for partition, lo, hi in ranges:
+        by_partition.setdefault(partition, []).append((lo, hi))
+    twice: list[Range] = []
+    for partition, spans in sorted(by_partition.items()):
+        edges = sorted([(lo, 1) for lo, _ in spans] + [(hi + 1, -1) for _, hi in spans])
+        depth, start = 0, 0
+        for offset, step in edges:
+            if depth < 2 <= depth + step:
+                start = offset
+            elif depth >= 2 > depth + step and offset > start:
+                if twice and twice[-1][0] == partition and twice[-1][2] + 1 >= start:
+                    twice[-1] = (partition, twice[-1][1], offset - 1)
+                else:
+                    twice.append((partition, start, offset - 1))
+            depth += step
+    return twice
+
+
+def unexplained(duplicated: Iterable[tuple[int, int]], redelivered: Sequence[Range]) -> list[tuple[int, int]]:
+    """Duplicated source records the host did not deliver twice: a defect, not at-least-once redelivery."""
+    return sorted((p, o) for p, o in duplicated if not any(rp == p and lo <= o <= hi for rp, lo, hi in redelivered))

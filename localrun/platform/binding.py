@@ -1,0 +1,95 @@
+"""The Kafka trigger as the host reads it from an app: its binding JSON resolved against app settings, the
+user function, the parameter's annotation and the `@app.retry` policy; and one invocation as the host makes
+it (host-shaped data through the library's converter)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Message
+
+from localrun.platform.indexing import RetryPolicy, index_app
+from localrun.platform.invocation import messages_to_events
+
+_SETTING = re.compile(r"^%([A-Za-z0-9_]+)%$")
+
+
+@dataclass(frozen=True)
+class TriggerBinding:
+    function_name: str
+    topic: str
+    consumer_group: str
+    broker_list: str
+    cardinality: str
+    data_type: str
+    lag_threshold: int
+    user_function: Callable[..., Any]
+    param_name: str = "events"
+    annotation: Any = None  # the parameter's annotation, checked by the converter on every call
+    retry: RetryPolicy | None = None  # the function's @app.retry policy
+
+
+def resolve(value: str, settings: Mapping[str, str]) -> str:
+    """Resolve a `%NAME%` binding expression the way the host does; a literal stays as it is."""
+    match = _SETTING.match(value or "")
+    if not match:
+        return value
+    name = match.group(1)
+    if name not in settings or settings[name] == "":
+        raise KeyError(f"binding expression %{name}% names an app setting that is not set")
+    return settings[name]
+
+
+def disabled_setting(function_name: str) -> str:
+    """The app setting that disables a function on Azure (and under `func start`): `true` stops its trigger."""
+    return f"AzureWebJobs.{function_name}.Disabled"
+
+
+def is_disabled(function_name: str, settings: Mapping[str, str]) -> bool:
+    """Whether the host would leave this function's trigger unstarted. The WebJobs SDK's disable check reads
+    the setting as a boolean (case-insensitive `true`) or `1`; anything else leaves the function enabled."""
+    value = settings.get(disabled_setting(function_name), "").strip()
+    return value.lower() == "true" or value == "1"
+
+
+class FunctionDisabled(LookupError):
+    """The app's Kafka-triggered function is disabled by its app setting: the host starts no listener for it."""
+
+
+def load_binding(app: Any, settings: Mapping[str, str]) -> TriggerBinding:
+    """Index the app as the worker does (refusing what it refuses), then read the Kafka trigger's binding
+    JSON as the host does and resolve its `%settings%`. A function disabled by `AzureWebJobs.<name>.Disabled`
+    gets no listener, as on Azure: `FunctionDisabled`."""
+    for function in index_app(app):
+        binding = function.binding("kafkaTrigger")
+        if binding is None:
+            continue
+        if is_disabled(function.name, settings):
+            raise FunctionDisabled(
+                f"{function.name} is disabled by the app setting {disabled_setting(function.name)}: the host starts "
+                "no Kafka listener for it (the connector entry path is in use; see docs/architecture.md, "
+                "One entry path at a time)"
+            )
+        return TriggerBinding(
+            function_name=function.name,
+            topic=resolve(binding["topic"], settings),
+            consumer_group=resolve(binding.get("consumerGroup", "$Default"), settings),
+            broker_list=resolve(binding["brokerList"], settings),
+            cardinality=str(binding.get("cardinality", "ONE")).upper(),
+            data_type=str(binding.get("dataType", "STRING")).upper(),
+            lag_threshold=int(binding.get("lagThreshold", 1000)),
+            user_function=function.user_function,
+            param_name=binding["name"],
+            annotation=function.inputs[binding["name"]].annotation,
+            retry=function.retry,
+        )
+    raise LookupError("the app has no Kafka-triggered function")
+
+
+def invoke(binding: TriggerBinding, batch: list[Message]) -> Any:
+    """Call the function with the batch as the host + worker deliver it (see localrun/platform/invocation.py)."""
+    events = messages_to_events(batch, binding.annotation)
+    return binding.user_function(**{binding.param_name: events})

@@ -1,0 +1,133 @@
+"""One batch: plan every record (planner.py: decode → settle → encode), then deliver the plan through the delivery
+chosen at construction (at_least_once.py or exactly_once.py), then record telemetry.
+
+Decoding and encoding all records before producing any means a registry outage fails the batch with nothing
+written, so the retry does not duplicate half a batch. Poison records never fail the batch: each becomes one
+dead-letter record. Invariant: every input record ends as exactly one settlement or one dead-letter record,
+and the function returns only when all of them are acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from settlement import telemetry
+from settlement.core.deadline import Deadline
+from settlement.core.plan import BatchResult, Delivery
+from settlement.core.records import InputRecord
+from settlement.core.rules import Verdict
+from settlement.delivery.committer import Committer
+from settlement.delivery.ledger import Ledger
+from settlement.delivery.planner import Planner, ValueDecoder
+from settlement.serde import json_value
+from settlement.serde.decoder import TradeDecoder
+
+log = logging.getLogger("settlement.batch")
+
+
+class SettlementProcessor:
+    """Settles batches; holds only process-wide, reusable parts (decoder caches, encoder, producer)."""
+
+    def __init__(
+        self,
+        decoder: TradeDecoder,
+        planner: Planner,
+        delivery: Delivery,
+        delivery_timeout_s: float,
+        ledger: Ledger | None = None,
+    ) -> None:
+        """`delivery` is chosen once by the wiring (settlement/runtime/service.py): `AtLeastOnce`, or `ExactlyOnce`
+        over `ledger`, whose lost ranges this processor settles again."""
+        self._decoder = decoder
+        self._planner = planner
+        self._delivery = delivery
+        self._timeout_s = delivery_timeout_s
+        self._ledger = ledger
+        # The ledger's background commits and recoveries; it settles a lost range through this processor.
+        self._committer = None if ledger is None else Committer(ledger, self._recover)
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The exactly-once ledger (None under at-least-once): the repair takes partitions through it."""
+        return self._ledger
+
+    @property
+    def delivery_timeout_s(self) -> float:
+        return self._timeout_s
+
+    def close(self) -> None:
+        """Commit what the exactly-once ledger holds open and release its producers."""
+        if self._ledger is not None:
+            self._ledger.close()
+
+    def _recover(self, topic: str, partition: int, upto: int) -> None:
+        """Settle a source range again whose transaction this process lost, or a gap too long for one batch:
+        read from the settled position up to `upto` in steps, each run as a batch (records settled meanwhile
+        are skipped as in any batch)."""
+        assert self._ledger is not None
+        ledger = self._ledger
+        part = ledger.partitions.get(topic, partition)
+        while True:
+            deadline = Deadline.after(self._timeout_s)
+            with part.lock:
+                ledger.take(part, deadline)
+                start = part.position
+            if start is None or start >= upto:
+                return
+            records, _ = ledger.source.read_range(topic, partition, start, upto, deadline)
+            if not records:
+                return  # only markers or aborted records up to `upto`
+            log.warning("settling %s[%d] offsets %d..%d from the source", topic, partition, start, records[-1].offset)
+            self.process(records)
+
+    def prefetch(self, subject: str) -> None:
+        """Resolve the latest writer schema of `subject` ahead of its records (the warm start)."""
+        self._decoder.prefetch_latest(subject)
+
+    @property
+    def decoder(self) -> TradeDecoder:
+        return self._decoder
+
+    def process(
+        self,
+        records: Sequence[InputRecord],
+        *,
+        connector: bool = False,
+        decode: ValueDecoder | None = None,
+        attempts: int | None = None,
+    ) -> BatchResult:
+        """Settle a batch; raises `RetryBatch` (so the host, or the connector answered 503, retries it) on a
+        delivery or registry failure; a record that can never be settled is dead-lettered, never raised.
+
+        Values are Confluent-framed Protobuf resolved through the Schema Registry; with `connector`, also the
+        sink connector's JSON values. `decode` replaces the decoder (tests inject a record's failure with it).
+        `attempts` bounds how often the exactly-once path takes a partition again after being fenced (the
+        repair: once, leaving the partition to whoever took it).
+        """
+        started = time.monotonic()
+        deadline = Deadline(started + self._timeout_s)
+        if decode is None:
+            framed = self._decoder.for_batch()
+            decode = json_value.sink_decoder(framed) if connector else framed
+        with telemetry.batch_span(records) as span:
+            outcomes = self._delivery.settle(
+                records,
+                self._planner.for_batch(decode, span, deadline),
+                deadline,
+                **({"attempts": attempts} if attempts else {}),
+            )
+            result = BatchResult(records, outcomes)
+            elapsed_ms = (time.monotonic() - started) * 1000
+            telemetry.record_batch(span, result.dispositions, result.reasons, len(records), elapsed_ms)
+            settled = zip(records, outcomes, strict=True)
+            telemetry.record_latency(r.timestamp_ms for r, o in settled if isinstance(o, Verdict))
+        log.info(
+            "batch settled=%d dead_lettered=%d %s in %.1f ms",
+            result.settled,
+            result.dead_lettered,
+            dict(result.reasons) if result.reasons else "",
+            elapsed_ms,
+        )
+        return result
