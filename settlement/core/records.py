@@ -31,6 +31,16 @@ class InputRecord(NamedTuple):
         return f"{self.topic}/{self.partition}/{self.offset}"
 
 
+def host_key(raw: object) -> bytes | None:
+    """A record key as the trigger receives it. The extension hands keys over as text (keyDataType String:
+    invalid UTF-8 replaced by U+FFFD), so a key read straight from Kafka (a gap, the repair) goes through the same
+    decoding here, and a record settles to the same bytes whichever path read it."""
+    if raw is None:
+        return None
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+    return text.encode("utf-8")
+
+
 def parse_timestamp(raw: object) -> int | None:
     """Epoch milliseconds from the host's timestamp (ISO 8601 text, naive meaning UTC; or epoch ms)."""
     if isinstance(raw, str) and raw.endswith("Z"):

@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from settlement.core.deadline import Deadline
 from settlement.core.errors import DeliveryError
 from settlement.core.naming import settled_group
-from settlement.core.records import InputRecord
+from settlement.core.records import InputRecord, host_key
 from settlement.delivery.producer import LIBRDKAFKA_LOG
 
 # Most gap records one batch settles before its own; a longer gap is settled in such steps by the following
@@ -116,12 +116,11 @@ class SourceReader:
 
 
 def _as_host_record(msg: Any, topic: str, partition: int) -> InputRecord:
-    key = msg.key()
-    if key is not None:
-        key = key.decode("utf-8", errors="replace").encode("utf-8")  # keyDataType String, as the host does
+    """A record read from the source in the shape the trigger's path builds (runtime/triggers.py): the key as the
+    host decodes it, a null value as empty bytes, a missing timestamp as None."""
     kind, stamp = msg.timestamp()
     return InputRecord(
-        key,
+        host_key(msg.key()),
         msg.value() or b"",
         topic,
         partition,

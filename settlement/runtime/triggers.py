@@ -13,19 +13,11 @@ import azure.functions as func
 from confluent_kafka import KafkaException
 
 from settlement.core.plan import BatchResult
-from settlement.core.records import InputRecord, parse_timestamp
+from settlement.core.records import InputRecord, host_key, parse_timestamp
 from settlement.runtime import sink
 from settlement.runtime.service import http_limits, processor, repairer
 
 log = logging.getLogger("settlement.triggers")
-
-
-def _as_bytes(value: object) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value
-    return str(value).encode("utf-8")
 
 
 def _headers(raw: object) -> tuple[tuple[str, bytes], ...]:
@@ -50,7 +42,7 @@ def from_kafka_event(event: func.KafkaEvent) -> InputRecord:
     Each of the event's properties is read once: this runs per record, before any settling."""
     partition, offset = event.partition, event.offset
     return InputRecord(
-        _as_bytes(event.key),
+        host_key(event.key),
         event.get_body(),
         event.topic or "",
         -1 if partition is None else int(partition),

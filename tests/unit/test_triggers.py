@@ -5,7 +5,7 @@ from __future__ import annotations
 import azure.functions as func
 import pytest
 
-from settlement.core.records import InputRecord, parse_timestamp
+from settlement.core.records import InputRecord, host_key, parse_timestamp
 from settlement.runtime.triggers import from_kafka_event
 
 
@@ -50,3 +50,20 @@ def test_null_key_stays_null() -> None:
     event = func.KafkaEvent(body=b"", key=None, offset=0, partition=0, topic="t", timestamp=None)
     record = from_kafka_event(event)
     assert (record.key, record.value, record.timestamp_ms) == (None, b"", None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, None),
+        ("U1", b"U1"),  # the worker's text key
+        (b"U1", b"U1"),  # a key read from Kafka by a gap or the repair
+        (b"U\xff1", "U\ufffd1".encode()),  # invalid UTF-8: replaced, as the extension's String key type does
+        ("Zoë", "Zoë".encode()),
+        (b"", b""),
+    ],
+)
+def test_a_key_settles_to_the_same_bytes_from_the_trigger_and_from_a_source_read(
+    raw: object, expected: bytes | None
+) -> None:
+    assert host_key(raw) == expected
