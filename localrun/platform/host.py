@@ -27,6 +27,7 @@ import json
 import logging
 import multiprocessing
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -186,6 +187,7 @@ class LocalHost:
         self.schedules = [Schedule(t) for t in timers]
         self._timer_in_flight: set[str] = set()
         self.timer_instance: _Running | None = None  # Flex: the timer functions' own instance
+        self._dead: set[int | None] = set()  # pids of instances whose own exit was reported
 
     @staticmethod
     def _app_timers(app: str, settings: Mapping[str, str]) -> list[TimerBinding]:
@@ -368,6 +370,7 @@ class LocalHost:
             self.poll_events()
             if done():
                 return True
+            self._report_deaths()
             self.fire_timers()
             if autoscale and time.monotonic() >= next_eval:
                 self.evaluate_scale()
@@ -377,6 +380,17 @@ class LocalHost:
             time.sleep(tick_s)
         self.poll_events()
         return done()
+
+    def _report_deaths(self) -> None:
+        """Log, once each, an instance process that exited by itself (the host kills or stops only instances it
+        took off `instances` first): a crash in native code (librdkafka's SIGSEGV) leaves no Python traceback, and
+        without this the run only showed lag standing still."""
+        for running in [*self.instances, *([self.timer_instance] if self.timer_instance else [])]:
+            code = getattr(running.handle, "exitcode", None)
+            if code is not None and running.pid not in self._dead:
+                self._dead.add(running.pid)
+                cause = f" ({signal.Signals(-code).name})" if code < 0 and -code in signal.valid_signals() else ""
+                log.error("%s (pid %s) exited by itself, exit code %s%s", running.name, running.pid, code, cause)
 
     def stop(self) -> None:
         """The harness's teardown (not a platform action): every instance closes gracefully."""

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import (
+    Consumer,
     ConsumerGroupState,
-    ConsumerGroupTopicPartitions,
     IsolationLevel,
     KafkaException,
     TopicPartition,
@@ -113,6 +113,25 @@ class Repair:
         self._group = group
         conf: dict[str, Any] = {**admin_conf, "logger": LIBRDKAFKA_LOG}
         self._admin = AdminClient(conf)
+        # Group offsets are read with a consumer of each group, never with the admin client: librdkafka's handler of
+        # an admin ListConsumerGroupOffsets answer (2.16 and before, confluentinc/librdkafka#5040) dereferences the
+        # admin client's consumer group, which does not exist, when the coordinator answers NOT_COORDINATOR, as it
+        # does while a broker restarts or a coordinator moves: the whole process died of SIGSEGV in librdkafka's
+        # main thread, on Premium the trigger's instance with it (the broker-restart fault row stalled: no instance
+        # left, nothing logged). A consumer's own committed-offsets request handles that answer. These consumers
+        # never subscribe, so they never join the groups; read_uncommitted, so a dead holder's pending offset
+        # commit does not hold the request up (no require-stable) until the coordinator aborts it.
+        self._offsets = {
+            name: Consumer(
+                {
+                    **conf,
+                    "group.id": name,
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_uncommitted",
+                }
+            )
+            for name in (group, settled_group(group))
+        }
         self.stall_s = stall_s
         self._clock = clock
         self._seen: dict[int, Sighting] = {}
@@ -169,9 +188,9 @@ class Repair:
         return fresh
 
     def _observe(self, report: RepairRun, timeout_s: float) -> dict[int, Offsets]:
-        """Every partition's settled position, trigger offset and end: three admin requests, whatever the
-        partition count. Offsets are read without require-stable: a dead holder's pending offset commit must
-        not block the reading until the coordinator aborts it; what was committed is what counts."""
+        """Every partition's settled position, trigger offset and end: three requests, whatever the partition
+        count. Offsets are read without require-stable: a dead holder's pending offset commit must not block the
+        reading until the coordinator aborts it; what was committed is what counts."""
         count = self._ledger.source.partition_count(self.topic)
         tps = [TopicPartition(self.topic, p) for p in range(count)]
         timeout = max(1.0, min(10.0, timeout_s))
@@ -203,10 +222,9 @@ class Repair:
         return group.state in (ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING)
 
     def _group_offsets(self, group: str, tps: list[TopicPartition], timeout_s: float) -> dict[int, int]:
-        request = [ConsumerGroupTopicPartitions(group, tps)]
-        future = self._admin.list_consumer_group_offsets(request, require_stable=False, request_timeout=timeout_s)
-        result = future[group].result()
-        return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0 and tp.error is None}
+        """The group's committed offsets (an OffsetFetch through a consumer of the group: see `__init__`)."""
+        committed = self._offsets[group].committed(tps, timeout=timeout_s)
+        return {tp.partition: tp.offset for tp in committed if tp.offset >= 0 and tp.error is None}
 
     def _take_over(self, run: PartitionRun, deadline: Deadline) -> PartitionRun:
         """Fence the partition, settle what lies below the trigger offset (REPAIR) in committed steps, release."""

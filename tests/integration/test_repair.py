@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections import Counter
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from devstack import stack as devstack
 from tests.integration.pipeline import Pipeline
 from tests.integration.workers import Worker, exactly, ledger, trades
 
@@ -127,3 +129,40 @@ def test_a_live_holder_is_left_alone(pipeline, settings, workers):
     holder.exit()
     repairer.exit()
     assert ledger(pipeline) == exactly(300)
+
+
+RESTARTS = 2  # before the fix the first restart crashed the process in each of 4 runs (a run in flight as it came back)
+
+
+def test_repair_runs_across_broker_restarts_leave_their_process_alive(stack, pipeline, settings, workers):
+    """Repair runs back to back while the broker restarts meet the group coordinator answering NOT_COORDINATOR
+    (while it comes back): a run may fail, its process must live on. Reading the group offsets with the admin
+    client's list_consumer_group_offsets, librdkafka (2.16, confluentinc/librdkafka#5040) crashed the process
+    with SIGSEGV on that answer: in the Premium model the trigger's instance, which then settled nothing more."""
+    if not stack.owned:
+        pytest.skip("needs control of the local stack's processes")
+    trades(pipeline, 100)
+    worker = Worker(settings)
+    workers.append(worker)
+    assert worker.settle(0, 0, 99) == "ok"
+    _host_commits(pipeline, settings, 100)
+    _repair(worker)  # its clients built and connected before the first restart
+    state = devstack.load_state()
+    assert state is not None
+    for _ in range(RESTARTS):
+        restart = threading.Thread(target=devstack.restart_broker, args=(state,))
+        restart.start()
+        runs = 0
+        after = None
+        # Runs back to back until the broker has been back for a while: one is in flight when it comes back.
+        while restart.is_alive() or after is None or time.monotonic() - after < 5:
+            if after is None and not restart.is_alive():
+                after = time.monotonic()
+            worker.send("repair")
+            answer = worker.answer()
+            assert answer.startswith("["), (answer, worker.proc.poll())  # "" and -11: the process died (SIGSEGV)
+            runs += 1
+        restart.join()
+        assert runs > 1
+    worker.exit()  # nothing was lost or doubled
+    assert ledger(pipeline) == exactly(100)

@@ -52,3 +52,28 @@ def test_stop_reads_reports_while_instances_exit() -> None:
     assert not process.is_alive() and process.exitcode == 0, "the instance had to be killed"
     assert host.stats.batches == REPORTS
     assert host.stats.ranges[-1] == (0, 64 * (REPORTS - 1), 64 * REPORTS - 1)
+
+
+def _crash() -> None:
+    """Stands for an instance whose native code crashed (librdkafka's SIGSEGV): no Python traceback, no report."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def test_an_instance_that_dies_by_itself_is_logged_once(caplog) -> None:  # type: ignore[no-untyped-def]
+    import function_app
+
+    settings = {**local_settings(), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "USER_TRADES_TOPIC": "t"}
+    host = LocalHost(load_binding(function_app.app, settings), KafkaHostOptions(), 1, app="function_app:app")
+    stop = host._ctx.Event()
+    process = host._ctx.Process(target=_crash, name="instance-1")
+    process.start()
+    process.join(30)
+    host.instances.append(_Running("instance-1", process, stop))
+    with caplog.at_level("ERROR", logger="localrun.host"):
+        assert not host.run_until(lambda: False, timeout_s=0.3, autoscale=False, tick_s=0.05)
+    deaths = [r.getMessage() for r in caplog.records if "exited by itself" in r.getMessage()]
+    assert deaths == [f"instance-1 (pid {process.pid}) exited by itself, exit code -11 (SIGSEGV)"], deaths
+    host.stop()
