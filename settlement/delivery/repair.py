@@ -112,6 +112,7 @@ class Repair:
         self.topic = topic
         self._group = group
         conf: dict[str, Any] = {**admin_conf, "logger": LIBRDKAFKA_LOG}
+        self._admin_conf = conf
         self._admin = AdminClient(conf)
         # Group offsets are read with a consumer of each group, never with the admin client: librdkafka's handler of
         # an admin ListConsumerGroupOffsets answer (2.16 and before, confluentinc/librdkafka#5040) dereferences the
@@ -203,13 +204,20 @@ class Repair:
         )
         report.admin_calls += 3
         out: dict[int, Offsets] = {}
+        unobserved = False
         for tp, future in ends.items():
             try:
                 end = future.result().offset
             except KafkaException as exc:  # no leader now (an election, a topic just created): the next run sees it
                 log.info("repair: %s[%d] not observed this run: %s", tp.topic, tp.partition, exc)
+                unobserved = True
                 continue
             out[tp.partition] = Offsets(settled.get(tp.partition), committed.get(tp.partition), end)
+        if unobserved:
+            # librdkafka's admin client keeps the leader epochs it learnt: after a broker restart (a new epoch) its
+            # ListOffsets kept failing with FENCED_LEADER_EPOCH for as long as it lived (over 60 s here), and the
+            # repair saw no partition. A new client learns the cluster afresh for the next run.
+            self._admin = AdminClient(self._admin_conf)
         return out
 
     def _rebalancing(self, report: RepairRun) -> bool:
