@@ -233,14 +233,12 @@ LIVENESS: dict[str, dict[str, Any]] = {
         "fault": kill_after_last_batch,
         "settings": OPEN_LONGER,
         "plan": "flex",
-        "repair_timer": True,
         "tail": 30,
     },
     "frozen past the transaction timeout, then quiet, then thawed": {
         "fault": freeze_after_last_batch(TXN_TIMEOUT_S + 10),
         "settings": OPEN_LONGER,
         "plan": "flex",
-        "repair_timer": True,
         "consumer_conf": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
         "autoscale": False,
         "tail": 30,
@@ -250,7 +248,6 @@ LIVENESS: dict[str, dict[str, Any]] = {
         "fault": freeze_after_last_batch(TXN_TIMEOUT_S + 10),
         "settings": OPEN_LONGER,
         "plan": "flex",
-        "repair_timer": True,
         "consumer_conf": {"session.timeout.ms": 120000, "heartbeat.interval.ms": 3000},
         "max_poll_interval_ms": 180000,
         "autoscale": False,
@@ -261,7 +258,6 @@ LIVENESS: dict[str, dict[str, Any]] = {
         "fault": scale_to_zero,
         "settings": OPEN_LONGER,
         "plan": "flex",
-        "repair_timer": True,
         "autoscale": True,
         "tail": 30,
     },
@@ -269,7 +265,6 @@ LIVENESS: dict[str, dict[str, Any]] = {
         "fault": kill_after_last_batch,
         "settings": OPEN_LONGER,
         "plan": "flex",
-        "repair_timer": True,
         "records": 6600,
         "tail": 6000,  # in one transaction: batches of 256 settle it within the commit interval
         "max_batch_size": 256,
@@ -278,7 +273,6 @@ LIVENESS: dict[str, dict[str, Any]] = {
         "fault": kill_one_of_two_mid_stream,
         "settings": OPEN_LONGER,
         "plan": "flex",
-        "repair_timer": True,
         "instances": 2,
         "rate": 200.0,
         "poison": True,
@@ -318,7 +312,6 @@ def run_scenario(
     rate: float | None = None,
     tail: int = 0,
     max_batch_size: int = 50,
-    repair_timer: bool = False,
 ) -> Outcome:
     """Stream `records` trades (plus poison records if asked) through the function while `fault` runs.
 
@@ -396,9 +389,6 @@ def run_scenario(
         fault=function_fault,
         plan=plan,
         evaluation_interval_s=2.0,
-        # The repair timer runs in the liveness rows, which are about it; the older rows test their own fault
-        # without it (the broker-restart row stalled once with it in the instance: under investigation).
-        timers=None if repair_timer else [],
     )
     run = Run(host, control, settlements, dlq, inputs, source, f"faults-{run_id}")
     if tail:
