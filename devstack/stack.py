@@ -126,7 +126,13 @@ def _choose_port(setting: str, taken: set[int]) -> int:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random cluster id as Kafka writes one (URL-safe base64 of 16 bytes), never one starting with '-': the
+    storage tool's argument parser reads such an id as an option ("--cluster-id/-t: expected one argument"), one
+    start in 64; Kafka's own `Uuid.randomUuid` draws again for the same reason."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _server_properties(state: StackState, data_dir: Path) -> Path:

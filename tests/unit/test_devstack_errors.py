@@ -42,3 +42,14 @@ def test_a_service_that_dies_at_start_up_points_at_its_log(monkeypatch, tmp_path
     monkeypatch.setenv("DEVSTACK_HOME", str(tmp_path))
     with pytest.raises(StackError, match=r"Schema Registry exited during start-up; see its log: .*registry\.log"):
         stack._wait("Schema Registry", 2**22 + 12345, lambda: False, "registry")
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch) -> None:
+    """The storage tool reads an id starting with '-' as an option and refuses to format (one start in 64)."""
+    import uuid
+
+    from devstack import stack
+
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x10" + bytes(15))])
+    monkeypatch.setattr(stack.uuid, "uuid4", lambda: next(drawn))
+    assert stack._cluster_id() == "EAAAAAAAAAAAAAAAAAAAAA"
