@@ -93,8 +93,8 @@ class IndexedFunction:
         return next((b for b in self.bindings if b["type"] == type_name), None)
 
 
-_indexed: dict[int, tuple[Any, list[Any]]] = {}
-_indexing = threading.Lock()  # id → (the app, kept alive so its id is not reused; functions)
+_indexed: dict[int, tuple[Any, list[Any]]] = {}  # id → (the app, kept alive so its id is not reused; functions)
+_indexing = threading.Lock()
 
 
 def _functions_of(app: Any) -> list[Any]:

@@ -1,18 +1,18 @@
 """The repair: settles what a dead or stalled instance left behind, with no new trade needed.
 
-The exactly-once ledger (settlement/delivery/ledger.py) returns to the host before a batch's transaction commits,
-so a process that dies right after (a recycle, an OOM, a scale-in that kills the worker) takes the open
-transaction with it while the host has committed past the batch. Repairing that used to need the partition's next batch;
-at the end of a trading day there is none, and on Flex Consumption the trigger's scaler goes to zero instances
-exactly then. The repair runs on a timer instead (function_app.py, `SETTLEMENT_REPAIR_SCHEDULE`), on whichever
-instance the platform wakes for it, reads every partition's offsets from Kafka (nothing it needs lives in one
-process's memory), and takes over each partition that is behind and stalled (settlement/core/liveness.py): it
-fences the partition with its own `transactional.id` (aborting any holder's open transaction at once, a
-coordinator's timeout abort included), reads the settled position after fencing, settles the range up to the
-trigger group's committed offset in steps, each committed in the transaction that writes its outputs, and
-releases the partition. Fenced in turn while it repairs (an instance took the partition), it leaves it to that
-instance, which repairs from the same position. Every run records settlement lag per partition: records, and
-seconds the settled position has stood behind the trigger's offset (settlement/core/liveness.py).
+The exactly-once ledger (settlement/delivery/ledger.py) returns to the host before a batch's transaction commits, so
+a process that dies right after (a recycle, an OOM, a scale-in that kills the worker) takes the open transaction
+with it while the host has committed past the batch. Repairing that used to need the partition's next batch; at the
+end of a trading day there is none, and on Flex Consumption the trigger's scaler goes to zero instances exactly
+then. The repair runs on a timer instead (function_app.py, `SETTLEMENT_REPAIR_SCHEDULE`), on whichever instance the
+platform wakes for it, reads every partition's offsets from Kafka (nothing it needs lives in one process's memory),
+and takes over each partition that is behind and stalled (settlement/core/liveness.py): it fences the partition with
+its own `transactional.id` (aborting any holder's open transaction at once, a coordinator's timeout abort included),
+reads the settled position after fencing, settles the range up to the trigger group's committed offset in steps,
+each committed in the transaction that writes its outputs, and releases the partition. Fenced in turn while it
+repairs (an instance took the partition), it leaves it to that instance, which repairs from the same position. Every
+run records settlement lag per partition: records, and seconds the settled position has stood behind the trigger's
+offset (settlement/core/liveness.py).
 """
 
 from __future__ import annotations
