@@ -381,11 +381,15 @@ class LocalHost:
         self.poll_events()
         return done()
 
+    def _processes(self) -> list[_Running]:
+        """Every instance process running now: the trigger's and (Flex) the timer functions' own."""
+        return self.instances + ([self.timer_instance] if self.timer_instance else [])
+
     def _report_deaths(self) -> None:
         """Log, once each, an instance process that exited by itself (the host kills or stops only instances it
         took off `instances` first): a crash in native code (librdkafka's SIGSEGV) leaves no Python traceback, and
         without this the run only showed lag standing still."""
-        for running in [*self.instances, *([self.timer_instance] if self.timer_instance else [])]:
+        for running in self._processes():
             code = getattr(running.handle, "exitcode", None)
             if code is not None and running.pid not in self._dead:
                 self._dead.add(running.pid)
@@ -394,7 +398,7 @@ class LocalHost:
 
     def stop(self) -> None:
         """The harness's teardown (not a platform action): every instance closes gracefully."""
-        stopping = self.instances + ([self.timer_instance] if self.timer_instance else [])
+        stopping = self._processes()
         for running in stopping:
             running.stop.set()
         self._join(stopping, timeout_s=30)
