@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 from settlement.core.deadline import Deadline
@@ -72,6 +72,10 @@ class BatchResult:
                 self.reasons[outcome.kind.value] += n
         self.settled = sum(self.dispositions.values())
         self.dead_lettered = len(outcomes) - self.settled
+
+    def settled_timestamps(self) -> Iterator[int | None]:
+        """The settled records' timestamps, lazily: telemetry reads them only when it records latency."""
+        return (r.timestamp_ms for r, o in zip(self._records, self._outcomes, strict=True) if isinstance(o, Verdict))
 
     @property
     def results(self) -> list[RecordResult]:

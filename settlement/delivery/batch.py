@@ -17,7 +17,6 @@ from settlement import telemetry
 from settlement.core.deadline import Deadline
 from settlement.core.plan import BatchResult, Delivery
 from settlement.core.records import InputRecord
-from settlement.core.rules import Verdict
 from settlement.delivery.committer import Committer
 from settlement.delivery.ledger import Ledger
 from settlement.delivery.planner import Planner, ValueDecoder
@@ -121,9 +120,7 @@ class SettlementProcessor:
             result = BatchResult(records, outcomes)
             elapsed_ms = (time.monotonic() - started) * 1000
             telemetry.record_batch(span, result.dispositions, result.reasons, len(records), elapsed_ms)
-            # A list, not a generator: telemetry iterating it would run this module's code again below itself.
-            settled = zip(records, outcomes, strict=True)
-            telemetry.record_latency([r.timestamp_ms for r, o in settled if isinstance(o, Verdict)])
+            telemetry.record_latency(result.settled_timestamps())
         log.info(
             "batch settled=%d dead_lettered=%d %s in %.1f ms",
             result.settled,
