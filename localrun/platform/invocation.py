@@ -93,24 +93,43 @@ def host_headers(headers: Sequence[tuple[str, bytes | None]]) -> list[dict[str, 
     ]
 
 
-def _json(values: list[Any]) -> meta.Datum:
-    return meta.Datum(json.dumps(values, ensure_ascii=False), "json")
+def host_json(value: Any) -> str:
+    """A value as the host serialises binding data it has no typed form for (Json.NET, `Formatting.None`)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# How the host sends each of the extension's binding-data arrays (`ToRpc`, TypedDataCollection capability on):
+# long[] and string[] as typed collections, every other array (int[], DateTime[], object[]) as JSON text.
+COLLECTION_FIELD = {"collection_bytes": "bytes", "collection_sint64": "sint64", "collection_string": "string"}
+
+
+def trigger_data(records: Sequence[HostRecord]) -> tuple[list[bytes], dict[str, tuple[str, list[Any]]]]:
+    """One batch as the host hands it over: the bodies (`collection_bytes`) and each trigger-metadata array with
+    the kind it travels as (`collection_sint64`, `collection_string` or `json`). The one place for that shape:
+    `trigger_input` builds the worker's `Datum`s from it, localrun/platform/worker_host.py the host's messages."""
+    metadata: dict[str, tuple[str, list[Any]]] = {
+        "OffsetArray": ("collection_sint64", [r.offset for r in records]),
+        "TopicArray": ("collection_string", [r.topic for r in records]),
+        "PartitionArray": ("json", [r.partition for r in records]),
+        "TimestampArray": ("json", [json_net_utc(r.timestamp_ms) for r in records]),
+        "KeyArray": ("json", [host_key(r.key) for r in records]),
+        "HeadersArray": ("json", [host_headers(r.headers) for r in records]),
+        "LeaderEpochArray": ("json", [r.leader_epoch for r in records]),
+        "IsPartitionEOFArray": ("json", [r.is_partition_eof for r in records]),
+    }
+    return [r.value or b"" for r in records], metadata
 
 
 def trigger_input(records: Sequence[HostRecord]) -> tuple[meta.Datum, dict[str, meta.Datum]]:
     """The body datum and trigger metadata the worker receives for one batch."""
-    body = meta.Datum(_Collection(bytes=[r.value or b"" for r in records]), "collection_bytes")
+    bodies, arrays = trigger_data(records)
     metadata = {
-        "OffsetArray": meta.Datum(_Collection(sint64=[r.offset for r in records]), "collection_sint64"),
-        "TopicArray": meta.Datum(_Collection(string=[r.topic for r in records]), "collection_string"),
-        "PartitionArray": _json([r.partition for r in records]),
-        "TimestampArray": _json([json_net_utc(r.timestamp_ms) for r in records]),
-        "KeyArray": _json([host_key(r.key) for r in records]),
-        "HeadersArray": _json([host_headers(r.headers) for r in records]),
-        "LeaderEpochArray": _json([r.leader_epoch for r in records]),
-        "IsPartitionEOFArray": _json([r.is_partition_eof for r in records]),
+        name: meta.Datum(host_json(values), "json")
+        if kind == "json"
+        else meta.Datum(_Collection(**{COLLECTION_FIELD[kind]: values}), kind)
+        for name, (kind, values) in arrays.items()
     }
-    return body, metadata
+    return meta.Datum(_Collection(bytes=bodies), "collection_bytes"), metadata
 
 
 def convert(body: meta.Datum, metadata: dict[str, meta.Datum], annotation: Any) -> list[func.KafkaEvent]:

@@ -60,13 +60,17 @@ def load_timers(app: Any, settings: Mapping[str, str]) -> list[TimerBinding]:
     return timers
 
 
-def timer_request(past_due: bool, last: datetime | None = None, next_: datetime | None = None) -> func.TimerRequest:
-    """The `func.TimerRequest` the worker builds from the host's timer JSON (the library's own converter)."""
+def timer_json(past_due: bool, last: datetime | None = None, next_: datetime | None = None) -> str:
+    """The timer object as the host hands it to the worker (JSON text)."""
     status = None
     if last is not None and next_ is not None:
         status = {"Last": last.isoformat(), "Next": next_.isoformat(), "LastUpdated": last.isoformat()}
-    payload = {"Schedule": {"AdjustForDST": True}, "ScheduleStatus": status, "IsPastDue": past_due}
-    request = TimerRequestConverter.decode(meta.Datum(json.dumps(payload), "json"), trigger_metadata={})
+    return json.dumps({"Schedule": {"AdjustForDST": True}, "ScheduleStatus": status, "IsPastDue": past_due})
+
+
+def timer_request(past_due: bool, last: datetime | None = None, next_: datetime | None = None) -> func.TimerRequest:
+    """The `func.TimerRequest` the worker builds from the host's timer JSON (the library's own converter)."""
+    request = TimerRequestConverter.decode(meta.Datum(timer_json(past_due, last, next_), "json"), trigger_metadata={})
     assert isinstance(request, func.TimerRequest)
     return request
 
@@ -95,4 +99,4 @@ class Schedule:
         return past_due
 
 
-__all__ = ["Schedule", "TimerBinding", "disabled_setting", "invoke_timer", "load_timers", "timer_request"]
+__all__ = ["Schedule", "TimerBinding", "disabled_setting", "invoke_timer", "load_timers", "timer_json", "timer_request"]
