@@ -1,0 +1,244 @@
+"""The app under Azure's own Python 3.13+ worker runtime (`azure-functions-runtime` 1.3.0 from PyPI, unmodified),
+against the real broker and registry.
+
+The worker process is laid out as on Azure (localrun/platform/worker_env.py): Python 3.13, the worker's directory
+with the runtime and the worker's protobuf 5.29, the app's requirements installed as the remote build installs
+them, put ahead of the worker's by the proxy's hand-over (localrun/platform/worker_handover.py). The test plays
+the host (localrun/platform/worker_host.py): it sends the host's messages and reads the runtime's answers. What
+the runtime does in between (index the app at init, register bindings, convert each input with the
+`azure-functions` converters, run the function in its thread pool, build the response) is the runtime's own code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from localrun.platform import worker_env
+from localrun.platform.indexing import index_app
+from localrun.platform.invocation import HostRecord
+from localrun.platform.kafka import fresh_consumer
+from settlement.runtime.config import SETTINGS
+from settlement.runtime.limits import RETRY_MAXIMUM_S, RETRY_MINIMUM_S
+from settlement.schemas.user_trade_pb2 import UserTrade
+from tests.integration.pipeline import SECRET, Pipeline
+from tests.integration.test_repair import _host_commits
+from tests.integration.test_sink_http import trade
+from tests.integration.workers import Worker, exactly, ledger, trades
+from tests.kafka_helpers import produce
+
+pytestmark = pytest.mark.integration
+VISIBLE_S = 30.0  # a settled batch is committed within the commit interval; generous for a shared machine
+
+
+@pytest.fixture(scope="session")
+def env() -> worker_env.WorkerEnv:
+    try:
+        return worker_env.ensure()
+    except worker_env.WorkerEnvError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"the real-worker environment: {exc}")
+        pytest.skip(f"the real-worker environment: {exc}")
+
+
+@pytest.fixture
+def start(env: worker_env.WorkerEnv) -> Iterator[object]:
+    """Start worker processes with given app settings; each is stopped at the end of the test."""
+    from localrun.platform.worker_host import RealWorker
+
+    started: list[RealWorker] = []
+
+    def make(settings: dict[str, str]) -> RealWorker:
+        app_settings = {k: v for k, v in settings.items() if k != "PYTHONPATH"}
+        worker = RealWorker(env, app_settings | {"SETTLEMENT_WARM_START": "true"})
+        started.append(worker)
+        return worker
+
+    yield make
+    for worker in started:
+        worker.close()
+
+
+def _ready(start, settings: dict[str, str]):  # type: ignore[no-untyped-def]
+    """A worker initialised, its functions listed by the runtime and each loaded, as the host does at start."""
+    from localrun.platform.worker_host import functions_by_name
+
+    worker = start(settings)
+    init = worker.init()
+    assert init.ok, init.error + "\n" + worker.stderr_tail()
+    functions = functions_by_name(worker.metadata())
+    for function in functions.values():
+        loaded = worker.load(function)
+        assert loaded.ok, loaded.error
+    return worker, functions, init
+
+
+def _read(pipeline: Pipeline, partition: int, count: int) -> list[HostRecord]:
+    """The records the extension's consumer would hand over, read off the real broker."""
+    c = fresh_consumer(pipeline.bootstrap, "host")
+    c.assign([TopicPartition(pipeline.source, partition, 0)])
+    got = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(got) < count and time.monotonic() < deadline:
+            got.extend(HostRecord.of(m) for m in c.consume(500, timeout=0.5) if m.error() is None)
+    finally:
+        c.close()
+    assert len(got) == count
+    return got
+
+
+def _settles_to(pipeline: Pipeline, expected: Counter[tuple[int, int]]) -> Counter[tuple[int, int]]:
+    deadline = time.monotonic() + VISIBLE_S
+    while (seen := ledger(pipeline)) != expected and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return seen
+
+
+def test_the_runtime_indexes_all_three_functions_with_the_bindings_azure_registers(pipeline, settings, start):
+    _, functions, init = _ready(start, settings)
+    indexed = [json.loads(log.message) for log in init.logs if log.message.startswith("{")]
+    assert any(entry.get("function_count") == 3 for entry in indexed), [log.message for log in init.logs]
+    assert set(functions) == {"settle_user_trades", "settle_sink_batch", "repair_settlements"}
+
+    kafka = functions["settle_user_trades"]
+    [trigger] = [json.loads(b) for b in kafka.raw_bindings]
+    assert trigger == trigger | {
+        "type": "kafkaTrigger", "direction": "IN", "name": "events", "cardinality": "MANY", "dataType": "BINARY",
+        "topic": "%USER_TRADES_TOPIC%", "brokerList": "%KAFKA_BOOTSTRAP_SERVERS%",
+        "consumerGroup": "%KAFKA_CONSUMER_GROUP%", "username": "%KAFKA_SASL_USERNAME%",
+        "password": "%KAFKA_SASL_PASSWORD%", "lagThreshold": SETTINGS["KAFKA_LAG_THRESHOLD"].default,
+    }, trigger  # fmt: skip
+    assert kafka.bindings["events"].data_type == kafka.bindings["events"].binary
+    retry = kafka.retry_options
+    assert retry.retry_strategy == retry.exponential_backoff
+    assert retry.max_retry_count == SETTINGS["SETTLEMENT_MAX_RETRIES"].default
+    assert (retry.minimum_interval.seconds, retry.maximum_interval.seconds) == (RETRY_MINIMUM_S, RETRY_MAXIMUM_S)
+
+    http = [json.loads(b) for b in functions["settle_sink_batch"].raw_bindings]
+    assert http == [
+        {"type": "httpTrigger", "direction": "IN", "name": "req", "methods": ["POST"], "authLevel": "FUNCTION",
+         "route": "settle"},
+        {"type": "http", "direction": "OUT", "name": "$return"},
+    ]  # fmt: skip
+    [timer] = [json.loads(b) for b in functions["repair_settlements"].raw_bindings]
+    assert timer == {
+        "type": "timerTrigger", "direction": "IN", "name": "timer",
+        "schedule": SETTINGS["SETTLEMENT_REPAIR_SCHEDULE"].default, "runOnStartup": False, "useMonitor": False,
+    }  # fmt: skip
+    assert not functions["repair_settlements"].HasField("retry_options")
+
+    # Our model of the worker's indexing (localrun/platform/indexing.py) registers the same bindings.
+    import function_app
+
+    model = {f.name: f.bindings for f in index_app(function_app.app)}
+    assert model == {name: [json.loads(b) for b in f.raw_bindings] for name, f in functions.items()}
+
+
+def test_a_kafka_batch_in_the_extensions_shape_settles_each_record_once_and_again_books_nothing(
+    pipeline, settings, start
+):
+    trades(pipeline, 300)  # offset 5 is poison: a dead letter is part of the ledger
+    batch = _read(pipeline, 0, 300)
+    worker, functions, _ = _ready(start, settings)
+    body, metadata = worker.kafka_batch(batch)
+    assert body.WhichOneof("data") == "collection_bytes" and metadata["OffsetArray"].WhichOneof("data") == (
+        "collection_sint64"
+    )
+    first = worker.invoke(functions["settle_user_trades"], {"events": body}, metadata, max_retry_count=4)
+    assert first.ok, first.error + "\n" + worker.stderr_tail()
+    assert _settles_to(pipeline, exactly(300)) == exactly(300)
+
+    # The host delivers the same batch again (a rebalance, a retry): nothing is booked twice.
+    again = worker.invoke(functions["settle_user_trades"], {"events": body}, metadata, retry_count=1)
+    assert again.ok, again.error
+    time.sleep(1.0)
+    assert ledger(pipeline) == exactly(300)
+
+
+def test_the_http_function_answers_a_sink_connector_post(pipeline, settings, start):
+    ser, ctx = pipeline.serializer()
+    stored = [UserTrade(regionid="Region_1", quantity=10, symbol="ZVV", price=20, account="A1", side="BUY")] * 3
+    produce(pipeline.bootstrap, pipeline.source, [(f"User_{i}", ser(t, ctx)) for i, t in enumerate(stored)], 2)
+    posted = [
+        {"key": f"User_{i}", "value": trade(), "topic": pipeline.source, "partition": 2, "offset": i,
+         "timestamp": r.timestamp_ms}
+        for i, r in enumerate(_read(pipeline, 2, 3))
+    ]  # fmt: skip
+    worker, functions, _ = _ready(start, settings)
+    request = worker.http_request(
+        "POST",
+        "https://app.azurewebsites.net/api/settle?code=function-key",
+        {"Content-Type": "application/json", "x-functions-key": ""},
+        json.dumps(posted).encode(),
+    )
+    reply = worker.invoke(functions["settle_sink_batch"], {"req": request})
+    assert reply.ok, reply.error
+    http = reply.message.return_value.http
+    assert http.status_code == "200", http
+    body = http.body.bytes or http.body.string.encode()
+    results = json.loads(body)
+    assert [(r["coordinates"], r["outcome"]) for r in results] == [
+        (f"{pipeline.source}/2/{i}", "settled") for i in range(3)
+    ]
+    assert _settles_to(pipeline, exactly(3, partition=2)) == exactly(3, partition=2)
+
+
+def test_the_timer_invocation_repairs_a_range_a_killed_instance_left_behind(pipeline, settings, start, workers):
+    trades(pipeline, 200)
+    holder = Worker(settings | {"SETTLEMENT_COMMIT_INTERVAL_MS": "60000"})  # an instance process of the app
+    workers.append(holder)
+    assert holder.settle(0, 0, 99) == "ok"
+    assert holder.settle(0, 100, 199) == "ok"  # both in the open transaction when it dies
+    _host_commits(pipeline, settings, 200)
+    holder.kill()
+    holder.proc.wait()
+    assert ledger(pipeline) == Counter()
+
+    worker, functions, _ = _ready(start, settings)  # the instance the timer wakes
+    reply = worker.invoke(functions["repair_settlements"], {"timer": worker.timer(past_due=False)})
+    assert reply.ok, reply.error
+    assert _settles_to(pipeline, exactly(200)) == exactly(200)
+
+
+def test_a_bad_setting_fails_the_workers_init_naming_it(pipeline, settings, start):
+    worker = start(settings | {"KAFKA_LAG_THRESHOLD": "lots"})
+    init = worker.init()
+    assert not init.ok
+    assert "KAFKA_LAG_THRESHOLD" in init.error, init.error
+    assert SECRET not in init.error and all(SECRET not in log.message for log in init.logs)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "indexed"), [("typing.List[func.KafkaEvent]", True), ("list[func.KafkaEvent]", False)]
+)
+def test_the_runtime_refuses_a_builtin_list_annotation_at_init(env, tmp_path, annotation: str, indexed: bool) -> None:
+    """Why function_app.py writes `typing.List`: the runtime's indexing refuses the builtin `list[...]` on 3.13 too,
+    and the app never starts (our model, localrun/platform/indexing.py, refuses it as well: tests/unit)."""
+    from dataclasses import replace
+
+    from localrun.platform.worker_host import RealWorker
+
+    (tmp_path / "function_app.py").write_text(
+        "import typing\n\nimport azure.functions as func\n\napp = func.FunctionApp()\n\n\n"
+        '@app.kafka_trigger(arg_name="events", topic="t", broker_list="b", consumer_group="g", cardinality="MANY",'
+        ' data_type="binary")\n'
+        f"def settle(events: {annotation}) -> None:\n    pass\n"
+    )
+    worker = RealWorker(replace(env, app_dir=tmp_path), {})
+    try:
+        init = worker.init()
+    finally:
+        worker.close()
+    assert init.ok is indexed, init.error
+    if not indexed:
+        assert init.error == (
+            "FunctionLoadError: cannot load the settle function: binding events has invalid non-type annotation "
+            "list[azure.functions.kafka.KafkaEvent]"
+        )
