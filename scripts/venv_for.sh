@@ -22,7 +22,8 @@ if [ ! -x "$env/bin/python" ]; then
   trap 'rm -rf "$staging"' EXIT
   "$python" -m venv "$staging"
   "$staging/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-  "$staging/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt >&2
+  # Wheels only: every pin must have a wheel for this version (a source build would hide that it has none).
+  "$staging/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: -r requirements-dev.txt >&2
   mv -T "$staging" "$env" 2>/dev/null || [ -x "$env/bin/python" ]  # another run may have finished it first
 fi
 echo "$PWD/$env/bin/python"
