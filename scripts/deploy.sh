@@ -10,18 +10,28 @@ readonly SECRET_KEYS=(KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME KAFKA_SASL_PAS
 # other is disabled the Azure way (app setting AzureWebJobs.<function>.Disabled=true).
 readonly TRIGGER_FUNCTION="settle_user_trades"
 readonly SINK_FUNCTION="settle_sink_batch"
-readonly CONFIG_KEYS="PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD REPAIR_SCHEDULE ALERT_EMAIL ALERT_WEBHOOK DEAD_LETTER_THRESHOLD WORKSPACE_ID APP_INSIGHTS_ID"
+readonly CONFIG_KEYS="PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD REPAIR_SCHEDULE ALERT_EMAIL ALERT_WEBHOOK DEAD_LETTER_THRESHOLD WORKSPACE_ID APP_INSIGHTS_ID PYTHON_VERSION"
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT_DIR
 # What the CLI's core cannot make (Application Insights, scheduled query rules, a workbook) is one ARM template.
 readonly MONITORING_TEMPLATE="$ROOT_DIR/scripts/monitoring/template.json"
 readonly MONITORING_WORKBOOK="$ROOT_DIR/scripts/monitoring/workbook.json"
+# The Python versions each plan runs on Functions v4, each with the month Azure's support for it ends (the
+# language's community end of life; Microsoft Learn, "Supported languages in Azure Functions", read 2026-12). 3.10's
+# ended 2026-10 and the app needs 3.11+ (pyproject.toml). Tested here: scripts/pythons.sh's TESTED_PYTHONS (3.11,
+# 3.12, 3.13); 3.14 is declared only: no 3.14 interpreter on the machines the tests run on.
+readonly FLEX_PYTHONS="3.11:2027-10 3.12:2028-10 3.13:2029-10 3.14:2030-10"
+readonly PREMIUM_PYTHONS="3.11:2027-10 3.12:2028-10 3.13:2029-10 3.14:2030-10"
+# The default is the version the whole test suite runs on (DEFAULT_PYTHON).
+# shellcheck source=scripts/pythons.sh
+source "$ROOT_DIR/scripts/pythons.sh"
 
 PREFIX="tradesettle"
 LOCATION="westeurope"
 RESOURCE_GROUP=""
 SUFFIX=""
 HOSTING_PLAN="flex"
+PYTHON_VERSION="$DEFAULT_PYTHON"
 PLAN_SKU="EP1"
 MAX_BURST="20"
 INSTANCE_MEMORY="2048"
@@ -51,8 +61,8 @@ Usage: scripts/deploy.sh [options]
 
 Creates or reuses, in order: resource group; storage account; Key Vault (RBAC mode); the secrets from the
 secrets file; monitoring (a Log Analytics workspace, a workspace-based Application Insights, an action group, four
-alert rules on the app's metrics and a workbook; docs/operations.md#alerts); the hosting plan; a Python 3.11
-Functions v4 app on Linux with a system-assigned identity holding "Key Vault Secrets User" on the vault; app
+alert rules on the app's metrics and a workbook; docs/operations.md#alerts); the hosting plan; a Python (3.13
+unless --python-version says otherwise) Functions v4 app on Linux with a system-assigned identity holding "Key Vault Secrets User" on the vault; app
 settings (Key Vault references for secrets, the Application Insights connection string, the entry path's
 AzureWebJobs.<function>.Disabled settings); the plan's scale settings; then publishes with
 `func azure functionapp publish --build remote` and prints the next steps (function URL, the command that
@@ -69,9 +79,12 @@ Every input is validated before anything is created. Use --destroy when done.
 Options (each may also be set in a --config file as KEY=VALUE, e.g. LOCATION=northeurope; keys:
 PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY
 ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD REPAIR_SCHEDULE ALERT_EMAIL ALERT_WEBHOOK
-DEAD_LETTER_THRESHOLD WORKSPACE_ID APP_INSIGHTS_ID):
+DEAD_LETTER_THRESHOLD WORKSPACE_ID APP_INSIGHTS_ID PYTHON_VERSION):
   --config FILE            read settings from FILE first
   --plan flex|premium      hosting plan (default: flex)
+  --python-version X.Y     the app's Python: 3.11 (Azure's support ends 2027-10), 3.12 (2028-10), 3.13 (2029-10)
+                           or 3.14 (2030-10) on either plan (default: 3.13, the version the tests run on; 3.14 is
+                           declared, not tested here); an existing app keeps its version: --destroy to change it
   --entry trigger|connector  the one entry path that runs: the Kafka trigger (default), or the HTTP function
                            that Confluent's Azure Functions Sink Connector calls; the other function is
                            disabled with its AzureWebJobs.<function>.Disabled app setting
@@ -157,7 +170,8 @@ parse_args() {
     case "$1" in
       --config|--plan|--entry|--prefix|--location|--resource-group|--suffix|--sku|--max-burst|--instance-memory|\
       --max-instances|--always-ready|--secrets-file|--schema-registry-url|--consumer-group|--lag-threshold|\
-      --repair-schedule|--alert-email|--alert-webhook|--dead-letter-threshold|--workspace-id|--app-insights-id)
+      --repair-schedule|--alert-email|--alert-webhook|--dead-letter-threshold|--workspace-id|--app-insights-id|\
+      --python-version)
         need_value "$@"
         GIVEN[$1]=1
         case "$1" in
@@ -182,6 +196,7 @@ parse_args() {
           --dead-letter-threshold) DEAD_LETTER_THRESHOLD="$2" ;;
           --workspace-id) WORKSPACE_ID="$2" ;;
           --app-insights-id) APP_INSIGHTS_ID="$2" ;;
+          --python-version) PYTHON_VERSION="$2" ;;
           *) ;;  # --config: read above
         esac
         shift ;;
@@ -212,6 +227,7 @@ validate_options() {
   [[ "$LAG_THRESHOLD" =~ ^[1-9][0-9]*$ ]] || die "--lag-threshold must be a whole number above 0"
   [[ "$REPAIR_SCHEDULE" =~ ^[0-9A-Za-z*,/-]+( [0-9A-Za-z*,/-]+){4,5}$ ]] \
     || die "--repair-schedule must be an NCRONTAB schedule of five or six fields, such as '*/10 * * * * *'"
+  validate_python_version
   validate_monitoring_options
   if [[ "$HOSTING_PLAN" == "flex" ]]; then
     for flag in --sku --max-burst; do
@@ -244,6 +260,28 @@ validate_options() {
   [[ "$SCHEMA_REGISTRY_URL" =~ ^https?://[^[:space:]/]+(/[^[:space:]]*)?$ ]] \
     || die "--schema-registry-url must be an http(s) URL such as https://psrc-....confluent.cloud"
   return 0
+}
+
+# --python-version against the versions the chosen plan runs (FLEX_PYTHONS, PREMIUM_PYTHONS).
+validate_python_version() {
+  local supported entry versions=()
+  if [[ "$HOSTING_PLAN" == "flex" ]]; then supported="$FLEX_PYTHONS"; else supported="$PREMIUM_PYTHONS"; fi
+  for entry in $supported; do
+    [[ "$PYTHON_VERSION" == "${entry%%:*}" ]] && return 0
+    versions+=("${entry%%:*}")
+  done
+  die "--python-version must be one of ${versions[*]} on --plan $HOSTING_PLAN (Azure's supported Pythons the app runs on)"
+}
+
+# The Python an existing app runs: Flex keeps it in functionAppConfig, the others in the Linux stack string.
+app_python_version() {
+  if [[ "$HOSTING_PLAN" == "flex" ]]; then
+    query az functionapp show --name "$APP" --resource-group "$RESOURCE_GROUP" --query functionAppConfig.runtime.version -o tsv
+  else
+    local fx
+    fx=$(query az functionapp show --name "$APP" --resource-group "$RESOURCE_GROUP" --query siteConfig.linuxFxVersion -o tsv)
+    printf '%s' "${fx#*|}"
+  fi
 }
 
 # The monitoring options: receivers, the dead-letter threshold, resources to reuse (their existence is checked
@@ -553,22 +591,22 @@ create_app() {
     local ready=()
     (( ALWAYS_READY > 0 )) && ready=(--always-ready-instances "$(always_ready_name)=$ALWAYS_READY")
     change "create function app" az functionapp create --name "$APP" --resource-group "$RESOURCE_GROUP" \
-      --storage-account "$STORAGE" --flexconsumption-location "$LOCATION" --runtime python --runtime-version 3.11 \
+      --storage-account "$STORAGE" --flexconsumption-location "$LOCATION" --runtime python --runtime-version "$PYTHON_VERSION" \
       --instance-memory "$INSTANCE_MEMORY" --maximum-instance-count "$MAX_INSTANCES" "${ready[@]}" \
       --deployment-storage-auth-type SystemAssignedIdentity --assign-identity '[system]' --disable-app-insights true \
       --tags "${TAGS[@]}" --output none >/dev/null
-    did create "function app $APP (Flex Consumption, Linux, Python 3.11, ${INSTANCE_MEMORY} MB, at most $MAX_INSTANCES instances)" created
+    did create "function app $APP (Flex Consumption, Linux, Python $PYTHON_VERSION, ${INSTANCE_MEMORY} MB, at most $MAX_INSTANCES instances)" created
   else
     change "create function app" az functionapp create --name "$APP" --resource-group "$RESOURCE_GROUP" \
-      --plan "$PLAN" --storage-account "$STORAGE" --runtime python --runtime-version 3.11 --functions-version 4 \
+      --plan "$PLAN" --storage-account "$STORAGE" --runtime python --runtime-version "$PYTHON_VERSION" --functions-version 4 \
       --os-type Linux --assign-identity '[system]' --disable-app-insights true --tags "${TAGS[@]}" \
       --output none >/dev/null
-    did create "function app $APP (Elastic Premium plan $PLAN)" created
+    did create "function app $APP (Elastic Premium plan $PLAN, Linux, Python $PYTHON_VERSION)" created
   fi
 }
 
 ensure_app() {
-  local farm
+  local farm running
   if exists az functionapp show --name "$APP" --resource-group "$RESOURCE_GROUP"; then
     farm=$(query az functionapp show --name "$APP" --resource-group "$RESOURCE_GROUP" --query serverFarmId -o tsv)
     log "function app $APP exists"
@@ -578,6 +616,11 @@ ensure_app() {
     fi
     if [[ "$HOSTING_PLAN" == "premium" && "${farm,,}" != */serverfarms/"${PLAN,,}" ]]; then
       die "function app $APP is not on the Elastic Premium plan $PLAN (a Flex app?): run --plan flex, or --destroy first"
+    fi
+    # Nor its Python: a changed runtime under a running Kafka trigger is a migration, not a setting.
+    running=$(app_python_version)
+    if [[ "$running" != "$PYTHON_VERSION" ]]; then
+      die "function app $APP runs Python $running, not --python-version $PYTHON_VERSION: run with --python-version $running, or --destroy first (docs/deploy.md, Python versions)"
     fi
   else
     create_app

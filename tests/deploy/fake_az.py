@@ -360,6 +360,8 @@ def main(argv: list[str]) -> int:
                 scaleMonitoring=False,
                 serverFarmId=res[f"plan:{plan}"]["id"],
                 defaultHostName=f"{app_name}.azurewebsites.net",
+                # The CLI sets a Linux app's stack as "<Runtime>|<version>" (its stacks list: Python|3.13).
+                siteConfig={"linuxFxVersion": f"Python|{opt(argv, '--runtime-version')}"},
             )
         ready = []
         for item in multi(argv, "--always-ready-instances"):

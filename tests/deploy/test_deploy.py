@@ -42,7 +42,7 @@ def test_premium_first_run_creates_everything_in_order(azure) -> None:
     app = call["functionapp create --name"]
     for flag, value in (
         ("--runtime", "python"),
-        ("--runtime-version", "3.11"),
+        ("--runtime-version", "3.13"),  # the deploy default (scripts/pythons.sh)
         ("--functions-version", "4"),
         ("--assign-identity", "[system]"),
     ):
@@ -214,6 +214,8 @@ def test_an_az_warning_on_stderr_never_becomes_part_of_an_answer(azure) -> None:
             "westeurope",
             "--runtime",
             "python",
+            "--runtime-version",
+            "3.13",
         ],
     ):
         subprocess.run(["az", *argv], env=azure.env, check=True, capture_output=True)
@@ -330,7 +332,7 @@ def test_flex_first_run_creates_everything_in_order(azure) -> None:
     for flag, value in (
         ("--flexconsumption-location", "westeurope"),
         ("--runtime", "python"),
-        ("--runtime-version", "3.11"),
+        ("--runtime-version", "3.13"),  # the deploy default (scripts/pythons.sh)
         ("--instance-memory", "2048"),
         ("--maximum-instance-count", "40"),
         ("--always-ready-instances", "function:settle_user_trades=1"),
@@ -473,6 +475,10 @@ GOOD = (
         (["--schema-registry-url", "https://psrc-xxxxx.westeurope.azure.confluent.cloud"], None, "placeholder"),
         (["--schema-registry-url", "psrc-1.confluent.cloud"], None, "must be an http(s) URL"),
         (["--lag-threshold", "0"], None, "--lag-threshold must be a whole number above 0"),
+        (["--python-version", "3.10"], None, "--python-version must be one of 3.11 3.12 3.13 3.14 on --plan flex"),
+        (["--plan", "premium", "--python-version", "3.9"], None, "--python-version must be one of 3.11 3.12"),
+        (["--python-version", "3"], None, "--python-version must be one of"),
+        (["--python-version"], None, "--python-version needs a value"),
         ([], "example", "KAFKA_BOOTSTRAP_SERVERS still holds the example's placeholder"),
         ([], GOOD.replace("APIKEY123", "<Confluent Cloud API key>"), "KAFKA_SASL_USERNAME still holds"),
         ([], GOOD + "KAFKA_PRODUCER_CONFIG=\n", "KAFKA_PRODUCER_CONFIG is empty"),
@@ -619,3 +625,36 @@ def test_every_argv_deploy_sh_makes_parses_with_the_real_cli(azure, tmp_path: Pa
             argv[argv.index("--file") + 1] = str(tmp_path / "secret-file")
         proc = subprocess.run([os.environ["DEPLOY_REAL_AZ"], *argv], env=real_env, capture_output=True, text=True)
         assert proc.returncode == 1 and "az login" in proc.stderr, (argv, proc.stderr[-500:])
+
+
+@pytest.mark.parametrize("plan", ["flex", "premium"])
+@pytest.mark.parametrize("version", ["3.11", "3.12", "3.14"])
+def test_each_supported_python_is_passed_to_the_app_create(azure, plan: str, version: str) -> None:
+    r = azure("--plan", plan, "--python-version", version)
+    assert r.code == 0, r.out
+    [app] = [c for c in r.calls if c[:2] == ["functionapp", "create"]]
+    assert app[app.index("--runtime") + 1] == "python" and app[app.index("--runtime-version") + 1] == version
+
+
+@pytest.mark.parametrize("plan", ["flex", "premium"])
+def test_an_app_on_another_python_is_refused_not_changed(azure, plan: str) -> None:
+    assert azure("--plan", plan, "--python-version", "3.11").code == 0
+    r = azure("--plan", plan)  # the default, 3.13
+    assert r.code == 1 and "runs Python 3.11, not --python-version 3.13" in r.out, r.out
+    assert mutations(r.calls) == []
+    assert azure("--plan", plan, "--python-version", "3.11").code == 0
+
+
+@pytest.mark.parametrize("plan", ["flex", "premium"])
+def test_a_dry_run_deploys_python_3_13_by_default(azure, plan: str) -> None:
+    r = azure("--plan", plan, "--dry-run")
+    assert r.code == 0, r.out
+    [create] = [line for line in r.out.splitlines() if "az functionapp create" in line]
+    assert "--runtime python --runtime-version 3.13 " in create, create
+
+
+def test_the_default_python_is_the_version_the_suite_runs_on() -> None:
+    text = (ROOT / "scripts" / "pythons.sh").read_text()
+    assert "DEFAULT_PYTHON=3.13" in text
+    usage = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "--help"], capture_output=True, text=True)
+    assert "(default: 3.13, the version the tests run on" in usage.stdout
