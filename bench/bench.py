@@ -20,6 +20,9 @@
 (j) decode: the per-record cost of reading a value by column name, for a writer laid out as ours (the one-call
     fast path), one whose columns moved (a compiled view) and one with a widened column (a view and a range
     check), against the fast path; no broker (a mock:// registry).
+(l) pythons: the main job's host with one instance process, exactly-once, on each tested Python (scripts/pythons.sh:
+    .venv for the deploy default, cached envs for the others), the versions taken in turn, against the first
+    version; each run in an interpreter of its own (`bench.py host-rate` in that version's env).
 (a)-(h) run at-least-once (their baselines were set against it); (i) runs both.
 Not tests: they print, they assert nothing.
 """
@@ -502,6 +505,40 @@ def _rates_in_turn(
     return rates
 
 
+def bench_pythons(bootstrap: str, registry: str, records: int, versions: list[str], repeats: int = 5) -> None:
+    """(l): `host-rate` under each version's interpreter, in turn, after an unmeasured warm-up run (the broker's JIT);
+    prints each version's median and runs, and the median of each round's ratio to the first version."""
+    pythons = {}
+    for version in versions:
+        made = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "venv_for.sh"), version], capture_output=True, text=True, check=True
+        )
+        pythons[version] = made.stdout.strip().splitlines()[-1]
+
+    def rate(version: str) -> float:
+        done = subprocess.run(
+            [pythons[version], str(ROOT / "bench" / "bench.py"), "host-rate", "--scale-records", str(records)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return float(json.loads(done.stdout.strip().splitlines()[-1])["rate"])
+
+    print(
+        f"\n(l) pythons: the main job's host, 1 instance process, exactly-once, {records} records, versions in turn, "
+        f"median of {repeats}"
+    )
+    rate(versions[0])
+    rates: dict[str, list[float]] = {v: [] for v in versions}
+    for _ in range(repeats):
+        for version in versions:
+            rates[version].append(rate(version))
+    base = versions[0]
+    print(f"{'Python':>8}{'rec/s':>9}{'ratio':>7}   runs")
+    for version in versions:
+        ratio = statistics.median(r / b for r, b in zip(rates[version], rates[base], strict=True))
+        runs = " ".join(f"{r:.0f}" for r in rates[version])
+        print(f"{version:>8}{statistics.median(rates[version]):>9.0f}{ratio:>7.2f}   {runs}", flush=True)
+
+
 def bench_scaleout(bootstrap: str, registry: str, records: int, repeats: int = 5) -> None:
     """The main job's host (host.json's settings) with 1, 2 and 4 instance processes; the median of `repeats`
     runs in turn (over three runs the median still moved by ±0.08)."""
@@ -830,7 +867,9 @@ def main() -> int:
             "guarantee",
             "decode",
             "repair",
+            "pythons",
             "all",
+            "host-rate",  # one (l) run in this interpreter: prints {"rate": rec/s}
         ],
     )
     parser.add_argument("--records", type=int, default=20_000, help="records per throughput case")
@@ -839,6 +878,7 @@ def main() -> int:
     parser.add_argument("--channel-records", type=int, default=200_000)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--pythons", nargs="+", default=["3.11", "3.13"], help="(l): versions, the first the baseline")
     args = parser.parse_args()
     import logging
 
@@ -852,6 +892,12 @@ def main() -> int:
         return 0
     with stack.running() as state:
         bootstrap, registry = state.bootstrap_servers, state.registry_url
+        if args.which == "host-rate":
+            options = KafkaHostOptions.from_host_json()
+            print(json.dumps({"rate": _host_rate(bootstrap, registry, args.scale_records, 1, options, EXACTLY_ONCE)}))
+            return 0
+        if args.which in ("pythons", "all"):
+            bench_pythons(bootstrap, registry, args.scale_records, args.pythons)
         if args.which in ("throughput", "all"):
             bench_throughput(bootstrap, registry, args.records)
         if args.which in ("coldstart", "all"):

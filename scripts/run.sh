@@ -35,14 +35,25 @@ options:
   --keep-stack               leave the stack running afterwards
   --chart PATH               where to write the run's chart (default: .runs/run-<id>.png)
   --no-chart                 write no chart
+  --python X.Y               run on Python X.Y, 3.11, 3.12 or 3.13 (default: .venv's, the deploy default 3.13);
+                             another version's env is built in .cache/venvs/ on first use (scripts/venv_for.sh)
 USAGE
 }
 
+python_version=""
+prev=""
 for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
+    --python=*) python_version="${arg#--python=}" ;;
+    *) [ "$prev" = "--python" ] && python_version="$arg" ;;
   esac
+  prev="$arg"
 done
 
 scripts/bootstrap.sh "$@"
-exec .venv/bin/python -m localrun "$@"
+python=.venv/bin/python
+if [ -n "$python_version" ]; then
+  python=$(scripts/venv_for.sh "$python_version")
+fi
+exec "$python" -m localrun "$@"

@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/pythons.sh
 source scripts/pythons.sh
 want="${1:?usage: scripts/venv_for.sh X.Y}"
+case " $TESTED_PYTHONS " in
+  *" $want "*) ;;
+  *) echo "venv_for: Python $want is not one the project is tested on ($TESTED_PYTHONS, scripts/pythons.sh)" >&2; exit 2 ;;
+esac
 if [ "$want" = "$DEFAULT_PYTHON" ] && [ -z "${PYTHON:-}" ]; then
   scripts/bootstrap.sh >&2
   echo "$PWD/.venv/bin/python"

@@ -101,7 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--chart", type=Path, help="where to write the run's chart (default: .runs/run-<id>.png)")
     parser.add_argument("--no-chart", action="store_true", help="write no chart")
+    parser.add_argument(
+        "--python",
+        metavar="X.Y",
+        help="the Python the run is on: scripts/run.sh starts it in that version's env; here it is checked",
+    )
     args = parser.parse_args(argv)
+    running = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if args.python and args.python != running:
+        print(f"--python {args.python}: this is Python {running} (scripts/run.sh picks the env)", file=sys.stderr)
+        return 2
+    print(f"Python {sys.version.split()[0]} ({sys.executable})")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     try:
