@@ -242,3 +242,39 @@ def test_the_runtime_refuses_a_builtin_list_annotation_at_init(env, tmp_path, an
             "FunctionLoadError: cannot load the settle function: binding events has invalid non-type annotation "
             "list[azure.functions.kafka.KafkaEvent]"
         )
+
+
+def test_the_app_imports_its_own_packages_and_the_runtime_the_workers(env, tmp_path) -> None:
+    """The hand-over's order, seen from inside a function: the app's protobuf 7.x and azure-functions from
+    .python_packages, the runtime from the worker's directory (whose protobuf 5.29 built the message classes the
+    runtime answers with), on the worker's event loop."""
+    from dataclasses import replace
+
+    from localrun.platform.worker_host import RealWorker, functions_by_name
+
+    (tmp_path / "function_app.py").write_text(
+        "import asyncio, json, sys\n\nimport azure.functions as func\nimport google.protobuf\n\n"
+        "app = func.FunctionApp()\n\n\n"
+        '@app.route(route="where", auth_level=func.AuthLevel.ANONYMOUS)\n'
+        "def where(req: func.HttpRequest) -> func.HttpResponse:\n"
+        "    import azure_functions_runtime\n\n"
+        "    return func.HttpResponse(json.dumps({\n"
+        '        "protobuf": google.protobuf.__version__, "protobuf_at": google.protobuf.__file__,\n'
+        '        "functions_at": func.__file__, "runtime_at": azure_functions_runtime.__file__,\n'
+        '        "loop": type(asyncio.get_event_loop_policy()).__module__, "path": sys.path}))\n'
+    )
+    worker = RealWorker(replace(env, app_dir=tmp_path), {})
+    try:
+        assert worker.init().ok
+        function = functions_by_name(worker.metadata())["where"]
+        assert worker.load(function).ok
+        reply = worker.invoke(function, {"req": worker.http_request("GET", "http://localhost/api/where", {}, b"")})
+    finally:
+        worker.close()
+    assert reply.ok, reply.error
+    seen = json.loads(reply.message.return_value.http.body.bytes)
+    assert seen["protobuf"].split(".")[0] == "7" and seen["protobuf_at"].startswith(str(env.app_packages))
+    assert seen["functions_at"].startswith(str(env.app_packages))
+    assert seen["runtime_at"].startswith(str(env.worker_dir))
+    assert seen["loop"] == "uvloop"
+    assert seen["path"][:2] == [str(env.app_packages), str(env.worker_dir)] and seen["path"][-1] == str(tmp_path)
