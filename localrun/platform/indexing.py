@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import threading
+import time
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -51,9 +52,12 @@ class RetryPolicy:
 
 
 def timespan_s(value: str) -> float:
-    """Seconds of a .NET TimeSpan string such as "00:01:30" (the form `@app.retry` intervals take)."""
-    hours, minutes, seconds = value.split(":")
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    """Seconds of an `@app.retry` interval such as "00:01:30", read as Azure's 3.13+ runtime reads it
+    (`azure_functions_runtime.loader.convert_to_seconds`: `time.strptime(value, "%H:%M:%S")`): whole seconds, hours
+    0-23. A fraction ("00:00:05.5") or a day ("24:00:00", "1.00:00:00") raises ValueError there, failing the
+    worker's init (found by tests/integration/test_real_worker.py's runtime; this model had accepted both)."""
+    parsed = time.strptime(value, "%H:%M:%S")
+    return float(parsed.tm_hour * 3600 + parsed.tm_min * 60 + parsed.tm_sec)
 
 
 def _retry_policy(name: str, rep: dict[str, Any] | None) -> RetryPolicy | None:

@@ -278,3 +278,33 @@ def test_the_app_imports_its_own_packages_and_the_runtime_the_workers(env, tmp_p
     assert seen["runtime_at"].startswith(str(env.worker_dir))
     assert seen["loop"] == "uvloop"
     assert seen["path"][:2] == [str(env.app_packages), str(env.worker_dir)] and seen["path"][-1] == str(tmp_path)
+
+
+@pytest.mark.parametrize("delay", ["00:00:05", "00:01:30", "23:59:59", "00:00:05.5", "24:00:00", "1.00:00:00"])
+def test_our_model_accepts_exactly_the_retry_intervals_the_runtime_accepts(env, tmp_path, delay: str) -> None:
+    """localrun/platform/indexing.py (which the local host's retries run on) against the runtime, case by case."""
+    from dataclasses import replace
+
+    from localrun.platform.indexing import FunctionLoadError
+    from localrun.platform.worker_host import RealWorker
+
+    source = (
+        "import azure.functions as func\n\napp = func.FunctionApp()\n\n\n"
+        '@app.route(route="r", auth_level=func.AuthLevel.ANONYMOUS)\n'
+        f'@app.retry(strategy="fixed_delay", max_retry_count="3", delay_interval="{delay}")\n'
+        "def handler(req: func.HttpRequest) -> func.HttpResponse:\n    return func.HttpResponse('')\n"
+    )
+    (tmp_path / "function_app.py").write_text(source)
+    worker = RealWorker(replace(env, app_dir=tmp_path), {})
+    try:
+        runtime_accepts = worker.init().ok
+    finally:
+        worker.close()
+    namespace: dict[str, object] = {}
+    exec(compile(source, "function_app.py", "exec"), namespace)  # noqa: S102 - the app written just above
+    try:
+        index_app(namespace["app"])
+        model_accepts = True
+    except FunctionLoadError:
+        model_accepts = False
+    assert model_accepts == runtime_accepts, (delay, runtime_accepts)

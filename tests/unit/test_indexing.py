@@ -96,6 +96,28 @@ def test_an_invalid_retry_policy_is_refused() -> None:
         index_app(app)
 
 
+# Each as Azure's 3.13+ runtime answered it at init (tests/integration/test_real_worker.py's set-up, runtime 1.3.0).
+@pytest.mark.parametrize(
+    ("delay", "seconds"),
+    [("00:00:05", 5.0), ("00:01:30", 90.0), ("23:59:59", 86_399.0), ("00:00:05.5", None), ("24:00:00", None),
+     ("1.00:00:00", None)],
+)  # fmt: skip
+def test_retry_intervals_are_read_as_the_runtime_reads_them(delay: str, seconds: float | None) -> None:
+    app = func.FunctionApp()
+
+    @app.retry(strategy="fixed_delay", max_retry_count="3", delay_interval=delay)
+    @app.route(route="r", auth_level=func.AuthLevel.ANONYMOUS)
+    def handler(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("")
+
+    if seconds is None:
+        with pytest.raises(FunctionLoadError, match="invalid retry policy"):
+            index_app(app)
+    else:
+        [indexed] = index_app(app)
+        assert indexed.retry is not None and indexed.retry.minimum_interval_s == seconds
+
+
 @pytest.mark.parametrize(
     ("setting", "value"),
     [
