@@ -74,6 +74,9 @@ def _retry_policy(name: str, rep: dict[str, Any] | None) -> RetryPolicy | None:
             raise ValueError(f"unknown strategy {strategy!r}")
     except (KeyError, ValueError) as exc:
         raise FunctionLoadError(name, f"invalid retry policy: {exc}") from None
+    # The host's check, not the worker's: the 3.13+ runtime passes these on, and the host refuses them when it reads
+    # the worker's metadata (WorkerFunctionMetadataProvider -> Utility.ValidateRetryOptions -> the WebJobs retry
+    # attributes; azure-functions-host at 89dc438d). The app never starts either way.
     if count < -1 or low < 0 or high < low:
         raise FunctionLoadError(name, f"invalid retry policy: count {count}, intervals {low}..{high} s")
     return RetryPolicy(strategy, count, low, high)

@@ -280,20 +280,15 @@ def test_the_app_imports_its_own_packages_and_the_runtime_the_workers(env, tmp_p
     assert seen["path"][:2] == [str(env.app_packages), str(env.worker_dir)] and seen["path"][-1] == str(tmp_path)
 
 
-@pytest.mark.parametrize("delay", ["00:00:05", "00:01:30", "23:59:59", "00:00:05.5", "24:00:00", "1.00:00:00"])
-def test_our_model_accepts_exactly_the_retry_intervals_the_runtime_accepts(env, tmp_path, delay: str) -> None:
-    """localrun/platform/indexing.py (which the local host's retries run on) against the runtime, case by case."""
+def _runtime_and_model_accept(env, tmp_path, body: str) -> tuple[bool, bool]:  # type: ignore[no-untyped-def]
+    """Whether the runtime's init and our model of the worker's indexing (localrun/platform/indexing.py, which the
+    local host and its instance processes run on) accept an app of one function."""
     from dataclasses import replace
 
     from localrun.platform.indexing import FunctionLoadError
     from localrun.platform.worker_host import RealWorker
 
-    source = (
-        "import azure.functions as func\n\napp = func.FunctionApp()\n\n\n"
-        '@app.route(route="r", auth_level=func.AuthLevel.ANONYMOUS)\n'
-        f'@app.retry(strategy="fixed_delay", max_retry_count="3", delay_interval="{delay}")\n'
-        "def handler(req: func.HttpRequest) -> func.HttpResponse:\n    return func.HttpResponse('')\n"
-    )
+    source = "import typing\n\nimport azure.functions as func\n\napp = func.FunctionApp()\n\n\n" + body
     (tmp_path / "function_app.py").write_text(source)
     worker = RealWorker(replace(env, app_dir=tmp_path), {})
     try:
@@ -304,7 +299,44 @@ def test_our_model_accepts_exactly_the_retry_intervals_the_runtime_accepts(env, 
     exec(compile(source, "function_app.py", "exec"), namespace)  # noqa: S102 - the app written just above
     try:
         index_app(namespace["app"])
-        model_accepts = True
     except FunctionLoadError:
-        model_accepts = False
-    assert model_accepts == runtime_accepts, (delay, runtime_accepts)
+        return runtime_accepts, False
+    return runtime_accepts, True
+
+
+HTTP = '@app.route(route="r", auth_level=func.AuthLevel.ANONYMOUS)\n'
+MANY = (
+    '@app.kafka_trigger(arg_name="events", topic="t", broker_list="b", consumer_group="g", cardinality="MANY",'
+    ' data_type="binary")\n'
+)
+ONE = '@app.kafka_trigger(arg_name="event", topic="t", broker_list="b", consumer_group="g", data_type="binary")\n'
+TIMER = '@app.timer_trigger(arg_name="t", schedule="*/10 * * * * *")\n'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        HTTP + "def f(req: func.HttpRequest) -> int:\n    return 1\n",
+        HTTP + "def f(req: func.HttpRequest) -> str:\n    return ''\n",
+        HTTP + "def f(req):\n    return None\n",
+        HTTP + "def f(req: func.HttpRequest, other: str) -> func.HttpResponse:\n    return func.HttpResponse('')\n",
+        HTTP + "def f(req: func.HttpRequest, context: func.Context) -> str:\n    return ''\n",
+        MANY + "def f(events: func.KafkaEvent) -> None:\n    pass\n",
+        MANY + "def f(events: typing.List[str]) -> None:\n    pass\n",
+        MANY + "def f(events: bytes) -> None:\n    pass\n",
+        MANY + "def f(events: typing.Optional[typing.List[func.KafkaEvent]]) -> None:\n    pass\n",
+        ONE + "def f(event: func.KafkaEvent) -> None:\n    pass\n",
+        ONE + "def f(event: str) -> None:\n    pass\n",
+        TIMER + "def f(t: str) -> None:\n    pass\n",
+        TIMER + "def f(t: func.TimerRequest) -> str:\n    return ''\n",
+    ]
+    + [
+        # @app.retry intervals: the runtime reads them with time.strptime("%H:%M:%S")
+        HTTP + f'@app.retry(strategy="fixed_delay", max_retry_count="3", delay_interval="{delay}")\n'
+        "def f(req: func.HttpRequest) -> func.HttpResponse:\n    return func.HttpResponse('')\n"
+        for delay in ("00:00:05", "00:01:30", "23:59:59", "00:00:05.5", "24:00:00", "1.00:00:00")
+    ],
+)
+def test_our_model_of_the_workers_indexing_accepts_exactly_what_the_runtime_accepts(env, tmp_path, body) -> None:
+    runtime_accepts, model_accepts = _runtime_and_model_accept(env, tmp_path, body)
+    assert model_accepts == runtime_accepts, (body, runtime_accepts)
