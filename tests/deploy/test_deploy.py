@@ -627,22 +627,16 @@ def test_every_argv_deploy_sh_makes_parses_with_the_real_cli(azure, tmp_path: Pa
         assert proc.returncode == 1 and "az login" in proc.stderr, (argv, proc.stderr[-500:])
 
 
-@pytest.mark.parametrize("plan", ["flex", "premium"])
-@pytest.mark.parametrize("version", ["3.11", "3.12", "3.14"])
-def test_each_supported_python_is_passed_to_the_app_create(azure, plan: str, version: str) -> None:
-    r = azure("--plan", plan, "--python-version", version)
-    assert r.code == 0, r.out
-    [app] = [c for c in r.calls if c[:2] == ["functionapp", "create"]]
+# The default, 3.13, is the first-run tests' case; 3.12 is the same path as 3.11.
+@pytest.mark.parametrize(("plan", "version"), [("flex", "3.11"), ("premium", "3.14")])
+def test_another_python_is_deployed_and_an_app_on_it_is_refused_not_changed(azure, plan: str, version: str) -> None:
+    first = azure("--plan", plan, "--python-version", version)
+    assert first.code == 0, first.out
+    [app] = [c for c in first.calls if c[:2] == ["functionapp", "create"]]
     assert app[app.index("--runtime") + 1] == "python" and app[app.index("--runtime-version") + 1] == version
-
-
-@pytest.mark.parametrize("plan", ["flex", "premium"])
-def test_an_app_on_another_python_is_refused_not_changed(azure, plan: str) -> None:
-    assert azure("--plan", plan, "--python-version", "3.11").code == 0
     r = azure("--plan", plan)  # the default, 3.13
-    assert r.code == 1 and "runs Python 3.11, not --python-version 3.13" in r.out, r.out
+    assert r.code == 1 and f"runs Python {version}, not --python-version 3.13" in r.out, r.out
     assert mutations(r.calls) == []
-    assert azure("--plan", plan, "--python-version", "3.11").code == 0
 
 
 @pytest.mark.parametrize("plan", ["flex", "premium"])
