@@ -1,4 +1,5 @@
-# Python versions, one place (sourced by bootstrap.sh, venv_for.sh, deploy.sh; read by tests/unit/test_pythons.py).
+# Python versions, one place (sourced by bootstrap.sh, venv_for.sh, deploy.sh; read by tests/unit/test_pythons.py and
+# tests/integration/test_pythons.py).
 # The deploy default is the version .venv runs: the whole test suite and the main job run on what Azure will run.
 # shellcheck shell=bash disable=SC2034
 DEFAULT_PYTHON=3.13
