@@ -1,7 +1,8 @@
 """The proxy worker's hand-over, for Azure's Python 3.13+ runtime (`azure-functions-runtime`), run here unmodified.
 
 On Azure, Python 3.13+ apps run under `python -m proxy_worker` (Azure/azure-functions-python-worker,
-`workers/proxy_worker/`, read at its 2026 head): it holds the gRPC stream to the host, and on each message wraps
+`workers/proxy_worker/`: `dispatcher.py` at 0320cd79, `utils/dependency.py` at 1ecc91ea, `start_worker.py` at
+16d820a3, the newest versions stored when read, 2026-12): it holds the gRPC stream to the host, and on each message wraps
 the request for the runtime library and awaits the runtime's handler. The proxy is not published on any package
 registry, so this module stands in for its hand-over only, as read from `dispatcher.py` and `utils/dependency.py`:
 
