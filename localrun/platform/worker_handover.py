@@ -2,9 +2,10 @@
 
 On Azure, Python 3.13+ apps run under `python -m proxy_worker` (Azure/azure-functions-python-worker,
 `workers/proxy_worker/`: `dispatcher.py` at 0320cd79, `utils/dependency.py` at 1ecc91ea, `start_worker.py` at
-16d820a3, the newest versions stored when read, 2026-12): it holds the gRPC stream to the host, and on each message wraps
-the request for the runtime library and awaits the runtime's handler. The proxy is not published on any package
-registry, so this module stands in for its hand-over only, as read from `dispatcher.py` and `utils/dependency.py`:
+16d820a3, the newest versions stored when read, 2026-12): it holds the gRPC stream to the host, and on each
+message wraps the request for the runtime library and awaits the runtime's handler. The proxy is not published on
+any package registry, so this module stands in for its hand-over only, as read from `dispatcher.py` and
+`utils/dependency.py`:
 
 - it starts with only the worker's directory on the path (the worker's own protobuf 5.29 and grpcio 1.70) and
   imports the message classes (`protos`), grpc and uvloop (the event loop) from it, as the proxy does before the
