@@ -17,8 +17,8 @@ readonly ROOT_DIR
 readonly MONITORING_TEMPLATE="$ROOT_DIR/scripts/monitoring/template.json"
 readonly MONITORING_WORKBOOK="$ROOT_DIR/scripts/monitoring/workbook.json"
 # The Python versions each plan runs on Functions v4, each with the month Azure's support for it ends (the
-# language's community end of life; Microsoft Learn, "Supported languages in Azure Functions", read 2026-12). 3.10's
-# ended 2026-10 and the app needs 3.11+ (pyproject.toml). Tested here: scripts/pythons.sh's TESTED_PYTHONS (3.11,
+# language's community end of life, Microsoft Learn's support policy; the sources: docs/deploy.md, Python versions).
+# 3.10's ended 2026-10 and the app needs 3.11+ (pyproject.toml). Tested here: scripts/pythons.sh's TESTED_PYTHONS (3.11,
 # 3.12, 3.13); 3.14 is declared only: no 3.14 interpreter on the machines the tests run on.
 readonly FLEX_PYTHONS="3.11:2027-10 3.12:2028-10 3.13:2029-10 3.14:2030-10"
 readonly PREMIUM_PYTHONS="3.11:2027-10 3.12:2028-10 3.13:2029-10 3.14:2030-10"
