@@ -27,6 +27,27 @@ def create_topics(
     ]
     for future in admin.create_topics(new).values():
         future.result(timeout=30)
+    _wait_for_leaders(admin, partitions_by_topic, deadline=time.monotonic() + 30)
+
+
+def _wait_for_leaders(admin: AdminClient, partitions_by_topic: Mapping[str, int], deadline: float) -> None:
+    """The controller has answered CreateTopics; wait until the brokers' metadata serves every partition with a
+    leader too. Until then a client that asks at once may be told the topic does not exist (seen on a loaded
+    machine: a smoke check's first metadata request, right after its topics were created)."""
+    while True:
+        topics = admin.list_topics(timeout=10).topics
+        ready = all(
+            (meta := topics.get(name)) is not None
+            and meta.error is None
+            and len(meta.partitions) == n
+            and all(p.leader >= 0 for p in meta.partitions.values())
+            for name, n in partitions_by_topic.items()
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics {sorted(partitions_by_topic)} created, but not all served with a leader")
+        time.sleep(0.05)
 
 
 def fresh_consumer(bootstrap: str, prefix: str) -> Consumer:
