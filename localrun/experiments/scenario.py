@@ -58,6 +58,9 @@ class Outcome:
     isr_s: float | None = None  # cluster rows that kill a node: from its restart until every ISR was full again
     visible_s: float | None = None  # liveness rows: from the fault until a read_committed reader saw every input
     stall_s: dict[str, float] | None = None  # per output topic: how long its read_committed readers were held back
+    # with `export_interval_ms`: the `customMetrics` rows the instances exported, and the repair runs (HostStats)
+    exported: tuple[dict[str, Any], ...] = ()
+    repair_runs: tuple[dict[str, Any], ...] = ()
 
     @property
     def invariant_holds(self) -> bool:
@@ -312,6 +315,9 @@ def run_scenario(
     rate: float | None = None,
     tail: int = 0,
     max_batch_size: int = 50,
+    max_retries: int | None = None,
+    export_interval_ms: int | None = None,
+    timer_instances: int = 1,
 ) -> Outcome:
     """Stream `records` trades (plus poison records if asked) through the function while `fault` runs.
 
@@ -376,7 +382,10 @@ def run_scenario(
     binding = load_binding(function_app.app, app_settings)
     base = KafkaHostOptions.from_host_json() if ours else DEFAULTS
     options = replace(
-        base, max_batch_size=max_batch_size, max_poll_interval_ms=max_poll_interval_ms or base.max_poll_interval_ms
+        base,
+        max_batch_size=max_batch_size,
+        max_poll_interval_ms=max_poll_interval_ms or base.max_poll_interval_ms,
+        max_retries=base.max_retries if max_retries is None else max_retries,
     )
     host = LocalHost(
         binding,
@@ -389,6 +398,8 @@ def run_scenario(
         fault=function_fault,
         plan=plan,
         evaluation_interval_s=2.0,
+        timer_instances=timer_instances,
+        export_interval_ms=export_interval_ms,
     )
     run = Run(host, control, settlements, dlq, inputs, source, f"faults-{run_id}")
     if tail:
@@ -457,6 +468,8 @@ def _count(name: str, guarantee: str, run: Run, settings: str, finished: bool) -
         run.isr_s,
         run.visible_s,
         run.stall_s,
+        tuple(stats.exported),
+        tuple(stats.repair_runs),
     )
 
 
