@@ -6,6 +6,7 @@ it and never each other.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -31,7 +32,7 @@ from localrun.platform.kafka import (
     settlement_of,
     topic_partitions,
 )
-from settlement.runtime.config import EXACTLY_ONCE
+from settlement.runtime.config import EXACTLY_ONCE, load_trigger_settings
 from settlement.runtime.limits import transaction_timeout_ms
 
 log = logging.getLogger("localrun.faults")
@@ -348,6 +349,11 @@ def run_scenario(
     saved_environ = dict(os.environ)
     os.environ.update(app_settings)  # the function imported here reads them, as on Azure; restored at the end
     os.environ["SETTLEMENT_WARM_START"] = "false"  # this process only indexes the app: no clients of its own
+    # The app reads its trigger settings (the repair's schedule among them) when it is indexed: a run whose
+    # settings change them indexes it again, as the worker would under those app settings, and again at the end.
+    reindexed = load_trigger_settings(os.environ) != function_app.trigger
+    if reindexed:
+        importlib.reload(function_app)
 
     generator = None
     if rate is None:
@@ -439,6 +445,10 @@ def run_scenario(
         host.stop()
         if fault_thread:
             fault_thread.join(timeout=60)
+        os.environ.clear()
+        os.environ.update({**saved_environ, "SETTLEMENT_WARM_START": "false"})  # indexed only: no clients built
+        if reindexed:
+            importlib.reload(function_app)
         os.environ.clear()
         os.environ.update(saved_environ)
     return _count(name, guarantee, run, "ours" if ours else "defaults", finished)

@@ -88,7 +88,8 @@ class HostStats:
     drained: int = 0  # instances scaled in (drained, then killed)
     # (seconds since the host started, {partition: (records, seconds)}) per repair run: the lag it recorded
     lag_samples: list[tuple[float, dict[int, tuple[int, float]]]] = field(default_factory=list)
-    # the repair runs, each {"instance", "ended_at" (epoch s), "run": {partition: (records, seconds, waiting)}}
+    # the repair runs, each {"instance", "started_at", "ended_at" (epoch s),
+    # "run": {partition: (records, seconds, waiting, settled)}}
     repair_runs: list[dict[str, Any]] = field(default_factory=list)
     # what the instances exported (with `export_interval_ms`): `customMetrics` rows, each with its "instance"
     exported: list[dict[str, Any]] = field(default_factory=list)
@@ -107,9 +108,8 @@ class HostStats:
             if event.get("lag"):
                 self.lag_samples.append((time.monotonic() - self.started, dict(event["lag"])))
             if event.get("run"):
-                self.repair_runs.append(
-                    {"instance": event["instance"], "ended_at": event["ended_at"], "run": dict(event["run"])}
-                )
+                keys = ("instance", "started_at", "ended_at")
+                self.repair_runs.append({**{k: event[k] for k in keys}, "run": dict(event["run"])})
             return
         if kind == "drained":
             self.drained += 1

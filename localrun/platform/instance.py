@@ -400,6 +400,7 @@ def serve_timers(
         except queue.Empty:
             continue
         started = time.monotonic()
+        started_at = time.time()
         error = None
         try:
             invoke_timer(bindings[name], past_due)
@@ -416,6 +417,7 @@ def serve_timers(
                 "lag": _lag_gauges(reader),
                 "repaired": _repaired(),
                 "run": _repair_run(),
+                "started_at": started_at,
                 "ended_at": time.time(),
             }
         )
@@ -428,14 +430,14 @@ def _repaired() -> int:
     return 0 if repair is None or repair.last is None else repair.last.settled
 
 
-def _repair_run() -> dict[int, tuple[int, float, int]]:
-    """What this process's latest repair run measured per partition: (records, seconds, waiting)."""
+def _repair_run() -> dict[int, tuple[int, float, int, int]]:
+    """What this process's latest repair run measured per partition, (records, seconds, waiting), and settled."""
     from settlement.runtime import service
 
     repair = service.current_repair()
     if repair is None or repair.last is None:
         return {}
-    return {p.partition: (p.offsets.lag, p.lag_s, p.offsets.waiting) for p in repair.last.partitions}
+    return {p.partition: (p.offsets.lag, p.lag_s, p.offsets.waiting, p.settled) for p in repair.last.partitions}
 
 
 def _metric_reader(spec: InstanceSpec, emit: Callable[[dict[str, Any]], None]) -> Any:
