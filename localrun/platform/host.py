@@ -76,6 +76,7 @@ class HostStats:
     skipped_records: int = 0
     store_failures: int = 0
     aborted_batches: int = 0
+    dropped_records: int = 0  # in batches the extension never invoked (a traceparent it cannot parse, tracing on)
     killed: int = 0
     channel_wait_s: float = 0.0  # time batches waited for room in the executor channel (the extension's throttle)
     busy_s: float = 0.0  # time instances spent running batches (invocations, retries, storing offsets)
@@ -119,7 +120,9 @@ class HostStats:
         self.invocations += event["invocations"]
         self.failures += event["invocations"] - (1 if event["succeeded"] else 0)
         self.skipped_records += event["records"] if event["skipped"] else 0
-        self.store_failures += 0 if event["stored"] or event["aborted"] else 1
+        dropped = event.get("dropped", False)
+        self.dropped_records += event["records"] if dropped else 0
+        self.store_failures += 0 if event["stored"] or event["aborted"] or dropped else 1
         self.ranges.extend(event["ranges"])
         self.aborted_batches += 1 if event["aborted"] else 0
         self.channel_wait_s += event["channel_wait_s"]
@@ -164,6 +167,7 @@ class LocalHost:
         timers: list[TimerBinding] | None = None,
         timer_instances: int = 1,
         export_interval_ms: int | None = None,
+        tracing: bool = False,
     ) -> None:
         if binding.cardinality != "MANY" or binding.data_type != "BINARY":
             raise ValueError("the local host drives cardinality=MANY, dataType=binary triggers")
@@ -185,6 +189,7 @@ class LocalHost:
             app=app,
             settings=dict(settings or {}),
             export_interval_ms=export_interval_ms,
+            tracing=tracing,
         )
         self.stats = HostStats()
         self.instances: list[_Running] = []

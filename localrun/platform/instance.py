@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from localrun.platform.accounting import batch_ranges
 from localrun.platform.binding import TriggerBinding, invoke, load_binding
-from localrun.platform.extension import KafkaHostOptions, run_execution
+from localrun.platform.extension import KafkaHostOptions, invalid_traceparent, run_execution
 
 log = logging.getLogger("localrun.instance")
 _CONSUME_SLICE_S = 0.005  # longest a store waits for the subscriber's consume call to return
@@ -58,6 +58,9 @@ class InstanceSpec:
     # Export the process's metrics every this many ms to the host as `customMetrics` rows, as the Azure Monitor
     # distro exports them (localrun/platform/appinsights.py); also the process's OTEL_METRIC_EXPORT_INTERVAL.
     export_interval_ms: int | None = None
+    # The host's tracing listens to the Kafka extension's ActivitySource (telemetryMode OpenTelemetry with its
+    # source subscribed): a batch holding a traceparent .NET refuses is then never invoked (extension.py)
+    tracing: bool = False
 
 
 def _faulty(function: Callable[..., Any], fault: str | None) -> Callable[..., Any]:
@@ -198,6 +201,9 @@ class InstanceLoop:
         return batch
 
     def _deliver(self, batch: list[Message], waited_s: float) -> None:
+        if self.spec.tracing and self._activity_throws(batch, waited_s):
+            return
+
         def failed(n: int, exc: Exception) -> None:
             log.warning("%s: invocation %d on a batch of %d failed: %s", self.spec.name, n, len(batch), exc)
 
@@ -233,6 +239,38 @@ class InstanceLoop:
                 "ranges": ranges,
             }
         )
+
+    def _activity_throws(self, batch: list[Message], waited_s: float) -> bool:
+        """The extension's batch activity, built before the invocation when tracing listens: a record whose
+        traceparent .NET cannot parse throws, the reader logs it and goes on to the next batch, nothing of this one
+        invoked or stored (localrun/platform/extension.py)."""
+        for message in batch:
+            error = invalid_traceparent(message.headers() or [])  # type: ignore[arg-type]  # (str, bytes | None)
+            if error is not None:
+                break
+        else:
+            return False
+        ranges = batch_ranges(coordinates(batch))
+        where = "; ".join(f"{self.binding.topic}[{p}] offsets {lo}..{hi}" for p, lo, hi in ranges)
+        log.error("%s: Error in executor reader: %s (a batch never invoked: %s)", self.spec.name, error, where)
+        self.emit(
+            {
+                "instance": self.spec.name,
+                "pid": os.getpid(),
+                "records": len(batch),
+                "invocations": 0,
+                "succeeded": False,
+                "skipped": False,
+                "stored": False,
+                "aborted": False,
+                "dropped": True,
+                "channel_wait_s": waited_s,
+                "busy_s": 0.0,
+                "coords": coordinates(batch) if self.spec.trace else [],
+                "ranges": ranges,
+            }
+        )
+        return True
 
     def _store(self, offsets: list[TopicPartition]) -> bool:
         """Store a batch's offsets as the extension's `AsyncCommitStrategy` does: one `StoreOffset` per partition,
