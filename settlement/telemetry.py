@@ -63,6 +63,9 @@ _lock = threading.Lock()
 _instruments: Any = None
 _failed: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
 _lag: dict[tuple[str, int], LagReading] = {}  # the latest reading per (topic, partition): see record_lag
+# Its own lock: the gauges' callbacks take it inside the SDK's collection, which must never wait on `_lock`, held
+# while the instruments are created.
+_lag_lock = threading.Lock()
 _now = time.monotonic  # the clock of lag readings (a test may replace it)
 
 
@@ -334,7 +337,7 @@ def record_lag(topic: str, partition: int, records: int, seconds: float, waiting
     if instruments() is None:
         return
     reading = LagReading(records, seconds, waiting, _now())
-    with _lock:
+    with _lag_lock:
         _lag[(topic, partition)] = reading
 
 
@@ -342,7 +345,7 @@ def _fresh_lag() -> list[tuple[dict[str, Any], LagReading]]:
     """This process's latest reading of each partition, if a repair run made it within one export interval;
     older ones are forgotten."""
     horizon = _now() - export_interval_s()
-    with _lock:
+    with _lag_lock:
         for key in [k for k, r in _lag.items() if r.at < horizon]:
             del _lag[key]
         return [({"topic": topic, "partition": partition}, r) for (topic, partition), r in _lag.items()]
