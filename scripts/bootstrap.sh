@@ -2,6 +2,7 @@
 # Create .venv on the deploy default Python (scripts/pythons.sh) and install requirements-dev.txt into it;
 # re-installs only when a requirements file or the interpreter changed. PYTHON=/path/to/python3.X picks another
 # interpreter (3.11+); without that default version it falls back to python3 and says what that leaves untested.
+# Also sets up the KQL parser (node) in .cache/.
 # Given `--brokers 3` (scripts/run.sh passes its options on), also fetch what the 3-node cluster needs, once:
 # kafka-tools from Maven Central and toxiproxy built with the machine's Go into .cache/.
 set -euo pipefail
@@ -42,6 +43,9 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements-stamp 2>/dev/null)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
   echo "$stamp" > .venv/.requirements-stamp
 fi
+# Microsoft's KQL parser (npm, pinned by scripts/monitoring/kql/package-lock.json) for the check of every query we
+# ship (tests/unit/test_kql.py): installed into .cache/ once per lock file.
+.venv/bin/python -m scripts.kql_check install >/dev/null
 
 brokers=1
 prev=""

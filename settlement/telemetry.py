@@ -15,7 +15,7 @@ the alert rules that scripts/deploy.sh creates query them by name, and tests/uni
 the table, the code and the alerts to one another): settlements by disposition, dead letters by reason, failed
 and retried batches, trade-to-settlement latency, batch size, batch duration, registry lookups, and the
 settlement lag the repair measures on every run (`settlement.lag.records`, `settlement.lag.seconds`, per
-source partition).
+source partition), exported only while fresh: for one export interval after the run that measured it.
 
 The Azure Monitor distro is configured at most once per process, by whichever side gets there first: on Azure
 the Python worker does it at its start when `PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true` (what deploy.sh
@@ -30,8 +30,9 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 TRACEPARENT = "traceparent"
@@ -61,6 +62,11 @@ _MAX_FAILED_REMEMBERED = 1024
 _lock = threading.Lock()
 _instruments: Any = None
 _failed: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
+_lag: dict[tuple[str, int], LagReading] = {}  # the latest reading per (topic, partition): see record_lag
+# Its own lock: the gauges' callbacks take it inside the SDK's collection, which must never wait on `_lock`, held
+# while the instruments are created.
+_lag_lock = threading.Lock()
+_now = time.monotonic  # the clock of lag readings (a test may replace it)
 
 
 class _Instruments:
@@ -88,14 +94,25 @@ class _Instruments:
         self.latency = meter.create_histogram(
             LATENCY, "s", "from a trade's record timestamp to its settlement's acknowledgement"
         )
-        self.lag_records = meter.create_gauge(
-            LAG_RECORDS, "{record}", "records the trigger group committed past that are not settled yet"
+        # Observable gauges: each export asks `_fresh_lag` for what a repair run of this process measured within
+        # the last export interval, and gets nothing else (see `record_lag`).
+        meter.create_observable_gauge(
+            LAG_RECORDS,
+            [_observer("records")],
+            "{record}",
+            "records the trigger group committed past that are not settled yet",
         )
-        self.trigger_lag = meter.create_gauge(
-            TRIGGER_LAG, "{record}", "records in the source partition the trigger group has not committed past"
+        meter.create_observable_gauge(
+            TRIGGER_LAG,
+            [_observer("waiting")],
+            "{record}",
+            "records in the source partition the trigger group has not committed past",
         )
-        self.lag_seconds = meter.create_gauge(
-            LAG_SECONDS, "s", "how long the settled position has stood behind the trigger group's committed offset"
+        meter.create_observable_gauge(
+            LAG_SECONDS,
+            [_observer("seconds")],
+            "s",
+            "how long the settled position has stood behind the trigger group's committed offset",
         )
 
 
@@ -287,11 +304,59 @@ def count_registry_lookup(kind: str) -> None:
         inst.registry_lookups.add(1, {"kind": kind})
 
 
+@dataclass(frozen=True)
+class LagReading:
+    """What one repair run measured of one partition, and when (time.monotonic)."""
+
+    records: int
+    seconds: float
+    waiting: int
+    at: float
+
+
+def export_interval_s() -> float:
+    """The metric export interval: what OpenTelemetry's periodic reader (the Azure Monitor distro's) reads,
+    `OTEL_METRIC_EXPORT_INTERVAL` in milliseconds, 60 s by default. A lag reading is fresh for this long."""
+    try:
+        millis = float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000"))
+    except ValueError:
+        millis = 60000.0  # the SDK falls back to its default too
+    return (millis if millis > 0 else 60000.0) / 1000
+
+
 def record_lag(topic: str, partition: int, records: int, seconds: float, waiting: int = 0) -> None:
-    """One partition's settlement lag, and the records waiting for the trigger, as a repair run measured them."""
-    inst = instruments()
-    if inst is not None:
-        attributes = {"topic": topic, "partition": partition}
-        inst.lag_records.set(records, attributes)
-        inst.lag_seconds.set(seconds, attributes)
-        inst.trigger_lag.set(waiting, attributes)
+    """One partition's settlement lag, and the records waiting for the trigger, as a repair run measured them.
+
+    Kept as this process's latest reading of the partition, exported only while fresh: the lag gauges are
+    observable, and their callbacks report a reading for at most one export interval after the run that made it.
+    A synchronous gauge would not do: OpenTelemetry's SDK (1.45, with the cumulative temporality the Azure
+    Monitor exporter leaves gauges at) re-exports its last value every interval for as long as the process lives.
+    The repair runs on whichever instance the platform wakes, so an instance that last measured 0 kept exporting
+    0 while another measured the real lag (the lag alert could not fire), and one that last measured records
+    waiting kept exporting them (the stalled alert could fire on a quiet day)."""
+    if instruments() is None:
+        return
+    reading = LagReading(records, seconds, waiting, _now())
+    with _lag_lock:
+        _lag[(topic, partition)] = reading
+
+
+def _fresh_lag() -> list[tuple[dict[str, Any], LagReading]]:
+    """This process's latest reading of each partition, if a repair run made it within one export interval;
+    older ones are forgotten."""
+    horizon = _now() - export_interval_s()
+    with _lag_lock:
+        for key in [k for k, r in _lag.items() if r.at < horizon]:
+            del _lag[key]
+        return [({"topic": topic, "partition": partition}, r) for (topic, partition), r in _lag.items()]
+
+
+def _observer(field: str) -> Callable[[Any], Iterable[Any]]:
+    """The callback of one lag gauge: an observation per fresh reading."""
+
+    def observe(_options: Any) -> Iterable[Any]:
+        from opentelemetry.metrics import Observation
+
+        return [Observation(getattr(reading, field), attributes) for attributes, reading in _fresh_lag()]
+
+    return observe

@@ -37,20 +37,28 @@ def run_chart(
 ) -> Path:
     """Four stacked panels sharing time: the trigger's lag, settlement lag (the repair's gauges at each of its
     runs: records summed over partitions, and the longest a settled position stood behind), instances (scale-outs
-    marked), settled records per second."""
+    marked), settled records per second.
+
+    Settlement lag is drawn as what it is, one measurement per repair run, a marker each: nothing is known of it
+    between runs, and a step held to the next run (or to the end of the chart) showed a value no run measured."""
     plt = _pyplot()
     fig, (lag_ax, settle_ax, inst_ax, rate_ax) = plt.subplots(4, 1, figsize=(10, 10), sharex=True)
     t = [s.t_s for s in samples]
     lag_ax.plot(t, [max(s.lag, 0) for s in samples], color="tab:red")
     lag_ax.set_ylabel("trigger lag (records)")
     runs_t = [t for t, _ in settlement_lag]
-    settle_ax.step(runs_t, [sum(n for n, _ in lag.values()) for _, lag in settlement_lag], where="post",
-                   color="tab:purple", label="records")  # fmt: skip
+    settle_ax.plot(runs_t, [sum(n for n, _ in lag.values()) for _, lag in settlement_lag], "o",
+                   color="tab:purple", label="records, at each repair run")  # fmt: skip
     settle_ax.set_ylabel("settlement lag (records)")
+    settle_ax.set_ylim(bottom=0)
     age_ax = settle_ax.twinx()
-    age_ax.plot(runs_t, [max((s for _, s in lag.values()), default=0.0) for _, lag in settlement_lag],
-                color="tab:orange", linestyle="--", label="longest behind (s)")  # fmt: skip
+    ages = [max((s for _, s in lag.values()), default=0.0) for _, lag in settlement_lag]
+    age_ax.plot(runs_t, ages, "x", color="tab:orange", label="longest behind (s)")
     age_ax.set_ylabel("behind for (s)")
+    # Seconds, read as seconds: a run that has just seen a partition behind measures a few microseconds, and
+    # matplotlib's automatic offset then labelled the axis in units of 1e-5 s.
+    age_ax.set_ylim(0, max(1.0, *ages) * 1.1 if ages else 1.0)
+    age_ax.ticklabel_format(axis="y", style="plain", useOffset=False)
     inst_t = [e[0] for e in scale_events]
     inst_ax.step([0.0, *inst_t], [samples[0].instances if samples else 1, *[e[1] for e in scale_events]], where="post")
     previous = samples[0].instances if samples else 1

@@ -26,13 +26,20 @@ Read from the extension's source and docs (Microsoft.Azure.WebJobs.Extensions.Ka
   that bound's other side.
 - `commitOnFailure` and `maxRetries` exist from extension 4.3.0; bundles before 4.37.1 ship 4.2.0, which
   ignores both (a failed batch is lost), so host.json's bundle range starts at 4.37.1.
+- Tracing (since 3.8.0; read at 4.3.2, commit 5f208d93a776): when the extension's `ActivitySource`
+  (`Microsoft.Azure.Webjobs.Extensions.Kafka`) has a listener, the batch executor builds a
+  `BatchEventActivityProvider` before invoking, which links every record's `traceparent` header and *throws* for
+  one that `ActivityContext.TryParse` refuses (`invalid_traceparent`). The throw comes before the invocation, inside
+  `MultipleItemFunctionExecutor.ReaderAsync`'s per-batch try, whose catch only logs "Error in executor reader":
+  the batch is never invoked, its offsets never stored, and the reader goes on to the next batch, whose stored
+  offset moves the commit past it. The single-item executor passes the value as a parent id and does not throw.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,3 +187,39 @@ def worst_case_s(options: KafkaHostOptions, policy: RetryPolicy | None, invocati
         min(policy.maximum_interval_s, backoff_s(policy, a) * (1 + JITTER)) if policy else 0.0 for a in range(retries)
     ]
     return executions * ((retries + 1) * invocation_s + sum(longest))
+
+
+TRACEPARENT = "traceparent"
+
+
+def invalid_traceparent(headers: Sequence[tuple[str, bytes | None]]) -> str | None:
+    """The exception message `BatchEventActivityProvider.CreateActivityLink` throws for a record, or None.
+
+    `KafkaEventInstrumentation.TryExtractTraceParentId` takes the first header whose key is exactly `traceparent`
+    with a value (a null value counts as absent) and decodes it with `Encoding.ASCII` (a byte above 0x7f becomes
+    `?`); `ActivityContext.TryParse` (System.Diagnostics, `Activity.TryConvertIdToContext`) then accepts only 55
+    characters: a version of two lower-case hex digits other than `ff`, a trace id of 32 and a span id of 16
+    lower-case hex digits, neither all zeros, and two lower-case hex digits of flags. The separators are not
+    checked."""
+    value = next((v for k, v in headers if k == TRACEPARENT and v is not None), None)
+    if value is None:
+        return None
+    text = "".join(chr(b) if b < 0x80 else "?" for b in value)
+    return None if _dotnet_parses(text) else f"{text} is not a valid traceparent."
+
+
+_LOWER_HEX = frozenset("0123456789abcdef")
+
+
+def _dotnet_parses(text: str) -> bool:
+    def hex_not_zero(part: str) -> bool:
+        return set(part) <= _LOWER_HEX and set(part) != {"0"}
+
+    return (
+        len(text) == 55
+        and set(text[:2]) <= _LOWER_HEX
+        and text[:2] != "ff"
+        and hex_not_zero(text[3:35])
+        and hex_not_zero(text[36:52])
+        and set(text[53:55]) <= _LOWER_HEX
+    )

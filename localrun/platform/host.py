@@ -76,6 +76,7 @@ class HostStats:
     skipped_records: int = 0
     store_failures: int = 0
     aborted_batches: int = 0
+    dropped_records: int = 0  # in batches the extension never invoked (a traceparent it cannot parse, tracing on)
     killed: int = 0
     channel_wait_s: float = 0.0  # time batches waited for room in the executor channel (the extension's throttle)
     busy_s: float = 0.0  # time instances spent running batches (invocations, retries, storing offsets)
@@ -88,10 +89,18 @@ class HostStats:
     drained: int = 0  # instances scaled in (drained, then killed)
     # (seconds since the host started, {partition: (records, seconds)}) per repair run: the lag it recorded
     lag_samples: list[tuple[float, dict[int, tuple[int, float]]]] = field(default_factory=list)
+    # the repair runs, each {"instance", "started_at", "ended_at" (epoch s),
+    # "run": {partition: (records, seconds, waiting, settled)}}
+    repair_runs: list[dict[str, Any]] = field(default_factory=list)
+    # what the instances exported (with `export_interval_ms`): `customMetrics` rows, each with its "instance"
+    exported: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     def add(self, event: Mapping[str, Any]) -> None:
         kind = event.get("kind", "batch")
+        if kind == "metrics":
+            self.exported.extend({**row, "instance": event["instance"]} for row in event["rows"])
+            return
         if kind == "timer":
             self.timer_runs += 1
             if event["error"]:
@@ -99,6 +108,9 @@ class HostStats:
             self.repaired += event.get("repaired", 0)
             if event.get("lag"):
                 self.lag_samples.append((time.monotonic() - self.started, dict(event["lag"])))
+            if event.get("run"):
+                keys = ("instance", "started_at", "ended_at")
+                self.repair_runs.append({**{k: event[k] for k in keys}, "run": dict(event["run"])})
             return
         if kind == "drained":
             self.drained += 1
@@ -108,7 +120,9 @@ class HostStats:
         self.invocations += event["invocations"]
         self.failures += event["invocations"] - (1 if event["succeeded"] else 0)
         self.skipped_records += event["records"] if event["skipped"] else 0
-        self.store_failures += 0 if event["stored"] or event["aborted"] else 1
+        dropped = event.get("dropped", False)
+        self.dropped_records += event["records"] if dropped else 0
+        self.store_failures += 0 if event["stored"] or event["aborted"] or dropped else 1
         self.ranges.extend(event["ranges"])
         self.aborted_batches += 1 if event["aborted"] else 0
         self.channel_wait_s += event["channel_wait_s"]
@@ -151,6 +165,9 @@ class LocalHost:
         scale_in_delay_s: float = 60.0,
         plan: str = "premium",
         timers: list[TimerBinding] | None = None,
+        timer_instances: int = 1,
+        export_interval_ms: int | None = None,
+        tracing: bool = False,
     ) -> None:
         if binding.cardinality != "MANY" or binding.data_type != "BINARY":
             raise ValueError("the local host drives cardinality=MANY, dataType=binary triggers")
@@ -171,6 +188,8 @@ class LocalHost:
             consumer_conf=dict(consumer_conf or {}),
             app=app,
             settings=dict(settings or {}),
+            export_interval_ms=export_interval_ms,
+            tracing=tracing,
         )
         self.stats = HostStats()
         self.instances: list[_Running] = []
@@ -186,7 +205,10 @@ class LocalHost:
             timers = self._app_timers(app, settings or {}) if app else []
         self.schedules = [Schedule(t) for t in timers]
         self._timer_in_flight: set[str] = set()
-        self.timer_instance: _Running | None = None  # Flex: the timer functions' own instance
+        # Flex: the timer functions' own instances; each run goes to the next, as the platform runs a timer on
+        # whichever instance of the function it has (or wakes), not on one it keeps for it
+        self.timer_instances: list[_Running | None] = [None] * timer_instances
+        self._timer_turn = 0
         self._dead: set[int | None] = set()  # pids of instances whose own exit was reported
 
     @staticmethod
@@ -289,16 +311,20 @@ class LocalHost:
         if not self.spec.app:
             return None
         if self.plan == "flex":
-            if self.timer_instance is None or not self.timer_instance.handle.is_alive():
+            turn = self._timer_turn % len(self.timer_instances)
+            self._timer_turn += 1
+            running = self.timer_instances[turn]
+            if running is None or not running.handle.is_alive():
                 stop, timers = self._ctx.Event(), self._ctx.Queue()
-                spec = replace(self.spec, name="timer-instance", fault=None)
+                name = "timer-instance" if len(self.timer_instances) == 1 else f"timer-instance-{turn + 1}"
+                spec = replace(self.spec, name=name, fault=None)
                 handle = self._ctx.Process(
                     target=timer_process_main, args=(spec, self._events, stop, timers), name=spec.name
                 )
                 handle.start()
-                self.timer_instance = _Running(spec.name, handle, stop, None, timers)
-                self._timer_in_flight.clear()
-            return self.timer_instance.timers
+                running = self.timer_instances[turn] = _Running(spec.name, handle, stop, None, timers)
+                self._timer_in_flight.clear()  # a dead one's run never reports
+            return running.timers
         alive = [r for r in self.instances if r.timers is not None and r.handle.is_alive()]
         return alive[0].timers if alive else None
 
@@ -383,7 +409,7 @@ class LocalHost:
 
     def _processes(self) -> list[_Running]:
         """Every instance process running now: the trigger's and (Flex) the timer functions' own."""
-        return self.instances + ([self.timer_instance] if self.timer_instance else [])
+        return self.instances + [r for r in self.timer_instances if r is not None]
 
     def _report_deaths(self) -> None:
         """Log, once each, an instance process that exited by itself (the host kills or stops only instances it

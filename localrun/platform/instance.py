@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from localrun.platform.accounting import batch_ranges
 from localrun.platform.binding import TriggerBinding, invoke, load_binding
-from localrun.platform.extension import KafkaHostOptions, run_execution
+from localrun.platform.extension import KafkaHostOptions, invalid_traceparent, run_execution
 
 log = logging.getLogger("localrun.instance")
 _CONSUME_SLICE_S = 0.005  # longest a store waits for the subscriber's consume call to return
@@ -55,6 +55,12 @@ class InstanceSpec:
     consumer_conf: Mapping[str, Any] = field(default_factory=dict)
     app: str | None = None  # "module:attribute" of the FunctionApp a process instance imports
     settings: Mapping[str, str] = field(default_factory=dict)  # the app settings of a process instance
+    # Export the process's metrics every this many ms to the host as `customMetrics` rows, as the Azure Monitor
+    # distro exports them (localrun/platform/appinsights.py); also the process's OTEL_METRIC_EXPORT_INTERVAL.
+    export_interval_ms: int | None = None
+    # The host's tracing listens to the Kafka extension's ActivitySource (telemetryMode OpenTelemetry with its
+    # source subscribed): a batch holding a traceparent .NET refuses is then never invoked (extension.py)
+    tracing: bool = False
 
 
 def _faulty(function: Callable[..., Any], fault: str | None) -> Callable[..., Any]:
@@ -195,6 +201,9 @@ class InstanceLoop:
         return batch
 
     def _deliver(self, batch: list[Message], waited_s: float) -> None:
+        if self.spec.tracing and self._activity_throws(batch, waited_s):
+            return
+
         def failed(n: int, exc: Exception) -> None:
             log.warning("%s: invocation %d on a batch of %d failed: %s", self.spec.name, n, len(batch), exc)
 
@@ -230,6 +239,38 @@ class InstanceLoop:
                 "ranges": ranges,
             }
         )
+
+    def _activity_throws(self, batch: list[Message], waited_s: float) -> bool:
+        """The extension's batch activity, built before the invocation when tracing listens: a record whose
+        traceparent .NET cannot parse throws, the reader logs it and goes on to the next batch, nothing of this one
+        invoked or stored (localrun/platform/extension.py)."""
+        for message in batch:
+            error = invalid_traceparent(message.headers() or [])  # type: ignore[arg-type]  # (str, bytes | None)
+            if error is not None:
+                break
+        else:
+            return False
+        ranges = batch_ranges(coordinates(batch))
+        where = "; ".join(f"{self.binding.topic}[{p}] offsets {lo}..{hi}" for p, lo, hi in ranges)
+        log.error("%s: Error in executor reader: %s (a batch never invoked: %s)", self.spec.name, error, where)
+        self.emit(
+            {
+                "instance": self.spec.name,
+                "pid": os.getpid(),
+                "records": len(batch),
+                "invocations": 0,
+                "succeeded": False,
+                "skipped": False,
+                "stored": False,
+                "aborted": False,
+                "dropped": True,
+                "channel_wait_s": waited_s,
+                "busy_s": 0.0,
+                "coords": coordinates(batch) if self.spec.trace else [],
+                "ranges": ranges,
+            }
+        )
+        return True
 
     def _store(self, offsets: list[TopicPartition]) -> bool:
         """Store a batch's offsets as the extension's `AsyncCommitStrategy` does: one `StoreOffset` per partition,
@@ -344,13 +385,16 @@ def _is_error(msg: Message) -> bool:
 _reader: Any = None  # the process's in-memory OpenTelemetry reader (see _metric_reader)
 
 
-def _import_app(spec: InstanceSpec) -> Any:
+def _import_app(spec: InstanceSpec, emit: Callable[[dict[str, Any]], None]) -> Any:
     """Set the app settings and import the app, as a worker process does; with an OpenTelemetry SDK meter provider
     installed, as on Azure where Application Insights is configured (deploy.sh always wires it): every instance
-    then pays what recording the app's metrics costs there."""
+    then pays what recording the app's metrics costs there. With `export_interval_ms`, its metrics are exported to
+    the host that often, as `customMetrics` rows."""
     global _reader
-    _reader = _metric_reader()
     os.environ.update(spec.settings)
+    if spec.export_interval_ms is not None:
+        os.environ["OTEL_METRIC_EXPORT_INTERVAL"] = str(spec.export_interval_ms)
+    _reader = _metric_reader(spec, emit)
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s %(levelname)s {spec.name} %(name)s: %(message)s")
     for name in filter(None, os.environ.get("LOCALRUN_DEBUG", "").split(",")):  # loggers to show at DEBUG
         logging.getLogger(name).setLevel(logging.DEBUG)
@@ -363,7 +407,7 @@ def process_main(spec: InstanceSpec, events: Any, stop: Any, drain: Any = None, 
     """Entry of a spawned instance process: set the app settings, import the app, index it, run the loop; with
     `timers` (Premium: every instance runs every function), also run the timer invocations sent there. A drained
     instance waits to be killed, as a worker the host disposes of does."""
-    app = _import_app(spec)
+    app = _import_app(spec, events.put)
     if timers is not None:
         serving = threading.Thread(target=serve_timers, args=(spec, app, timers, events.put, stop), daemon=True)
         serving.name = f"{spec.name}-timers"
@@ -376,7 +420,7 @@ def process_main(spec: InstanceSpec, events: Any, stop: Any, drain: Any = None, 
 
 def timer_process_main(spec: InstanceSpec, events: Any, stop: Any, timers: Any) -> None:
     """Entry of a Flex Consumption timer instance: the app imported, only timer invocations run."""
-    app = _import_app(spec)
+    app = _import_app(spec, events.put)
     serve_timers(spec, app, timers, events.put, stop)
 
 
@@ -394,6 +438,7 @@ def serve_timers(
         except queue.Empty:
             continue
         started = time.monotonic()
+        started_at = time.time()
         error = None
         try:
             invoke_timer(bindings[name], past_due)
@@ -409,6 +454,9 @@ def serve_timers(
                 "error": error,
                 "lag": _lag_gauges(reader),
                 "repaired": _repaired(),
+                "run": _repair_run(),
+                "started_at": started_at,
+                "ended_at": time.time(),
             }
         )
 
@@ -420,9 +468,20 @@ def _repaired() -> int:
     return 0 if repair is None or repair.last is None else repair.last.settled
 
 
-def _metric_reader() -> Any:
-    """An in-memory OpenTelemetry reader for this process's instruments (what Application Insights would be
-    sent on Azure), or None where a provider is configured already."""
+def _repair_run() -> dict[int, tuple[int, float, int, int]]:
+    """What this process's latest repair run measured per partition, (records, seconds, waiting), and settled."""
+    from settlement.runtime import service
+
+    repair = service.current_repair()
+    if repair is None or repair.last is None:
+        return {}
+    return {p.partition: (p.offsets.lag, p.lag_s, p.offsets.waiting, p.settled) for p in repair.last.partitions}
+
+
+def _metric_reader(spec: InstanceSpec, emit: Callable[[dict[str, Any]], None]) -> Any:
+    """An in-memory OpenTelemetry reader for this process's instruments, or None where a provider is configured
+    already; with `export_interval_ms`, also the periodic reader that exports them to the host as `customMetrics`
+    rows (what Application Insights would be sent on Azure)."""
     from opentelemetry import metrics
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -430,7 +489,15 @@ def _metric_reader() -> Any:
     if isinstance(metrics.get_meter_provider(), MeterProvider):
         return None
     reader = InMemoryMetricReader()
-    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    readers: list[Any] = [reader]
+    if spec.export_interval_ms is not None:
+        from localrun.platform.appinsights import periodic_reader
+
+        def export(rows: list[dict[str, Any]]) -> None:
+            emit({"kind": "metrics", "instance": spec.name, "pid": os.getpid(), "rows": rows})
+
+        readers.append(periodic_reader(export, spec.export_interval_ms))
+    metrics.set_meter_provider(MeterProvider(metric_readers=readers))
     return reader
 
 

@@ -101,3 +101,14 @@ def test_every_trade_is_visible_within_the_bound_with_no_new_trade(stack, name: 
     assert outcome.finished and outcome.lost == 0 and outcome.duplicates == 0, outcome
     assert outcome.visible_s is not None and outcome.visible_s <= VISIBLE_BOUND_S, outcome
     assert liveness_met(outcome)
+
+
+TRACEPARENT_ROW = "records with a traceparent .NET refuses, tracing on: their batches never invoked, committed past"
+
+
+def test_batches_the_extension_never_invokes_for_a_malformed_traceparent_are_booked_once_by_the_repair(stack) -> None:
+    outcome = run_liveness(TRACEPARENT_ROW, stack.bootstrap, stack.registry_url, EXACTLY_ONCE)
+    assert outcome.dropped_records > 0, outcome  # the hazard happened: batches never invoked, then committed past
+    assert outcome.finished and outcome.lost == 0 and outcome.duplicates == 0, outcome
+    assert outcome.settled + outcome.dead_lettered == outcome.inputs, outcome
+    assert outcome.visible_s is not None and outcome.visible_s <= VISIBLE_BOUND_S, outcome

@@ -6,7 +6,13 @@ import random
 
 import pytest
 
-from localrun.platform.extension import KafkaHostOptions, backoff_s, run_execution, worst_case_s
+from localrun.platform.extension import (
+    KafkaHostOptions,
+    backoff_s,
+    invalid_traceparent,
+    run_execution,
+    worst_case_s,
+)
 from localrun.platform.indexing import RetryPolicy, index_app
 from settlement.runtime.config import DEFAULT_DELIVERY_TIMEOUT_S
 
@@ -92,3 +98,39 @@ def test_host_json_sets_the_executor_channel() -> None:
 def test_a_setting_the_extension_refuses_fails_naming_it(field: str, setting: str) -> None:
     with pytest.raises(ValueError, match=f"extensions.kafka.{setting} must be larger than 0"):
         KafkaHostOptions(**{field: 0})
+
+
+VALID = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize(
+    ("value", "parses"),
+    [
+        (VALID, True),
+        (VALID.replace(b"-", b"_"), True),  # the separators are not checked
+        (b"fe" + VALID[2:], True),
+        (VALID[:-2] + b"ff", True),
+        (b"ff" + VALID[2:], False),  # version ff
+        (VALID.upper(), False),  # upper-case hex
+        (b"00-" + b"0" * 32 + VALID[35:], False),  # all-zero trace id
+        (VALID[:36] + b"0" * 16 + VALID[52:], False),  # all-zero span id
+        (VALID + b"-00", False),  # a later version's longer form
+        (VALID[:-1], False),
+        (VALID[:10] + "é".encode() + VALID[12:], False),  # non-ASCII: read as '?'
+        (b"00-garbage-01", False),
+        (b"", False),
+    ],
+)
+def test_the_extension_refuses_a_traceparent_as_dotnet_s_activity_context_does(value: bytes, parses: bool) -> None:
+    error = invalid_traceparent([("traceparent", value)])
+    assert (error is None) == parses, error
+    if not parses:
+        assert error is not None and error.endswith(" is not a valid traceparent.")
+
+
+def test_only_the_first_traceparent_header_with_a_value_counts() -> None:
+    assert invalid_traceparent([]) is None
+    assert invalid_traceparent([("Traceparent", b"bad"), ("tracestate", b"x=1")]) is None  # the key is exact
+    assert invalid_traceparent([("traceparent", None), ("traceparent", VALID)]) is None  # null is absent
+    assert invalid_traceparent([("traceparent", VALID), ("traceparent", b"bad")]) is None
+    assert invalid_traceparent([("traceparent", b"bad"), ("traceparent", VALID)]) == "bad is not a valid traceparent."
