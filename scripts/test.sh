@@ -10,4 +10,7 @@ scripts/bootstrap.sh
 .venv/bin/mypy --no-error-summary settlement function_app.py devstack localrun scripts bench
 # The layer contract (pyproject.toml [tool.importlinter]): imports point down, no cycle.
 .venv/bin/lint-imports --no-cache
-exec .venv/bin/python -m pytest "$@"
+# Several test processes (pytest-xdist): most of a test's time is spent waiting on the broker, so even 2 cores run
+# more than 2 at once. They share one stack; --dist loadgroup keeps each xdist_group (the tests that restart their
+# stack, the 3-broker cluster's) in one process. `scripts/test.sh -n 0` runs everything in this process.
+exec .venv/bin/python -m pytest -n "${SETTLEMENT_TEST_PROCESSES:-4}" --dist loadgroup "$@"

@@ -1,14 +1,22 @@
 """Session fixtures: one real broker + registry for the whole run, unique topic names per test.
 
 Set KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL to use a stack that is already running; otherwise the
-local stack (`python -m devstack up`) is started once here and stopped at the end if this run started it.
+local stack (`python -m devstack up`) is started once, by whichever test process needs it first, and stopped at
+the end of the run if this run started it. `scripts/test.sh` runs the tests in several processes (pytest-xdist):
+they share that one stack, since every test uses topics and groups of its own. Tests that stop, freeze or restart a
+broker or the registry would pull it from under the others, so they take `owned_stack` instead: a second stack
+(another `DEVSTACK_HOME`), started once, and their `xdist_group` puts them all in one process, one after another.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -18,12 +26,43 @@ from tests.kafka_helpers import create_topics, unique_name
 # the environment holds at that moment; tests/integration/test_warm_start.py covers the warm start.
 os.environ.setdefault("SETTLEMENT_WARM_START", "false")
 
+ROOT = Path(__file__).resolve().parents[1]
+# One id for the whole run, set by the controlling process and inherited by the test processes, so that the one
+# that started the shared stack can be told at the end, whichever process it was.
+RUN_ID = "SETTLEMENT_TEST_RUN"
+# The xdist group of the tests that stop or restart their stack's processes (they run in one process).
+OWNED = "owned-stack"
+
 
 @dataclass
 class Stack:
     bootstrap: str
     registry_url: str
     owned: bool  # True when this test run controls the broker process (restart tests need that)
+    home: Path | None = None  # its DEVSTACK_HOME when it is not the default one
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controlling process (or the only one)
+        os.environ.setdefault(RUN_ID, uuid.uuid4().hex)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Across the run's processes: one at a time starts (or finds) a stack."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _started_marker() -> Path:
+    from devstack import stack as devstack
+
+    return devstack.home() / f"started-by-{os.environ[RUN_ID]}"
 
 
 @pytest.fixture(scope="session")
@@ -35,21 +74,76 @@ def stack() -> Iterator[Stack]:
         return
     from devstack import stack as devstack
 
-    state, started = devstack.up()
+    with _locked(devstack.home() / "up.lock"):
+        state, started = devstack.up()
+        if started:
+            _started_marker().touch()  # stopped by pytest_sessionfinish once every process is done
     try:
         yield Stack(state.bootstrap_servers, state.registry_url, owned=True)
     finally:
-        import gc
+        _release_clients()
 
-        from settlement.delivery import producer
-        from settlement.runtime import service
 
-        # No client may be left retrying a broker that is going away (it would log after pytest's summary).
-        service.reset()
-        producer.reset_shared_producer(timeout_s=1)
-        gc.collect()
-        if started and not os.environ.get("DEVSTACK_KEEP"):
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workerinput") or RUN_ID not in os.environ:
+        return
+    from devstack import stack as devstack
+
+    marker = _started_marker()
+    if marker.exists():
+        marker.unlink()
+        if not os.environ.get("DEVSTACK_KEEP"):
             devstack.down()
+
+
+def _release_clients() -> None:
+    """No client may be left retrying a broker that is going away (it would log after pytest's summary)."""
+    import gc
+
+    from settlement.delivery import producer
+    from settlement.runtime import service
+
+    service.reset()
+    producer.reset_shared_producer(timeout_s=1)
+    gc.collect()
+
+
+@pytest.fixture(scope="session")
+def _owned_stack_state(worker_id: str) -> Iterator[Stack]:
+    from devstack import stack as devstack
+
+    home = ROOT / ".stack" / f"owned-{worker_id}"
+    previous = os.environ.get("DEVSTACK_HOME")
+    os.environ["DEVSTACK_HOME"] = str(home)
+    try:
+        state, _ = devstack.up()
+    finally:
+        _restore("DEVSTACK_HOME", previous)
+    try:
+        yield Stack(state.bootstrap_servers, state.registry_url, owned=True, home=home)
+    finally:
+        _release_clients()
+        os.environ["DEVSTACK_HOME"] = str(home)
+        try:
+            devstack.down()
+        finally:
+            _restore("DEVSTACK_HOME", previous)
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+@pytest.fixture
+def owned_stack(_owned_stack_state: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    """A stack of this test's own to stop, freeze or restart (`devstack` finds it through DEVSTACK_HOME for the
+    length of the test). Mark the test `pytest.mark.xdist_group(OWNED)`."""
+    assert _owned_stack_state.home is not None
+    monkeypatch.setenv("DEVSTACK_HOME", str(_owned_stack_state.home))
+    return _owned_stack_state
 
 
 @pytest.fixture

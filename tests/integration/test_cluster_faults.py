@@ -24,7 +24,7 @@ from localrun.platform.kafka import create_topics
 from settlement.runtime.config import EXACTLY_ONCE
 from tests.kafka_helpers import unique_name
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("three-brokers")]
 
 LEADER_ROW = cluster_faults.SOURCE_LEADER_KILLED
 BLACKHOLE_ROW = cluster_faults.LEADER_BLACKHOLED_PAST_TIMEOUT

@@ -15,8 +15,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from devstack import stack as devstack
+from tests.conftest import OWNED
 from tests.integration.pipeline import Pipeline
-from tests.integration.workers import Worker, exactly, ledger, trades
+from tests.integration.workers import Worker, exactly, ledger, trades, worker_settings
 
 pytestmark = pytest.mark.integration
 BOUND_S = 60.0  # every trade visible to a read_committed reader within this, at the default schedule
@@ -134,13 +135,14 @@ def test_a_live_holder_is_left_alone(pipeline, settings, workers):
 RESTARTS = 2  # before the fix the first restart crashed the process in each of 4 runs (a run in flight as it came back)
 
 
-def test_repair_runs_across_broker_restarts_leave_their_process_alive(stack, pipeline, settings, workers):
+@pytest.mark.xdist_group(OWNED)
+def test_repair_runs_across_broker_restarts_leave_their_process_alive(owned_pipeline, workers):
     """Repair runs back to back while the broker restarts meet the group coordinator answering NOT_COORDINATOR
     (while it comes back): a run may fail, its process must live on. Reading the group offsets with the admin
     client's list_consumer_group_offsets, librdkafka (2.16, confluentinc/librdkafka#5040) crashed the process
     with SIGSEGV on that answer: in the Premium model the trigger's instance, which then settled nothing more."""
-    if not stack.owned:
-        pytest.skip("needs control of the local stack's processes")
+    pipeline = owned_pipeline
+    settings = worker_settings()
     trades(pipeline, 100)
     worker = Worker(settings)
     workers.append(worker)

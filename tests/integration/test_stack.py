@@ -12,7 +12,8 @@ from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, Proto
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from settlement.schemas.user_trade_pb2 import UserTrade
-from tests.kafka_helpers import consumer, drain, produce, unique_name
+from tests.conftest import OWNED
+from tests.kafka_helpers import consumer, create_topics, drain, produce, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -89,12 +90,13 @@ def test_protobuf_round_trip_through_the_registry(stack, new_topic) -> None:
     assert fresh.get_schema(schema_id).schema_type == "PROTOBUF"
 
 
-def test_broker_restart_keeps_data_and_committed_offsets(stack, new_topic) -> None:
-    if not stack.owned:
-        pytest.skip("the broker process belongs to a stack this run did not start")
+@pytest.mark.xdist_group(OWNED)
+def test_broker_restart_keeps_data_and_committed_offsets(owned_stack) -> None:
     from devstack import stack as devstack
 
-    topic = new_topic("stack-restart", partitions=3)
+    stack = owned_stack
+    topic = unique_name("stack-restart")
+    create_topics(stack.bootstrap, [topic], 3)
     produce(stack.bootstrap, topic, ((f"k{i}", f"before-{i}".encode()) for i in range(300)))
     group = unique_name("g")
     assert len(_consume_and_commit(stack.bootstrap, topic, group, 300)) == 300

@@ -61,10 +61,15 @@ class Worker:
         self.proc.send_signal(sig)
 
 
-@pytest.fixture
-def settings(pipeline: Pipeline) -> dict[str, str]:
+def worker_settings() -> dict[str, str]:
+    """A worker's app settings: the pipeline's (its fixture set them in the environment), exactly-once."""
     keys = [k for k in os.environ if k.startswith(("KAFKA_", "SCHEMA_", "SETTLEMENT", "USER_TRADES", "DEAD_LETTER"))]
     return {k: os.environ[k] for k in keys} | {"PYTHONPATH": ROOT, "SETTLEMENT_DELIVERY_GUARANTEE": "exactly-once"}
+
+
+@pytest.fixture
+def settings(pipeline: Pipeline) -> dict[str, str]:
+    return worker_settings()
 
 
 @pytest.fixture
