@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = "SETTLEMENT_TEST_RUN"
 # The xdist group of the tests that stop or restart their stack's processes (they run in one process).
 OWNED = "owned-stack"
+_NAMED_RUN = pytest.StashKey[bool]()
 
 
 @dataclass
@@ -43,8 +44,11 @@ class Stack:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput"):  # the controlling process (or the only one)
-        os.environ.setdefault(RUN_ID, uuid.uuid4().hex)
+    # The controlling process (or the only one) names the run, unless it is itself run by a test of another run
+    # (tests/integration/test_pythons.py), whose stack it must leave alone.
+    if not hasattr(config, "workerinput") and RUN_ID not in os.environ:
+        os.environ[RUN_ID] = uuid.uuid4().hex
+        config.stash[_NAMED_RUN] = True
 
 
 @contextmanager
@@ -85,7 +89,7 @@ def stack() -> Iterator[Stack]:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if hasattr(session.config, "workerinput") or RUN_ID not in os.environ:
+    if not session.config.stash.get(_NAMED_RUN, False):
         return
     from devstack import stack as devstack
 
