@@ -23,7 +23,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from contextlib import AbstractContextManager, suppress
@@ -122,16 +121,10 @@ def _save(state: ClusterState) -> None:
 
 
 def _free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((HOST, 0))
-            socks.append(sock)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    ports: list[int] = []
+    for _ in range(count):
+        ports.append(stack.free_port(set(ports)))
+    return ports
 
 
 def fetch_tools(cache: Path = CACHE) -> Path:

@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -117,12 +118,25 @@ def _choose_port(setting: str, taken: set[int]) -> int:
         if not _port_free(port):
             raise StackError(f"port {port} ({setting}) is already in use on {HOST}; set {setting} to a free port")
         return port
+    return free_port(taken)
+
+
+def free_port(taken: set[int]) -> int:
+    """A free port for a service started after this returns, drawn below the kernel's ephemeral range: a port
+    the kernel handed out for port 0 is one it may hand any process as a connection's source port before the
+    service binds it (met with four test processes connecting at once: a registry that could not bind)."""
+    first_ephemeral = _ephemeral_range_start()
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((HOST, 0))
-            port = int(sock.getsockname()[1])
-        if port not in taken:
+        port = random.randrange(max(1024, first_ephemeral - 12000), first_ephemeral)
+        if port not in taken and _port_free(port):
             return port
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def _cluster_id() -> str:
