@@ -22,6 +22,7 @@ An in-process function (tests, benchmarks) runs the same loop in threads instead
 
 from __future__ import annotations
 
+import collections
 import importlib
 import json
 import logging
@@ -88,6 +89,8 @@ class HostStats:
     drained: int = 0  # instances scaled in (drained, then killed)
     # (seconds since the host started, {partition: (records, seconds)}) per repair run: the lag it recorded
     lag_samples: list[tuple[float, dict[int, tuple[int, float]]]] = field(default_factory=list)
+    # trade-to-acknowledgement latency of the records of succeeded batches (accounting.latency_buckets)
+    latency: collections.Counter[int] = field(default_factory=collections.Counter)
     started: float = field(default_factory=time.monotonic)
 
     def add(self, event: Mapping[str, Any]) -> None:
@@ -110,6 +113,7 @@ class HostStats:
         self.skipped_records += event["records"] if event["skipped"] else 0
         self.store_failures += 0 if event["stored"] or event["aborted"] else 1
         self.ranges.extend(event["ranges"])
+        self.latency.update(event.get("latency", {}))
         self.aborted_batches += 1 if event["aborted"] else 0
         self.channel_wait_s += event["channel_wait_s"]
         self.busy_s += event["busy_s"]
