@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,10 +231,8 @@ class Engine:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Cancel the engine's jobs and let it exit; end it if it does not."""
         if self.proc.poll() is None:
-            try:
+            with suppress(StackError):
                 self.request({"op": "stop"}, timeout_s)
-            except StackError:
-                pass
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
             try:

@@ -35,7 +35,7 @@ def _state(client: Any) -> str:
     return str(getattr(status, "name", status))
 
 
-def _types(DataTypes: Any) -> dict[str, Any]:  # noqa: N803 - PyFlink's name
+def _types(DataTypes: Any) -> dict[str, Any]:
     return {
         "STRING": DataTypes.STRING(),
         "INT": DataTypes.INT(),
@@ -112,7 +112,8 @@ class Server:
                 self.reply(ok=True)
             elif op == "status":
                 job = request["job"]
-                self.reply(ok=True, status="FINISHED" if job in self.finished else _state(self.jobs[job].get_job_client()))
+                done = job in self.finished
+                self.reply(ok=True, status="FINISHED" if done else _state(self.jobs[job].get_job_client()))
             else:
                 self.reply(ok=False, error=f"unknown op {op!r}")
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller as Flink said it
