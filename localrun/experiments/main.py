@@ -1,8 +1,12 @@
 """The main job: the whole pipeline on this machine, end to end.
 
-Brings up the local stack, creates this run's topics, generates trades as the ksqlDB join would (plus a few
-poison records), hosts the real function with the local Kafka-trigger host, shows progress, then prints a
-summary and checks the invariant: inputs = settlements + dead letters, no record lost or settled twice.
+Brings up the local stack and the Flink engine, creates this run's topics, generates `stocktrade` and `users` as
+the Datagen quickstarts write them, joins them on Flink into `user_trades` (flink/02-user-trades.sql; a few poison
+records added), hosts the real function with the local Kafka-trigger host while the join runs, analyses the
+settlements on Flink (flink/04-settlement-analysis.sql), then prints a summary and checks every end: every trade
+joined with the users row valid at its time, inputs = settlements + dead letters (none lost or settled twice),
+every analysis window equal to the same figure computed here from the settlements. `--no-engine` skips Flink: the
+generator then writes `user_trades` as the join would, and the run stops at the settlements.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from confluent_kafka import Producer
 
 from devstack import stack
 from devstack.errors import StackError
+from devstack.flink import FlinkError
 from localrun.experiments.charts import Sample, run_chart
 from localrun.experiments.generator import GeneratorConfig, produce_trades
+from localrun.experiments.stream_job import StreamRun
 from localrun.platform.accounting import Coverage, Range, bucket_percentile, coverage, delivered_twice, unexplained
 from localrun.platform.host import KafkaHostOptions, LocalHost, load_binding, run_settings
 from localrun.platform.kafka import create_topics, header, high_watermarks, nothing_pending, read_to_end, settlement_of
@@ -99,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="3: run on `devstack up --brokers 3` (replication 3, min ISR 2, clients through toxiproxy)",
     )
+    parser.add_argument(
+        "--no-engine",
+        action="store_true",
+        help="skip the Flink engine: write user_trades directly as the join would, no analysis (a quick run)",
+    )
     parser.add_argument("--chart", type=Path, help="where to write the run's chart (default: .runs/run-<id>.png)")
     parser.add_argument("--no-chart", action="store_true", help="write no chart")
     args = parser.parse_args(argv)
@@ -112,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                 return _run(args, cluster_state.bootstrap_servers, cluster_state.registry_url, replication=3)
         with stack.running(keep=args.keep_stack) as state:
             return _run(args, state.bootstrap_servers, state.registry_url)
+    except FlinkError as exc:
+        print(f"flink: {exc}", file=sys.stderr)
+        return 1
     except StackError as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         return 2
@@ -145,14 +159,22 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
     print(f"run {run_id}: broker {bootstrap}, registry {registry_url}")
     print(f"topics: {topics.source} -> {topics.settlements} (+ {topics.dead_letter}); {args.guarantee}")
     t0 = time.monotonic()
-    sent = produce_trades(bootstrap, registry_url, topics.source, args.trades, GeneratorConfig(), rate=args.rate)
+    stream: StreamRun | None = None
+    if args.no_engine:
+        sent = produce_trades(bootstrap, registry_url, topics.source, args.trades, GeneratorConfig(), rate=args.rate)
+    else:
+        stream = StreamRun.start(
+            bootstrap, registry_url, run_id, topics.source, topics.settlements, args.partitions, args.trades, POISON
+        )
+        sent = args.trades
     raw = Producer({"bootstrap.servers": bootstrap})
     for i, value in enumerate(POISON):
         raw.produce(topics.source, key=f"User_{i}", value=value)
     raw.flush(30)
     last_trade_at = time.monotonic()
     inputs = sent + len(POISON)
-    print(f"generated {sent} trades + {len(POISON)} poison records in {time.monotonic() - t0:.1f}s")
+    if stream is None:
+        print(f"generated {sent} trades + {len(POISON)} poison records in {time.monotonic() - t0:.1f}s")
 
     binding = load_binding(function_app.app, settings)
     options = KafkaHostOptions.from_host_json()
@@ -219,6 +241,8 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
         print(f"timed out after {args.timeout:.0f}s with {outputs['n']}/{inputs} outputs", file=sys.stderr)
     code = _summary(bootstrap, topics, inputs, elapsed, host, args.guarantee == EXACTLY_ONCE)
     code = max(code, _visibility(ends, last_trade_at, host, args.guarantee == EXACTLY_ONCE))
+    if stream is not None:
+        code = max(code, stream.finish())
     if not args.no_chart:
         chart = args.chart or (RUNS_DIR / f"run-{run_id}.png")
         chart.parent.mkdir(parents=True, exist_ok=True)
