@@ -57,7 +57,7 @@ def _wait_for(predicate, timeout_s: float = 60.0) -> None:  # type: ignore[no-un
 
 def test_the_join_meets_each_trade_with_the_users_row_valid_at_its_time(stack, engine: flink.Engine) -> None:
     topics = _topics(stack.bootstrap)
-    cfg = sr.SourceConfig(users=4, moved="User_2", moved_at=0.5, step_ms=1000)
+    cfg = sr.SourceConfig(users=4, moved="User_2", moved_at=0.5, step_us=1_000_000)
     sources = sr.produce_sources(stack.bootstrap, topics, 300, BASE, cfg)
     schema_id = sr.register_user_trades(stack.registry_url, topics["user_trades"])
     _fresh(engine, stack.bootstrap, topics, bounded=True)
@@ -81,7 +81,7 @@ def test_an_idle_users_topic_does_not_hold_the_join_back(stack, engine: flink.En
     # Unbounded, as on Confluent Cloud: the users rows are old and nothing more comes on that topic. Without the
     # idle timeout the join's watermark would wait for users forever and emit nothing.
     topics = _topics(stack.bootstrap)
-    cfg = sr.SourceConfig(users=3, moved="User_1", moved_at=0.0, step_ms=1000)
+    cfg = sr.SourceConfig(users=3, moved="User_1", moved_at=0.0, step_us=1_000_000)
     sources = sr.produce_sources(stack.bootstrap, topics, 60, BASE, cfg)
     schema_id = sr.register_user_trades(stack.registry_url, topics["user_trades"])
     _fresh(engine, stack.bootstrap, topics, bounded=False)

@@ -117,3 +117,17 @@ def test_the_udfs_read_and_write_columns_by_name_through_the_framing() -> None:
     assert decode(b"not framed") is None and decode(None) is None and decode(b"\x00\x00\x00\x00\x01\x00\xff") is None
     with pytest.raises(ValueError, match="no field for column"):
         udfs.decoder(TradeSettlement, ["nope"])
+
+
+def test_the_tool_prints_for_confluent_cloud_the_statements_the_local_engine_runs() -> None:
+    from scripts import flink_sql
+
+    cloud = flink_sql.render("cloud", "all")
+    for name in flink_sql.FILES:
+        for insert in statements.inserts(name):
+            assert insert.text + ";" in cloud  # verbatim
+            # ... and locally the same query runs, unchanged, inside the (possibly wrapped) INSERT
+            assert insert.query in ddl.local_insert(TABLES[insert.table], insert.query, 1)
+    assert "SET 'sql.tables.scan.idle-timeout' = '2 s';" in cloud
+    assert cloud.index("CREATE TABLE IF NOT EXISTS `users`") < cloud.index("INSERT INTO user_trades")
+    assert flink_sql.main(["--part", "ddl", "--dialect", "local"]) == 0
