@@ -218,6 +218,11 @@ class Engine:
         finished, or raises `FlinkError` with the job's failure."""
         return self.request({"op": "sql", "sql": statement, "wait": wait, "timeout_s": timeout_s}, timeout_s + 30)
 
+    def statement_set(self, inserts: Sequence[str], wait: bool = False, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Several INSERTs as one job (a source they share read once)."""
+        request = {"op": "sql", "statements": list(inserts), "wait": wait, "timeout_s": timeout_s}
+        return self.request(request, timeout_s + 30)
+
     def wait(self, job: str, timeout_s: float = 600.0) -> None:
         """Until a bounded job finishes; `FlinkError` with its failure."""
         self.request({"op": "wait", "job": job, "timeout_s": timeout_s}, timeout_s + 30)

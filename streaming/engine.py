@@ -7,7 +7,8 @@ statement of a test session or a run. A standalone local cluster would need fixe
 own start and stop scripts; the mini-cluster is what PyFlink runs by default.
 
 Requests: {"op": "sql", "sql": ..., "wait": bool, "timeout_s": s} executes one statement (a DDL, a SET, or an
-INSERT, which starts a job; `wait` waits for a bounded job to finish); {"op": "cancel", "job": id};
+INSERT, which starts a job; `wait` waits for a bounded job to finish), or with "statements": [...] several INSERTs
+as one job; {"op": "cancel", "job": id};
 {"op": "status", "job": id}; {"op": "stop"}. Every reply carries "ok", and "error" (Flink's own message) when
 not. Python UDFs run in thread mode (in the JVM's embedded interpreter), which needs this environment's
 site-packages on PYTHONPATH (devstack/flink.py sets it).
@@ -122,11 +123,18 @@ class Server:
 
     def _sql(self, request: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
-        setting = _SET.match(request["sql"])
+        setting = _SET.match(request.get("sql", ""))
         if setting:  # the SQL client's SET, which TableEnvironment.execute_sql does not take
             self.t_env.get_config().set(setting.group(1), setting.group(2))
             return {"elapsed_s": 0.0}
-        result = self.t_env.execute_sql(request["sql"])
+        if "statements" in request:
+            # INSERTs as one job: a source they share is read and decoded once (Flink reuses it in the plan).
+            statement_set = self.t_env.create_statement_set()
+            for statement in request["statements"]:
+                statement_set.add_insert_sql(statement)
+            result = statement_set.execute()
+        else:
+            result = self.t_env.execute_sql(request["sql"])
         client = result.get_job_client()
         if client is None:
             return {"elapsed_s": time.monotonic() - started}

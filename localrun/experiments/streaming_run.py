@@ -9,6 +9,7 @@ generated for the local engine (streaming/ddl.py) over this run's topics.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections import Counter, defaultdict
@@ -143,14 +144,15 @@ def definitions(bootstrap: str, topics: StreamTopics, bounded: bool) -> list[str
 
 
 def run_file(engine: Engine, file: str, schema_ids: Mapping[str, int], wait: bool, timeout_s: float = 600) -> list[str]:
-    """Run a statements file of flink/ unchanged (written through the encoding UDF where the target is framed);
-    returns the jobs started."""
+    """Run a statements file of flink/ unchanged (written through the encoding UDF where the target is framed), its
+    INSERTs as one job; returns the job."""
     tables = ddl.load()
-    jobs = []
-    for insert in statements.inserts(file):
-        sql = ddl.local_insert(tables[insert.table], insert.query, schema_ids.get(insert.table, 0))
-        jobs.append(str(engine.sql(sql, wait=wait, timeout_s=timeout_s)["job"]))
-    return jobs
+    inserts = [
+        ddl.local_insert(tables[i.table], i.query, schema_ids.get(i.table, 0)) for i in statements.inserts(file)
+    ]
+    if len(inserts) == 1:
+        return [str(engine.sql(inserts[0], wait=wait, timeout_s=timeout_s)["job"])]
+    return [str(engine.statement_set(inserts, wait=wait, timeout_s=timeout_s)["job"])]
 
 
 def apply_definitions(engine: Engine, bootstrap: str, topics: StreamTopics, bounded: bool) -> None:
@@ -216,8 +218,13 @@ def check_join(sources: Sources, joined: Iterable[Message], cfg: SourceConfig = 
 
 
 def window_start(stamp_ms: int, size_ms: int) -> str:
-    start = stamp_ms - stamp_ms % size_ms
-    return datetime.fromtimestamp(start / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    """The window's start as Flink's JSON format writes a TIMESTAMP(3) in UTC."""
+    return _format_start(stamp_ms - stamp_ms % size_ms)
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_start(start_ms: int) -> str:
+    return datetime.fromtimestamp(start_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def expected_windows(settlements: Iterable[tuple[int, TradeSettlement]]) -> dict[str, dict[tuple[str, ...], dict]]:
