@@ -241,10 +241,10 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
         print(f"timed out after {args.timeout:.0f}s with {outputs['n']}/{inputs} outputs", file=sys.stderr)
     code = _summary(bootstrap, topics, inputs, elapsed, host, args.guarantee == EXACTLY_ONCE)
     code = max(code, _visibility(ends, last_trade_at, host, args.guarantee == EXACTLY_ONCE))
+    chart = None if args.no_chart else (args.chart or (RUNS_DIR / f"run-{run_id}.png"))
     if stream is not None:
-        code = max(code, stream.finish())
-    if not args.no_chart:
-        chart = args.chart or (RUNS_DIR / f"run-{run_id}.png")
+        code = max(code, stream.finish(None if chart is None else chart.with_name(f"{chart.stem}-analysis.png")))
+    if chart is not None:
         chart.parent.mkdir(parents=True, exist_ok=True)
         title = f"run {run_id}: {inputs:,} records, {args.partitions} partitions, {args.scaling} scaling"
         print(f"\nchart: {run_chart(samples, host.scale_events, chart, title, host.stats.lag_samples)}")

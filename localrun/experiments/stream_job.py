@@ -7,10 +7,12 @@ import atexit
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from devstack import flink
 from localrun.experiments import streaming_run as sr
+from localrun.experiments.charts import analysis_chart
 from localrun.platform.kafka import read_to_end
 from streaming import ddl, statements
 
@@ -63,14 +65,15 @@ class StreamRun:
         print(f"flink: the join (flink/{statements.JOIN}) runs as job {job}")
         return cls(engine, bootstrap, topics, sources, cfg, set(poison), job, time.monotonic(), partitions)
 
-    def finish(self) -> int:
-        """Wait for the join, check it, run the analysis, print and check it; stop the engine. 1 on a mismatch."""
+    def finish(self, chart: Path | None = None) -> int:
+        """Wait for the join, check it, run the analysis, print and check it (and chart it to `chart`); stop the
+        engine. 1 on a mismatch."""
         try:
-            return self._finish()
+            return self._finish(chart)
         finally:
             self.engine.stop()
 
-    def _finish(self) -> int:
+    def _finish(self, chart: Path | None) -> int:
         self.engine.wait(self.join_job)
         joined = [m for m in read_to_end(self.bootstrap, self.topics["user_trades"]) if m.value() not in self.poison]
         join = sr.check_join(self.sources, joined, self.cfg)
@@ -95,6 +98,10 @@ class StreamRun:
         )
         for line in windows.wrong:
             print(f"  {line}")
+        if chart is not None:
+            chart.parent.mkdir(parents=True, exist_ok=True)
+            title = f"analysis of {len(settled):,} settlements (flink/{statements.ANALYSIS})"
+            print(f"analysis chart: {analysis_chart(got[sr.BY_SYMBOL], got[sr.EXPOSURE], chart, title)}")
         return 0 if join.ok and windows.ok else 1
 
 
