@@ -118,6 +118,16 @@ def _pinned(name: str) -> str:
     raise StackError(f"{REQUIREMENTS} pins no {name}")
 
 
+def is_set_up(cache: Path = CACHE) -> bool:
+    """Whether `setup` would find everything in place (nothing to download)."""
+    home = cache / f"flink-{_pinned('apache-flink')}"
+    return (
+        (home / "venv" / f".complete-{_digest(REQUIREMENTS)}").exists()
+        and (home / "lib" / f".complete-{_digest(POM)}").exists()
+        and (home / "generated" / f".complete-{_digest(PROTO, REQUIREMENTS)}").exists()
+    )
+
+
 def setup(cache: Path = CACHE) -> FlinkArtifacts:
     """The engine's environment, connector and generated modules: made on first use, found after."""
     home = cache / f"flink-{_pinned('apache-flink')}"

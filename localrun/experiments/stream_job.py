@@ -46,6 +46,9 @@ class StreamRun:
     ) -> StreamRun:
         """Start the engine and the join; returns once the join job runs (the function may start consuming)."""
         t0 = time.monotonic()
+        if not flink.is_set_up():
+            print("setting up the Flink engine in .cache/ (first run only: PyFlink from PyPI, the Kafka connector from "
+                  "Maven Central, about 400 MB)", flush=True)  # fmt: skip
         topics = sr.StreamTopics.for_run(run_id, user_trades, settlements)
         sr.create_stream_topics(bootstrap, topics, partitions)
         engine = flink.start(ddl.udf_specs(ddl.load()), parallelism=PARALLELISM)
