@@ -182,6 +182,7 @@ class Engine:
     def __init__(self, proc: subprocess.Popen[str], log: Path) -> None:
         self.proc = proc
         self.log = log
+        self.started_s = 0.0  # from spawning the process to its first answer
         self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._lock = threading.Lock()
         threading.Thread(target=self._read, daemon=True).start()
@@ -291,7 +292,7 @@ def start(udfs: Sequence[Mapping[str, object]], parallelism: int = 1, log: Path 
     if not ready.get("ready"):
         engine.stop(5)
         raise StackError(f"the Flink engine did not start: {ready.get('error')}; see {log}")
-    engine.started_s = time.monotonic() - started  # type: ignore[attr-defined]
+    engine.started_s = time.monotonic() - started
     return engine
 
 
