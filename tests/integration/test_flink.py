@@ -181,7 +181,7 @@ def test_a_failing_job_fails_with_its_cause(stack, engine: flink.Engine) -> None
     producer = Producer({"bootstrap.servers": stack.bootstrap})
     producer.produce(topics["stocktrade"], json.dumps({"quantity": 0, "price": 1}).encode(), timestamp=BASE)
     producer.flush(10)
-    with pytest.raises(flink.FlinkError):
+    with pytest.raises(flink.FlinkError, match=r"(?s)Job execution failed.*/ by zero"):
         engine.sql(
             "INSERT INTO exposure_by_symbol_hourly SELECT symbol, CAST(price / quantity AS DOUBLE), 0.0, 0.0, 0, 1, "
             "CAST(NULL AS TIMESTAMP(3)), CAST(NULL AS TIMESTAMP(3)) FROM stocktrade",
