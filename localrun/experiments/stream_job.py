@@ -111,11 +111,12 @@ class StreamRun:
 def _print_analysis(got: dict[str, dict[tuple[str, ...], dict[str, Any]]], elapsed_s: float) -> None:
     print(f"\nanalysis (flink/{statements.ANALYSIS}) in {elapsed_s:.1f}s")
     exposure = got[sr.EXPOSURE]
-    print("  exposure per hour and symbol: pending / SEC flagged / completed amount, rejected, trades")
+    print(f"  {'hour (UTC)':<21}{'symbol':<7}{'pending':>18}{'SEC flagged':>16}{'completed':>18}{'rejected':>10}"
+          f"{'trades':>9}")  # fmt: skip
     for (hour, symbol), row in sorted(exposure.items()):
         print(
-            f"  {hour}  {symbol:<6}{row['PENDING_AMOUNT']:>15,.0f}{row['FLAGGED_AMOUNT']:>13,.0f}"
-            f"{row['COMPLETED_AMOUNT']:>13,.0f}{row['REJECTED_TRADES']:>8}{row['TRADES']:>8}"
+            f"  {hour:<21}{symbol:<7}{row['PENDING_AMOUNT']:>18,.0f}{row['FLAGGED_AMOUNT']:>16,.0f}"
+            f"{row['COMPLETED_AMOUNT']:>18,.0f}{row['REJECTED_TRADES']:>10}{row['TRADES']:>9}"
         )
     by_minute = got[sr.BY_SYMBOL]
     busiest = max(by_minute.items(), key=lambda kv: kv[1]["TRADES"], default=None)
