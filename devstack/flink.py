@@ -271,6 +271,8 @@ def start(udfs: Sequence[Mapping[str, object]], parallelism: int = 1, log: Path 
         # UDF module and the generated message modules only through PYTHONPATH.
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(artifacts.generated), str(artifacts.site_packages)]),
         "PYTHONNOUSERSITE": "1",
+        # Flink's own log beside ours (PyFlink would write it into its package in the environment)
+        "FLINK_LOG_DIR": str(log.parent),
     }
     env.pop("VIRTUAL_ENV", None)
     cmd = [
