@@ -142,8 +142,9 @@ class Server:
         else:
             result = self.t_env.execute_sql(request["sql"])
         client = result.get_job_client()
-        if client is None:
-            return {"elapsed_s": time.monotonic() - started}
+        if client is None:  # DDL, SHOW, DESCRIBE: their rows (a few), as text
+            with result.collect() as rows:
+                return {"rows": [[str(v) for v in row] for row in rows], "elapsed_s": time.monotonic() - started}
         job = str(client.get_job_id())
         self.jobs[job] = result
         if request.get("wait"):
