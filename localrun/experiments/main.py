@@ -164,8 +164,9 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
         sent = produce_trades(bootstrap, registry_url, topics.source, args.trades, GeneratorConfig(), rate=args.rate)
     else:
         stream = StreamRun.start(
-            bootstrap, registry_url, run_id, topics.source, topics.settlements, args.partitions, args.trades, POISON
-        )
+            bootstrap, registry_url, run_id, topics.source, topics.settlements, args.partitions, args.trades, POISON,
+            args.rate,
+        )  # fmt: skip
         sent = args.trades
     raw = Producer({"bootstrap.servers": bootstrap})
     for i, value in enumerate(POISON):

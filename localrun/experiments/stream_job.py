@@ -43,6 +43,7 @@ class StreamRun:
         partitions: int,
         trades: int,
         poison: Collection[bytes] = (),
+        rate: float | None = None,
     ) -> StreamRun:
         """Start the engine and the join; returns once the join job runs (the function may start consuming)."""
         t0 = time.monotonic()
@@ -57,7 +58,7 @@ class StreamRun:
         cfg = sr.SourceConfig()
         # Trades a few milliseconds apart ending about now, as if the run had been streaming for a while.
         start_ms = int(time.time() * 1000) - trades * cfg.step_us // 1000 - 60_000
-        sources = sr.produce_sources(bootstrap, topics, trades, start_ms, cfg)
+        sources = sr.produce_sources(bootstrap, topics, trades, start_ms, cfg, rate)
         print(
             f"flink engine started in {started_s:.1f}s; generated {len(sources.trades)} trades and "
             f"{len(sources.users)} users rows in {time.monotonic() - t0 - started_s:.1f}s"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,9 +99,15 @@ def stock_trades(count: int, start_ms: int, cfg: SourceConfig) -> Iterator[tuple
 
 
 def produce_sources(
-    bootstrap: str, topics: StreamTopics, count: int, start_ms: int, cfg: SourceConfig = SourceConfig()
+    bootstrap: str,
+    topics: StreamTopics,
+    count: int,
+    start_ms: int,
+    cfg: SourceConfig = SourceConfig(),
+    rate: float | None = None,
 ) -> Sources:
-    """Write users (JSON, keyed by user id) and `count` trades (JSON) with their timestamps."""
+    """Write users (JSON, keyed by user id) and `count` trades (JSON) with their timestamps, at `rate` trades/s or
+    as fast as possible."""
     sources = Sources()
     for n in range(1, cfg.users):
         sources.users.append(
@@ -115,7 +122,12 @@ def produce_sources(
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4"})
     for stamp, value in sources.users:
         producer.produce(topics["users"], json.dumps(value).encode(), value["userid"].encode(), timestamp=stamp)
-    for stamp, value in stock_trades(count, start_ms, cfg):
+    started = time.monotonic()
+    for i, (stamp, value) in enumerate(stock_trades(count, start_ms, cfg)):
+        if rate:
+            ahead = started + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
         sources.trades.append((stamp, value))
         while True:
             try:
