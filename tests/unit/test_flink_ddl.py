@@ -131,3 +131,14 @@ def test_the_tool_prints_for_confluent_cloud_the_statements_the_local_engine_run
     assert "SET 'sql.tables.scan.idle-timeout' = '2 s';" in cloud
     assert cloud.index("CREATE TABLE IF NOT EXISTS `users`") < cloud.index("INSERT INTO user_trades")
     assert flink_sql.main(["--part", "ddl", "--dialect", "local"]) == 0
+
+
+@pytest.mark.parametrize(("table", "message"), [("user_trades", UserTrade), ("trade-settlements", TradeSettlement)])
+def test_the_protobuf_tables_are_the_protos_field_for_field(table: str, message: type) -> None:
+    # The function reads user_trades by column name and writes trade-settlements from proto/: the description
+    # must name every field, with the type Flink maps it to, and nothing else.
+    proto_types = {9: "STRING", 5: "INT", 3: "BIGINT", 1: "DOUBLE"}  # FieldDescriptor.TYPE_* -> Flink SQL
+    fields = {f.name.lower(): proto_types[f.type] for f in message.DESCRIPTOR.fields}  # type: ignore[attr-defined]
+    described = TABLES[table]
+    columns = {c.lower(): t for c, t in described.columns if c in described.value_columns}
+    assert columns == fields
