@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: set up from nothing, then run the whole pipeline locally on the embedded Kafka + registry
-# (generate trades, host the real function, print a summary and the no-loss check). Options: --help.
+# The main job: set up from nothing, then run the whole pipeline locally on the embedded Kafka + registry and the
+# Flink engine (join, settle, analyse; print a summary and the checks). Options: --help.
 # `--brokers 3` runs it on the 3-node cluster behind toxiproxy instead (bootstrap then builds toxiproxy, cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,10 +11,12 @@ usage() {
   cat <<'USAGE'
 usage: scripts/run.sh [options]
 
-The main job: brings up the local stack (Kafka + Schema Registry), creates this run's topics, generates trades
-as the ksqlDB join would (plus a few poison records), hosts the real function with the local Kafka-trigger host,
-shows progress, then prints a summary and checks that no record was lost or settled twice. The first run creates
-.venv/ and downloads the broker and registry into .cache/.
+The main job: brings up the local stack (Kafka + Schema Registry) and the Flink engine, generates stocktrade and
+users, joins them on Flink into user_trades (flink/02-user-trades.sql, plus a few poison records), hosts the real
+function with the local Kafka-trigger host, analyses the settlements on Flink (flink/04-settlement-analysis.sql),
+then prints a summary and checks every end: each trade joined with the users row valid at its time, no record lost
+or settled twice, each analysis window equal to the same sums over the settlements. The first run creates .venv/
+and downloads the broker, the registry and the Flink engine (PyFlink, the Kafka connector) into .cache/.
 
 options:
   -h, --help                 show this help and exit (installs nothing)
@@ -32,6 +34,7 @@ options:
   --guarantee G              exactly-once or at-least-once (default: exactly-once)
   --brokers N                1, or 3: the 3-node cluster behind toxiproxy (replication 3, min ISR 2; default: 1)
   --timeout S                seconds the hosted run may take before it fails (default: 600)
+  --no-engine                skip Flink: write user_trades directly as the join would, no analysis (a quick run)
   --keep-stack               leave the stack running afterwards
   --chart PATH               where to write the run's chart (default: .runs/run-<id>.png)
   --no-chart                 write no chart

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/shellcheck scripts/*.sh .ci/run
-.venv/bin/mypy --no-error-summary settlement function_app.py devstack localrun scripts bench
+.venv/bin/mypy --no-error-summary settlement function_app.py devstack localrun streaming scripts bench
 # The layer contract (pyproject.toml [tool.importlinter]): imports point down, no cycle.
 .venv/bin/lint-imports --no-cache
 # Several test processes (pytest-xdist): most of a test's time is spent waiting on the broker, so even 2 cores run

@@ -105,3 +105,38 @@ def capacity_chart(points_by_mode: Mapping[str, Sequence[Any]], path: Path, titl
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def analysis_chart(
+    by_minute: Mapping[tuple[str, ...], Mapping[str, Any]],
+    hourly: Mapping[tuple[str, ...], Mapping[str, Any]],
+    path: Path,
+    title: str,
+) -> Path:
+    """The analysis as Flink emitted it: settled trades per minute by disposition (all symbols), and per symbol the
+    hourly amounts by state (pending, SEC flagged, completed) summed over the run's hours."""
+    plt = _pyplot()
+    fig, (minute_ax, symbol_ax) = plt.subplots(2, 1, figsize=(10, 8))
+    minutes = sorted({key[0] for key in by_minute})
+    dispositions = sorted({key[2] for key in by_minute})
+    bottom = [0] * len(minutes)
+    for disposition in dispositions:
+        counts = [sum(r["TRADES"] for k, r in by_minute.items() if k[0] == m and k[2] == disposition) for m in minutes]
+        minute_ax.bar([m[11:16] for m in minutes], counts, bottom=bottom, label=disposition)
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    minute_ax.set_ylabel("settled trades per minute")
+    minute_ax.legend(fontsize="small")
+    symbols = sorted({key[1] for key in hourly})
+    left = [0.0] * len(symbols)
+    for column, label in (("COMPLETED_AMOUNT", "completed"), ("PENDING_AMOUNT", "pending"),
+                          ("FLAGGED_AMOUNT", "SEC flagged")):  # fmt: skip
+        amounts = [sum(r[column] for k, r in hourly.items() if k[1] == s) for s in symbols]
+        symbol_ax.barh(symbols, amounts, left=left, label=label)
+        left = [a + b for a, b in zip(left, amounts, strict=True)]
+    symbol_ax.set_xlabel("amount (hourly windows summed)")
+    symbol_ax.legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

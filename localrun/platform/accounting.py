@@ -7,7 +7,7 @@ to its source record (partition, offset), and every duplicate to the host's own 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Message
@@ -83,3 +83,31 @@ def delivered_twice(ranges: Iterable[Range]) -> list[Range]:
 def unexplained(duplicated: Iterable[tuple[int, int]], redelivered: Sequence[Range]) -> list[tuple[int, int]]:
     """Duplicated source records the host did not deliver twice: a defect, not at-least-once redelivery."""
     return sorted((p, o) for p, o in duplicated if not any(rp == p and lo <= o <= hi for rp, lo, hi in redelivered))
+
+
+LATENCY_BUCKET_MS = 5
+
+
+def latency_buckets(timestamps_ms: Iterable[int], done_ms: float) -> dict[int, int]:
+    """A batch's records' latency from their trade's record timestamp to the batch's return (every output
+    acknowledged, or in the partition's open transaction), counted per `LATENCY_BUCKET_MS` bucket: a few dozen
+    numbers per batch cross the process boundary instead of one per record. A settlement's own record timestamp
+    is its trade's, so the latency can no longer be read off the output topic."""
+    counts: dict[int, int] = {}
+    for stamp in timestamps_ms:
+        bucket = int(done_ms - stamp) // LATENCY_BUCKET_MS
+        counts[bucket] = counts.get(bucket, 0) + 1
+    return counts
+
+
+def bucket_percentile(counts: Mapping[int, int], q: float) -> float:
+    """The `q` quantile (0..1) of a `latency_buckets` histogram, in ms (a bucket's upper edge); NaN when empty."""
+    total = sum(counts.values())
+    if total == 0:
+        return float("nan")
+    rank, seen = min(total - 1, int(q * total)), 0
+    for bucket in sorted(counts):
+        seen += counts[bucket]
+        if seen > rank:
+            return float((bucket + 1) * LATENCY_BUCKET_MS)
+    return float((max(counts) + 1) * LATENCY_BUCKET_MS)

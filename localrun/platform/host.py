@@ -22,6 +22,7 @@ An in-process function (tests, benchmarks) runs the same loop in threads instead
 
 from __future__ import annotations
 
+import collections
 import importlib
 import json
 import logging
@@ -94,6 +95,8 @@ class HostStats:
     repair_runs: list[dict[str, Any]] = field(default_factory=list)
     # what the instances exported (with `export_interval_ms`): `customMetrics` rows, each with its "instance"
     exported: list[dict[str, Any]] = field(default_factory=list)
+    # trade-to-acknowledgement latency of the records of succeeded batches (accounting.latency_buckets)
+    latency: collections.Counter[int] = field(default_factory=collections.Counter)
     started: float = field(default_factory=time.monotonic)
 
     def add(self, event: Mapping[str, Any]) -> None:
@@ -124,6 +127,7 @@ class HostStats:
         self.dropped_records += event["records"] if dropped else 0
         self.store_failures += 0 if event["stored"] or event["aborted"] or dropped else 1
         self.ranges.extend(event["ranges"])
+        self.latency.update(event.get("latency", {}))
         self.aborted_batches += 1 if event["aborted"] else 0
         self.channel_wait_s += event["channel_wait_s"]
         self.busy_s += event["busy_s"]

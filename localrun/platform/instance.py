@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from localrun.platform.accounting import batch_ranges
+from localrun.platform.accounting import batch_ranges, latency_buckets
 from localrun.platform.binding import TriggerBinding, invoke, load_binding
 from localrun.platform.extension import KafkaHostOptions, invalid_traceparent, run_execution
 
@@ -217,6 +217,7 @@ class InstanceLoop:
             stopped=self.stop.is_set,
             on_failure=failed,
         )
+        done_ms = time.time() * 1000
         coords = coordinates(batch)
         stored = execution.store and self._store(next_offsets(self.binding.topic, coords))
         ranges = batch_ranges(coords)
@@ -237,6 +238,7 @@ class InstanceLoop:
                 "busy_s": time.perf_counter() - started,
                 "coords": coords if self.spec.trace else [],
                 "ranges": ranges,
+                "latency": latency_buckets((m.timestamp()[1] for m in batch), done_ms) if execution.succeeded else {},
             }
         )
 

@@ -31,27 +31,37 @@ Outcome = Verdict | PoisonRecord  # a record's fate: a settlement's (shared) ver
 
 
 class Output(NamedTuple):
-    """A record produced on its own (`produce`, with headers): dead letters, and settlements under tracing."""
+    """A record produced on its own (`produce`, with headers): dead letters, and settlements under tracing.
+    `timestamp` is the record's Kafka timestamp in epoch ms, None for the producer's clock (see `Plain`)."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
+    timestamp: int | None = None
+
+
+# A settlement without headers: (key, value, Kafka timestamp in epoch ms). A settlement's record timestamp is its
+# trade's, as ksqlDB stamps a derived record with its source's ROWTIME: the analysis over the settlements takes
+# event time from the record timestamp (Flink's `$rowtime` and ksqlDB's `ROWTIME` alike), so windows reflect when
+# trades happened and a replay lands in the same windows. Dead letters keep the producer's clock: their retention
+# counts from the failure, and the redrive's `--since` reads that time.
+Plain = tuple[bytes | None, bytes | None, int]
 
 
 class Plan:
     """A batch's outputs before any is produced, kept as parallel lists so that a settlement costs no object
-    of its own beyond the `{"key", "value"}` dict `produce_batch` takes (profiling showed a tuple per record
-    costing as much as decoding it). `outcomes[i]` is input record i's fate."""
+    of its own beyond its `Plain` tuple (profiling showed an object per record costing as much as decoding it).
+    `outcomes[i]` is input record i's fate."""
 
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
-        self.plain_indexes: list[int] = []  # settlements without headers, sent with one produce_batch
-        self.plain: list[dict[str, bytes | None]] = []
+        self.plain_indexes: list[int] = []  # settlements without headers, handed over in one call
+        self.plain: list[Plain] = []
         self.single: dict[int, Output] = {}  # everything else, by input index
 
     @functools.cached_property
-    def plain_by_index(self) -> dict[int, dict[str, bytes | None]]:
+    def plain_by_index(self) -> dict[int, Plain]:
         """The plain settlements by input index (built once, after planning, for the exactly-once path,
         which writes a batch one partition at a time)."""
         return dict(zip(self.plain_indexes, self.plain, strict=True))

@@ -40,12 +40,14 @@ class AtLeastOnce:
         tracker = self._tracker_factory()
         for i, item in plan.single.items():
             try:
-                tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
+                tracker.produce(
+                    item.topic, item.key, item.value, item.headers, deadline, index=i, timestamp=item.timestamp
+                )
             except RecordTooLarge as exc:
                 self._produce_shrunk(tracker, records, plan, i, deadline, f"{PRODUCER_REFUSED} ({exc})")
         if plan.plain:
             settlements = self._topics.settlements
-            for i in tracker.produce_batch(settlements, plan.plain_indexes, plan.plain, deadline):
+            for i in tracker.produce_plain(settlements, plan.plain_indexes, plan.plain, deadline):
                 self._produce_shrunk(tracker, records, plan, i, deadline, PRODUCER_REFUSED)
         refused = tracker.wait(deadline)
         if not refused:
@@ -69,4 +71,4 @@ class AtLeastOnce:
         poison = refused_as_too_large(detail)
         plan.outcomes[i] = poison
         item = plan.single[i] = self._planner.dead_letter(records[i], poison, max_bytes=SHRUNK)
-        tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i)
+        tracker.produce(item.topic, item.key, item.value, item.headers, deadline, index=i, timestamp=item.timestamp)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from settlement.core import positions
 from settlement.core.deadline import Deadline
 from settlement.core.errors import DeliveryError
-from settlement.core.plan import Outcome, Plan, PlanRecords
+from settlement.core.plan import Outcome, Plain, Plan, PlanRecords
 from settlement.core.records import InputRecord
 from settlement.core.topics import Topics
 from settlement.delivery.fencing import Fenced
@@ -259,7 +259,7 @@ class ExactlyOnce:
         gap's and the batch's records stay apart. A record the producer refuses locally as too large was not
         written: it is re-planned shrunk on the next attempt, through the broker-refusal path."""
         plain_idx: list[int] = []
-        plain: list[dict[str, Any]] = []
+        plain: list[Plain] = []
         plain_of = plan.plain_by_index
         for i in indexes:
             item = plan.single.get(i)
@@ -276,12 +276,13 @@ class ExactlyOnce:
                     deadline,
                     index=i + offset,
                     partition=partitions.get(item.topic, -1),
+                    timestamp=item.timestamp,
                 )
             except RecordTooLarge:
                 tracker.refuse(i + offset)
         if plain:
             settlements = self._topics.settlements
-            for i in tracker.produce_batch(settlements, plain_idx, plain, deadline, partition=partitions[settlements]):
+            for i in tracker.produce_plain(settlements, plain_idx, plain, deadline, partition=partitions[settlements]):
                 tracker.refuse(i)
 
     def _output_partition(self, part: PartitionLedger, topic: str) -> int:

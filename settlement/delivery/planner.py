@@ -84,10 +84,10 @@ class Planner:
                 outcomes.append(outcome)
                 headers = span.output_headers(record.headers)
                 if headers:
-                    single[i] = Output(settlements, record.key, value, headers)
+                    single[i] = Output(settlements, record.key, value, headers, record.timestamp_ms)
                 else:
                     plain_indexes.append(i)
-                    plain.append({"key": record.key, "value": value})
+                    plain.append((record.key, value, record.timestamp_ms))  # type: ignore[arg-type]  # admitted
                 continue
             outcomes.append(poison)
             single[i] = self.dead_letter(record, poison, SHRUNK if shrink and record.coordinates in shrink else None)

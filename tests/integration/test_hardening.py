@@ -114,10 +114,6 @@ class _FatalOnce:
         self._fire()
         return self.real.produce(*args, **kwargs)
 
-    def produce_batch(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self._fire()
-        return self.real.produce_batch(*args, **kwargs)
-
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         return getattr(self.real, name)
 

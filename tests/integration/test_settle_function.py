@@ -9,6 +9,7 @@ import os
 import time
 
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -258,3 +259,38 @@ def test_an_unexpected_error_on_one_record_dead_letters_it_and_settles_the_rest(
     assert headers[deadletter.DETAIL] == b"ZeroDivisionError: a bug that only this record triggers"
     assert dead.value() == target
     assert len(drain(pipeline.bootstrap, pipeline.settlements, 2)) == 2
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+def test_a_settlement_carries_its_trades_time_as_its_record_timestamp(
+    pipeline: Pipeline, monkeypatch, guarantee: str
+) -> None:
+    # The analysis takes event time from the record timestamp (Flink's `$rowtime`, ksqlDB's ROWTIME): a settlement
+    # stamped with the time it was written would land in the window of its settling, not of its trade. Trades an
+    # hour old, a millisecond apart; one with a trace context (the settlement then goes out on its own, with
+    # headers) and one poison record, whose dead letter keeps the producer's clock (retention counts from the
+    # failure) and names the trade's time in a header.
+    monkeypatch.setenv("SETTLEMENT_DELIVERY_GUARANTEE", guarantee)
+    service.reset()
+    ser, ctx = pipeline.serializer()
+    base = int(time.time() * 1000) - 3_600_000
+    traced = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    sender = Producer({"bootstrap.servers": pipeline.bootstrap})
+    for i, (key, trade, _) in enumerate(GOOD):
+        headers = [("traceparent", traced)] if i == 2 else None
+        sender.produce(pipeline.source, ser(trade, ctx), key, partition=0, timestamp=base + i, headers=headers)
+    sender.produce(pipeline.source, b"not protobuf", b"User_9", partition=0, timestamp=base + 99)
+    assert sender.flush(10) == 0
+    consumed = drain(pipeline.bootstrap, pipeline.source, len(GOOD) + 1)
+    started = int(time.time() * 1000)
+
+    function_app.settle_user_trades(as_events(consumed))
+
+    out = drain(pipeline.bootstrap, pipeline.settlements, len(GOOD))
+    settled = zip(out, decode_settlements(pipeline, out), strict=True)
+    stamps = {s.source_offset: (m.timestamp(), s.timestamp) for m, s in settled}
+    assert stamps == {m.offset(): ((TIMESTAMP_CREATE_TIME, base + i), base + i) for i, m in enumerate(consumed[:-1])}
+    assert [dict(m.headers() or []).get("traceparent") for m in out].count(traced) == 1  # one went with headers
+    (dead,) = drain(pipeline.bootstrap, pipeline.dlq, 1)
+    assert dead.timestamp()[1] >= started
+    assert dict(dead.headers() or [])[deadletter.SOURCE_TIMESTAMP] == str(base + 99).encode()

@@ -39,11 +39,11 @@ class FakeTracker:
     ) -> None:
         self.out[index] = (topic, key, value, dict(headers or []))
 
-    def produce_batch(
-        self, topic: str, indexes: list[int], messages: list[dict[str, Any]], *_: Any, **__: Any
+    def produce_plain(
+        self, topic: str, indexes: list[int], messages: list[tuple[Any, Any, int]], *_: Any, **__: Any
     ) -> list[int]:
-        for i, m in zip(indexes, messages, strict=True):
-            self.out[i] = (topic, m["key"], m["value"], {})
+        for i, (key, value, _stamp) in zip(indexes, messages, strict=True):
+            self.out[i] = (topic, key, value, {})
         return []
 
     def wait(self, deadline: float) -> list[int]:

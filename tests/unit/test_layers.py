@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = ("settlement", "localrun", "devstack", "scripts", "bench")
+OURS = ("settlement", "localrun", "devstack", "streaming", "scripts", "bench")
 
 
 def imports_of(path: Path) -> set[str]:

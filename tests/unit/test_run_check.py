@@ -3,11 +3,22 @@ the host delivered it twice (at-least-once redelivery), never an unexplained dup
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from confluent_kafka import Message
 
 from localrun.experiments.main import _check
-from localrun.platform.accounting import Coverage, batch_ranges, coverage, delivered_twice, unexplained
+from localrun.platform.accounting import (
+    LATENCY_BUCKET_MS,
+    Coverage,
+    batch_ranges,
+    bucket_percentile,
+    coverage,
+    delivered_twice,
+    latency_buckets,
+    unexplained,
+)
 from localrun.platform.host import HostStats
 from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
@@ -96,3 +107,15 @@ def test_host_stats_keep_every_batch_range() -> None:
     stats.add({**common, "records": 64, "stored": False, "ranges": [(0, 64, 100), (1, 0, 26)]})
     assert stats.ranges == [(0, 0, 63), (0, 64, 100), (1, 0, 26)]
     assert stats.store_failures == 1
+
+
+def test_latency_buckets_and_their_percentiles() -> None:
+    # 100 records acknowledged at t=1000 ms: 90 of them 2 ms old, 9 of them 40 ms old, one 997 ms old.
+    stamps = [998] * 90 + [960] * 9 + [3]
+    counts = latency_buckets(stamps, 1000.0)
+    assert counts == {0: 90, 8: 9, 199: 1}
+    assert sum(counts.values()) == 100
+    assert bucket_percentile(counts, 0.5) == LATENCY_BUCKET_MS  # upper edge of the first bucket
+    assert bucket_percentile(counts, 0.95) == 45.0
+    assert bucket_percentile(counts, 1.0) == 1000.0
+    assert math.isnan(bucket_percentile({}, 0.5))
