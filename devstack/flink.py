@@ -84,7 +84,8 @@ def _version(python: str) -> tuple[int, int] | None:
 
 def choose_python() -> str:
     """An interpreter PyFlink supports: FLINK_PYTHON if set (it must be one), else this one if it is, else the
-    newest python3.12 .. python3.9 on PATH."""
+    the newest 3.12 .. 3.9 that scripts/find_python.sh finds (the one place that says how the project finds a
+    Python of a given version: a PYTHON3xx setting, PATH, pyenv)."""
     setting = os.environ.get(PYTHON_SETTING)
     if setting:
         version = _version(setting)
@@ -92,7 +93,7 @@ def choose_python() -> str:
             raise StackError(f"{PYTHON_SETTING}={setting!r} is not a Python 3.9-3.12, which PyFlink 2.2 needs")
         return setting
     own = getattr(sys, "_base_executable", sys.executable)
-    candidates = [own] + [p for minor in (12, 11, 10, 9) if (p := shutil.which(f"python3.{minor}"))]
+    candidates = [own] + [p for minor in (12, 11, 10, 9) if (p := _find_python(f"3.{minor}"))]
     for candidate in candidates:
         version = _version(candidate)
         if version is not None and SUPPORTED[0] <= version <= SUPPORTED[1]:
@@ -101,6 +102,13 @@ def choose_python() -> str:
         f"no Python 3.9-3.12 found for the Flink engine (PyFlink 2.2 supports no other): install one "
         f"(Debian: apt-get install -y python3.11 python3.11-venv) or set {PYTHON_SETTING}"
     )
+
+
+def _find_python(version: str) -> str | None:
+    found = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "find_python.sh"), version], capture_output=True, text=True, check=False
+    )
+    return found.stdout.strip() or None if found.returncode == 0 else None
 
 
 def _run(cmd: Sequence[str], log: Path, what: str) -> None:
