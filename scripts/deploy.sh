@@ -5,7 +5,7 @@
 set -euo pipefail
 
 readonly TOOL_TAG="managed-by=trade-settlement-deploy"
-readonly SECRET_KEYS=(KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD KAFKA_PRODUCER_CONFIG SCHEMA_REGISTRY_CONFIG)
+readonly SECRET_KEYS=(KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD KAFKA_PRODUCER_CONFIG SCHEMA_REGISTRY_CONFIG KAFKA_TRIGGER_OAUTH_CLIENT_SECRET)
 # The two functions of function_app.py: the Kafka trigger and the sink connector's HTTP entry. One runs, the
 # other is disabled the Azure way (app setting AzureWebJobs.<function>.Disabled=true).
 readonly TRIGGER_FUNCTION="settle_user_trades"
