@@ -149,6 +149,8 @@ class ManagedIdentityTokens:
             return None
         _, what, token = self._refused
         described = tokens.describe(token, now, self.settings.scope)
+        if not described.startswith("audience "):  # the token's own claims already say why
+            return f"{what}: {described}"
         return f"{what}: {described}; {signature_check(token)}"
 
 
