@@ -198,6 +198,8 @@ class Handler(BaseHTTPRequestHandler):
         with issuer.lock:
             if path == "/admin/fault":
                 issuer.fault = body.get("fault")
+            elif path == "/admin/lifetime":
+                issuer.lifetime_s = int(body["seconds"])
             elif path == "/admin/clients/add":
                 issuer.clients.setdefault(body["client_id"], []).append(body["secret"])
             elif path == "/admin/clients/revoke":

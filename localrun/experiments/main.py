@@ -16,10 +16,11 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Producer
 
-from devstack import stack
+from devstack import keyless, stack
 from devstack.errors import StackError
 from localrun.experiments.charts import Sample, run_chart
 from localrun.experiments.generator import GeneratorConfig, produce_trades
@@ -99,11 +100,27 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="3: run on `devstack up --brokers 3` (replication 3, min ISR 2, clients through toxiproxy)",
     )
+    parser.add_argument(
+        "--auth",
+        choices=("key", "entra"),
+        default="key",
+        help="entra: our clients sign in with the managed identity's tokens and the trigger with OIDC client "
+        "credentials, from the local issuer, against the broker's OAUTHBEARER listener and a registry that "
+        "requires tokens (default key: the plain listener)",
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=60,
+        help="with --auth entra: seconds each token lives (default 60), so a run refreshes them mid-stream",
+    )
     parser.add_argument("--chart", type=Path, help="where to write the run's chart (default: .runs/run-<id>.png)")
     parser.add_argument("--no-chart", action="store_true", help="write no chart")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    if args.auth == "entra" and args.brokers == 3:
+        parser.error("--auth entra runs on the one-broker stack (its OAUTHBEARER listener)")
     try:
         if args.brokers == 3:
             from devstack import cluster
@@ -111,13 +128,48 @@ def main(argv: list[str] | None = None) -> int:
             with cluster.running(keep=args.keep_stack) as cluster_state:
                 return _run(args, cluster_state.bootstrap_servers, cluster_state.registry_url, replication=3)
         with stack.running(keep=args.keep_stack) as state:
+            if args.auth == "entra":
+                return _run_keyless(args, state)
             return _run(args, state.bootstrap_servers, state.registry_url)
     except StackError as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replication: int = 1) -> int:
+def _run_keyless(args: argparse.Namespace, state: stack.StackState) -> int:
+    """The run with every client signed in with tokens (devstack/keyless.py); the harness (generator, checks)
+    keeps the plain listener. Prints the tokens the issuer handed out: each is a refresh by some client."""
+    state = stack.secure_registry(state)
+    keyless.set_fault(state, None)
+    keyless.set_lifetime(state, args.token_lifetime)
+    before = keyless.stats(state)
+    code = _run(
+        args,
+        state.bootstrap_servers,
+        state.secure_registry_url,
+        app=keyless.app_settings(state),
+        registry_conf=keyless.harness_registry_conf(state),
+    )
+    after = keyless.stats(state)
+    issued = {k: after[k] - before[k] for k in ("managed_identity", "client_credentials", "refused")}
+    print(
+        f"\ntokens ({args.token_lifetime} s each): the managed identity issued {issued['managed_identity']} to our "
+        f"clients' processes, the trigger's OIDC client got {issued['client_credentials']} (the harness's registry "
+        f"reads included); {issued['refused']} token requests refused"
+    )
+    return code
+
+
+def _run(
+    args: argparse.Namespace,
+    bootstrap: str,
+    registry_url: str,
+    replication: int = 1,
+    app: dict[str, str] | None = None,
+    registry_conf: dict[str, Any] | None = None,
+) -> int:
+    """One run; `app` overrides the function's settings (a keyless run's listener, registry and credentials) and
+    `registry_conf` the harness's registry client (the generator's)."""
     run_id = uuid.uuid4().hex[:8]
     topics = RunTopics.for_run(run_id)
     create_topics(
@@ -134,6 +186,7 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
         topics.dead_letter,
         topics.group,
         SETTLEMENT_DELIVERY_GUARANTEE=args.guarantee,
+        **(app or {}),
     )
     if args.lag_threshold is not None:
         settings["KAFKA_LAG_THRESHOLD"] = str(args.lag_threshold)
@@ -142,10 +195,14 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
     os.environ["SETTLEMENT_WARM_START"] = "false"
     import function_app  # imported after the settings exist, as the host does
 
-    print(f"run {run_id}: broker {bootstrap}, registry {registry_url}")
+    print(f"run {run_id}: broker {settings['KAFKA_BOOTSTRAP_SERVERS']}, registry {registry_url}")
+    if app:
+        print("auth: our clients with the managed identity (entra), the trigger with OIDC client credentials")
     print(f"topics: {topics.source} -> {topics.settlements} (+ {topics.dead_letter}); {args.guarantee}")
     t0 = time.monotonic()
-    sent = produce_trades(bootstrap, registry_url, topics.source, args.trades, GeneratorConfig(), rate=args.rate)
+    sent = produce_trades(
+        bootstrap, registry_url, topics.source, args.trades, GeneratorConfig(), args.rate, registry_conf=registry_conf
+    )
     raw = Producer({"bootstrap.servers": bootstrap})
     for i, value in enumerate(POISON):
         raw.produce(topics.source, key=f"User_{i}", value=value)

@@ -195,7 +195,8 @@ class LocalHost:
         return load_timers(getattr(importlib.import_module(module), attribute), settings)
 
     def _lag_consumers(self) -> tuple[Consumer, Consumer]:
-        base = {"bootstrap.servers": self.binding.broker_list, "enable.auto.commit": False}
+        # The scaler connects as the listener does (KafkaScalerProvider: the same mode and credentials).
+        base = {"bootstrap.servers": self.binding.broker_list, "enable.auto.commit": False, **self.binding.auth}
         return (
             Consumer({**base, "group.id": self.binding.consumer_group}),
             Consumer({**base, "group.id": settled_group(self.binding.consumer_group)}),
