@@ -136,8 +136,12 @@ class ManagedIdentityTokens:
 
     def refused(self, by: str, what: str) -> None:
         """A broker or the registry refused our token (`what`: its own words); kept to name the cause."""
-        token = self._token.token if self._token is not None else ""
-        self._refused = (self._clock(), f"{by} refused the managed identity's token ({what})", token)
+        with self._lock:
+            token = self._token.token if self._token is not None else ""
+            self._refused = (self._clock(), f"{by} refused the managed identity's token ({what})", token)
+            # Never hand out a refused token again: the next client built, the registry's next request and
+            # librdkafka's next refresh ask the endpoint anew (it may have been a bad token, not a bad identity).
+            self._refresh_at = 0.0
 
     def explain(self) -> str | None:
         """Why our clients cannot sign in now, if something says so: the endpoint's last failure, or the last
