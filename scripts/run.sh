@@ -31,6 +31,11 @@ options:
   --rate R                   generate at this many trades/s (default: as fast as possible)
   --guarantee G              exactly-once or at-least-once (default: exactly-once)
   --brokers N                1, or 3: the 3-node cluster behind toxiproxy (replication 3, min ISR 2; default: 1)
+  --auth MODE                key, or entra: our clients sign in with the managed identity's tokens and the trigger
+                             with OIDC client credentials, from the local token issuer, against the broker's
+                             OAUTHBEARER listener (signed JWTs verified) and a registry that requires tokens; the
+                             tokens issued are printed (default: key)
+  --token-lifetime S         with --auth entra: seconds each token lives (default: 60)
   --timeout S                seconds the hosted run may take before it fails (default: 600)
   --keep-stack               leave the stack running afterwards
   --chart PATH               where to write the run's chart (default: .runs/run-<id>.png)
