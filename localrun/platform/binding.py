@@ -79,18 +79,30 @@ def listener_auth(binding: Mapping[str, Any], settings: Mapping[str, str]) -> di
     if mode == "NOTSET" and protocol == "NOTSET":
         return {}
     conf: dict[str, Any] = {}
-    for key, target in (("username", "sasl.username"), ("password", "sasl.password")):
+
+    def put(key: str, target: str) -> None:
+        # `ResolveSecureSetting` leaves an expression it cannot resolve as it is (no start-up failure); a literal
+        # `%NAME%` credential would only fail the broker's authentication later, so an unset one is left out here.
         if binding.get(key):
-            conf[target] = resolve(binding[key], settings)
+            try:
+                conf[target] = resolve(binding[key], settings)
+            except KeyError:
+                return
+
+    for key, target in (("username", "sasl.username"), ("password", "sasl.password")):
+        put(key, target)
     if mode != "NOTSET":
         conf["sasl.mechanism"] = _MECHANISMS[mode]
     if protocol != "NOTSET":
         conf["security.protocol"] = _PROTOCOLS[protocol]
+    if mode in ("PLAIN", "SCRAMSHA256", "SCRAMSHA512") and "sasl.username" not in conf:
+        # A local deviation: an app indexed with the repository's defaults (Plain over SaslSsl) and no credentials
+        # set runs on the local broker's plain listener, as this host always ran it.
+        return {}
     if mode == "OAUTHBEARER":
         conf["sasl.oauthbearer.method"] = "oidc" if _name(binding.get("oAuthBearerMethod")) == "OIDC" else "default"
         for key, target in _OAUTH.items():
-            if binding.get(key):
-                conf[target] = resolve(binding[key], settings)
+            put(key, target)
     return conf
 
 

@@ -237,3 +237,35 @@ def test_the_trigger_binding_carries_the_extensions_oauthbearer_mode_and_setting
     assert binding.get("oAuthBearerScope") is None  # unset: not named, so the host resolves nothing missing
     assert binding.get("password") is None and binding.get("username") is None
     assert "trigger-secret-Zq81" not in done.stdout
+
+
+def test_the_emulated_extension_signs_in_as_the_binding_says() -> None:
+    from localrun.platform.binding import listener_auth
+
+    settings = {"CID": "trigger-app", "SECRET": "s3cr3t", "URL": "https://issuer/token", "EXT": "logicalCluster=lkc-1"}
+    oidc = {
+        "authenticationMode": "OAUTHBEARER",
+        "protocol": "SASLSSL",
+        "oAuthBearerMethod": "OIDC",
+        "oAuthBearerClientId": "%CID%",
+        "oAuthBearerClientSecret": "%SECRET%",
+        "oAuthBearerTokenEndpointUrl": "%URL%",
+        "oAuthBearerExtensions": "%EXT%",
+    }
+    assert listener_auth(oidc, settings) == {
+        "sasl.mechanism": "OAUTHBEARER",
+        "security.protocol": "sasl_ssl",
+        "sasl.oauthbearer.method": "oidc",
+        "sasl.oauthbearer.client.id": "trigger-app",
+        "sasl.oauthbearer.client.secret": "s3cr3t",
+        "sasl.oauthbearer.token.endpoint.url": "https://issuer/token",
+        "sasl.oauthbearer.extensions": "logicalCluster=lkc-1",
+    }
+    plain = {"authenticationMode": "SCRAMSHA512", "protocol": "SASLSSL", "username": "%CID%", "password": "%SECRET%"}
+    assert listener_auth(plain, settings) == {
+        "sasl.username": "trigger-app",
+        "sasl.password": "s3cr3t",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "security.protocol": "sasl_ssl",
+    }
+    assert listener_auth({"authenticationMode": "NOTSET", "protocol": "NOTSET"}, settings) == {}
