@@ -1,7 +1,7 @@
 """Benchmarks: figures and ratios against a baseline measured in the same run on the same broker.
 
     python bench/bench.py [throughput|coldstart|latency|rss|scaleout|firstbatch|channel|batchsize|guarantee|
-                           decode|all]
+                           decode|repair|auth|all]
 
 (a) throughput: settle (decode → rules → encode → produce → wait for acks → commit) against a raw
     confluent-kafka consume → produce → wait → commit passthrough, at MaxBatchSize 1, 64 and 500; beside
@@ -20,6 +20,9 @@
 (j) decode: the per-record cost of reading a value by column name, for a writer laid out as ours (the one-call
     fast path), one whose columns moved (a compiled view) and one with a widened column (a view and a range
     check), against the fast path; no broker (a mock:// registry).
+(l) auth: our clients on the managed identity's tokens and the trigger on OIDC client credentials (the broker's
+    OAUTHBEARER listener verifying each token, the registry requiring one; tokens living 60 s) against API keys
+    on the plain listener, one instance process each under exactly-once, in turn. Its last line is the ratio.
 (a)-(h) run at-least-once (their baselines were set against it); (i) runs both.
 Not tests: they print, they assert nothing.
 """
@@ -437,6 +440,8 @@ def _host_rate(
     options: KafkaHostOptions,
     guarantee: str = AT_LEAST_ONCE,
     repair_schedule: str | None = None,
+    app: dict[str, str] | None = None,
+    registry_conf: dict[str, Any] | None = None,
 ) -> float:
     """Records per second of the main job's host with `instances` instance processes (each importing the app,
     its own producer) on 4 partitions, from the moment every instance has reported a batch until 95 % of the
@@ -451,11 +456,13 @@ def _host_rate(
     topics(bootstrap, src, dlq, partitions=4)
     # 1,000 users, not the demo's 9: nine keys hash to 4 partitions unevenly (a third of the stream on one),
     # and the busiest partition, not the instance count, would then bound the figure.
-    produce_trades(bootstrap, registry, src, records, GeneratorConfig(seed=4, users=1000))
+    produce_trades(bootstrap, registry, src, records, GeneratorConfig(seed=4, users=1000), registry_conf=registry_conf)
     # As many settlement partitions as source partitions, as scripts/run.sh creates them (exactly-once then
     # writes each transaction to one settlement partition).
     topics(bootstrap, out, partitions=4)
-    settings = run_settings(bootstrap, registry, src, out, dlq, f"scale-{run}", SETTLEMENT_DELIVERY_GUARANTEE=guarantee)
+    settings = run_settings(
+        bootstrap, registry, src, out, dlq, f"scale-{run}", SETTLEMENT_DELIVERY_GUARANTEE=guarantee, **(app or {})
+    )
     binding = load_binding(function_app.app, settings)
     # The repair timer runs only where a case asks for it (bench (k) measures what it costs), on one of the
     # instances as on Premium; its schedule is baked in at indexing, so the case's schedule is the timer's here.
@@ -500,6 +507,36 @@ def _rates_in_turn(
         for key, case in cases.items():
             rates[key].append(_host_rate(bootstrap, registry, records, *case))
     return rates
+
+
+def bench_auth(state: stack.StackState, records: int, repeats: int = 3) -> None:
+    """(l) keyless against API keys: the same stream settled by one instance process under exactly-once, once
+    with every client on tokens (devstack/keyless.py) and once on the plain listener, in turn, median of
+    `repeats` after a warm-up of each."""
+    from devstack import keyless
+
+    state = stack.secure_registry(state)
+    keyless.set_fault(state, None)
+    keyless.set_lifetime(state, 60)
+    ours = KafkaHostOptions.from_host_json()
+    app, conf = keyless.app_settings(state), keyless.harness_registry_conf(state)
+    plain = (state.bootstrap_servers, state.registry_url)
+    secure = (state.bootstrap_servers, state.secure_registry_url)
+    print(f"\n(l) auth: {records:,} records on 4 partitions, one instance, exactly-once; median of {repeats}")
+    _host_rate(*plain, records, 1, ours, EXACTLY_ONCE)
+    _host_rate(*secure, records, 1, ours, EXACTLY_ONCE, app=app, registry_conf=conf)
+    key: list[float] = []
+    entra: list[float] = []
+    for _ in range(repeats):
+        key.append(_host_rate(*plain, records, 1, ours, EXACTLY_ONCE))
+        entra.append(_host_rate(*secure, records, 1, ours, EXACTLY_ONCE, app=app, registry_conf=conf))
+        print(f"  round: key {key[-1]:.0f} rec/s, entra {entra[-1]:.0f} rec/s", flush=True)
+    pairs = [e / k for e, k in zip(entra, key, strict=True)]
+    print(
+        f"entra/key: {statistics.median(entra) / statistics.median(key):.3f} (key {statistics.median(key):.0f}, "
+        f"entra {statistics.median(entra):.0f} rec/s; per round: median {statistics.median(pairs):.3f}, spread "
+        f"{min(pairs):.3f}-{max(pairs):.3f})"
+    )
 
 
 def bench_scaleout(bootstrap: str, registry: str, records: int, repeats: int = 5) -> None:
@@ -830,6 +867,7 @@ def main() -> int:
             "guarantee",
             "decode",
             "repair",
+            "auth",
             "all",
         ],
     )
@@ -873,6 +911,8 @@ def main() -> int:
         if args.which in ("repair", "all"):
             bench_repair(bootstrap, registry, args.scale_records)
             bench_cold_from_zero(bootstrap, registry)
+        if args.which in ("auth", "all"):
+            bench_auth(state, args.scale_records)
     if args.which == "all":
         bench_decode(args.records * 10)
     return 0

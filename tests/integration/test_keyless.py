@@ -215,3 +215,59 @@ def test_an_identity_endpoint_that_does_not_answer_is_a_retried_batch_naming_it(
     service.reset()
     assert _visible(state, batch) == sorted((e.partition, e.offset) for e in batch.events)
     assert_no_credentials(capfd.readouterr().err + message, state)
+
+
+def _trigger_consumer(state: devstack.StackState, secret: str, topic: str) -> Consumer:
+    """A consumer signed in as the emulated extension signs the trigger in: OIDC client credentials."""
+    from localrun.platform.binding import listener_auth
+
+    binding = {
+        "authenticationMode": "OAUTHBEARER",
+        "protocol": "SASLPLAINTEXT",
+        "oAuthBearerMethod": "OIDC",
+        "oAuthBearerClientId": "%ID%",
+        "oAuthBearerClientSecret": "%SECRET%",
+        "oAuthBearerTokenEndpointUrl": "%URL%",
+        "oAuthBearerScope": "%SCOPE%",
+    }
+    settings = {"ID": devstack.TRIGGER_CLIENT_ID, "SECRET": secret, "URL": f"{state.issuer_url}/token"}
+    settings["SCOPE"] = keyless.SCOPE
+    conf = {"bootstrap.servers": state.oauth_bootstrap_servers, "group.id": unique_name("kl-rotate")}
+    conf.update({"auto.offset.reset": "earliest", "log_level": 0, **listener_auth(binding, settings)})
+    consumer = Consumer(conf)
+    consumer.subscribe([topic])
+    return consumer
+
+
+def _reads(consumer: Consumer, count: int, timeout_s: float = 20.0) -> int:
+    import time
+
+    got, until = 0, time.monotonic() + timeout_s
+    while got < count and time.monotonic() < until:
+        got += sum(1 for m in consumer.consume(count, timeout=1) if m.error() is None)
+    consumer.close()
+    return got
+
+
+def test_the_triggers_secret_rotates_with_both_valid_during_the_overlap(state) -> None:
+    topic = unique_name("kl-rotate")
+    create_topics(state.bootstrap_servers, [topic])
+    out = Producer({"bootstrap.servers": state.bootstrap_servers})
+    for i in range(5):
+        out.produce(topic, value=b"%d" % i)
+    out.flush(10)
+    old, new = state.trigger_secret, "rotated-" + unique_name("s")
+    keyless.add_client_secret(state, new)  # the overlap: both valid
+    try:
+        assert _reads(_trigger_consumer(state, old, topic), 5) == 5
+        assert _reads(_trigger_consumer(state, new, topic), 5) == 5
+        keyless.revoke_client_secret(state, old)  # the old one removed once every host runs on the new
+        import urllib.error
+
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            keyless.client_token(state, old)
+        assert _reads(_trigger_consumer(state, old, topic), 5, timeout_s=8) == 0
+        assert _reads(_trigger_consumer(state, new, topic), 5) == 5
+    finally:
+        keyless.add_client_secret(state, old)  # the stack's own secret, for the tests after this one
+        keyless.revoke_client_secret(state, new)
