@@ -30,6 +30,7 @@ Not tests: they print, they assert nothing.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -463,7 +464,15 @@ def _host_rate(
     settings = run_settings(
         bootstrap, registry, src, out, dlq, f"scale-{run}", SETTLEMENT_DELIVERY_GUARANTEE=guarantee, **(app or {})
     )
-    binding = load_binding(function_app.app, settings)
+    # The trigger's authentication is baked into the binding when the app is imported (as the host indexes it):
+    # index it again under this case's settings, so the host's own consumers sign in as the case says.
+    saved = dict(os.environ)
+    os.environ.update({**settings, "SETTLEMENT_WARM_START": "false"})
+    try:
+        binding = load_binding(importlib.reload(function_app).app, settings)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     # The repair timer runs only where a case asks for it (bench (k) measures what it costs), on one of the
     # instances as on Premium; its schedule is baked in at indexing, so the case's schedule is the timer's here.
     timers = []
