@@ -886,6 +886,7 @@ def main() -> int:
     parser.add_argument("--channel-records", type=int, default=200_000)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--auth-repeats", type=int, default=3, help="(l): rounds of key and entra in turn")
     args = parser.parse_args()
     import logging
 
@@ -921,7 +922,7 @@ def main() -> int:
             bench_repair(bootstrap, registry, args.scale_records)
             bench_cold_from_zero(bootstrap, registry)
         if args.which in ("auth", "all"):
-            bench_auth(state, args.scale_records)
+            bench_auth(state, args.scale_records, args.auth_repeats)
     if args.which == "all":
         bench_decode(args.records * 10)
     return 0
