@@ -35,7 +35,8 @@ options:
                              with OIDC client credentials, from the local token issuer, against the broker's
                              OAUTHBEARER listener (signed JWTs verified) and a registry that requires tokens; the
                              tokens issued are printed (default: key)
-  --token-lifetime S         with --auth entra: seconds each token lives (default: 60)
+  --token-lifetime S         with --auth entra: seconds each token lives (default: 20, so that a default run
+                             refreshes every process's token mid-stream; Entra's tokens live hours)
   --timeout S                seconds the hosted run may take before it fails (default: 600)
   --keep-stack               leave the stack running afterwards
   --chart PATH               where to write the run's chart (default: .runs/run-<id>.png)

@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--token-lifetime",
         type=int,
-        default=60,
-        help="with --auth entra: seconds each token lives (default 60), so a run refreshes them mid-stream",
+        default=20,
+        help="with --auth entra: seconds each token lives (default 20: a default run refreshes each process's token "
+        "about twice mid-stream; Entra's live hours)",
     )
     parser.add_argument("--chart", type=Path, help="where to write the run's chart (default: .runs/run-<id>.png)")
     parser.add_argument("--no-chart", action="store_true", help="write no chart")
@@ -143,19 +145,23 @@ def _run_keyless(args: argparse.Namespace, state: stack.StackState) -> int:
     keyless.set_fault(state, None)
     keyless.set_lifetime(state, args.token_lifetime)
     before = keyless.stats(state)
+    processes: list[int] = []
     code = _run(
         args,
         state.bootstrap_servers,
         state.secure_registry_url,
         app=keyless.app_settings(state),
         registry_conf=keyless.harness_registry_conf(state),
+        on_done=lambda host: processes.append(host.processes_started),
     )
     after = keyless.stats(state)
     issued = {k: after[k] - before[k] for k in ("managed_identity", "client_credentials", "refused")}
+    started = processes[0] if processes else 0
     print(
-        f"\ntokens ({args.token_lifetime} s each): the managed identity issued {issued['managed_identity']} to our "
-        f"clients' processes, the trigger's OIDC client got {issued['client_credentials']} (the harness's registry "
-        f"reads included); {issued['refused']} token requests refused"
+        f"\ntokens ({args.token_lifetime} s each): the managed identity issued {issued['managed_identity']} to "
+        f"{started} app processes ({max(0, issued['managed_identity'] - started)} refreshes mid-run), the trigger's "
+        f"OIDC client got {issued['client_credentials']} (the harness's registry reads included); "
+        f"{issued['refused']} token requests refused"
     )
     return code
 
@@ -167,6 +173,7 @@ def _run(
     replication: int = 1,
     app: dict[str, str] | None = None,
     registry_conf: dict[str, Any] | None = None,
+    on_done: Callable[[LocalHost], None] | None = None,
 ) -> int:
     """One run; `app` overrides the function's settings (a keyless run's listener, registry and credentials) and
     `registry_conf` the harness's registry client (the generator's)."""
@@ -272,6 +279,8 @@ def _run(
     finished = host.run_until(done, args.timeout, on_tick=progress)
     elapsed = ends.get("quiet", time.monotonic()) - t1
     host.stop()
+    if on_done is not None:
+        on_done(host)
     if not finished:
         print(f"timed out after {args.timeout:.0f}s with {outputs['n']}/{inputs} outputs", file=sys.stderr)
     code = _summary(bootstrap, topics, inputs, elapsed, host, args.guarantee == EXACTLY_ONCE)

@@ -179,6 +179,7 @@ class LocalHost:
         self._ctx = multiprocessing.get_context("spawn")
         self._events: Any = self._ctx.Queue() if app else queue.Queue()
         self._started_instances = 0
+        self.processes_started = 0  # instance and timer-instance processes (each signs in on its own)
         self._started = time.monotonic()
         self._lag_consumer, self._settled_consumer = self._lag_consumers()
         self._lag_unknown_since: float | None = None
@@ -230,6 +231,7 @@ class LocalHost:
                 target=thread_main, args=(spec, self.binding, self._events, stop, drain), name=spec.name, daemon=True
             )
         handle.start()
+        self.processes_started += 1
         self.instances.append(_Running(spec.name, handle, stop, drain, timers))
         self.peak_instances = max(self.peak_instances, len(self.instances))
         return True
@@ -297,6 +299,7 @@ class LocalHost:
                     target=timer_process_main, args=(spec, self._events, stop, timers), name=spec.name
                 )
                 handle.start()
+                self.processes_started += 1
                 self.timer_instance = _Running(spec.name, handle, stop, None, timers)
                 self._timer_in_flight.clear()
             return self.timer_instance.timers

@@ -88,6 +88,8 @@ def test_the_main_job_settles_exactly_once_signed_in_with_tokens_refreshed_mid_s
     refreshes = int(float(hosted.group(1)) // lifetime)
     assert refreshes >= 2, f"the run ({hosted.group(1)} s) was too short to refresh {lifetime} s tokens"
     assert int(tokens.group(1)) >= 1 + refreshes and int(tokens.group(2)) >= 1 + refreshes, tokens.group(0)
+    mid_run = re.search(r"to (\d+) app processes \((\d+) refreshes mid-run\)", out)
+    assert mid_run and int(mid_run.group(2)) >= refreshes, out[-1500:]
     assert "0 token requests refused" in out
     assert_no_credentials(out, state)
 
