@@ -57,8 +57,10 @@ def describe(token: str, now: float, scope: str | None = None) -> str:
         reasons.append(f"it is not valid before {_when(nbf)}")
     aud = body.get("aud")
     audiences = aud if isinstance(aud, list) else [aud]
-    if scope is not None and audience_of(scope) not in audiences:
-        reasons.append(f"its audience {aud!r} is not the {audience_of(scope)!r} that was asked for")
+    # Entra's v2 access tokens carry the resource's application id as `aud`, not its `api://<id>` URI.
+    asked = audience_of(scope) if scope is not None else None
+    if asked is not None and asked not in audiences and asked.removeprefix("api://") not in audiences:
+        reasons.append(f"its audience {aud!r} is not the {asked!r} that was asked for")
     facts = f"audience {aud!r}, issuer {body.get('iss')!r}, signing key id {head.get('kid')!r}"
     if isinstance(exp, int | float) and exp > now:
         facts += f", valid until {_when(exp)}"

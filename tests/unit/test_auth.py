@@ -210,6 +210,8 @@ def test_a_refused_token_is_explained_from_its_claims_without_its_text() -> None
         ({"aud": "api://kafka", "exp": 900}, "api://kafka/.default", "it expired at"),
         ({"aud": "api://kafka", "exp": 2000, "nbf": 1500}, None, "it is not valid before"),
         ({"aud": ["api://kafka", "x"], "exp": 2000}, "api://kafka/.default", "audience ['api://kafka', 'x']"),
+        # Entra v2: the application id as aud for api://<id> (no mismatch reported)
+        ({"aud": "0b1c", "exp": 2000}, "api://0b1c/.default", "audience '0b1c', issuer"),
     ],
 )
 def test_describe_names_what_the_token_says(claims: dict[str, object], scope: str | None, expected: str) -> None:
