@@ -271,3 +271,9 @@ def test_the_emulated_extension_signs_in_as_the_binding_says() -> None:
         "security.protocol": "sasl_ssl",
     }
     assert listener_auth({"authenticationMode": "NOTSET", "protocol": "NOTSET"}, settings) == {}
+
+
+def test_an_entra_v2_audience_is_the_application_id_of_the_scope() -> None:
+    described = tokens.describe(jwt_text({"aud": "0b1c", "exp": 2000}), 1000.0, "api://0b1c/.default")
+    assert "is not the" not in described
+    assert "is not the 'api://0b1c'" in tokens.describe(jwt_text({"aud": "ffff", "exp": 2000}), 1000.0, "api://0b1c")
