@@ -13,7 +13,7 @@ import azure.functions as func
 from settlement.runtime.config import check_invariants, load_trigger_settings
 from settlement.runtime.limits import RETRY_MAXIMUM_S, RETRY_MINIMUM_S, interval
 from settlement.runtime.service import warm_start
-from settlement.runtime.triggers import repair_on_timer, settle_http_request, settle_kafka_events
+from settlement.runtime.triggers import repair_on_timer, settle_http_request, settle_kafka_events, trigger_auth
 
 app = func.FunctionApp()
 # Read while the host indexes the app; a bad value raises ConfigError naming the setting.
@@ -30,10 +30,8 @@ warming = warm_start(os.environ.get("USER_TRADES_TOPIC")) if trigger.warm_start 
     topic="%USER_TRADES_TOPIC%",
     broker_list="%KAFKA_BOOTSTRAP_SERVERS%",
     consumer_group="%KAFKA_CONSUMER_GROUP%",
-    username="%KAFKA_SASL_USERNAME%",
-    password="%KAFKA_SASL_PASSWORD%",  # noqa: S106 - the name of an app setting, not a value
     protocol=trigger.protocol,
-    authentication_mode=trigger.authentication_mode,
+    **trigger_auth(trigger),  # the mode, and its credentials as %SETTING% names (never values)
     cardinality="MANY",
     data_type="binary",
     lag_threshold=trigger.lag_threshold,

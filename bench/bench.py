@@ -1,7 +1,7 @@
 """Benchmarks: figures and ratios against a baseline measured in the same run on the same broker.
 
     python bench/bench.py [throughput|coldstart|latency|rss|scaleout|firstbatch|channel|batchsize|guarantee|
-                           decode|all]
+                           decode|repair|auth|all]
 
 (a) throughput: settle (decode → rules → encode → produce → wait for acks → commit) against a raw
     confluent-kafka consume → produce → wait → commit passthrough, at MaxBatchSize 1, 64 and 500; beside
@@ -23,6 +23,9 @@
 (l) pythons: the main job's host with one instance process, exactly-once, on each tested Python (scripts/pythons.sh:
     .venv for the deploy default, cached envs for the others), the versions taken in turn, against the first
     version; each run in an interpreter of its own (`bench.py host-rate` in that version's env).
+(m) auth: our clients on the managed identity's tokens and the trigger on OIDC client credentials (the broker's
+    OAUTHBEARER listener verifying each token, the registry requiring one; tokens living 60 s) against API keys
+    on the plain listener, one instance process each under exactly-once, in turn. Its last line is the ratio.
 (a)-(h) run at-least-once (their baselines were set against it); (i) runs both.
 Not tests: they print, they assert nothing.
 """
@@ -30,6 +33,7 @@ Not tests: they print, they assert nothing.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -442,6 +446,8 @@ def _host_rate(
     options: KafkaHostOptions,
     guarantee: str = AT_LEAST_ONCE,
     repair_schedule: str | None = None,
+    app: dict[str, str] | None = None,
+    registry_conf: dict[str, Any] | None = None,
 ) -> float:
     """Records per second of the main job's host with `instances` instance processes (each importing the app,
     its own producer) on 4 partitions, from the moment every instance has reported a batch until 95 % of the
@@ -456,12 +462,22 @@ def _host_rate(
     topics(bootstrap, src, dlq, partitions=4)
     # 1,000 users, not the demo's 9: nine keys hash to 4 partitions unevenly (a third of the stream on one),
     # and the busiest partition, not the instance count, would then bound the figure.
-    produce_trades(bootstrap, registry, src, records, GeneratorConfig(seed=4, users=1000))
+    produce_trades(bootstrap, registry, src, records, GeneratorConfig(seed=4, users=1000), registry_conf=registry_conf)
     # As many settlement partitions as source partitions, as scripts/run.sh creates them (exactly-once then
     # writes each transaction to one settlement partition).
     topics(bootstrap, out, partitions=4)
-    settings = run_settings(bootstrap, registry, src, out, dlq, f"scale-{run}", SETTLEMENT_DELIVERY_GUARANTEE=guarantee)
-    binding = load_binding(function_app.app, settings)
+    settings = run_settings(
+        bootstrap, registry, src, out, dlq, f"scale-{run}", SETTLEMENT_DELIVERY_GUARANTEE=guarantee, **(app or {})
+    )
+    # The trigger's authentication is baked into the binding when the app is imported (as the host indexes it):
+    # index it again under this case's settings, so the host's own consumers sign in as the case says.
+    saved = dict(os.environ)
+    os.environ.update({**settings, "SETTLEMENT_WARM_START": "false"})
+    try:
+        binding = load_binding(importlib.reload(function_app).app, settings)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     # The repair timer runs only where a case asks for it (bench (k) measures what it costs), on one of the
     # instances as on Premium; its schedule is baked in at indexing, so the case's schedule is the timer's here.
     timers = []
@@ -539,6 +555,36 @@ def bench_pythons(bootstrap: str, registry: str, records: int, versions: list[st
         ratio = statistics.median(r / b for r, b in zip(rates[version], rates[base], strict=True))
         runs = " ".join(f"{r:.0f}" for r in rates[version])
         print(f"{version:>8}{statistics.median(rates[version]):>9.0f}{ratio:>7.2f}   {runs}", flush=True)
+
+
+def bench_auth(state: stack.StackState, records: int, repeats: int = 3) -> None:
+    """(m) keyless against API keys: the same stream settled by one instance process under exactly-once, once
+    with every client on tokens (devstack/keyless.py) and once on the plain listener, in turn, median of
+    `repeats` after a warm-up of each."""
+    from devstack import keyless
+
+    state = stack.secure_registry(state)
+    keyless.set_fault(state, None)
+    keyless.set_lifetime(state, 60)
+    ours = KafkaHostOptions.from_host_json()
+    app, conf = keyless.app_settings(state), keyless.harness_registry_conf(state)
+    plain = (state.bootstrap_servers, state.registry_url)
+    secure = (state.bootstrap_servers, state.secure_registry_url)
+    print(f"\n(m) auth: {records:,} records on 4 partitions, one instance, exactly-once; median of {repeats}")
+    _host_rate(*plain, records, 1, ours, EXACTLY_ONCE)
+    _host_rate(*secure, records, 1, ours, EXACTLY_ONCE, app=app, registry_conf=conf)
+    key: list[float] = []
+    entra: list[float] = []
+    for _ in range(repeats):
+        key.append(_host_rate(*plain, records, 1, ours, EXACTLY_ONCE))
+        entra.append(_host_rate(*secure, records, 1, ours, EXACTLY_ONCE, app=app, registry_conf=conf))
+        print(f"  round: key {key[-1]:.0f} rec/s, entra {entra[-1]:.0f} rec/s", flush=True)
+    pairs = [e / k for e, k in zip(entra, key, strict=True)]
+    print(
+        f"entra/key: {statistics.median(entra) / statistics.median(key):.3f} (key {statistics.median(key):.0f}, "
+        f"entra {statistics.median(entra):.0f} rec/s; per round: median {statistics.median(pairs):.3f}, spread "
+        f"{min(pairs):.3f}-{max(pairs):.3f})"
+    )
 
 
 def bench_scaleout(bootstrap: str, registry: str, records: int, repeats: int = 5) -> None:
@@ -870,6 +916,7 @@ def main() -> int:
             "decode",
             "repair",
             "pythons",
+            "auth",
             "all",
             "host-rate",  # one (l) run in this interpreter: prints {"rate": rec/s}
         ],
@@ -881,6 +928,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--pythons", nargs="+", default=["3.11", "3.13"], help="(l): versions, the first the baseline")
+    parser.add_argument("--auth-repeats", type=int, default=3, help="(m): rounds of key and entra in turn")
     args = parser.parse_args()
     import logging
 
@@ -921,6 +969,8 @@ def main() -> int:
         if args.which in ("repair", "all"):
             bench_repair(bootstrap, registry, args.scale_records)
             bench_cold_from_zero(bootstrap, registry)
+        if args.which in ("auth", "all"):
+            bench_auth(state, args.scale_records, args.auth_repeats)
     if args.which == "all":
         bench_decode(args.records * 10)
     return 0

@@ -103,6 +103,8 @@ def _local_settings(output: Path, force: bool, partitions: int) -> int:
 def _print(state: stack.StackState) -> None:
     print(f"KAFKA_BOOTSTRAP_SERVERS={state.bootstrap_servers}")
     print(f"SCHEMA_REGISTRY_URL={state.registry_url}")
+    print(f"OAUTHBEARER listener (signed tokens verified): {state.oauth_bootstrap_servers}")
+    print(f"token issuer: {state.issuer_url}")
     print(f"logs: {stack.home() / 'logs'}")
 
 

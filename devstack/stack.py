@@ -11,11 +11,14 @@ import json
 import logging
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +32,16 @@ from devstack.fetch import ROOT, Artifacts, fetch, require_tools
 
 HOST = "127.0.0.1"
 LOG4J_CONFIG = Path(__file__).resolve().parent / "log4j2.xml"
-PORT_SETTINGS = ("DEVSTACK_KAFKA_PORT", "DEVSTACK_CONTROLLER_PORT", "DEVSTACK_REGISTRY_PORT")
+PORT_SETTINGS = (
+    "DEVSTACK_KAFKA_PORT",
+    "DEVSTACK_CONTROLLER_PORT",
+    "DEVSTACK_REGISTRY_PORT",
+    "DEVSTACK_ISSUER_PORT",
+    "DEVSTACK_OAUTH_PORT",
+    "DEVSTACK_SECURE_REGISTRY_PORT",
+)
+TRIGGER_CLIENT_ID = "trade-settlement-trigger"  # the trigger's OIDC client at the local issuer
+TOKEN_LIFETIME_S = int(os.environ.get("DEVSTACK_TOKEN_LIFETIME", "60"))
 # Readiness probes fail by design until the broker is up: their client logs go nowhere.
 _PROBE_LOG = logging.getLogger("devstack.probe")
 _PROBE_LOG.addHandler(logging.NullHandler())
@@ -48,10 +60,38 @@ class StackState:
     registry_pid: int
     kafka_lib: str
     registry_jar: str
+    # The token issuer (devstack/issuer.py), the broker's OAUTHBEARER listener beside the plain one, and the
+    # registry that requires the issuer's tokens (started on first use: `secure_registry`).
+    issuer_port: int = 0
+    issuer_pid: int = 0
+    oauth_port: int = 0
+    identity_header: str = ""  # the managed-identity endpoint's X-IDENTITY-HEADER (the platform's secret)
+    trigger_secret: str = ""  # the trigger's OIDC client secret at the issuer
+    secure_registry_port: int = 0
+    secure_registry_pid: int = 0
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{HOST}:{self.kafka_port}"
+
+    @property
+    def oauth_bootstrap_servers(self) -> str:
+        """The SASL_PLAINTEXT OAUTHBEARER listener: the broker verifies each token's signature (the issuer's JWKS),
+        audience and issuer, and re-authenticates each connection before its token expires."""
+        return f"{HOST}:{self.oauth_port}"
+
+    @property
+    def issuer_url(self) -> str:
+        return f"http://{HOST}:{self.issuer_port}"
+
+    @property
+    def identity_endpoint(self) -> str:
+        """What `IDENTITY_ENDPOINT` names on Functions: the App Service managed-identity endpoint."""
+        return f"{self.issuer_url}/msi/token"
+
+    @property
+    def secure_registry_url(self) -> str:
+        return f"http://{HOST}:{self.secure_registry_port}/apis/ccompat/v7"
 
     @property
     def registry_url(self) -> str:
@@ -154,11 +194,15 @@ def _server_properties(state: StackState, data_dir: Path) -> Path:
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"{HOST}:{state.controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{state.kafka_port},CONTROLLER://{HOST}:{state.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{state.kafka_port}",
+        "listeners": (
+            f"PLAINTEXT://{HOST}:{state.kafka_port},OAUTH://{HOST}:{state.oauth_port},"
+            f"CONTROLLER://{HOST}:{state.controller_port}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{state.kafka_port},OAUTH://{HOST}:{state.oauth_port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,OAUTH:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        **_oauth_listener(state),
         "log.dirs": str(data_dir),
         "num.partitions": "1",
         "offsets.topic.replication.factor": "1",
@@ -181,8 +225,41 @@ def _server_properties(state: StackState, data_dir: Path) -> Path:
     return path
 
 
-def _java(classpath: str, main: list[str], heap: str) -> list[str]:
-    return ["java", f"-Xmx{heap}", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", classpath, *main]
+def _oauth_listener(state: StackState) -> dict[str, str]:
+    """The OAUTH listener: Kafka's own JWT validator against the issuer's JWKS, with the audience and issuer
+    Confluent Cloud's identity pools check. A session lasts until its token expires (KIP-368): the client must
+    re-authenticate with a fresh token or be disconnected, so an expired token is refused mid-stream too."""
+    from devstack.issuer import AUDIENCE
+
+    prefix = "listener.name.oauth.oauthbearer."
+    return {
+        "listener.name.oauth.sasl.enabled.mechanisms": "OAUTHBEARER",
+        f"{prefix}sasl.jaas.config": "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required ;",
+        f"{prefix}sasl.server.callback.handler.class": (
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler"
+        ),
+        f"{prefix}connections.max.reauth.ms": "3600000",
+        # Kafka 4.1's handler builds `sasl.oauthbearer.jwt.validator.class`, by default a DefaultJwtValidator made
+        # without a key resolver, which delegates to ClientJwtValidator: claims only, no signature (a token signed
+        # by any key, for any audience, was accepted here). BrokerJwtValidator builds its resolver from the JWKS URL
+        # and checks signature, audience, issuer and expiry (jose4j, 30 s clock skew).
+        # Set at the broker's level and for the listener's mechanism: which of the two the validator reads is not
+        # documented the same way across 3.x and 4.x.
+        **{
+            f"{where}sasl.oauthbearer.{key}": value
+            for where in ("", prefix)
+            for key, value in (
+                ("jwt.validator.class", "org.apache.kafka.common.security.oauthbearer.BrokerJwtValidator"),
+                ("jwks.endpoint.url", f"{state.issuer_url}/jwks"),
+                ("expected.audience", AUDIENCE),
+                ("expected.issuer", state.issuer_url),
+            )
+        },
+    }
+
+
+def _java(classpath: str, main: list[str], heap: str, *props: str) -> list[str]:
+    return ["java", f"-Xmx{heap}", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", *props, "-cp", classpath, *main]
 
 
 def _spawn(cmd: list[str], log_name: str) -> int:
@@ -197,20 +274,97 @@ def _spawn(cmd: list[str], log_name: str) -> int:
 
 def _start_broker(state: StackState) -> int:
     classpath = f"{state.kafka_lib}/*"
-    return _spawn(_java(classpath, ["kafka.Kafka", str(home() / "server.properties")], "768m"), "kafka")
+    # Kafka 4.x fetches a JWKS only from a URL this system property allows.
+    allowed = f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={state.issuer_url}/jwks"
+    return _spawn(_java(classpath, ["kafka.Kafka", str(home() / "server.properties")], "768m", allowed), "kafka")
 
 
-def _start_registry(state: StackState) -> int:
+def _start_issuer(state: StackState) -> int:
+    log = _log("issuer")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "DEVSTACK_ISSUER_CLIENTS": json.dumps({TRIGGER_CLIENT_ID: state.trigger_secret}),
+        "DEVSTACK_IDENTITY_HEADER": state.identity_header,
+    }
+    cmd = [sys.executable, "-m", "devstack.issuer", "--port", str(state.issuer_port)]
+    cmd += ["--lifetime", str(TOKEN_LIFETIME_S)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+            cwd=str(ROOT),
+        )  # fmt: skip
+    return proc.pid
+
+
+def issuer_ready(url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/jwks", timeout=timeout_s) as resp:  # noqa: S310 - http URL we built
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _start_registry(state: StackState, port: int | None = None, *props: str, log: str = "registry") -> int:
     cmd = [
         "java",
         "-Xmx512m",
-        f"-Dquarkus.http.port={state.registry_port}",
+        f"-Dquarkus.http.port={port or state.registry_port}",
         f"-Dquarkus.http.host={HOST}",
         "-Dquarkus.http.access-log.enabled=false",
+        *props,
         "-jar",
         state.registry_jar,
     ]
-    return _spawn(cmd, "registry")
+    return _spawn(cmd, log)
+
+
+def _secure_registry_props(state: StackState) -> list[str]:
+    """Apicurio 3's authentication (Quarkus OIDC, as a service application): every request needs a bearer token
+    that the issuer signed (keys from its discovery's JWKS), for the broker's audience, unexpired."""
+    from devstack.issuer import AUDIENCE
+
+    return [
+        "-Dquarkus.oidc.tenant-enabled=true",
+        f"-Dquarkus.oidc.auth-server-url={state.issuer_url}",
+        f"-Dquarkus.oidc.token-path={state.issuer_url}/token",
+        "-Dquarkus.oidc.client-id=registry-api",
+        f"-Dquarkus.oidc.token.audience={AUDIENCE}",
+        f"-Dquarkus.oidc.token.issuer={state.issuer_url}",
+        "-Dapicurio.auth.role-based-authorization=false",
+        "-Dapicurio.auth.owner-only-authorization=false",
+    ]
+
+
+def secure_registry(state: StackState) -> StackState:
+    """The registry that requires the issuer's tokens, started on first use (a second Apicurio, its own store):
+    the keyless tests and `scripts/run.sh --auth entra` use it; the plain one serves everything else."""
+    if state.secure_registry_pid and _alive(state.secure_registry_pid):
+        return state
+    state.secure_registry_port = _choose_port("DEVSTACK_SECURE_REGISTRY_PORT", {state.kafka_port, state.registry_port})
+    _log("secure-registry").unlink(missing_ok=True)
+    state.secure_registry_pid = _start_registry(
+        state, state.secure_registry_port, *_secure_registry_props(state), log="secure-registry"
+    )
+    _save_state(state)
+    # Without a token it answers 401: up, and refusing.
+    _wait(
+        "secure Schema Registry",
+        state.secure_registry_pid,
+        lambda: _answers(state.secure_registry_url),
+        "secure-registry",
+    )
+    return state
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/subjects", timeout=2.0):  # noqa: S310 - http URL we built
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+    except OSError:
+        return False
 
 
 def broker_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
@@ -270,6 +424,8 @@ def is_running(state: StackState) -> bool:
     return (
         _alive(state.kafka_pid)
         and _alive(state.registry_pid)
+        and bool(state.issuer_pid)
+        and _alive(state.issuer_pid)
         and broker_ready(state.bootstrap_servers)
         and registry_ready(state.registry_url)
     )
@@ -291,10 +447,12 @@ def up() -> tuple[StackState, bool]:
         taken.add(port)
         ports.append(port)
     state = StackState(ports[0], ports[1], ports[2], 0, 0, str(artifacts.kafka_lib), str(artifacts.registry_jar))
+    state.issuer_port, state.oauth_port = ports[3], ports[4]
+    state.identity_header, state.trigger_secret = secrets.token_hex(16), secrets.token_urlsafe(24)
 
     data_dir = home() / "kafka-data"
     _reset_dir(data_dir)
-    for name in ("kafka", "registry"):
+    for name in ("kafka", "registry", "issuer"):
         _log(name).unlink(missing_ok=True)
     config = _server_properties(state, data_dir)
     fmt = subprocess.run(
@@ -309,7 +467,9 @@ def up() -> tuple[StackState, bool]:
     if fmt.returncode != 0:
         raise StackError(f"formatting KRaft storage failed: {fmt.stderr.strip() or fmt.stdout.strip()}")
 
-    # Start both JVMs before waiting on either: their start-ups overlap.
+    # The issuer first (the broker fetches its JWKS), then both JVMs before waiting on either: their start-ups overlap.
+    state.issuer_pid = _start_issuer(state)
+    _wait("token issuer", state.issuer_pid, lambda: issuer_ready(state.issuer_url), "issuer")
     state.kafka_pid = _start_broker(state)
     state.registry_pid = _start_registry(state)
     _save_state(state)
@@ -377,6 +537,10 @@ def down() -> bool:
     if state is None:
         return False
     _stop_pid(state.registry_pid)
+    if state.secure_registry_pid:
+        _stop_pid(state.secure_registry_pid)
     _stop_pid(state.kafka_pid)
+    if state.issuer_pid:
+        _stop_pid(state.issuer_pid)
     _state_file().unlink(missing_ok=True)
     return True

@@ -5,12 +5,17 @@
 set -euo pipefail
 
 readonly TOOL_TAG="managed-by=trade-settlement-deploy"
-readonly SECRET_KEYS=(KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD KAFKA_PRODUCER_CONFIG SCHEMA_REGISTRY_CONFIG)
+readonly SECRET_KEYS=(KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD KAFKA_PRODUCER_CONFIG SCHEMA_REGISTRY_CONFIG KAFKA_TRIGGER_OAUTH_CLIENT_SECRET)
 # The two functions of function_app.py: the Kafka trigger and the sink connector's HTTP entry. One runs, the
 # other is disabled the Azure way (app setting AzureWebJobs.<function>.Disabled=true).
 readonly TRIGGER_FUNCTION="settle_user_trades"
 readonly SINK_FUNCTION="settle_sink_batch"
-readonly CONFIG_KEYS="PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD REPAIR_SCHEDULE ALERT_EMAIL ALERT_WEBHOOK DEAD_LETTER_THRESHOLD WORKSPACE_ID APP_INSIGHTS_ID PYTHON_VERSION"
+readonly CONFIG_KEYS="PREFIX LOCATION RESOURCE_GROUP SUFFIX HOSTING_PLAN PLAN_SKU MAX_BURST INSTANCE_MEMORY MAX_INSTANCES ALWAYS_READY ENTRY SECRETS_FILE SCHEMA_REGISTRY_URL CONSUMER_GROUP LAG_THRESHOLD REPAIR_SCHEDULE ALERT_EMAIL ALERT_WEBHOOK DEAD_LETTER_THRESHOLD WORKSPACE_ID APP_INSIGHTS_ID AUTH KAFKA_CLUSTER_ID REGISTRY_CLUSTER_ID IDENTITY_POOL_ID TRIGGER_POOL_ID PYTHON_VERSION"
+# Keyless (--auth entra): what the secrets file may hold then, and the one secret the deployment keeps (the
+# trigger's client secret, made here); the roles an identity-based AzureWebJobsStorage needs.
+readonly KEYLESS_KEYS=(KAFKA_BOOTSTRAP_SERVERS)
+readonly TRIGGER_SECRET_KEY="KAFKA_TRIGGER_OAUTH_CLIENT_SECRET"
+readonly STORAGE_ROLES=("Storage Blob Data Owner" "Storage Queue Data Contributor" "Storage Table Data Contributor")
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT_DIR
 # What the CLI's core cannot make (Application Insights, scheduled query rules, a workbook) is one ARM template.
@@ -48,12 +53,19 @@ ALERT_WEBHOOK=""
 DEAD_LETTER_THRESHOLD="100"
 WORKSPACE_ID=""
 APP_INSIGHTS_ID=""
+AUTH="key"
+KAFKA_CLUSTER_ID=""
+REGISTRY_CLUSTER_ID=""
+IDENTITY_POOL_ID=""
+TRIGGER_POOL_ID=""
 WAIT_TIMEOUT="600"
 POLL_SECONDS="${DEPLOY_POLL_SECONDS:-5}"
 DRY_RUN=0
 DESTROY=0
 FORCE_PUBLISH=0
 PRINT_ACLS=0
+ROTATE=0
+ROTATION_OVERLAP="600"
 
 usage() {
   cat <<'EOF'
@@ -114,6 +126,23 @@ DEAD_LETTER_THRESHOLD WORKSPACE_ID APP_INSIGHTS_ID PYTHON_VERSION):
   --workspace-id ID        reuse this Log Analytics workspace (resource id) for a new Application Insights
   --app-insights-id ID     reuse this Application Insights component (resource id): no workspace or component is
                            created; the alerts and the workbook go on it
+  --auth key|entra         key (default): every client signs in with the API keys of the secrets file. entra
+                           (keyless): a user-assigned managed identity, created or reused and assigned to the app,
+                           signs the producer, the ledger, the repair and the registry client in with Entra ID
+                           tokens, and holds Key Vault and storage (identity-based AzureWebJobsStorage, no account
+                           key); the trigger, which cannot use a managed identity, keeps one credential: the
+                           client secret of an app registration made here, in the vault (scripts/rotate-secret.sh
+                           rotates it). The secrets file then holds KAFKA_BOOTSTRAP_SERVERS only. Prints what to set
+                           up on the Confluent Cloud side (docs/security.md)
+  --kafka-cluster-id ID    entra: the Kafka cluster (lkc-...), sent as the SASL extension logicalCluster
+  --registry-cluster-id ID entra: the Schema Registry cluster (lsrc-...)
+  --identity-pool-id ID    entra: the identity pool of the app's managed identity (pool-...); with
+  --trigger-identity-pool-id ID  the trigger's pool. Until both are given, the run stops after the identities
+                           and prints the Confluent Cloud side to set up, then run again with them
+  --rotate-trigger-secret  entra: rotate the trigger's client secret (a new one beside the old, stored as the vault
+                           secret's new version, the app restarted to read it, the old ones removed after the
+                           overlap), then exit; needs no secrets file
+  --rotation-overlap S     seconds both secrets stay valid (default: 600)
   --force-publish          publish even if this code was already published
   --dry-run                validate everything, then print every command that would change something (secrets
                            masked) and what would be created or published; change nothing
@@ -171,7 +200,8 @@ parse_args() {
       --config|--plan|--entry|--prefix|--location|--resource-group|--suffix|--sku|--max-burst|--instance-memory|\
       --max-instances|--always-ready|--secrets-file|--schema-registry-url|--consumer-group|--lag-threshold|\
       --repair-schedule|--alert-email|--alert-webhook|--dead-letter-threshold|--workspace-id|--app-insights-id|\
-      --python-version)
+      --python-version|--auth|--kafka-cluster-id|--registry-cluster-id|--identity-pool-id|\
+      --trigger-identity-pool-id|--rotation-overlap)
         need_value "$@"
         GIVEN[$1]=1
         case "$1" in
@@ -197,6 +227,12 @@ parse_args() {
           --workspace-id) WORKSPACE_ID="$2" ;;
           --app-insights-id) APP_INSIGHTS_ID="$2" ;;
           --python-version) PYTHON_VERSION="$2" ;;
+          --auth) AUTH="$2" ;;
+          --kafka-cluster-id) KAFKA_CLUSTER_ID="$2" ;;
+          --registry-cluster-id) REGISTRY_CLUSTER_ID="$2" ;;
+          --identity-pool-id) IDENTITY_POOL_ID="$2" ;;
+          --trigger-identity-pool-id) TRIGGER_POOL_ID="$2" ;;
+          --rotation-overlap) ROTATION_OVERLAP="$2" ;;
           *) ;;  # --config: read above
         esac
         shift ;;
@@ -204,6 +240,7 @@ parse_args() {
       --dry-run) DRY_RUN=1 ;;
       --destroy) DESTROY=1 ;;
       --print-acls) PRINT_ACLS=1 ;;
+      --rotate-trigger-secret) ROTATE=1 ;;
       -h|--help) usage; exit 0 ;;
       *) die "unknown option: $1 (see --help)" ;;
     esac
@@ -229,6 +266,7 @@ validate_options() {
     || die "--repair-schedule must be an NCRONTAB schedule of five or six fields, such as '*/10 * * * * *'"
   validate_python_version
   validate_monitoring_options
+  validate_auth_options
   if [[ "$HOSTING_PLAN" == "flex" ]]; then
     for flag in --sku --max-burst; do
       [[ -z "${GIVEN[$flag]:-}" ]] \
@@ -252,7 +290,7 @@ validate_options() {
       die "--max-burst must be 1..20 (the Azure CLI's limit for Elastic Premium plans)"
     fi
   fi
-  (( DESTROY || PRINT_ACLS )) && return 0
+  (( DESTROY || PRINT_ACLS || ROTATE )) && return 0
   [[ -n "$SCHEMA_REGISTRY_URL" ]] || die "--schema-registry-url is required (the Schema Registry endpoint, https://...)"
   if placeholder "$SCHEMA_REGISTRY_URL"; then
     die "--schema-registry-url is still the example's placeholder: give your Schema Registry endpoint"
@@ -314,6 +352,27 @@ validate_monitoring_options() {
   if [[ -n "$WORKSPACE_ID" && -n "$APP_INSIGHTS_ID" ]]; then
     die "--workspace-id has no use with --app-insights-id: the component sends to its own workspace"
   fi
+  return 0
+}
+
+# --auth and the Confluent Cloud ids keyless needs; none of them without --auth entra.
+validate_auth_options() {
+  [[ "$AUTH" == "key" || "$AUTH" == "entra" ]] || die "--auth must be key or entra"
+  (( ! ROTATE )) || [[ "$AUTH" == "entra" ]] || die "--rotate-trigger-secret needs --auth entra (keyless keeps one secret)"
+  if [[ "$AUTH" == "key" ]]; then
+    [[ -z "$KAFKA_CLUSTER_ID$REGISTRY_CLUSTER_ID$IDENTITY_POOL_ID$TRIGGER_POOL_ID" ]] \
+      || die "--kafka-cluster-id, --registry-cluster-id and the identity pools apply to --auth entra only"
+    return 0
+  fi
+  [[ "$ROTATION_OVERLAP" =~ ^[0-9]+$ ]] || die "--rotation-overlap must be a whole number of seconds"
+  (( DESTROY || PRINT_ACLS || ROTATE )) && return 0
+  [[ "$KAFKA_CLUSTER_ID" =~ ^lkc-[a-z0-9]+$ ]] || die "--auth entra needs --kafka-cluster-id lkc-... (the Kafka cluster's id)"
+  [[ "$REGISTRY_CLUSTER_ID" =~ ^lsrc-[a-z0-9]+$ ]] \
+    || die "--auth entra needs --registry-cluster-id lsrc-... (the Schema Registry cluster's id)"
+  [[ -z "$IDENTITY_POOL_ID" || "$IDENTITY_POOL_ID" =~ ^pool-[A-Za-z0-9]+$ ]] || die "--identity-pool-id must be pool-..."
+  [[ -z "$TRIGGER_POOL_ID" || "$TRIGGER_POOL_ID" =~ ^pool-[A-Za-z0-9]+$ ]] || die "--trigger-identity-pool-id must be pool-..."
+  [[ -n "$IDENTITY_POOL_ID" || -z "$TRIGGER_POOL_ID" ]] || die "--trigger-identity-pool-id needs --identity-pool-id too"
+  [[ -z "$IDENTITY_POOL_ID" || -n "$TRIGGER_POOL_ID" ]] || die "--identity-pool-id needs --trigger-identity-pool-id too"
   return 0
 }
 
@@ -425,9 +484,16 @@ read_secrets() {
       *" $key "*) SECRETS[$key]="$value" ;;
       *) die "secrets file: line $n has an unknown key $key (known: ${SECRET_KEYS[*]})" ;;
     esac
+    if [[ "$key" == "$TRIGGER_SECRET_KEY" ]]; then
+      die "secrets file: $key is made by --auth entra and rotated by scripts/rotate-secret.sh; remove the line"
+    fi
+    if [[ "$AUTH" == "entra" && " ${KEYLESS_KEYS[*]} " != *" $key "* ]]; then
+      die "secrets file: $key is not used with --auth entra (our clients sign in with the managed identity): remove it"
+    fi
   done < <(if [[ "$src" == "-" ]]; then cat; else cat -- "$src"; fi)
-  local required
-  for required in KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD; do
+  local required needed=(KAFKA_BOOTSTRAP_SERVERS KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD)
+  [[ "$AUTH" == "entra" ]] && needed=("${KEYLESS_KEYS[@]}")
+  for required in "${needed[@]}"; do
     [[ -v "SECRETS[$required]" ]] || die "secrets file: $required is missing"
   done
   # Each message names the key, never the value (the value is a secret, or part of one).
@@ -514,15 +580,15 @@ ensure_vault() {
 }
 
 ensure_role() {
-  local principal="$1" type="$2" role="$3" count
+  local principal="$1" type="$2" role="$3" scope="${4:-$VAULT_ID}" count
   # Filtered by object id on our side: `--assignee` resolves the principal through Microsoft Graph, which may
   # not see a managed identity created moments ago.
-  count=$(read_or 0 az role assignment list --scope "$VAULT_ID" --role "$role" \
+  count=$(read_or 0 az role assignment list --scope "$scope" --role "$role" \
     --query "length([?principalId=='$principal'])" -o tsv)
   if [[ "$count" == "0" ]]; then
     change "grant $role" az role assignment create --assignee-object-id "$principal" --assignee-principal-type "$type" \
-      --role "$role" --scope "$VAULT_ID" --output none >/dev/null
-    did grant "$role to $type $principal" granted
+      --role "$role" --scope "$scope" --output none >/dev/null
+    did grant "$role to $type $principal on ${scope##*/}" granted
   fi
 }
 
@@ -815,7 +881,6 @@ desired_settings() {
     "KAFKA_LAG_THRESHOLD=$LAG_THRESHOLD" \
     "SETTLEMENT_REPAIR_SCHEDULE=$REPAIR_SCHEDULE" \
     "KAFKA_TRIGGER_PROTOCOL=SaslSsl" \
-    "KAFKA_TRIGGER_AUTH_MODE=Plain" \
     "USER_TRADES_TOPIC=user_trades" \
     "SETTLEMENTS_TOPIC=trade-settlements" \
     "DEAD_LETTER_TOPIC=user_trades-dlq" \
@@ -824,6 +889,7 @@ desired_settings() {
     "PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME=settlement" \
     "AzureWebJobs.$TRIGGER_FUNCTION.Disabled=$trigger_off" \
     "AzureWebJobs.$SINK_FUNCTION.Disabled=$sink_off"
+  if [[ "$AUTH" == "entra" ]]; then keyless_settings; else printf '%s\n' "KAFKA_TRIGGER_AUTH_MODE=Plain"; fi
 }
 
 ensure_settings() {
@@ -1015,7 +1081,213 @@ next_steps() {
   fi
   echo "    .venv/bin/python scripts/ksql_apply.py --server https://<ksqldb-endpoint> --bootstrap-servers <KAFKA_BOOTSTRAP_SERVERS> --entry $ENTRY"
   echo "  Smoke check: .venv/bin/python scripts/smoke_check.py --bootstrap-servers <KAFKA_BOOTSTRAP_SERVERS> (see docs/quickstart-confluent-cloud.md)"
-  print_acls | sed 's/^/  /'
+  if [[ "$AUTH" == "entra" ]]; then
+    echo "  Confluent Cloud access: the identity pools' role bindings printed above (no service account, no ACLs)"
+  else
+    print_acls | sed 's/^/  /'
+  fi
+}
+
+# ---- keyless (--auth entra) ------------------------------------------------------------------------------
+
+# The user-assigned managed identity our clients sign in with, created or reused: its resource id, its client id
+# (ENTRA_CLIENT_ID) and its principal (object) id, which the Confluent identity pool's filter names.
+ensure_identity() {
+  IDENTITY="${PREFIX}-${SUFFIX}-id"
+  if exists az identity show --name "$IDENTITY" --resource-group "$RESOURCE_GROUP"; then
+    log "managed identity $IDENTITY exists"
+  else
+    change "create managed identity" az identity create --name "$IDENTITY" --resource-group "$RESOURCE_GROUP" \
+      --location "$LOCATION" --tags "${TAGS[@]}" --output none >/dev/null
+    did create "user-assigned managed identity $IDENTITY" created
+  fi
+  IDENTITY_ID=$(read_or '<identity-id>' az identity show --name "$IDENTITY" --resource-group "$RESOURCE_GROUP" \
+    --query id -o tsv)
+  IDENTITY_CLIENT=$(read_or '<identity-client-id>' az identity show --name "$IDENTITY" \
+    --resource-group "$RESOURCE_GROUP" --query clientId -o tsv)
+  IDENTITY_PRINCIPAL=$(read_or '<identity-object-id>' az identity show --name "$IDENTITY" \
+    --resource-group "$RESOURCE_GROUP" --query principalId -o tsv)
+}
+
+# The app registration the trigger signs in as (OIDC client credentials: the extension cannot use a managed
+# identity), whose application id URI is the resource every token is asked for, the trigger's and the managed
+# identity's. Found by display name, else created, with v2 access tokens: issuer .../<tenant>/v2.0 and audience
+# the application id, as Confluent Cloud's Entra identity provider reads them.
+ensure_trigger_app() {
+  TRIGGER_APP_NAME="${PREFIX}-${SUFFIX}-kafka-trigger"
+  TENANT=$(read_or '<tenant-id>' az account show --query tenantId -o tsv)
+  TRIGGER_APP_ID=$(read_or '' az ad app list --display-name "$TRIGGER_APP_NAME" --query "[0].appId" -o tsv)
+  if [[ -z "$TRIGGER_APP_ID" ]]; then
+    TRIGGER_APP_ID=$(change "create app registration" az ad app create --display-name "$TRIGGER_APP_NAME" \
+      --sign-in-audience AzureADMyOrg --query appId -o tsv)
+    (( DRY_RUN )) && TRIGGER_APP_ID='<trigger-app-id>'
+    change "set the app registration's id URI" az ad app update --id "$TRIGGER_APP_ID" \
+      --identifier-uris "api://$TRIGGER_APP_ID" --requested-access-token-version 2 >/dev/null
+    did create "app registration $TRIGGER_APP_NAME (api://$TRIGGER_APP_ID, v2 tokens)" created
+  else
+    log "app registration $TRIGGER_APP_NAME exists"
+  fi
+  AUDIENCE="api://$TRIGGER_APP_ID"
+  if exists az ad sp show --id "$TRIGGER_APP_ID"; then
+    log "service principal of $TRIGGER_APP_NAME exists"
+  else
+    change "create service principal" az ad sp create --id "$TRIGGER_APP_ID" --output none >/dev/null
+    did create "the service principal of $TRIGGER_APP_NAME" created
+  fi
+  TRIGGER_PRINCIPAL=$(read_or '<trigger-object-id>' az ad sp show --id "$TRIGGER_APP_ID" --query id -o tsv)
+}
+
+# A new client secret of the trigger's app registration (a year long, added beside any other), straight from az
+# into a private file and from there into the vault: never an argument, never printed.
+new_trigger_secret() {
+  local tmp name
+  name=$(secret_name "$TRIGGER_SECRET_KEY")
+  tmp=$(mktemp "$WORK_DIR/secret.XXXXXX")
+  change "make a client secret for the trigger" az ad app credential reset --id "$TRIGGER_APP_ID" --append \
+    --display-name "kafka-trigger-$(date -u +%Y%m%d%H%M%S)" --years 1 --query password -o tsv >"$tmp"
+  change "store secret $name" az keyvault secret set --vault-name "$VAULT" --name "$name" --file "$tmp" \
+    --encoding utf-8 --output none >/dev/null
+  rm -f "$tmp"
+  did store "a new client secret of $TRIGGER_APP_NAME as vault secret $name" stored
+}
+
+# The deployment's one secret: made on the first run; a vault that holds it keeps it (--rotate-trigger-secret).
+ensure_trigger_credential() {
+  if exists az keyvault secret show --vault-name "$VAULT" --name "$(secret_name "$TRIGGER_SECRET_KEY")" --query id -o tsv
+  then
+    log "the trigger's client secret is in the vault"
+  else
+    new_trigger_secret
+  fi
+}
+
+# The identity on the app, with what it needs: secrets (Key Vault references resolve with it) and the storage
+# account's blobs, queues and tables (AzureWebJobsStorage without an account key).
+ensure_keyless_grants() {
+  local assigned storage_id role current
+  assigned=$(read_or '' az functionapp identity show --name "$APP" --resource-group "$RESOURCE_GROUP" \
+    --query "userAssignedIdentities" -o json)
+  if [[ "${assigned,,}" != *"${IDENTITY_ID,,}"* ]]; then
+    change "assign the managed identity" az functionapp identity assign --name "$APP" \
+      --resource-group "$RESOURCE_GROUP" --identities "$IDENTITY_ID" --output none >/dev/null
+    did assign "managed identity $IDENTITY to $APP" assigned
+  fi
+  ensure_role "$IDENTITY_PRINCIPAL" ServicePrincipal "Key Vault Secrets User"
+  storage_id=$(read_or '<storage-id>' az storage account show --name "$STORAGE" --resource-group "$RESOURCE_GROUP" \
+    --query id -o tsv)
+  for role in "${STORAGE_ROLES[@]}"; do
+    ensure_role "$IDENTITY_PRINCIPAL" ServicePrincipal "$role" "$storage_id"
+  done
+  current=$(read_or '' az resource show --resource-group "$RESOURCE_GROUP" --name "$APP" \
+    --resource-type Microsoft.Web/sites --query properties.keyVaultReferenceIdentity -o tsv)
+  if [[ "$current" != "$IDENTITY_ID" ]]; then
+    change "resolve Key Vault references with the identity" az resource update --resource-group "$RESOURCE_GROUP" \
+      --name "$APP" --resource-type Microsoft.Web/sites --set "properties.keyVaultReferenceIdentity=$IDENTITY_ID" \
+      --output none >/dev/null
+    did set "Key Vault references to resolve with $IDENTITY" set
+  fi
+}
+
+# The app settings of keyless (KEY=VALUE lines; the trigger's secret as a Key Vault reference).
+keyless_settings() {
+  printf '%s=@Microsoft.KeyVault(SecretUri=%s/secrets/%s/)\n' "$TRIGGER_SECRET_KEY" "$VAULT_URI" \
+    "$(secret_name "$TRIGGER_SECRET_KEY")"
+  printf '%s\n' \
+    "KAFKA_AUTH=entra" \
+    "SCHEMA_REGISTRY_AUTH=entra" \
+    "ENTRA_CLIENT_ID=$IDENTITY_CLIENT" \
+    "ENTRA_TOKEN_SCOPE=$AUDIENCE/.default" \
+    "KAFKA_LOGICAL_CLUSTER=$KAFKA_CLUSTER_ID" \
+    "CONFLUENT_IDENTITY_POOL_ID=$IDENTITY_POOL_ID" \
+    "SCHEMA_REGISTRY_LOGICAL_CLUSTER=$REGISTRY_CLUSTER_ID" \
+    "KAFKA_TRIGGER_AUTH_MODE=OAuthBearer" \
+    "KAFKA_TRIGGER_OAUTH_CLIENT_ID=$TRIGGER_APP_ID" \
+    "KAFKA_TRIGGER_OAUTH_TOKEN_ENDPOINT=https://login.microsoftonline.com/$TENANT/oauth2/v2.0/token" \
+    "KAFKA_TRIGGER_OAUTH_SCOPE=$AUDIENCE/.default" \
+    "KAFKA_TRIGGER_OAUTH_EXTENSIONS=logicalCluster=$KAFKA_CLUSTER_ID,identityPoolId=$TRIGGER_POOL_ID" \
+    "AzureWebJobsStorage__accountName=$STORAGE" \
+    "AzureWebJobsStorage__credential=managedidentity" \
+    "AzureWebJobsStorage__clientId=$IDENTITY_CLIENT"
+}
+
+# The connection string with the account key goes once the identity-based connection is set.
+drop_storage_key_setting() {
+  local current
+  current=$(read_or '' az functionapp config appsettings list --name "$APP" --resource-group "$RESOURCE_GROUP" \
+    --query "[?name=='AzureWebJobsStorage'].name" -o tsv)
+  if [[ -n "$current" ]] || (( DRY_RUN )); then
+    change "remove the storage connection string" az functionapp config appsettings delete --name "$APP" \
+      --resource-group "$RESOURCE_GROUP" --setting-names AzureWebJobsStorage --output none >/dev/null
+    did remove "AzureWebJobsStorage (the account key): the identity-based connection replaces it" removed
+  fi
+}
+
+# Confluent Cloud RBAC (pool|resource type|name|pattern|role): the app's pool, and the trigger's read-only one.
+confluent_rows() {
+  local g="$CONSUMER_GROUP"
+  printf '%s\n' \
+    "app|Topic|user_trades|literal|DeveloperRead" \
+    "app|Topic|trade-settlements|literal|DeveloperWrite" \
+    "app|Topic|user_trades-dlq|literal|DeveloperWrite" \
+    "app|Group|$g|literal|DeveloperRead" \
+    "app|Group|$g.settled|literal|DeveloperRead" \
+    "app|Transactional-Id|$g.settled.|prefixed|DeveloperWrite" \
+    "app|Subject|user_trades-value|literal|DeveloperRead" \
+    "app|Subject|trade-settlements-value|literal|DeveloperWrite" \
+    "trigger|Topic|user_trades|literal|DeveloperRead" \
+    "trigger|Group|$g|literal|DeveloperRead"
+}
+
+# What a user sets up in Confluent Cloud for keyless, with the ids this run found or made.
+print_confluent_setup() {
+  local pool kind name pattern role principal scope issuer="https://login.microsoftonline.com/$TENANT/v2.0"
+  echo "Confluent Cloud side of keyless (once; docs/security.md):"
+  echo "  1. an identity provider for tenant $TENANT:"
+  echo "     confluent iam provider create entra-$PREFIX --issuer-uri $issuer \\"
+  echo "       --jwks-uri https://login.microsoftonline.com/$TENANT/discovery/v2.0/keys"
+  echo "  2. two identity pools on it, each filtered on one principal's object id and the tokens' audience"
+  echo "     (v2 tokens carry the application id $TRIGGER_APP_ID as aud):"
+  echo "     confluent iam pool create $PREFIX-app --provider <provider-id> --identity-claim claims.sub \\"
+  echo "       --filter 'claims.sub == \"$IDENTITY_PRINCIPAL\" && claims.aud == \"$TRIGGER_APP_ID\"'"
+  echo "     confluent iam pool create $PREFIX-trigger --provider <provider-id> --identity-claim claims.sub \\"
+  echo "       --filter 'claims.sub == \"$TRIGGER_PRINCIPAL\" && claims.aud == \"$TRIGGER_APP_ID\"'"
+  echo "  3. role bindings (topics, consumer groups $CONSUMER_GROUP and $CONSUMER_GROUP.settled, transactional ids"
+  echo "     $CONSUMER_GROUP.settled.<topic>.<partition>, registry subjects):"
+  while IFS='|' read -r pool kind name pattern role; do
+    principal="User:<$pool-pool-id>"
+    [[ "$pool" == "app" && -n "$IDENTITY_POOL_ID" ]] && principal="User:$IDENTITY_POOL_ID"
+    [[ "$pool" == "trigger" && -n "$TRIGGER_POOL_ID" ]] && principal="User:$TRIGGER_POOL_ID"
+    scope="--cloud-cluster $KAFKA_CLUSTER_ID --kafka-cluster $KAFKA_CLUSTER_ID"
+    [[ "$kind" == "Subject" ]] && scope="--schema-registry-cluster $REGISTRY_CLUSTER_ID"
+    echo "     confluent iam rbac role-binding create --principal $principal --role $role --environment <env-id>" \
+      "$scope --resource $kind:$name$([[ "$pattern" == prefixed ]] && printf ' --prefix')"
+  done < <(confluent_rows)
+  if [[ -z "$IDENTITY_POOL_ID" ]]; then
+    echo "  then run this again with --identity-pool-id and --trigger-identity-pool-id to set the app up."
+  fi
+}
+
+# --rotate-trigger-secret: the trigger's one secret, rotated with no trade lost or settled twice. A second client
+# secret is added beside the first (both valid), stored as the vault secret's new version, and the app restarted
+# so that every host reads the new version (the setting is a versionless reference); a host still on the old
+# secret keeps its token until it expires and the exactly-once ledger fences whatever a recycle interrupts. Only
+# after --rotation-overlap seconds are the older secrets removed.
+rotate_trigger_secret() {
+  local old key
+  ensure_trigger_app
+  old=$(read_or '<old-key-ids>' az ad app credential list --id "$TRIGGER_APP_ID" --query "[].keyId" -o tsv)
+  new_trigger_secret
+  change "restart function app" az functionapp restart --name "$APP" --resource-group "$RESOURCE_GROUP" >/dev/null
+  did restart "$APP, so that its hosts read the new secret (the old one still valid)" restarted
+  ensure_references_resolved
+  if (( ! DRY_RUN )); then
+    log "both secrets valid for ${ROTATION_OVERLAP}s while hosts move to the new one"
+    sleep "$ROTATION_OVERLAP"
+  fi
+  for key in $old; do
+    change "remove an older client secret" az ad app credential delete --id "$TRIGGER_APP_ID" --key-id "$key" >/dev/null
+    did remove "the older client secret $key of $TRIGGER_APP_NAME" removed
+  done
 }
 
 # ---- destroy ---------------------------------------------------------------------------------------------
@@ -1065,7 +1337,7 @@ main() {
     return 0
   fi
   # Everything the user gave is checked before Azure is asked anything or anything is created.
-  (( DESTROY )) || read_secrets
+  (( DESTROY || ROTATE )) || read_secrets
   command -v az >/dev/null 2>&1 || die "Azure CLI (az) not found: install it, then run az login"
   WORK_DIR=$(mktemp -d)
   chmod 700 "$WORK_DIR"
@@ -1076,15 +1348,35 @@ main() {
     destroy
     return 0
   fi
+  if (( ROTATE )); then
+    VAULT_ID=$(read_or '<vault-id>' az keyvault show --name "$VAULT" --resource-group "$RESOURCE_GROUP" --query id -o tsv)
+    rotate_trigger_secret
+    if (( DRY_RUN )); then log "dry run: nothing was changed"; else log "done: the trigger's secret rotated"; fi
+    return 0
+  fi
   ensure_group
   ensure_storage
   ensure_vault
   store_secrets
+  if [[ "$AUTH" == "entra" ]]; then
+    ensure_identity
+    ensure_trigger_app
+    ensure_trigger_credential
+  fi
   ensure_observability
   [[ "$HOSTING_PLAN" == "premium" ]] && ensure_plan
   ensure_app
   [[ "$HOSTING_PLAN" == "flex" ]] && ensure_flex_plan_tagged
+  if [[ "$AUTH" == "entra" ]]; then
+    ensure_keyless_grants
+    print_confluent_setup
+    if [[ -z "$IDENTITY_POOL_ID" ]]; then
+      log "stopped before the app settings: the identity pools do not exist yet (see above)"
+      return 0
+    fi
+  fi
   ensure_settings
+  [[ "$AUTH" == "entra" ]] && drop_storage_key_setting
   if [[ "$HOSTING_PLAN" == "flex" ]]; then ensure_flex_scale; else ensure_scale_monitoring; fi
   ensure_references_resolved
   publish

@@ -33,6 +33,12 @@ options:
   --rate R                   generate at this many trades/s (default: as fast as possible)
   --guarantee G              exactly-once or at-least-once (default: exactly-once)
   --brokers N                1, or 3: the 3-node cluster behind toxiproxy (replication 3, min ISR 2; default: 1)
+  --auth MODE                key, or entra: our clients sign in with the managed identity's tokens and the trigger
+                             with OIDC client credentials, from the local token issuer, against the broker's
+                             OAUTHBEARER listener (signed JWTs verified) and a registry that requires tokens; the
+                             tokens issued are printed (default: key)
+  --token-lifetime S         with --auth entra: seconds each token lives (default: 20, so that a default run
+                             refreshes every process's token mid-stream; Entra's tokens live hours)
   --timeout S                seconds the hosted run may take before it fails (default: 600)
   --no-engine                skip Flink: write user_trades directly as the join would, no analysis (a quick run)
   --keep-stack               leave the stack running afterwards

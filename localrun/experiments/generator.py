@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -64,14 +65,19 @@ def value_serializer(registry_url: str, topic: str) -> tuple[ProtobufSerializer,
     )
 
 
-def value_encoder(registry_url: str, topic: str, schema_form: str = "ksqldb") -> Callable[[UserTrade], bytes]:
-    """Trade → framed value bytes, with the schema registered in the given form (`ksqldb` or `descriptor`)."""
+def value_encoder(
+    registry_url: str, topic: str, schema_form: str = "ksqldb", registry_conf: dict[str, Any] | None = None
+) -> Callable[[UserTrade], bytes]:
+    """Trade → framed value bytes, with the schema registered in the given form (`ksqldb` or `descriptor`);
+    `registry_conf` adds client settings (a bearer token source for a registry that requires one)."""
     if schema_form == "descriptor":
         serializer, ctx = value_serializer(registry_url, topic)
         return lambda trade: serializer(trade, ctx)  # type: ignore[return-value]
     if schema_form != "ksqldb":
         raise ValueError(f"unknown schema form {schema_form!r}")
-    schema_id = ksql_schema.register(SchemaRegistryClient({"url": registry_url}), f"{topic}-value")
+    schema_id = ksql_schema.register(
+        SchemaRegistryClient({"url": registry_url, **(registry_conf or {})}), f"{topic}-value"
+    )
     return lambda trade: ksql_schema.encode(schema_id, trade)
 
 
@@ -83,9 +89,10 @@ def produce_trades(
     cfg: GeneratorConfig = GeneratorConfig(),
     rate: float | None = None,
     schema_form: str = "ksqldb",
+    registry_conf: dict[str, Any] | None = None,
 ) -> int:
     """Produce `count` trades, at `rate` records/s or as fast as possible; returns the number acknowledged."""
-    encode = value_encoder(registry_url, topic, schema_form)
+    encode = value_encoder(registry_url, topic, schema_form, registry_conf)
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 10, "enable.idempotence": True, "compression.type": "lz4"}
     )

@@ -18,12 +18,14 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Producer
 
-from devstack import stack
+from devstack import keyless, stack
 from devstack.errors import StackError
 from devstack.flink import FlinkError
 from localrun.experiments.charts import Sample, run_chart
@@ -110,6 +112,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the Flink engine: write user_trades directly as the join would, no analysis (a quick run)",
     )
+    parser.add_argument(
+        "--auth",
+        choices=("key", "entra"),
+        default="key",
+        help="entra: our clients sign in with the managed identity's tokens and the trigger with OIDC client "
+        "credentials, from the local issuer, against the broker's OAUTHBEARER listener and a registry that "
+        "requires tokens (default key: the plain listener)",
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=20,
+        help="with --auth entra: seconds each token lives (default 20: a default run refreshes each process's token "
+        "about twice mid-stream; Entra's live hours)",
+    )
     parser.add_argument("--chart", type=Path, help="where to write the run's chart (default: .runs/run-<id>.png)")
     parser.add_argument("--no-chart", action="store_true", help="write no chart")
     parser.add_argument(
@@ -125,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Python {sys.version.split()[0]} ({sys.executable})")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    if args.auth == "entra" and args.brokers == 3:
+        parser.error("--auth entra runs on the one-broker stack (its OAUTHBEARER listener)")
     try:
         if args.brokers == 3:
             from devstack import cluster
@@ -132,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             with cluster.running(keep=args.keep_stack) as cluster_state:
                 return _run(args, cluster_state.bootstrap_servers, cluster_state.registry_url, replication=3)
         with stack.running(keep=args.keep_stack) as state:
+            if args.auth == "entra":
+                return _run_keyless(args, state)
             return _run(args, state.bootstrap_servers, state.registry_url)
     except FlinkError as exc:
         print(f"flink: {exc}", file=sys.stderr)
@@ -141,7 +162,45 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replication: int = 1) -> int:
+def _run_keyless(args: argparse.Namespace, state: stack.StackState) -> int:
+    """The run with every client signed in with tokens (devstack/keyless.py); the harness (generator, checks)
+    keeps the plain listener. Prints the tokens the issuer handed out: each is a refresh by some client."""
+    state = stack.secure_registry(state)
+    keyless.set_fault(state, None)
+    keyless.set_lifetime(state, args.token_lifetime)
+    before = keyless.stats(state)
+    processes: list[int] = []
+    code = _run(
+        args,
+        state.bootstrap_servers,
+        state.secure_registry_url,
+        app=keyless.app_settings(state),
+        registry_conf=keyless.harness_registry_conf(state),
+        on_done=lambda host: processes.append(host.processes_started),
+    )
+    after = keyless.stats(state)
+    issued = {k: after[k] - before[k] for k in ("managed_identity", "client_credentials", "refused")}
+    started = processes[0] if processes else 0
+    print(
+        f"\ntokens ({args.token_lifetime} s each): the managed identity issued {issued['managed_identity']} to "
+        f"{started} app processes ({max(0, issued['managed_identity'] - started)} refreshes mid-run), the trigger's "
+        f"OIDC client got {issued['client_credentials']} (the harness's registry reads included); "
+        f"{issued['refused']} token requests refused"
+    )
+    return code
+
+
+def _run(
+    args: argparse.Namespace,
+    bootstrap: str,
+    registry_url: str,
+    replication: int = 1,
+    app: dict[str, str] | None = None,
+    registry_conf: dict[str, Any] | None = None,
+    on_done: Callable[[LocalHost], None] | None = None,
+) -> int:
+    """One run; `app` overrides the function's settings (a keyless run's listener, registry and credentials) and
+    `registry_conf` the harness's registry client (the generator's)."""
     run_id = uuid.uuid4().hex[:8]
     topics = RunTopics.for_run(run_id)
     create_topics(
@@ -158,6 +217,7 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
         topics.dead_letter,
         topics.group,
         SETTLEMENT_DELIVERY_GUARANTEE=args.guarantee,
+        **(app or {}),
     )
     if args.lag_threshold is not None:
         settings["KAFKA_LAG_THRESHOLD"] = str(args.lag_threshold)
@@ -166,16 +226,20 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
     os.environ["SETTLEMENT_WARM_START"] = "false"
     import function_app  # imported after the settings exist, as the host does
 
-    print(f"run {run_id}: broker {bootstrap}, registry {registry_url}")
+    print(f"run {run_id}: broker {settings['KAFKA_BOOTSTRAP_SERVERS']}, registry {registry_url}")
+    if app:
+        print("auth: our clients with the managed identity (entra), the trigger with OIDC client credentials")
     print(f"topics: {topics.source} -> {topics.settlements} (+ {topics.dead_letter}); {args.guarantee}")
     t0 = time.monotonic()
     stream: StreamRun | None = None
     if args.no_engine:
-        sent = produce_trades(bootstrap, registry_url, topics.source, args.trades, GeneratorConfig(), rate=args.rate)
+        sent = produce_trades(
+            bootstrap, registry_url, topics.source, args.trades, GeneratorConfig(), args.rate, registry_conf=registry_conf
+        )
     else:
         stream = StreamRun.start(
             bootstrap, registry_url, run_id, topics.source, topics.settlements, args.partitions, args.trades, POISON,
-            args.rate,
+            args.rate, registry_conf=registry_conf,
         )  # fmt: skip
         sent = args.trades
     raw = Producer({"bootstrap.servers": bootstrap})
@@ -248,6 +312,8 @@ def _run(args: argparse.Namespace, bootstrap: str, registry_url: str, replicatio
     finished = host.run_until(done, args.timeout, on_tick=progress)
     elapsed = ends.get("quiet", time.monotonic()) - t1
     host.stop()
+    if on_done is not None:
+        on_done(host)
     if not finished:
         print(f"timed out after {args.timeout:.0f}s with {outputs['n']}/{inputs} outputs", file=sys.stderr)
     code = _summary(bootstrap, topics, inputs, elapsed, host, args.guarantee == EXACTLY_ONCE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import atexit
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ class StreamRun:
         trades: int,
         poison: Collection[bytes] = (),
         rate: float | None = None,
+        registry_conf: Mapping[str, Any] | None = None,
     ) -> StreamRun:
         """Start the engine and the join; returns once the join job runs (the function may start consuming)."""
         t0 = time.monotonic()
@@ -63,7 +64,7 @@ class StreamRun:
             f"flink engine started in {started_s:.1f}s; generated {len(sources.trades)} trades and "
             f"{len(sources.users)} users rows in {time.monotonic() - t0 - started_s:.1f}s"
         )
-        schema_id = sr.register_user_trades(registry_url, user_trades)
+        schema_id = sr.register_user_trades(registry_url, user_trades, registry_conf)
         sr.apply_definitions(engine, bootstrap, topics, bounded=True)
         (job,) = sr.run_file(engine, statements.JOIN, {"user_trades": schema_id}, wait=False)
         print(f"flink: the join (flink/{statements.JOIN}) runs as job {job}")

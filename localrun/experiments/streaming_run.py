@@ -146,9 +146,10 @@ def create_stream_topics(bootstrap: str, topics: StreamTopics, partitions: int) 
     create_topics(bootstrap, own, {"retention.ms": "-1"})
 
 
-def register_user_trades(registry_url: str, topic: str) -> int:
-    """user_trades' value schema as ksqlDB registers it; the engine frames every value with its id."""
-    return ksql_schema.register(SchemaRegistryClient({"url": registry_url}), f"{topic}-value")
+def register_user_trades(registry_url: str, topic: str, registry_conf: Mapping[str, Any] | None = None) -> int:
+    """user_trades' value schema as ksqlDB registers it; the engine frames every value with its id. `registry_conf`
+    adds to the client's settings (a keyless run's registry takes tokens)."""
+    return ksql_schema.register(SchemaRegistryClient({**(registry_conf or {}), "url": registry_url}), f"{topic}-value")
 
 
 def definitions(bootstrap: str, topics: StreamTopics, bounded: bool) -> list[str]:

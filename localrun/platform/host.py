@@ -202,6 +202,7 @@ class LocalHost:
         self._ctx = multiprocessing.get_context("spawn")
         self._events: Any = self._ctx.Queue() if app else queue.Queue()
         self._started_instances = 0
+        self.processes_started = 0  # instance and timer-instance processes (each signs in on its own)
         self._started = time.monotonic()
         self._lag_consumer, self._settled_consumer = self._lag_consumers()
         self._lag_unknown_since: float | None = None
@@ -221,7 +222,8 @@ class LocalHost:
         return load_timers(getattr(importlib.import_module(module), attribute), settings)
 
     def _lag_consumers(self) -> tuple[Consumer, Consumer]:
-        base = {"bootstrap.servers": self.binding.broker_list, "enable.auto.commit": False}
+        # The scaler connects as the listener does (KafkaScalerProvider: the same mode and credentials).
+        base = {"bootstrap.servers": self.binding.broker_list, "enable.auto.commit": False, **self.binding.auth}
         return (
             Consumer({**base, "group.id": self.binding.consumer_group}),
             Consumer({**base, "group.id": settled_group(self.binding.consumer_group)}),
@@ -255,6 +257,7 @@ class LocalHost:
                 target=thread_main, args=(spec, self.binding, self._events, stop, drain), name=spec.name, daemon=True
             )
         handle.start()
+        self.processes_started += 1
         self.instances.append(_Running(spec.name, handle, stop, drain, timers))
         self.peak_instances = max(self.peak_instances, len(self.instances))
         return True
@@ -326,6 +329,7 @@ class LocalHost:
                     target=timer_process_main, args=(spec, self._events, stop, timers), name=spec.name
                 )
                 handle.start()
+                self.processes_started += 1
                 running = self.timer_instances[turn] = _Running(spec.name, handle, stop, None, timers)
                 self._timer_in_flight.clear()  # a dead one's run never reports
             return running.timers

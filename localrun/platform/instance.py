@@ -121,7 +121,7 @@ class InstanceLoop:
         self._turns = _Turns()
         options = spec.options
         self.consumer = Consumer(
-            {**options.consumer_conf(binding.broker_list, binding.consumer_group), **spec.consumer_conf}
+            {**options.consumer_conf(binding.broker_list, binding.consumer_group), **binding.auth, **spec.consumer_conf}
         )
 
     def run(self, drain: StopFlag | None = None) -> bool:

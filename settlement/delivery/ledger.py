@@ -99,7 +99,12 @@ class Ledger:
             **self._producer_conf,
             "transactional.id": transactional_id(self.config.group, part.topic, part.partition),
         }
-        producer = Producer(conf)
+        try:
+            # With an OAUTHBEARER callback the constructor waits for its first token (up to 10 s) and raises if
+            # none came: a batch's failure to retry, like a broker that cannot fence now.
+            producer = Producer(conf)
+        except KafkaException as exc:
+            raise DeliveryError(f"could not take {part.topic}[{part.partition}] for settling: {exc}") from None
         try:
             until = Deadline.after(timeout(deadline, self.config.timeout_s))
             while True:

@@ -73,7 +73,7 @@ LIBRDKAFKA_LOG = logging.getLogger("settlement.librdkafka")
 LIBRDKAFKA_LOG.addFilter(_FencingIsExpected())
 
 
-def _on_error(err: KafkaError) -> None:
+def on_error(err: KafkaError) -> None:
     """librdkafka's error callback."""
     _note_fatal(err)
     LIBRDKAFKA_LOG.warning("producer error: %s", err)
@@ -89,7 +89,7 @@ def build_config(base: Mapping[str, Any], extra: Mapping[str, Any], delivery_tim
     # librdkafka's own log lines (broker down, auth failures) go through Python logging, so the Functions
     # worker ships them with the app's logs instead of losing them on stderr.
     conf.setdefault("logger", LIBRDKAFKA_LOG)
-    conf.setdefault("error_cb", _on_error)
+    conf.setdefault("error_cb", on_error)
     conf["delivery.timeout.ms"] = delivery_timeout_ms
     conf.setdefault("request.timeout.ms", min(30_000, delivery_timeout_ms))
     return conf

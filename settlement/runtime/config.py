@@ -18,6 +18,7 @@ from settlement.core.errors import ConfigError
 from settlement.core.rules import DEFAULT_LARGE_TRADE_LIMIT, DEFAULT_SEC_SAMPLE_RATE, RulesConfig
 from settlement.core.topics import Topics
 from settlement.runtime import limits
+from settlement.runtime.identity import EntraSettings
 from settlement.runtime.secrets import Secret, SecretNotFound, SecretSource, secret_name_for
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -26,7 +27,32 @@ AT_LEAST_ONCE = "at-least-once"
 GUARANTEES = (EXACTLY_ONCE, AT_LEAST_ONCE)
 # The enums of azure-functions' decorators/kafka.py (BrokerProtocol, BrokerAuthenticationMode).
 _TRIGGER_PROTOCOLS = ("NotSet", "Plaintext", "Ssl", "SaslPlaintext", "SaslSsl")
-_TRIGGER_AUTH_MODES = ("NotSet", "Gssapi", "Plain", "ScramSha256", "ScramSha512")
+# ... and the extension's `OAuthBearer` (BrokerAuthenticationMode.cs, 4.0.0+), which the library's enum lacks.
+_TRIGGER_AUTH_MODES = ("NotSet", "Gssapi", "Plain", "ScramSha256", "ScramSha512", "OAuthBearer")
+KEY = "key"
+ENTRA = "entra"
+AUTH_MODES = (KEY, ENTRA)
+# The trigger's OIDC client credentials (the extension's OAuthBearer* attributes), for KAFKA_TRIGGER_AUTH_MODE
+# OAuthBearer; client id, secret and token endpoint are required together.
+TRIGGER_OAUTH = {
+    "KAFKA_TRIGGER_OAUTH_CLIENT_ID": "o_auth_bearer_client_id",
+    "KAFKA_TRIGGER_OAUTH_CLIENT_SECRET": "o_auth_bearer_client_secret",
+    "KAFKA_TRIGGER_OAUTH_TOKEN_ENDPOINT": "o_auth_bearer_token_endpoint_url",
+    "KAFKA_TRIGGER_OAUTH_SCOPE": "o_auth_bearer_scope",
+    "KAFKA_TRIGGER_OAUTH_EXTENSIONS": "o_auth_bearer_extensions",
+}
+_TRIGGER_OAUTH_REQUIRED = (
+    "KAFKA_TRIGGER_OAUTH_CLIENT_ID",
+    "KAFKA_TRIGGER_OAUTH_CLIENT_SECRET",
+    "KAFKA_TRIGGER_OAUTH_TOKEN_ENDPOINT",
+)
+_ENTRA_ONLY = (
+    "ENTRA_CLIENT_ID",
+    "ENTRA_TOKEN_SCOPE",
+    "KAFKA_LOGICAL_CLUSTER",
+    "CONFLUENT_IDENTITY_POOL_ID",
+    "SCHEMA_REGISTRY_LOGICAL_CLUSTER",
+)
 _UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
 REQUIRED: Any = object()  # a declaration's default when the setting must be set
 
@@ -44,7 +70,7 @@ class Setting:
     high: float | None = None
     choices: tuple[str, ...] = ()
     secret: bool = False
-    read_at: Literal["indexing", "first invocation"] = "first invocation"
+    read_at: Literal["indexing", "first invocation", "both"] = "first invocation"
 
     @property
     def required(self) -> bool:
@@ -58,12 +84,25 @@ def _declare(*settings: Setting) -> dict[str, Setting]:
 MiB = 1024 * 1024
 SETTINGS = _declare(
     Setting("KAFKA_BOOTSTRAP_SERVERS", "text", REQUIRED),
-    Setting("KAFKA_SASL_USERNAME", "text", None, secret=True),
-    Setting("KAFKA_SASL_PASSWORD", "text", None, secret=True),
+    # The trigger's (Plain, Scram*) and, with KAFKA_AUTH key, our clients' too.
+    Setting("KAFKA_SASL_USERNAME", "text", None, secret=True, read_at="both"),
+    Setting("KAFKA_SASL_PASSWORD", "text", None, secret=True, read_at="both"),
+    # How our clients (producer, ledger, repair) sign in: key (the SASL settings above, or none) or entra (the
+    # managed identity's tokens, settlement/runtime/identity.py). Checked at indexing with the trigger's.
+    Setting("KAFKA_AUTH", "choice", KEY, choices=AUTH_MODES, read_at="both"),
+    Setting("ENTRA_CLIENT_ID", "text", None, read_at="both"),
+    Setting("ENTRA_TOKEN_SCOPE", "text", None, read_at="both"),
+    Setting("KAFKA_LOGICAL_CLUSTER", "text", None, read_at="both"),
+    Setting("CONFLUENT_IDENTITY_POOL_ID", "text", None, read_at="both"),
     # Unset: SASL_SSL when SASL credentials are set, else PLAINTEXT.
     Setting("KAFKA_SECURITY_PROTOCOL", "choice", None, choices=SECURITY_PROTOCOLS),
     Setting("KAFKA_TRIGGER_PROTOCOL", "choice", "SaslSsl", choices=_TRIGGER_PROTOCOLS, read_at="indexing"),
     Setting("KAFKA_TRIGGER_AUTH_MODE", "choice", "Plain", choices=_TRIGGER_AUTH_MODES, read_at="indexing"),
+    Setting("KAFKA_TRIGGER_OAUTH_CLIENT_ID", "text", None, read_at="indexing"),
+    Setting("KAFKA_TRIGGER_OAUTH_CLIENT_SECRET", "text", None, secret=True, read_at="indexing"),
+    Setting("KAFKA_TRIGGER_OAUTH_TOKEN_ENDPOINT", "url", None, read_at="indexing"),
+    Setting("KAFKA_TRIGGER_OAUTH_SCOPE", "text", None, read_at="indexing"),
+    Setting("KAFKA_TRIGGER_OAUTH_EXTENSIONS", "text", None, read_at="indexing"),
     Setting("KAFKA_PRODUCER_CONFIG", "json", {}, secret=True),
     # Required by the trigger's binding, and by exactly-once (the ledger's names derive from it).
     Setting("KAFKA_CONSUMER_GROUP", "text", None),
@@ -74,6 +113,8 @@ SETTINGS = _declare(
     Setting("SETTLEMENT_COMMIT_INTERVAL_MS", "integer", 300, 0, 60_000),
     Setting("SCHEMA_REGISTRY_URL", "url", REQUIRED),
     Setting("SCHEMA_REGISTRY_CONFIG", "json", {}, secret=True),
+    Setting("SCHEMA_REGISTRY_AUTH", "choice", KEY, choices=AUTH_MODES, read_at="both"),
+    Setting("SCHEMA_REGISTRY_LOGICAL_CLUSTER", "text", None, read_at="both"),
     Setting("SCHEMA_REGISTRY_AUTO_REGISTER", "flag", True),
     Setting("USER_TRADES_TOPIC", "text", "user_trades"),
     Setting("SETTLEMENTS_TOPIC", "text", "trade-settlements"),
@@ -123,24 +164,42 @@ class Settings:
     guarantee: str
     ledger_group: str  # the trigger's consumer group; the ledger's names derive from it
     commit_interval_s: float
+    entra: EntraSettings | None = None  # the managed identity, when KAFKA_AUTH or SCHEMA_REGISTRY_AUTH is entra
+    kafka_entra: bool = False
+    registry_entra: bool = False
+    # Set by the service once it holds the process's tokens (settlement/runtime/identity.py).
+    kafka_oauth_cb: Callable[[str], Any] | None = field(default=None, repr=False, compare=False)
+    registry_bearer: Callable[[dict[str, Any]], dict[str, str]] | None = field(default=None, repr=False, compare=False)
+    kafka_error_cb: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def exactly_once(self) -> bool:
         return self.guarantee == EXACTLY_ONCE
 
+    def _kafka_conf(self) -> dict[str, Any]:
+        oauth = self.kafka_oauth_cb if self.kafka_entra else None
+        if self.kafka_entra and oauth is None:
+            raise ConfigError("KAFKA_AUTH", "entra needs the process's managed identity tokens (service.with_identity)")
+        conf = _client_conf(
+            self.bootstrap_servers, self.security_protocol, self.sasl_username, self.sasl_password, oauth
+        )
+        if self.kafka_error_cb is not None:
+            conf["error_cb"] = self.kafka_error_cb
+        return conf
+
     def consumer_conf(self) -> dict[str, Any]:
         """librdkafka connection settings for the ledger's consumer (positions, gap repair reads)."""
-        conf = _client_conf(self.bootstrap_servers, self.security_protocol, self.sasl_username, self.sasl_password)
+        conf = self._kafka_conf()
         return {**conf, "client.id": "trade-settlement-ledger"}
 
     def admin_conf(self) -> dict[str, Any]:
         """librdkafka settings for the repair's admin client (group offsets and partition ends)."""
-        conf = _client_conf(self.bootstrap_servers, self.security_protocol, self.sasl_username, self.sasl_password)
+        conf = self._kafka_conf()
         return {**conf, "client.id": "trade-settlement-repair"}
 
     def producer_conf(self) -> dict[str, Any]:
         """librdkafka settings for the settlement producer (durability is pinned by `settlement.delivery.producer`)."""
-        conf = _client_conf(self.bootstrap_servers, self.security_protocol, self.sasl_username, self.sasl_password)
+        conf = self._kafka_conf()
         return {**conf, "client.id": "trade-settlement"}
 
     def registry_conf(self) -> dict[str, Any]:
@@ -157,15 +216,32 @@ class Settings:
             "retries.max.wait.ms": 1000,
         }
         conf.update(self.registry_config)
+        if self.registry_entra:
+            if self.registry_bearer is None:
+                raise ConfigError("SCHEMA_REGISTRY_AUTH", "entra needs the process's managed identity tokens")
+            # confluent-kafka's CUSTOM bearer source: the function is called per request, with this config.
+            conf["bearer.auth.credentials.source"] = "CUSTOM"
+            conf["bearer.auth.custom.provider.function"] = self.registry_bearer
+            conf["bearer.auth.custom.provider.config"] = {}
         conf["timeout"] = min(float(conf["timeout"]), bound) if _is_number(conf["timeout"]) else bound
         if _is_number(conf["max.retries"]):
             conf["max.retries"] = int(min(max(conf["max.retries"], 0), retries))
         return {"url": self.registry_url, **conf}
 
 
-def _client_conf(bootstrap: str, protocol: str, username: Secret | None, password: Secret | None) -> dict[str, Any]:
+def _client_conf(
+    bootstrap: str,
+    protocol: str,
+    username: Secret | None,
+    password: Secret | None,
+    oauth_cb: Callable[[str], Any] | None = None,
+) -> dict[str, Any]:
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "security.protocol": protocol}
-    if username is not None and password is not None:
+    if oauth_cb is not None:
+        # librdkafka's default OAUTHBEARER method with our callback (never its `azure_imds` method: Functions
+        # expose the managed identity through IDENTITY_ENDPOINT, not the VM metadata address).
+        conf.update({"sasl.mechanisms": "OAUTHBEARER", "oauth_cb": oauth_cb})
+    elif username is not None and password is not None:
         conf.update(
             {"sasl.mechanisms": "PLAIN", "sasl.username": username.reveal(), "sasl.password": password.reveal()}
         )
@@ -296,8 +372,16 @@ class _Reader:
         return value.rstrip("/") if s.kind == "url" and value is not None else value
 
     def kafka(self) -> tuple[str, str, Secret | None, Secret | None]:
-        """Bootstrap servers, security protocol, SASL username and password: how any client of ours connects."""
+        """Bootstrap servers, security protocol, SASL username and password: how any client of ours connects
+        (with KAFKA_AUTH entra the SASL settings are the trigger's alone: none for our clients)."""
         bootstrap = self.get("KAFKA_BOOTSTRAP_SERVERS")
+        if self.get("KAFKA_AUTH") == ENTRA:
+            protocol = self.get("KAFKA_SECURITY_PROTOCOL") or "SASL_SSL"
+            if not protocol.startswith("SASL_"):
+                raise ConfigError(
+                    "KAFKA_SECURITY_PROTOCOL", f"{protocol} carries no SASL: KAFKA_AUTH entra needs SASL_SSL"
+                )
+            return bootstrap, protocol, None, None
         username = self.get("KAFKA_SASL_USERNAME")
         password = self.get("KAFKA_SASL_PASSWORD")
         if (username is None) != (password is None):
@@ -305,6 +389,79 @@ class _Reader:
             raise ConfigError(missing, "must be set together with the other SASL setting")
         protocol = self.get("KAFKA_SECURITY_PROTOCOL") or ("SASL_SSL" if username else "PLAINTEXT")
         return bootstrap, protocol, username, password
+
+    def auth(self, trigger_mode: str | None = None) -> tuple[bool, bool, EntraSettings | None]:
+        """Each client's authentication mode, checked as a whole: (our Kafka clients use entra, the registry
+        client uses entra, the managed identity's settings). A half-set or contradictory combination raises
+        `ConfigError` naming the setting to change. Reads the app settings only, never the vault: it runs at
+        indexing, where `trigger_mode` (KAFKA_TRIGGER_AUTH_MODE) brings the trigger's credentials in."""
+        kafka_entra = self.get("KAFKA_AUTH") == ENTRA
+        registry_entra = self.get("SCHEMA_REGISTRY_AUTH") == ENTRA
+        if trigger_mode is not None:
+            self._trigger_auth(trigger_mode)
+        if not (kafka_entra or registry_entra):
+            for name in _ENTRA_ONLY:
+                if self.raw(name) is not None:
+                    raise ConfigError(name, "is set, but neither KAFKA_AUTH nor SCHEMA_REGISTRY_AUTH is entra")
+            return False, False, None
+        scope = self.raw("ENTRA_TOKEN_SCOPE")
+        if scope is None:
+            which = "KAFKA_AUTH" if kafka_entra else "SCHEMA_REGISTRY_AUTH"
+            raise ConfigError("ENTRA_TOKEN_SCOPE", f"is required with {which} entra (e.g. api://<app id>/.default)")
+        extensions: dict[str, str] = {}
+        pool = self.raw("CONFLUENT_IDENTITY_POOL_ID")
+        if kafka_entra:
+            cluster = self.raw("KAFKA_LOGICAL_CLUSTER")
+            for name, value in (("KAFKA_LOGICAL_CLUSTER", cluster), ("CONFLUENT_IDENTITY_POOL_ID", pool)):
+                if value is None:
+                    raise ConfigError(
+                        name,
+                        "is required with KAFKA_AUTH entra (Confluent Cloud reads it from the "
+                        "SASL extensions: logicalCluster, identityPoolId)",
+                    )
+            assert cluster is not None and pool is not None
+            extensions = {"logicalCluster": cluster, "identityPoolId": pool}
+            if trigger_mode is not None and trigger_mode not in ("Plain", "ScramSha256", "ScramSha512"):
+                for name in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+                    if self.raw(name) is not None:
+                        raise ConfigError(
+                            name,
+                            f"is set, but nothing uses it: our clients sign in with the managed "
+                            f"identity (KAFKA_AUTH entra) and the trigger with {trigger_mode}; remove it",
+                        )
+        else:
+            for name in ("KAFKA_LOGICAL_CLUSTER",):
+                if self.raw(name) is not None:
+                    raise ConfigError(name, "is set, but KAFKA_AUTH is not entra")
+        registry_cluster = self.raw("SCHEMA_REGISTRY_LOGICAL_CLUSTER")
+        if registry_entra and registry_cluster is None:
+            raise ConfigError(
+                "SCHEMA_REGISTRY_LOGICAL_CLUSTER", "is required with SCHEMA_REGISTRY_AUTH entra (lsrc-...)"
+            )
+        if not registry_entra and registry_cluster is not None:
+            raise ConfigError("SCHEMA_REGISTRY_LOGICAL_CLUSTER", "is set, but SCHEMA_REGISTRY_AUTH is not entra")
+        entra = EntraSettings(scope, self.raw("ENTRA_CLIENT_ID"), extensions, registry_cluster, pool)
+        return kafka_entra, registry_entra, entra
+
+    def _trigger_auth(self, mode: str) -> None:
+        """The trigger's credentials, as the extension needs them for its mode."""
+        oauth = {name: self.raw(name) for name in TRIGGER_OAUTH}
+        if mode == "OAuthBearer":
+            for name in _TRIGGER_OAUTH_REQUIRED:
+                if oauth[name] is None:
+                    raise ConfigError(
+                        name, "is required with KAFKA_TRIGGER_AUTH_MODE OAuthBearer (OIDC client credentials)"
+                    )
+            self.get("KAFKA_TRIGGER_OAUTH_TOKEN_ENDPOINT")  # a URL
+            return
+        for name, value in oauth.items():
+            if value is not None:
+                raise ConfigError(name, f"is set, but KAFKA_TRIGGER_AUTH_MODE is {mode}, not OAuthBearer")
+        if mode in ("Plain", "ScramSha256", "ScramSha512"):
+            username, password = self.raw("KAFKA_SASL_USERNAME"), self.raw("KAFKA_SASL_PASSWORD")
+            if (username is None) != (password is None):
+                missing = "KAFKA_SASL_PASSWORD" if password is None else "KAFKA_SASL_USERNAME"
+                raise ConfigError(missing, f"must be set together with the other SASL setting (the trigger's {mode})")
 
     def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
@@ -326,6 +483,7 @@ def source_topic(env: Mapping[str, str]) -> str:
 def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretSource] | None = None) -> Settings:
     """Read every setting of the first invocation; raise `ConfigError` for the first bad one."""
     r = _Reader(env, vault_factory)
+    kafka_entra, registry_entra, entra = r.auth()
     bootstrap, protocol, username, password = r.kafka()
     guarantee = r.get("SETTLEMENT_DELIVERY_GUARANTEE")
     group = r.get("KAFKA_CONSUMER_GROUP") or ""
@@ -353,7 +511,18 @@ def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretS
         guarantee=guarantee,
         ledger_group=group,
         commit_interval_s=r.get("SETTLEMENT_COMMIT_INTERVAL_MS") / 1000,
+        entra=entra,
+        kafka_entra=kafka_entra,
+        registry_entra=registry_entra,
     )
+    if registry_entra:
+        for key in settings.registry_config:
+            if key.startswith(("basic.auth", "bearer.auth")):
+                raise ConfigError("SCHEMA_REGISTRY_CONFIG", f"must not set {key!r} with SCHEMA_REGISTRY_AUTH entra")
+    if kafka_entra:
+        for key in settings.producer_config:
+            if key.startswith(("sasl.", "oauth")):
+                raise ConfigError("KAFKA_PRODUCER_CONFIG", f"must not set {key!r} with KAFKA_AUTH entra")
     if "url" in settings.registry_config:
         raise ConfigError("SCHEMA_REGISTRY_CONFIG", "must not contain 'url'; set SCHEMA_REGISTRY_URL instead")
     return settings
@@ -371,13 +540,24 @@ class TriggerSettings:
     max_retries: int
     warm_start: bool
     repair_schedule: str  # six-field NCRONTAB
+    # The trigger's credential parameters as `%SETTING%` expressions, only those its mode uses and that are set:
+    # the extension resolves each one it reads, and an unset setting fails the listener's start.
+    credentials: dict[str, str] = field(default_factory=dict)
 
 
 def load_trigger_settings(env: Mapping[str, str]) -> TriggerSettings:
+    """The settings the host reads at indexing, and every client's authentication checked (`_Reader.auth`)."""
     r = _Reader(env, None)
+    mode = r.get("KAFKA_TRIGGER_AUTH_MODE")
+    r.auth(mode)
+    if mode == "OAuthBearer":
+        credentials = {param: f"%{name}%" for name, param in TRIGGER_OAUTH.items() if r.raw(name) is not None}
+    else:
+        credentials = {"username": "%KAFKA_SASL_USERNAME%", "password": "%KAFKA_SASL_PASSWORD%"}
     return TriggerSettings(
         protocol=r.get("KAFKA_TRIGGER_PROTOCOL"),
-        authentication_mode=r.get("KAFKA_TRIGGER_AUTH_MODE"),
+        authentication_mode=mode,
+        credentials=credentials,
         lag_threshold=r.get("KAFKA_LAG_THRESHOLD"),
         max_retries=r.get("SETTLEMENT_MAX_RETRIES"),
         warm_start=r.get("SETTLEMENT_WARM_START"),
@@ -402,4 +582,11 @@ def kafka_client_conf(
 ) -> dict[str, Any]:
     """librdkafka connection settings from the function's own app settings, for tools that act on its topics
     (scripts/dlq_redrive.py): the same settings, secrets and checks as the function's producer."""
-    return _client_conf(*_Reader(env, vault_factory).kafka())
+    r = _Reader(env, vault_factory)
+    kafka_entra, _, entra = r.auth()
+    conf = _client_conf(*r.kafka())
+    if kafka_entra and entra is not None:
+        from settlement.runtime.identity import ManagedIdentityTokens
+
+        conf.update({"sasl.mechanisms": "OAUTHBEARER", "oauth_cb": ManagedIdentityTokens(entra).oauth_cb})
+    return conf

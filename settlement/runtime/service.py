@@ -15,13 +15,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from settlement.core.errors import ConfigError
+from settlement.core.errors import ConfigError, RetryBatch
 from settlement.core.liveness import stall_after_s
 from settlement.core.plan import Delivery
 from settlement.delivery.at_least_once import AtLeastOnce
@@ -29,9 +31,10 @@ from settlement.delivery.batch import SettlementProcessor
 from settlement.delivery.exactly_once import ExactlyOnce
 from settlement.delivery.ledger import Ledger, LedgerConfig
 from settlement.delivery.planner import Planner
-from settlement.delivery.producer import DeliveryTracker, build_config, max_message_bytes, shared_producer
+from settlement.delivery.producer import DeliveryTracker, build_config, max_message_bytes, on_error, shared_producer
 from settlement.delivery.repair import Repair
 from settlement.runtime.config import Settings, load_settings, source_topic
+from settlement.runtime.identity import ManagedIdentityTokens, TokenUnavailable
 from settlement.runtime.limits import transaction_timeout_ms
 from settlement.runtime.sink import HttpLimits
 from settlement.serde.decoder import TradeDecoder
@@ -42,10 +45,67 @@ _lock = threading.Lock()
 _processor: SettlementProcessor | None = None
 _settings: Settings | None = None
 _repair: Repair | None = None
+_tokens: ManagedIdentityTokens | None = None
+# librdkafka's words for a broker that refused our credentials.
+_REFUSED = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+
+
+def with_identity(settings: Settings, tokens: ManagedIdentityTokens | None = None) -> Settings:
+    """The settings with the process's managed identity tokens plugged into every client that signs in with
+    them (KAFKA_AUTH / SCHEMA_REGISTRY_AUTH entra); unchanged when none does. A token is had first, here, so that
+    an identity that cannot give one fails now with its cause (`TokenUnavailable`, a retried batch) instead of
+    each client waiting ten seconds for a token its callback cannot get."""
+    global _tokens
+    if settings.entra is None or not (settings.kafka_entra or settings.registry_entra):
+        return settings
+    if tokens is None:
+        if _tokens is None or _tokens.settings != settings.entra:
+            _tokens = ManagedIdentityTokens(settings.entra)
+        tokens = _tokens
+    tokens.token()
+
+    def on_client_error(err: KafkaError) -> None:
+        if err.code() in _REFUSED:
+            tokens.refused("the broker", err.str())
+        on_error(err)
+
+    return replace(
+        settings,
+        kafka_oauth_cb=tokens.oauth_cb if settings.kafka_entra else None,
+        kafka_error_cb=on_client_error if settings.kafka_entra else None,
+        registry_bearer=tokens.registry_fields if settings.registry_entra else None,
+    )
+
+
+def current_tokens() -> ManagedIdentityTokens | None:
+    """The process's managed identity tokens, if its clients use them (reports read the counts)."""
+    return _tokens
+
+
+@contextmanager
+def diagnosed() -> Iterator[None]:
+    """A batch's failure with the sign-in's cause added, when our managed identity's token is why: the
+    endpoint gave none, or a broker or the registry refused it (settlement/runtime/identity.py `explain`)."""
+    try:
+        yield
+    except TokenUnavailable:
+        raise
+    except RetryBatch as exc:
+        tokens = _tokens
+        if tokens is None:
+            raise
+        text = str(exc)
+        if "HTTP 401" in text or "HTTP 403" in text:
+            tokens.refused("the Schema Registry", text[text.index("HTTP 40") :][:120])
+        why = tokens.explain()
+        if why is None:
+            raise
+        raise type(exc)(f"{text}; sign-in: {why}") from None
 
 
 def build_processor(settings: Settings) -> SettlementProcessor:
     """Wire a processor from settings (tests call this directly with their own settings)."""
+    settings = with_identity(settings)
     # The producer first: librdkafka connects, fetches metadata and its idempotent producer id in its own
     # threads while this one builds the registry client (an HTTP client with its TLS context) and decodes.
     try:
@@ -167,7 +227,7 @@ def processor(env: Mapping[str, str] | None = None) -> SettlementProcessor:
     if _processor is None:
         with _lock:
             if _processor is None:
-                settings = load_settings(os.environ if env is None else env)
+                settings = with_identity(load_settings(os.environ if env is None else env))
                 _processor = build_processor(settings)
                 _settings = settings
     return _processor

@@ -8,14 +8,18 @@ import binascii
 import json
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import azure.functions as func
+from azure.functions.decorators.kafka import OAuthBearerMethod
+from azure.functions.decorators.utils import StringifyEnum
 from confluent_kafka import KafkaException
 
 from settlement.core.plan import BatchResult
 from settlement.core.records import InputRecord, host_key, parse_timestamp
 from settlement.runtime import sink
-from settlement.runtime.service import http_limits, processor, repairer
+from settlement.runtime.config import TriggerSettings
+from settlement.runtime.service import diagnosed, http_limits, processor, repairer
 
 log = logging.getLogger("settlement.triggers")
 
@@ -37,6 +41,26 @@ def _headers(raw: object) -> tuple[tuple[str, bytes], ...]:
     return tuple(out)
 
 
+class _ExtensionAuthMode(StringifyEnum):
+    """The extension's `BrokerAuthenticationMode.OAuthBearer` (4.0.0+), which azure-functions' own enum (1.26)
+    lacks: its decorator refuses the string "OAuthBearer" but passes an enum member through, and the binding JSON
+    then carries the member's name, as it does "PLAIN" for its own (the host parses enum names without case)."""
+
+    OAUTHBEARER = 4
+
+
+def trigger_auth(trigger: TriggerSettings) -> dict[str, Any]:
+    """The Kafka trigger decorator's authentication arguments for the configured mode: the mode, and as
+    `%SETTING%` expressions only the credentials that mode reads (config.load_trigger_settings checked them)."""
+    if trigger.authentication_mode == "OAuthBearer":
+        return {
+            "authentication_mode": _ExtensionAuthMode.OAUTHBEARER,
+            "o_auth_bearer_method": OAuthBearerMethod.OIDC,
+            **trigger.credentials,
+        }
+    return {"authentication_mode": trigger.authentication_mode, **trigger.credentials}
+
+
 def from_kafka_event(event: func.KafkaEvent) -> InputRecord:
     """One event as the worker built it from the host's data (see localrun/platform/invocation.py for that shape).
     Each of the event's properties is read once: this runs per record, before any settling."""
@@ -54,7 +78,8 @@ def from_kafka_event(event: func.KafkaEvent) -> InputRecord:
 
 def settle_kafka_events(events: Sequence[func.KafkaEvent]) -> BatchResult:
     """The Kafka trigger's body: settle the batch or raise so the host retries it before moving the offset."""
-    return processor().process([from_kafka_event(e) for e in events])
+    with diagnosed():
+        return processor().process([from_kafka_event(e) for e in events])
 
 
 def settle_http_request(req: func.HttpRequest) -> func.HttpResponse:

@@ -63,6 +63,18 @@ COMMANDS = (
     "role assignment list",
     "storage account create",
     "storage account show",
+    # keyless (--auth entra, --rotate-trigger-secret)
+    "ad app create",
+    "ad app credential delete",
+    "ad app credential list",
+    "ad app credential reset",
+    "ad app list",
+    "ad app update",
+    "ad sp create",
+    "ad sp show",
+    "functionapp config appsettings delete",
+    "identity create",
+    "identity show",
 )
 
 

@@ -46,6 +46,7 @@ import fake_arm
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
 USER_ID = "11111111-2222-3333-4444-555555555555"
 SP_ID = "99999999-8888-7777-6666-555555555555"
+TENANT = "72f988bf-0000-4000-8000-00000000c0de"
 PROPAGATION_CALLS = 3  # az calls after a role assignment before the vault's data plane honours it
 SPEC: dict[str, dict[str, dict[str, Any]]] = json.loads(Path(__file__).with_name("az_cli_spec.json").read_text())[
     "commands"
@@ -134,6 +135,13 @@ def resolve(obj: Any, query: str | None) -> Any:
         return [[s["name"], s["value"]] for s in obj]
     if query == "[].id":
         return [r["id"] for r in obj]
+    if query == "[0].appId":
+        return obj[0]["appId"] if obj else None
+    if query == "[].keyId":
+        return [c["keyId"] for c in obj]
+    m = re.fullmatch(r"\[\?name=='([^']*)'\]\.name", query)
+    if m:
+        return [s["name"] for s in obj if s["name"] == m.group(1)]
     if query == "alwaysReady[].[name,instanceCount]":
         return [[r["name"], r["instanceCount"]] for r in obj.get("alwaysReady", [])]
     for part in query.split("."):
@@ -157,6 +165,7 @@ def emit(value: Any, argv: list[str]) -> None:
 
 
 PROVIDERS = {
+    "identity": "Microsoft.ManagedIdentity/userAssignedIdentities",
     "storage": "Microsoft.Storage/storageAccounts",
     "vault": "Microsoft.KeyVault/vaults",
     "plan": "Microsoft.Web/serverFarms",
@@ -332,7 +341,15 @@ def main(argv: list[str]) -> int:
             return 3
         identity = f"principal-of-{name}" if "--assign-identity" in argv else ""
         app_name = name or ""
-        implicit: list[dict[str, Any]] = []
+        # The CLI sets the storage connection string, account key and all (custom.create_functionapp).
+        storage = opt(argv, "--storage-account")
+        implicit: list[dict[str, Any]] = [
+            {
+                "name": "AzureWebJobsStorage",
+                "value": f"DefaultEndpointsProtocol=https;AccountName={storage};AccountKey=fake-account-key==",
+                "slotSetting": False,
+            }
+        ]
         if (opt(argv, "--disable-app-insights") or ("true" if "--disable-app-insights" in argv else "false")) != "true":
             # The CLI's try_create_application_insights: a component named after the app, untagged, wired to it.
             res[f"component:{app_name}"] = {
@@ -343,7 +360,7 @@ def main(argv: list[str]) -> int:
                 "tags": {},
                 "properties": {"ConnectionString": f"InstrumentationKey=implicit-{app_name}"},
             }
-            implicit = [
+            implicit += [
                 {
                     "name": "APPLICATIONINSIGHTS_CONNECTION_STRING",
                     "value": f"InstrumentationKey=implicit-{app_name}",
@@ -439,6 +456,61 @@ def main(argv: list[str]) -> int:
         save()
         return 0
 
+    def entra() -> int:
+        """Microsoft Graph as the CLI's `ad` commands see it (app registrations, service principals, client
+        secrets), and user-assigned identities: enough for keyless deploys and rotations to be checked."""
+        graph = state.setdefault("graph", {"apps": [], "sps": {}, "credentials": {}})
+        app_id = opt(argv, "--id")
+        if verb == "identity create":
+            principal = f"mi-principal-{name}"
+            return create("identity", name or "", clientId=f"mi-client-{name}", principalId=principal)
+        if verb == "ad app list":
+            found = [a for a in graph["apps"] if a["displayName"] == opt(argv, "--display-name")]
+            emit(resolve(found, query), argv)
+            return 0
+        if verb == "ad app create":
+            app = {"appId": f"app-{len(graph['apps']) + 1:04d}", "displayName": opt(argv, "--display-name")}
+            graph["apps"].append(app)
+            save()
+            emit(resolve(app, query), argv)
+            return 0
+        known = next((a for a in graph["apps"] if a["appId"] == app_id), None)
+        if verb == "ad sp show":
+            if app_id not in graph["sps"]:
+                return not_found(f"servicePrincipals/{app_id}")
+            emit(resolve(graph["sps"][app_id], query), argv)
+            return 0
+        if known is None:
+            print(
+                f"ERROR: Resource '{app_id}' does not exist or one of its queried reference-property objects "
+                "are not present.",
+                file=sys.stderr,
+            )
+            return 3
+        if verb == "ad app update":
+            known["identifierUris"] = multi(argv, "--identifier-uris")
+            known["requestedAccessTokenVersion"] = opt(argv, "--requested-access-token-version")
+        elif verb == "ad sp create":
+            graph["sps"][app_id] = {"id": f"sp-of-{app_id}", "appId": app_id}
+            emit(resolve(graph["sps"][app_id], query), argv)
+        elif verb == "ad app credential reset":
+            held = graph["credentials"].setdefault(app_id, [])
+            if "--append" not in argv:
+                held.clear()
+            secret = {"keyId": f"key-{state['calls']:04d}", "password": f"pw-{os.urandom(8).hex()}"}
+            held.append(secret)
+            print("WARNING: The output includes credentials that you must protect.", file=sys.stderr)
+            emit(resolve({"appId": app_id, "password": secret["password"], "tenant": TENANT}, query), argv)
+        elif verb == "ad app credential list":
+            emit(resolve([{"keyId": c["keyId"]} for c in graph["credentials"].get(app_id, [])], query), argv)
+        elif verb == "ad app credential delete":
+            held = graph["credentials"].get(app_id, [])
+            graph["credentials"][app_id] = [c for c in held if c["keyId"] != opt(argv, "--key-id")]
+        else:
+            return usage(f"fake az does not model {verb}")
+        save()
+        return 0
+
     def flex_config() -> int:
         """`functionapp scale config …` and `deployment config …`: valid only for a Flex Consumption app
         (2.91.0's validate_is_flex_functionapp), read-modify-write of its functionAppConfig."""
@@ -494,13 +566,16 @@ def main(argv: list[str]) -> int:
         "functionapp": "app",
         "monitor log-analytics workspace": "workspace",
         "monitor action-group": "actiongroup",
+        "identity": "identity",
     }
     for prefix, kind in simple.items():
         if verb == f"{prefix} show":
             return show(kind, name)
     if verb == "account show":
-        emit(resolve({"id": SUBSCRIPTION, "user": {"type": login, "name": "someone"}}, query), argv)
+        emit(resolve({"id": SUBSCRIPTION, "tenantId": TENANT, "user": {"type": login, "name": "someone"}}, query), argv)
         return 0
+    if verb.startswith(("ad ", "identity create")):
+        return entra()
     if verb == "account get-access-token":
         claims = {"aud": "https://management.core.windows.net/", "oid": SP_ID if login != "user" else USER_ID}
         body = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).decode().rstrip("=")
@@ -565,9 +640,20 @@ def main(argv: list[str]) -> int:
         return show("app", name)
     if verb == "functionapp identity assign":
         print("WARNING: This command is in preview and under development.", file=sys.stderr)
-        res[f"app:{name}"]["principalId"] = f"principal-of-{name}"
+        app = res[f"app:{name}"]
+        for identity in multi(argv, "--identities") or ["[system]"]:
+            if identity == "[system]":
+                app["principalId"] = f"principal-of-{name}"
+            else:
+                found = next((r for r in res.values() if r["id"] == identity and r["kind"] == "identity"), None)
+                if found is None:
+                    return not_found(identity)
+                app.setdefault("userAssignedIdentities", {})[identity] = {
+                    "clientId": found["clientId"],
+                    "principalId": found["principalId"],
+                }
         save()
-        emit(resolve({"principalId": f"principal-of-{name}", "type": "SystemAssigned"}, query), argv)
+        emit(resolve({"principalId": app.get("principalId"), "type": "SystemAssigned"}, query), argv)
         return 0
     if verb == "ad signed-in-user show":
         if login != "user":
@@ -637,6 +723,11 @@ def main(argv: list[str]) -> int:
     if verb == "functionapp config appsettings list":
         emit(resolve(res[f"app:{name}"]["settings"], query), argv)
         return 0
+    if verb == "functionapp config appsettings delete":
+        drop = set(multi(argv, "--setting-names"))
+        res[f"app:{name}"]["settings"] = [s for s in res[f"app:{name}"]["settings"] if s["name"] not in drop]
+        save()
+        return 0
     if verb == "functionapp config appsettings set":
         current = {s["name"]: s for s in res[f"app:{name}"]["settings"]}
         for item in multi(argv, "--settings"):
@@ -654,10 +745,21 @@ def main(argv: list[str]) -> int:
         return 0
     if verb == "resource show":
         app = res[f"app:{(name or '').split('/')[0]}"]
-        emit(resolve({"properties": {"functionsRuntimeScaleMonitoringEnabled": app["scaleMonitoring"]}}, query), argv)
+        properties = {
+            "functionsRuntimeScaleMonitoringEnabled": app["scaleMonitoring"],
+            "keyVaultReferenceIdentity": app.get("keyVaultReferenceIdentity", "SystemAssigned"),
+        }
+        emit(resolve({"properties": properties}, query), argv)
         return 0
     if verb == "resource update":
-        res[f"app:{(name or '').split('/')[0]}"]["scaleMonitoring"] = True
+        app = res[f"app:{(name or '').split('/')[0]}"]
+        path, _, value = (opt(argv, "--set") or "").partition("=")
+        if path == "properties.functionsRuntimeScaleMonitoringEnabled":
+            app["scaleMonitoring"] = True
+        elif path == "properties.keyVaultReferenceIdentity":
+            app["keyVaultReferenceIdentity"] = value
+        else:
+            return usage(f"fake az: resource update of {path} is not modelled")
         save()
         return 0
     if verb == "resource tag":

@@ -17,7 +17,7 @@ PASSWORD = "sasl-Qw3rTy9Zx7Vb2Nm5"
 PRODUCER_JSON = '{"linger.ms": 10, "sasl.password": "pj-Lk8Jh6Gf4Ds2"}'
 REGISTRY_JSON = '{"basic.auth.user.info": "SRKEY:sr-Po9Iu7Yt5Re3"}'
 SECRETS = (PASSWORD, "pj-Lk8Jh6Gf4Ds2", "sr-Po9Iu7Yt5Re3")
-MUTATING = ("create", "set", "update", "delete", "assign", "tag", "restart", "recover")
+MUTATING = ("create", "set", "update", "delete", "assign", "tag", "restart", "recover", "reset")
 # The monitoring a first run creates: the workspace and the action group with the CLI's core commands, then one
 # ARM deployment for Application Insights, the four alert rules and the workbook.
 MONITORING = ["monitor log-analytics workspace create", "monitor action-group create", "deployment group create"]

@@ -616,6 +616,16 @@ def test_every_argv_deploy_sh_makes_parses_with_the_real_cli(azure, tmp_path: Pa
     for args in ([], ["--max-burst", "15"], receivers, ["--destroy"]):
         r = azure("--plan", "premium", "--resource-group", "shared-rg", *args)
         calls += r.calls
+    # Keyless: the first run (stopped for the identity pools), the full one, a rotation.
+    keyless = tmp_path / "keyless.secrets"
+    keyless.write_text("KAFKA_BOOTSTRAP_SERVERS=pkc-1.westeurope.azure.confluent.cloud:9092\n")
+    entra = ["--secrets-file", str(keyless), "--auth", "entra", "--kafka-cluster-id", "lkc-a1", "--registry-cluster-id"]
+    entra += ["lsrc-b2", "--prefix", "keyless"]
+    pools = ["--identity-pool-id", "pool-A", "--trigger-identity-pool-id", "pool-B"]
+    for args in (entra, [*entra, *pools], [*entra, "--rotate-trigger-secret", "--rotation-overlap", "0"]):
+        r = azure(*args)
+        assert r.code == 0, r.out
+        calls += r.calls
     real_env = {**os.environ, "AZURE_CONFIG_DIR": str(tmp_path / "azcfg"), "AZURE_CORE_COLLECT_TELEMETRY": "no"}
     shapes = {tuple(c) for c in calls if c[0] != "func"}
     (tmp_path / "secret-file").write_text("x")  # the CLI opens --file while parsing; deploy.sh's is gone by now
