@@ -234,8 +234,9 @@ def _run(
     stream: StreamRun | None = None
     if args.no_engine:
         sent = produce_trades(
-            bootstrap, registry_url, topics.source, args.trades, GeneratorConfig(), args.rate, registry_conf=registry_conf
-        )
+            bootstrap, registry_url, topics.source, args.trades, GeneratorConfig(), args.rate,
+            registry_conf=registry_conf,
+        )  # fmt: skip
     else:
         stream = StreamRun.start(
             bootstrap, registry_url, run_id, topics.source, topics.settlements, args.partitions, args.trades, POISON,
