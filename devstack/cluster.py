@@ -203,14 +203,7 @@ def _start_node(state: ClusterState, node: Node) -> int:
 
 
 def _wait(what: str, pid: int, ready: Any, log_name: str, timeout_s: float = stack.START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        if not stack._alive(pid):
-            raise StackError(f"{what} exited during start-up; see its log: {_log(log_name)}")
-        time.sleep(0.25)
-    raise StackError(f"{what} did not come up within {timeout_s:.0f}s; see its log: {_log(log_name)}")
+    stack.wait_started(what, pid, ready, _log(log_name), timeout_s)
 
 
 def is_running(state: ClusterState) -> bool:

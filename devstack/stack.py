@@ -389,15 +389,30 @@ def registry_ready(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _wait(what: str, pid: int, ready, log_name: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + START_TIMEOUT_S
+def _wait(what: str, pid: int, ready: Callable[[], bool], log_name: str) -> None:
+    wait_started(what, pid, ready, _log(log_name))
+
+
+def wait_started(
+    what: str, pid: int, ready: Callable[[], bool], log: Path, timeout_s: float = START_TIMEOUT_S
+) -> None:
+    """Until `ready()`; a process that exits first fails with the end of its log in the error, since the next `up`
+    starts that log afresh."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if ready():
             return
         if not _alive(pid):
-            raise StackError(f"{what} exited during start-up; see its log: {_log(log_name)}")
+            raise StackError(f"{what} exited during start-up; its log ({log}) ends:\n{_tail(log)}")
         time.sleep(0.25)
-    raise StackError(f"{what} did not come up within {START_TIMEOUT_S:.0f}s; see its log: {_log(log_name)}")
+    raise StackError(f"{what} did not come up within {timeout_s:.0f}s; see its log: {log}")
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(unreadable: {exc})"
 
 
 def _stop_pid(pid: int, timeout_s: float = 30.0) -> None:

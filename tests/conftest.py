@@ -11,12 +11,16 @@ broker or the registry would pull it from under the others, so they take `owned_
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +45,48 @@ class Stack:
     registry_url: str
     owned: bool  # True when this test run controls the broker process (restart tests need that)
     home: Path | None = None  # its DEVSTACK_HOME when it is not the default one
+
+
+def _groups_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"settlement-tests-{os.environ[RUN_ID]}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In each test process: which collected test belongs to which `xdist_group`, for the controlling process's
+    scheduler (pytest_xdist_make_scheduler below). pytest-xdist 3.8 marks a group by appending it to the test's id,
+    which pytest 9 no longer lets a plugin change, so its own `--dist loadgroup` puts a group's tests anywhere."""
+    worker = getattr(config, "workerinput", None)
+    if worker is None or not getattr(config.option, "loadgroup", False):  # xdist's own flag in a test process
+        return
+    groups = {
+        item.nodeid: "_".join(sorted({str(m.args[0]) for m in item.iter_markers("xdist_group")}))
+        for item in items
+        if item.get_closest_marker("xdist_group")
+    }
+    folder = _groups_dir()
+    folder.mkdir(exist_ok=True)
+    (folder / f"{worker['workerid']}.json").write_text(json.dumps(groups))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` as xdist documents it: the tests of one `xdist_group` in one process, one after another;
+    every other test on its own (the groups read from what the test processes wrote at collection, which every
+    process has finished before the controlling one schedules anything)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Groups(LoadScopeScheduling):  # type: ignore[misc]
+        _groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self._groups is None:
+                self._groups = {}
+                for written in _groups_dir().glob("*.json"):
+                    self._groups.update(json.loads(written.read_text()))
+            return self._groups.get(nodeid, nodeid)
+
+    return Groups(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -91,6 +137,7 @@ def stack() -> Iterator[Stack]:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if not session.config.stash.get(_NAMED_RUN, False):
         return
+    shutil.rmtree(_groups_dir(), ignore_errors=True)
     from devstack import stack as devstack
 
     marker = _started_marker()

@@ -34,7 +34,8 @@ from settlement.runtime import service
 from tests.integration.pipeline import as_events
 from tests.kafka_helpers import create_topics, unique_name
 
-pytestmark = pytest.mark.integration
+# The tests set the shared issuer's faults and token lifetime: one process runs them all, one after another.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("keyless")]
 
 ROOT = Path(__file__).resolve().parents[2]
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.")  # the start of any JWT
