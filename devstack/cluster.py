@@ -202,7 +202,7 @@ def _start_node(state: ClusterState, node: Node) -> int:
     return _spawn(stack._java(f"{state.kafka_lib}/*", ["kafka.Kafka", str(config)], NODE_HEAP), f"kafka-{node.node_id}")
 
 
-def _wait(what: str, pid: int, ready: Any, log_name: str, timeout_s: float = stack.START_TIMEOUT_S) -> None:
+def _wait(what: str, pid: int, ready: Any, log_name: str, timeout_s: float | None = None) -> None:
     stack.wait_started(what, pid, ready, _log(log_name), timeout_s)
 
 

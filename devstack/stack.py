@@ -394,10 +394,11 @@ def _wait(what: str, pid: int, ready: Callable[[], bool], log_name: str) -> None
 
 
 def wait_started(
-    what: str, pid: int, ready: Callable[[], bool], log: Path, timeout_s: float = START_TIMEOUT_S
+    what: str, pid: int, ready: Callable[[], bool], log: Path, timeout_s: float | None = None
 ) -> None:
-    """Until `ready()`; a process that exits first fails with the end of its log in the error, since the next `up`
-    starts that log afresh."""
+    """Until `ready()` (within `START_TIMEOUT_S` unless told); a process that exits first fails with the end of its
+    log in the error, since the next `up` starts that log afresh."""
+    timeout_s = START_TIMEOUT_S if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if ready():
@@ -435,14 +436,16 @@ def _stop_pid(pid: int, timeout_s: float = 30.0) -> None:
 
 
 def is_running(state: StackState) -> bool:
-    """Both processes alive and both services answering."""
+    """Every process alive and both services answering."""
+    return _processes_alive(state) and broker_ready(state.bootstrap_servers) and registry_ready(state.registry_url)
+
+
+def _processes_alive(state: StackState) -> bool:
     return (
         _alive(state.kafka_pid)
         and _alive(state.registry_pid)
         and bool(state.issuer_pid)
         and _alive(state.issuer_pid)
-        and broker_ready(state.bootstrap_servers)
-        and registry_ready(state.registry_url)
     )
 
 
@@ -450,7 +453,11 @@ def up() -> tuple[StackState, bool]:
     """Start the stack, or return the running one. The flag says whether this call started it."""
     existing = load_state()
     if existing is not None:
-        if is_running(existing):
+        if _processes_alive(existing):
+            # Starting, or slow to answer (a loaded machine): wait for it. Stopping a stack whose processes live
+            # pulled it from under whoever was using it (several test processes share one).
+            _wait("Kafka broker", existing.kafka_pid, lambda: broker_ready(existing.bootstrap_servers), "kafka")
+            _wait("Schema Registry", existing.registry_pid, lambda: registry_ready(existing.registry_url), "registry")
             return existing, False
         down()
     require_tools()

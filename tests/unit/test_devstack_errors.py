@@ -40,8 +40,12 @@ def test_a_service_that_never_comes_up_points_at_its_log(monkeypatch, tmp_path) 
 
 def test_a_service_that_dies_at_start_up_points_at_its_log(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("DEVSTACK_HOME", str(tmp_path))
-    with pytest.raises(StackError, match=r"Schema Registry exited during start-up; see its log: .*registry\.log"):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "registry.log").write_text("starting\nERROR: Address already in use\n")
+    with pytest.raises(StackError, match=r"Schema Registry exited during start-up; its log \(.*registry\.log\) ends:"):
         stack._wait("Schema Registry", 2**22 + 12345, lambda: False, "registry")
+    with pytest.raises(StackError, match=r"ends:\nstarting\nERROR: Address already in use$"):
+        stack._wait("Schema Registry", 2**22 + 12345, lambda: False, "registry")  # the next up() starts it afresh
 
 
 def test_a_cluster_id_never_starts_with_a_dash(monkeypatch) -> None:
