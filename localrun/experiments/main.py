@@ -366,6 +366,9 @@ class _Watch:
         self.ends.setdefault("visible", time.monotonic())
         return True
 
+    def close(self) -> None:
+        self.drain.close()
+
     def progress(self, host: LocalHost) -> None:
         now = time.monotonic()
         if now - self._last_at < 2.0:
@@ -391,7 +394,7 @@ def _host_until_visible(args: argparse.Namespace, host: LocalHost, measurements:
         watch.elapsed = watch.ends.get("quiet", time.monotonic()) - watch.started
     finally:
         host.stop()
-        watch.drain.close()
+        watch.close()
     return finished
 
 

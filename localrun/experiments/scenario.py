@@ -379,21 +379,20 @@ def run_scenario(
     with _indexed(app_settings) as function_app:
         inputs, generator = _produce_inputs(control, topics.source, records, tail, rate)
         inputs += _produce_bad_records(control.bootstrap, topics.source, partitions, poison, oversize)
-        options = _options(ours, max_batch_size, max_poll_interval_ms, max_retries)
         measurements = Measurements()
         host = LocalHost(
             load_binding(function_app.app, app_settings),
-            options,
+            _options(ours, max_batch_size, max_poll_interval_ms, max_retries),
             partitions,
             consumer_conf=consumer_conf,
             retry_scale=retry_scale,
-            app="function_app:app",
+            app="function_app:app",  # each instance a process importing the app, as on Azure
             settings=app_settings,
             plan=plan,
             evaluation_interval_s=2.0,
             timer_instances=timer_instances,
             tracing=tracing,
-            hooks=Probes(function_fault, export_interval_ms),
+            hooks=Probes(function_fault, export_interval_ms),  # the row's function fault, the figures it reads
             observers=[measurements],
         )
         run = Run(
