@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
+from localrun.experiments.kafka import header
 from localrun.platform.instance import Range
-from localrun.platform.kafka import header
 from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 

@@ -33,11 +33,18 @@ from localrun.experiments.accounting import Coverage, bucket_percentile, coverag
 from localrun.experiments.charts import Sample, run_chart
 from localrun.experiments.drain import Drain
 from localrun.experiments.generator import GeneratorConfig, produce_trades
+from localrun.experiments.kafka import (
+    create_topics,
+    header,
+    high_watermarks,
+    nothing_pending,
+    read_to_end,
+    settlement_of,
+)
 from localrun.experiments.probes import Measurements, Probes
 from localrun.experiments.stream_job import StreamRun
 from localrun.platform.host import KafkaHostOptions, LocalHost, load_binding, run_settings
 from localrun.platform.instance import Range
-from localrun.platform.kafka import create_topics, header, high_watermarks, nothing_pending, read_to_end, settlement_of
 from localrun.platform.scaler import MODES, PLANS
 from settlement.core.deadletter import REASON
 from settlement.runtime.config import EXACTLY_ONCE, GUARANTEES

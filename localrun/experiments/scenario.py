@@ -25,9 +25,7 @@ from confluent_kafka.admin import AdminClient
 from localrun.experiments.accounting import coverage
 from localrun.experiments.drain import Drain
 from localrun.experiments.generator import GeneratorConfig, produce_trades
-from localrun.experiments.probes import Measurements, Probes
-from localrun.platform.host import KafkaHostOptions, LocalHost, load_binding, run_settings
-from localrun.platform.kafka import (
+from localrun.experiments.kafka import (
     create_topics,
     high_watermarks,
     partition_ends,
@@ -35,6 +33,8 @@ from localrun.platform.kafka import (
     settlement_of,
     topic_partitions,
 )
+from localrun.experiments.probes import Measurements, Probes
+from localrun.platform.host import KafkaHostOptions, LocalHost, load_binding, run_settings
 from settlement.runtime.config import EXACTLY_ONCE, load_trigger_settings
 from settlement.runtime.limits import transaction_timeout_ms
 
