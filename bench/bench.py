@@ -54,12 +54,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from devstack import stack  # noqa: E402
 from localrun.experiments.generator import GeneratorConfig, produce_trades, trades, value_encoder  # noqa: E402
+from localrun.experiments.kafka import create_topics, high_watermarks, read_all, read_to_end, settlement_of  # noqa: E402
 from localrun.experiments.main import percentile  # noqa: E402
 from localrun.platform.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, run_settings  # noqa: E402
 from localrun.platform.indexing import kafka_annotation  # noqa: E402
 from localrun.platform.instance import coordinates, next_offsets  # noqa: E402
 from localrun.platform.invocation import HostRecord, convert, trigger_input  # noqa: E402
-from localrun.platform.kafka import create_topics, high_watermarks, read_all, read_to_end, settlement_of  # noqa: E402
 from localrun.platform.timers import load_timers  # noqa: E402
 from settlement.core.liveness import stall_after_s  # noqa: E402
 from settlement.core.records import InputRecord  # noqa: E402

@@ -1,6 +1,6 @@
 """The four alert rules' conditions (scripts/monitoring/template.json), evaluated in Python over `customMetrics` rows,
 in the same words as their KQL: KQL does not run here (Kusto.Language parses and analyses it, nothing executes it),
-so the tests prove the rules' inputs (the rows our code exports, localrun/platform/appinsights.py) and evaluate each
+so the tests prove the rules' inputs (the rows our code exports, localrun/experiments/appinsights.py) and evaluate each
 condition over them as the query states it. `minute_s` is how long a minute of the rules lasts in a test: 60 for
 real time, less to compress the windows and thresholds (the export interval and the repair's schedule are
 compressed with them through settings); every figure is the template's own, scaled by it.

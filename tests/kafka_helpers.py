@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 
-from localrun.platform import kafka as localrun_kafka
+from localrun.experiments import kafka as localrun_kafka
 
 
 def unique_name(prefix: str) -> str:
@@ -17,7 +17,7 @@ def unique_name(prefix: str) -> str:
 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
-    """Same partition count for every name; localrun.platform.kafka.create_topics does the work."""
+    """Same partition count for every name; localrun.experiments.kafka.create_topics does the work."""
     localrun_kafka.create_topics(bootstrap, dict.fromkeys(names, partitions))
 
 

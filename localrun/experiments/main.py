@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from confluent_kafka import Producer
@@ -28,12 +29,22 @@ from confluent_kafka import Producer
 from devstack import keyless, stack
 from devstack.errors import StackError
 from devstack.flink import FlinkError
+from localrun.experiments.accounting import Coverage, bucket_percentile, coverage, delivered_twice, unexplained
 from localrun.experiments.charts import Sample, run_chart
+from localrun.experiments.drain import Drain
 from localrun.experiments.generator import GeneratorConfig, produce_trades
+from localrun.experiments.kafka import (
+    create_topics,
+    header,
+    high_watermarks,
+    nothing_pending,
+    read_to_end,
+    settlement_of,
+)
+from localrun.experiments.probes import Measurements, Probes
 from localrun.experiments.stream_job import StreamRun
-from localrun.platform.accounting import Coverage, Range, bucket_percentile, coverage, delivered_twice, unexplained
 from localrun.platform.host import KafkaHostOptions, LocalHost, load_binding, run_settings
-from localrun.platform.kafka import create_topics, header, high_watermarks, nothing_pending, read_to_end, settlement_of
+from localrun.platform.instance import Range
 from localrun.platform.scaler import MODES, PLANS
 from settlement.core.deadletter import REASON
 from settlement.runtime.config import EXACTLY_ONCE, GUARANTEES
@@ -199,16 +210,44 @@ def _run(
     registry_conf: dict[str, Any] | None = None,
     on_done: Callable[[LocalHost], None] | None = None,
 ) -> int:
-    """One run; `app` overrides the function's settings (a keyless run's listener, registry and credentials) and
-    `registry_conf` the harness's registry client (the generator's)."""
+    """One run, step by step; `app` overrides the function's settings (a keyless run's listener, registry and
+    credentials) and `registry_conf` the harness's registry client (the generator's)."""
     run_id = uuid.uuid4().hex[:8]
+    topics = _create_topics(bootstrap, run_id, args.partitions, replication)
+    settings = _app_settings(args, bootstrap, registry_url, topics, app)
+    function_app = _index_app(settings)
+    print(f"run {run_id}: broker {settings['KAFKA_BOOTSTRAP_SERVERS']}, registry {registry_url}")
+    if app:
+        print("auth: our clients with the managed identity (entra), the trigger with OIDC client credentials")
+    print(f"topics: {topics.source} -> {topics.settlements} (+ {topics.dead_letter}); {args.guarantee}")
+    inputs = _produce_inputs(args, bootstrap, registry_url, run_id, topics, registry_conf)
+    measurements = Measurements()
+    host = _host(args, function_app.app, settings, measurements)
+    watch = _Watch(args, bootstrap, topics, inputs.count, host)
+    finished = _host_until_visible(args, host, measurements, watch)
+    if on_done is not None:
+        on_done(host)
+    if not finished:
+        print(f"timed out after {args.timeout:.0f}s with {watch.outputs}/{watch.inputs} outputs", file=sys.stderr)
+    return _report(args, run_id, bootstrap, topics, inputs, host, measurements, watch)
+
+
+def _create_topics(bootstrap: str, run_id: str, partitions: int, replication: int) -> RunTopics:
+    """The run's own topics (on the cluster with min.insync.replicas 2) and consumer group."""
     topics = RunTopics.for_run(run_id)
     create_topics(
         bootstrap,
-        {topics.source: args.partitions, topics.settlements: args.partitions, topics.dead_letter: 1},
+        {topics.source: partitions, topics.settlements: partitions, topics.dead_letter: 1},
         {"min.insync.replicas": "2"} if replication >= 3 else None,
         replication,
     )
+    return topics
+
+
+def _app_settings(
+    args: argparse.Namespace, bootstrap: str, registry_url: str, topics: RunTopics, app: dict[str, str] | None
+) -> dict[str, str]:
+    """The function's app settings in this run: its broker, registry, topics, group and guarantee."""
     settings = run_settings(
         bootstrap,
         registry_url,
@@ -221,15 +260,36 @@ def _run(
     )
     if args.lag_threshold is not None:
         settings["KAFKA_LAG_THRESHOLD"] = str(args.lag_threshold)
+    return settings
+
+
+def _index_app(settings: dict[str, str]) -> ModuleType:
+    """The function app, imported under the run's settings as the host indexes it (the instances run it)."""
     os.environ.update(settings)  # the function reads app settings from the environment, as on Azure
     # This process only indexes the app (the instances run it): no warm start, no clients of its own.
     os.environ["SETTLEMENT_WARM_START"] = "false"
     import function_app  # imported after the settings exist, as the host does
 
-    print(f"run {run_id}: broker {settings['KAFKA_BOOTSTRAP_SERVERS']}, registry {registry_url}")
-    if app:
-        print("auth: our clients with the managed identity (entra), the trigger with OIDC client credentials")
-    print(f"topics: {topics.source} -> {topics.settlements} (+ {topics.dead_letter}); {args.guarantee}")
+    return function_app
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    count: int  # every record the run's check accounts for: trades and poison records
+    last_trade_at: float  # monotonic: when the last of them was written
+    stream: StreamRun | None  # the Flink part, when the join writes user_trades
+
+
+def _produce_inputs(
+    args: argparse.Namespace,
+    bootstrap: str,
+    registry_url: str,
+    run_id: str,
+    topics: RunTopics,
+    registry_conf: dict[str, Any] | None,
+) -> _Inputs:
+    """`user_trades`: the trades, as the join writes them (on Flink, which goes on joining while the host runs;
+    with --no-engine written here at once), then the poison records."""
     t0 = time.monotonic()
     stream: StreamRun | None = None
     if args.no_engine:
@@ -248,106 +308,149 @@ def _run(
         raw.produce(topics.source, key=f"User_{i}", value=value)
     raw.flush(30)
     last_trade_at = time.monotonic()
-    inputs = sent + len(POISON)
     if stream is None:
         print(f"generated {sent} trades + {len(POISON)} poison records in {time.monotonic() - t0:.1f}s")
+    return _Inputs(sent + len(POISON), last_trade_at, stream)
 
-    binding = load_binding(function_app.app, settings)
-    options = KafkaHostOptions.from_host_json()
-    host = LocalHost(
-        binding,
-        options,
+
+def _host(args: argparse.Namespace, app: Any, settings: dict[str, str], measurements: Measurements) -> LocalHost:
+    """The local host of the app's Kafka trigger, on host.json's options, each instance a process importing the
+    app as on Azure, the experiments' probes in each (localrun/experiments/probes.py)."""
+    return LocalHost(
+        load_binding(app, settings),
+        KafkaHostOptions.from_host_json(),
         args.partitions,
         evaluation_interval_s=args.evaluation_interval,
-        app="function_app:app",  # each instance a process importing the app, as on Azure
+        app="function_app:app",
         settings=settings,
         scaling=args.scaling,
         max_instances=args.max_instances,
         plan=args.plan,
+        hooks=Probes(),
+        observers=[measurements],
     )
-    outputs = {"n": 0}
-    last = {"t": time.monotonic(), "n": 0}
-    samples: list[Sample] = []
 
-    ends: dict[str, float] = {}
 
-    def done() -> bool:
-        # Output count alone is not enough: a batch redelivered after a rebalance writes its settlements twice,
-        # so the count reaches the input count while the last records are still unread. The group's lag
-        # (every input's offset committed, which happens only after its batch was acknowledged) decides when
-        # the trigger's work is done; then the run goes on as the platform does (Flex scales the trigger to
-        # zero, the repair timer keeps firing) until a read_committed reader can see every record: the ledger's
-        # lag is 0 and no open transaction holds an output partition back.
-        outputs["n"] = high_watermarks(bootstrap, topics.settlements) + high_watermarks(bootstrap, topics.dead_letter)
-        if "quiet" not in ends:
-            if outputs["n"] < inputs or host.lag() != 0:
+class _Watch:
+    """What the run watches while the host runs: the outputs so far, when the trigger's work was done (`quiet`)
+    and every record visible (`visible`), and a progress line and chart sample every two seconds."""
+
+    def __init__(self, args: argparse.Namespace, bootstrap: str, topics: RunTopics, inputs: int, host: LocalHost):
+        self.args = args
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.inputs = inputs
+        self.host = host
+        self.drain = Drain(host, args.guarantee == EXACTLY_ONCE)
+        self.outputs = 0
+        self.ends: dict[str, float] = {}  # "quiet", "visible": monotonic
+        self.samples: list[Sample] = []
+        self.started = self._last_at = time.monotonic()  # `started`: set again as the host starts
+        self._last_outputs = 0
+        self.elapsed = 0.0  # from the start until the trigger's work was done (or the run stopped)
+
+    def done(self) -> bool:
+        """Output count alone is not enough: a batch redelivered after a rebalance writes its settlements twice,
+        so the count reaches the input count while the last records are still unread. The group's lag (every
+        input's offset committed, which happens only after its batch was acknowledged) decides when the trigger's
+        work is done; then the run goes on as the platform does (Flex scales the trigger to zero, the repair timer
+        keeps firing) until a read_committed reader can see every record: the ledger's lag is 0 and no open
+        transaction holds an output partition back."""
+        host, topics = self.host, self.topics
+        self.outputs = high_watermarks(self.bootstrap, topics.settlements) + high_watermarks(
+            self.bootstrap, topics.dead_letter
+        )
+        if "quiet" not in self.ends:
+            if self.outputs < self.inputs or host.lag() != 0:
                 return False
-            ends["quiet"] = time.monotonic()
-            if args.kill_after_last_batch and host.instances:
+            self.ends["quiet"] = time.monotonic()
+            if self.args.kill_after_last_batch and host.instances:
                 print(f"  the trigger's lag is 0: killing instance pid {host.kill_instance(0)} (SIGKILL)", flush=True)
-        if args.plan == "flex" and host.instances:
+        if self.args.plan == "flex" and host.instances:
             return False  # the run ends as Flex does: at zero instances
-        if not host.drained(args.guarantee == EXACTLY_ONCE) or not nothing_pending(
-            bootstrap, (topics.settlements, topics.dead_letter)
-        ):
+        if not self.drain.done() or not nothing_pending(self.bootstrap, (topics.settlements, topics.dead_letter)):
             return False
-        ends.setdefault("visible", time.monotonic())
+        self.ends.setdefault("visible", time.monotonic())
         return True
 
-    def progress(h: LocalHost) -> None:
+    def close(self) -> None:
+        self.drain.close()
+
+    def progress(self, host: LocalHost) -> None:
         now = time.monotonic()
-        if now - last["t"] < 2.0:
+        if now - self._last_at < 2.0:
             return
-        rate = (outputs["n"] - last["n"]) / (now - last["t"])
-        last.update(t=now, n=outputs["n"])
-        lag = h.lag()
-        samples.append(Sample(now - t1, outputs["n"], rate, lag, len(h.instances)))
+        rate = (self.outputs - self._last_outputs) / (now - self._last_at)
+        self._last_at, self._last_outputs = now, self.outputs
+        lag = host.lag()
+        self.samples.append(Sample(now - self.started, self.outputs, rate, lag, len(host.instances)))
         print(
-            f"  {outputs['n']:>8}/{inputs} settled or dead-lettered | {rate:8.0f} rec/s | "
-            f"lag {lag:>7} | instances {len(h.instances)} (pids {' '.join(str(i.pid) for i in h.instances)})",
+            f"  {self.outputs:>8}/{self.inputs} settled or dead-lettered | {rate:8.0f} rec/s | "
+            f"lag {lag:>7} | instances {len(host.instances)} (pids {' '.join(str(i.pid) for i in host.instances)})",
             flush=True,
         )
 
-    t1 = time.monotonic()
+
+def _host_until_visible(args: argparse.Namespace, host: LocalHost, measurements: Measurements, watch: _Watch) -> bool:
+    """Start the host, run it until every record is visible (or the timeout), stop it; whether every record was."""
+    watch.started = time.monotonic()
     host.start(args.instances)
-    finished = host.run_until(done, args.timeout, on_tick=progress)
-    elapsed = ends.get("quiet", time.monotonic()) - t1
-    host.stop()
-    if on_done is not None:
-        on_done(host)
-    if not finished:
-        print(f"timed out after {args.timeout:.0f}s with {outputs['n']}/{inputs} outputs", file=sys.stderr)
-    code = _summary(bootstrap, topics, inputs, elapsed, host, args.guarantee == EXACTLY_ONCE)
-    code = max(code, _visibility(ends, last_trade_at, host, args.guarantee == EXACTLY_ONCE))
+    measurements.started = host.started
+    try:
+        finished = host.run_until(watch.done, args.timeout, on_tick=watch.progress)
+        watch.elapsed = watch.ends.get("quiet", time.monotonic()) - watch.started
+    finally:
+        host.stop()
+        watch.close()
+    return finished
+
+
+def _report(
+    args: argparse.Namespace,
+    run_id: str,
+    bootstrap: str,
+    topics: RunTopics,
+    inputs: _Inputs,
+    host: LocalHost,
+    measurements: Measurements,
+    watch: _Watch,
+) -> int:
+    """Read back and check: the summary and the check of every input, how soon every record was visible, the
+    Flink part's checks, the chart; the run's exit code."""
+    exactly_once = args.guarantee == EXACTLY_ONCE
+    code = _summary(bootstrap, topics, inputs.count, watch.elapsed, host, measurements, exactly_once)
+    code = max(code, _visibility(watch.ends, inputs.last_trade_at, host, measurements, exactly_once))
     chart = None if args.no_chart else (args.chart or (RUNS_DIR / f"run-{run_id}.png"))
-    if stream is not None:
-        code = max(code, stream.finish(None if chart is None else chart.with_name(f"{chart.stem}-analysis.png")))
+    if inputs.stream is not None:
+        code = max(code, inputs.stream.finish(None if chart is None else chart.with_name(f"{chart.stem}-analysis.png")))
     if chart is not None:
         chart.parent.mkdir(parents=True, exist_ok=True)
-        title = f"run {run_id}: {inputs:,} records, {args.partitions} partitions, {args.scaling} scaling"
-        print(f"\nchart: {run_chart(samples, host.scale_events, chart, title, host.stats.lag_samples)}")
+        title = f"run {run_id}: {inputs.count:,} records, {args.partitions} partitions, {args.scaling} scaling"
+        print(f"\nchart: {run_chart(watch.samples, host.scale_events, chart, title, measurements.lag_samples)}")
     return code
 
 
 VISIBLE_BOUND_S = 60.0  # under exactly-once, every record visible within this after the trigger's last batch
 
 
-def _visibility(ends: dict[str, float], last_trade_at: float, host: LocalHost, exactly_once: bool) -> int:
+def _visibility(
+    ends: dict[str, float], last_trade_at: float, host: LocalHost, measurements: Measurements, exactly_once: bool
+) -> int:
     """How long after the trigger's last batch (and after the last trade was produced) a read_committed reader
     could see every record; under exactly-once over `VISIBLE_BOUND_S` fails the run."""
     if "quiet" not in ends:
         return 1
     visible = ends.get("visible")
-    repaired = f"; the repair timer ran {host.stats.timer_runs} times and settled {host.stats.repaired} records"
+    repaired = f"; the repair timer ran {host.stats.timer_runs} times and settled {measurements.repaired} records"
     worst = max(
         ((t, sum(n for n, _ in lag.values()), max((a for _, a in lag.values()), default=0.0))
-         for t, lag in host.stats.lag_samples),
+         for t, lag in measurements.lag_samples),
         key=lambda sample: sample[1],
         default=None,
     )  # fmt: skip
     if worst is not None:
         print(
-            f"\nsettlement lag (the repair's gauges, {len(host.stats.lag_samples)} runs): at most {worst[1]} records"
+            f"\nsettlement lag (the repair's gauges, {len(measurements.lag_samples)} runs): at most {worst[1]} records"
             f" (behind for {worst[2]:.1f}s at most) at {worst[0]:.0f}s"
         )
     if visible is None:
@@ -365,7 +468,13 @@ def _visibility(ends: dict[str, float], last_trade_at: float, host: LocalHost, e
 
 
 def _summary(
-    bootstrap: str, topics: RunTopics, inputs: int, elapsed: float, host: LocalHost, exactly_once: bool
+    bootstrap: str,
+    topics: RunTopics,
+    inputs: int,
+    elapsed: float,
+    host: LocalHost,
+    measurements: Measurements,
+    exactly_once: bool,
 ) -> int:
     settled_msgs = read_to_end(bootstrap, topics.settlements)  # what a read_committed reader sees
     dead_msgs = read_to_end(bootstrap, topics.dead_letter)
@@ -391,10 +500,10 @@ def _summary(
         print(f"  {reason:<22}{n:>5}")
     print("\nend-to-end latency (trade record timestamp -> its batch acknowledged, as the host saw it)")
     for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)):
-        print(f"  {label:<5}{bucket_percentile(host.stats.latency, q):>9.0f} ms")
+        print(f"  {label:<5}{bucket_percentile(measurements.latency, q):>9.0f} ms")
 
     counted = coverage(inputs, settlements, dead_msgs)
-    return _check(inputs, counted, delivered_twice(host.stats.ranges), exactly_once)
+    return _check(inputs, counted, delivered_twice(measurements.ranges), exactly_once)
 
 
 def _check(inputs: int, counted: Coverage, redelivered: list[Range], exactly_once: bool = False) -> int:

@@ -6,6 +6,7 @@ it and never each other.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
@@ -14,17 +15,17 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from confluent_kafka import IsolationLevel, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from localrun.experiments.accounting import coverage
+from localrun.experiments.drain import Drain
 from localrun.experiments.generator import GeneratorConfig, produce_trades
-from localrun.platform.accounting import coverage
-from localrun.platform.host import KafkaHostOptions, LocalHost, load_binding, run_settings
-from localrun.platform.kafka import (
+from localrun.experiments.kafka import (
     create_topics,
     high_watermarks,
     partition_ends,
@@ -32,6 +33,8 @@ from localrun.platform.kafka import (
     settlement_of,
     topic_partitions,
 )
+from localrun.experiments.probes import Measurements, Probes
+from localrun.platform.host import KafkaHostOptions, LocalHost, load_binding, run_settings
 from settlement.runtime.config import EXACTLY_ONCE, load_trigger_settings
 from settlement.runtime.limits import transaction_timeout_ms
 
@@ -59,7 +62,7 @@ class Outcome:
     isr_s: float | None = None  # cluster rows that kill a node: from its restart until every ISR was full again
     visible_s: float | None = None  # liveness rows: from the fault until a read_committed reader saw every input
     stall_s: dict[str, float] | None = None  # per output topic: how long its read_committed readers were held back
-    # with `export_interval_ms`: the `customMetrics` rows the instances exported, and the repair runs (HostStats)
+    # with `export_interval_ms`: the `customMetrics` rows the instances exported, and the repair runs (Measurements)
     exported: tuple[dict[str, Any], ...] = ()
     repair_runs: tuple[dict[str, Any], ...] = ()
     dropped_records: int = 0  # in batches the extension never invoked (tracing on, a traceparent it refuses)
@@ -76,6 +79,8 @@ class Run:
     """What a fault action can touch while the scenario runs."""
 
     host: LocalHost
+    drain: Drain  # whether the run is through (drain.py)
+    measurements: Measurements  # what the probes measured in the instances (probes.py)
     bootstrap: str
     settlements: str
     dead_letter: str
@@ -368,27 +373,104 @@ def run_scenario(
     On the 3-node cluster the function gets the proxied `bootstrap` and `registry_url`, while the harness
     (topics, the generator, progress, the final count) uses the unproxied `control_*` addresses: a network
     fault is then the function's alone, and the count never depends on the fault being over."""
-    import function_app
+    control = _Control(control_bootstrap or bootstrap, control_registry_url or registry_url)
+    topics = _create_topics(control.bootstrap, partitions, settlement_partitions, replication)
+    app_settings = _app_settings(bootstrap, registry_url, topics, guarantee, settings, export_interval_ms)
+    with _indexed(app_settings) as function_app:
+        inputs, generator = _produce_inputs(control, topics.source, records, tail, rate)
+        inputs += _produce_bad_records(control.bootstrap, topics.source, partitions, poison, oversize)
+        measurements = Measurements()
+        host = LocalHost(
+            load_binding(function_app.app, app_settings),
+            _options(ours, max_batch_size, max_poll_interval_ms, max_retries),
+            partitions,
+            consumer_conf=consumer_conf,
+            retry_scale=retry_scale,
+            app="function_app:app",  # each instance a process importing the app, as on Azure
+            settings=app_settings,
+            plan=plan,
+            evaluation_interval_s=2.0,
+            timer_instances=timer_instances,
+            tracing=tracing,
+            hooks=Probes(function_fault, export_interval_ms),  # the row's function fault, the figures it reads
+            observers=[measurements],
+        )
+        run = Run(
+            host,
+            Drain(host, guarantee == EXACTLY_ONCE),
+            measurements,
+            control.bootstrap,
+            topics.settlements,
+            topics.dead_letter,
+            inputs,
+            topics.source,
+            topics.group,
+            tail=_tail_producer(control, topics.source, tail) if tail else None,
+            registry_url=control.registry_url,
+        )
+        finished = _run_through(name, run, fault, generator, instances, timeout_s, autoscale)
+    return _count(name, guarantee, run, "ours" if ours else "defaults", finished)
 
-    control = control_bootstrap or bootstrap
+
+@dataclass(frozen=True)
+class _Control:
+    """Where the harness creates topics, writes trades and counts: the unproxied addresses on the cluster."""
+
+    bootstrap: str
+    registry_url: str
+
+
+@dataclass(frozen=True)
+class _Topics:
+    source: str
+    settlements: str
+    dead_letter: str
+    group: str
+
+
+def _create_topics(bootstrap: str, partitions: int, settlement_partitions: int, replication: int) -> _Topics:
+    """The run's own topics and consumer group, created; on the cluster with min.insync.replicas 2."""
     run_id = uuid.uuid4().hex[:8]
-    source, settlements, dlq = f"faults-in-{run_id}", f"faults-out-{run_id}", f"faults-dlq-{run_id}"
+    topics = _Topics(f"faults-in-{run_id}", f"faults-out-{run_id}", f"faults-dlq-{run_id}", f"faults-{run_id}")
     isr = {"min.insync.replicas": "2"} if replication >= 3 else {}
     # Confluent Cloud topics take records of 2 MB and more; ours too, so oversize records can arrive.
-    create_topics(control, {source: partitions}, {"max.message.bytes": "4000000", **isr}, replication)
-    create_topics(control, {settlements: settlement_partitions, dlq: 1}, isr, replication)
-    app_settings = run_settings(
+    create_topics(bootstrap, {topics.source: partitions}, {"max.message.bytes": "4000000", **isr}, replication)
+    create_topics(bootstrap, {topics.settlements: settlement_partitions, topics.dead_letter: 1}, isr, replication)
+    return topics
+
+
+def _app_settings(
+    bootstrap: str,
+    registry_url: str,
+    topics: _Topics,
+    guarantee: str,
+    settings: dict[str, str] | None,
+    export_interval_ms: int | None,
+) -> dict[str, str]:
+    """The function's app settings in the row: its topics and group, a 15 s delivery timeout, a registry client
+    that gives up at once; with `export_interval_ms`, the Azure Monitor distro's export interval too."""
+    exporting = {} if export_interval_ms is None else {"OTEL_METRIC_EXPORT_INTERVAL": str(export_interval_ms)}
+    return run_settings(
         bootstrap,
         registry_url,
-        source,
-        settlements,
-        dlq,
-        f"faults-{run_id}",
+        topics.source,
+        topics.settlements,
+        topics.dead_letter,
+        topics.group,
         SETTLEMENT_DELIVERY_TIMEOUT_SECONDS="15",
         SETTLEMENT_DELIVERY_GUARANTEE=guarantee,
         SCHEMA_REGISTRY_CONFIG='{"timeout": 1, "max.retries": 0}',
+        **exporting,
         **(settings or {}),
     )
+
+
+@contextlib.contextmanager
+def _indexed(app_settings: dict[str, str]) -> Iterator[Any]:
+    """The function app indexed under the row's settings in this process, as the worker would index it; the
+    process's environment (and the app's index) as they were afterwards."""
+    import function_app
+
     saved_environ = dict(os.environ)
     os.environ.update(app_settings)  # the function imported here reads them, as on Azure; restored at the end
     os.environ["SETTLEMENT_WARM_START"] = "false"  # this process only indexes the app: no clients of its own
@@ -397,106 +479,125 @@ def run_scenario(
     reindexed = load_trigger_settings(os.environ) != function_app.trigger
     if reindexed:
         importlib.reload(function_app)
-
-    generator = None
-    if rate is None:
-        inputs = tail + produce_trades(
-            control, control_registry_url or registry_url, source, records - tail, GeneratorConfig(seed=11)
-        )
-    else:  # trades keep arriving while the fault strikes: the generator runs beside the host
-        inputs = records
-
-        def generate() -> None:
-            produce_trades(control, control_registry_url or registry_url, source, records, GeneratorConfig(seed=11),
-                           rate=rate)  # fmt: skip
-
-        generator = threading.Thread(target=generate, daemon=True)
-        generator.start()
-    if poison:
-        raw = Producer({"bootstrap.servers": control})
-        for i, value in enumerate(POISON_VALUES * 3):
-            raw.produce(source, key=f"User_{i}", value=value, partition=i % partitions)
-        raw.flush(30)
-        inputs += len(POISON_VALUES) * 3
-    if oversize:
-        # A 1.5 MB value and a 1 MB key: too large to write whole as a settlement or dead letter.
-        big = Producer({"bootstrap.servers": control, "message.max.bytes": 4_000_000})
-        framed = b"\x00\x00\x00\x00\x01\x00"
-        for i in range(partitions):
-            big.produce(source, key=f"User_{i}", value=framed + b"\x01" * 1_500_000, partition=i)
-            big.produce(source, key=b"U" * 1_000_000, value=framed, partition=i)
-        big.flush(30)
-        inputs += 2 * partitions
-
-    binding = load_binding(function_app.app, app_settings)
-    base = KafkaHostOptions.from_host_json() if ours else DEFAULTS
-    options = replace(
-        base,
-        max_batch_size=max_batch_size,
-        max_poll_interval_ms=max_poll_interval_ms or base.max_poll_interval_ms,
-        max_retries=base.max_retries if max_retries is None else max_retries,
-    )
-    host = LocalHost(
-        binding,
-        options,
-        partitions,
-        consumer_conf=consumer_conf,
-        retry_scale=retry_scale,
-        app="function_app:app",
-        settings=app_settings,
-        fault=function_fault,
-        plan=plan,
-        evaluation_interval_s=2.0,
-        timer_instances=timer_instances,
-        export_interval_ms=export_interval_ms,
-        tracing=tracing,
-    )
-    run = Run(host, control, settlements, dlq, inputs, source, f"faults-{run_id}")
-    run.registry_url = control_registry_url or registry_url
-    if tail:
-
-        def produce_tail() -> None:
-            if (
-                produce_trades(control, control_registry_url or registry_url, source, tail, GeneratorConfig(seed=12))
-                != tail
-            ):
-                log.error("the tail of %d trades was not produced whole", tail)
-
-        run.tail = produce_tail
-    fault_thread = threading.Thread(target=fault, args=(run,), daemon=True) if fault else None
-    host.start(instances)
-    if fault_thread:
-        fault_thread.start()
     try:
-        finished = host.run_until(
-            lambda: (
-                run.all_visible()  # first: it records when every input became visible
-                and (generator is None or not generator.is_alive())
-                and host.drained(guarantee == EXACTLY_ONCE)
-                and (fault_thread is None or not fault_thread.is_alive())
-            ),
-            timeout_s,
-            autoscale=autoscale,
-            tick_s=0.2,
-        )
-        if not finished:
-            # Why the run did not drain: the trigger group's lag, the ledger's, and whether the fault still runs.
-            alive = fault_thread is not None and fault_thread.is_alive()
-            lags = (host.lag(), host.lag(settled=True) if guarantee == EXACTLY_ONCE else None)
-            log.warning("%s: not drained at %.0f s: group lag %s, ledger lag %s, fault running %s",
-                        name, timeout_s, *lags, alive)  # fmt: skip
-            run.not_drained = f"lag {lags[0]}, ledger lag {lags[1]}, fault running {alive}"
+        yield function_app
     finally:
-        host.stop()
-        if fault_thread:
-            fault_thread.join(timeout=60)
         os.environ.clear()
         os.environ.update({**saved_environ, "SETTLEMENT_WARM_START": "false"})  # indexed only: no clients built
         if reindexed:
             importlib.reload(function_app)
         os.environ.clear()
         os.environ.update(saved_environ)
-    return _count(name, guarantee, run, "ours" if ours else "defaults", finished)
+
+
+def _produce_inputs(
+    control: _Control, source: str, records: int, tail: int, rate: float | None
+) -> tuple[int, threading.Thread | None]:
+    """The row's trades but its tail, written now; or, at a `rate`, by a generator running beside the host (its
+    thread returned). Returns how many inputs the row counts (the tail included, written later)."""
+    if rate is None:
+        written = produce_trades(
+            control.bootstrap, control.registry_url, source, records - tail, GeneratorConfig(seed=11)
+        )
+        return tail + written, None
+
+    def generate() -> None:
+        produce_trades(control.bootstrap, control.registry_url, source, records, GeneratorConfig(seed=11), rate=rate)
+
+    generator = threading.Thread(target=generate, daemon=True)
+    generator.start()
+    return records, generator
+
+
+def _produce_bad_records(bootstrap: str, source: str, partitions: int, poison: bool, oversize: bool) -> int:
+    """Poison records (every kind, three times) and oversize ones, as the row asks; returns how many."""
+    written = 0
+    if poison:
+        raw = Producer({"bootstrap.servers": bootstrap})
+        for i, value in enumerate(POISON_VALUES * 3):
+            raw.produce(source, key=f"User_{i}", value=value, partition=i % partitions)
+        raw.flush(30)
+        written += len(POISON_VALUES) * 3
+    if oversize:
+        # A 1.5 MB value and a 1 MB key: too large to write whole as a settlement or dead letter.
+        big = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 4_000_000})
+        framed = b"\x00\x00\x00\x00\x01\x00"
+        for i in range(partitions):
+            big.produce(source, key=f"User_{i}", value=framed + b"\x01" * 1_500_000, partition=i)
+            big.produce(source, key=b"U" * 1_000_000, value=framed, partition=i)
+        big.flush(30)
+        written += 2 * partitions
+    return written
+
+
+def _options(
+    ours: bool, max_batch_size: int, max_poll_interval_ms: int | None, max_retries: int | None
+) -> KafkaHostOptions:
+    """host.json's Kafka options (ours, or the extension's defaults) with the row's batch size, poll bound and
+    retries."""
+    base = KafkaHostOptions.from_host_json() if ours else DEFAULTS
+    return replace(
+        base,
+        max_batch_size=max_batch_size,
+        max_poll_interval_ms=max_poll_interval_ms or base.max_poll_interval_ms,
+        max_retries=base.max_retries if max_retries is None else max_retries,
+    )
+
+
+def _tail_producer(control: _Control, source: str, tail: int) -> Callable[[], None]:
+    """What a liveness row's fault calls to write the last `tail` trades, after a quiet spell."""
+
+    def produce_tail() -> None:
+        if produce_trades(control.bootstrap, control.registry_url, source, tail, GeneratorConfig(seed=12)) != tail:
+            log.error("the tail of %d trades was not produced whole", tail)
+
+    return produce_tail
+
+
+def _run_through(
+    name: str,
+    run: Run,
+    fault: Fault | None,
+    generator: threading.Thread | None,
+    instances: int,
+    timeout_s: float,
+    autoscale: bool,
+) -> bool:
+    """Start the host and the fault beside it, run until every input is through (or the time is up), stop
+    both; returns whether every input was through."""
+    fault_thread = threading.Thread(target=fault, args=(run,), daemon=True) if fault else None
+    run.host.start(instances)
+    run.measurements.started = run.host.started
+    if fault_thread:
+        fault_thread.start()
+
+    def through() -> bool:
+        return (
+            run.all_visible()  # first: it records when every input became visible
+            and (generator is None or not generator.is_alive())
+            and run.drain.done()
+            and (fault_thread is None or not fault_thread.is_alive())
+        )
+
+    try:
+        finished = run.host.run_until(through, timeout_s, autoscale=autoscale, tick_s=0.2)
+        if not finished:
+            _explain_not_drained(name, run, timeout_s, fault_thread)
+    finally:
+        run.host.stop()
+        if fault_thread:
+            fault_thread.join(timeout=60)
+        run.drain.close()
+    return finished
+
+
+def _explain_not_drained(name: str, run: Run, timeout_s: float, fault_thread: threading.Thread | None) -> None:
+    """Why the run did not drain: the trigger group's lag, the ledger's, and whether the fault still runs."""
+    alive = fault_thread is not None and fault_thread.is_alive()
+    lags = (run.host.lag(), run.drain.ledger_lag())
+    log.warning("%s: not drained at %.0f s: group lag %s, ledger lag %s, fault running %s",
+                name, timeout_s, *lags, alive)  # fmt: skip
+    run.not_drained = f"lag {lags[0]}, ledger lag {lags[1]}, fault running {alive}"
 
 
 def _count(name: str, guarantee: str, run: Run, settings: str, finished: bool) -> Outcome:
@@ -523,8 +624,8 @@ def _count(name: str, guarantee: str, run: Run, settings: str, finished: bool) -
         run.isr_s,
         run.visible_s,
         run.stall_s,
-        tuple(stats.exported),
-        tuple(stats.repair_runs),
+        tuple(run.measurements.exported),
+        tuple(run.measurements.repair_runs),
         stats.dropped_records,
     )
 

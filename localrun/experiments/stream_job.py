@@ -13,7 +13,7 @@ from typing import Any
 from devstack import flink
 from localrun.experiments import streaming_run as sr
 from localrun.experiments.charts import analysis_chart
-from localrun.platform.kafka import read_to_end
+from localrun.experiments.kafka import read_to_end
 from streaming import ddl, statements
 
 # Two tasks per operator on this 2-core machine: more only contend for the cores (six ran the join at 8,000 trades/s).

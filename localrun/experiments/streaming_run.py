@@ -25,7 +25,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from devstack.flink import Engine
 from localrun.experiments import ksql_schema
 from localrun.experiments.generator import SIDES, SYMBOLS
-from localrun.platform.kafka import create_topics, read_to_end
+from localrun.experiments.kafka import create_topics, read_to_end
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 from streaming import ddl, statements

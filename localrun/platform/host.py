@@ -22,7 +22,6 @@ An in-process function (tests, benchmarks) runs the same loop in threads instead
 
 from __future__ import annotations
 
-import collections
 import importlib
 import json
 import logging
@@ -31,23 +30,23 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
 from localrun.platform.binding import TriggerBinding, invoke, load_binding, resolve
 from localrun.platform.extension import KafkaHostOptions
+from localrun.platform.hooks import InstanceHooks, Observer, Report
 from localrun.platform.instance import InstanceSpec, process_main, thread_main, timer_process_main
-from localrun.platform.scaler import ScaleController, partition_lag
+from localrun.platform.lag import GroupLag
+from localrun.platform.scaler import ScaleController
 from localrun.platform.timers import Schedule, TimerBinding, load_timers
-from settlement.core.naming import settled_group
 
 __all__ = [
     "HostStats",
+    "InstanceHooks",
     "KafkaHostOptions",
     "LocalHost",
     "TriggerBinding",
@@ -59,7 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("localrun.host")
-LAG_CONSUMER_RENEW_S = 15.0  # a lag readout failing this long gets new consumers (see LocalHost.lag)
 # How long the host waits for a draining instance before it kills the worker: the dispatcher's
 # ProcessShutdownTimeout and the script host's stop wait are 10 s each (azure-functions-host 4.1037).
 SCALE_IN_GRACE_S = 10.0
@@ -68,7 +66,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class HostStats:
-    """Counters the progress display, the summary and the fault tests read (aggregated over instances)."""
+    """What the host itself counts of its instances' work (aggregated over instances): the progress display, the
+    summary and the fault tables read it. What an experiment measures beyond this, it gathers through the
+    platform's seam (localrun/platform/hooks.py)."""
 
     batches: int = 0
     records: int = 0
@@ -82,41 +82,21 @@ class HostStats:
     channel_wait_s: float = 0.0  # time batches waited for room in the executor channel (the extension's throttle)
     busy_s: float = 0.0  # time instances spent running batches (invocations, retries, storing offsets)
     pids: set[int] = field(default_factory=set)
-    batch_log: list[tuple[str, list[tuple[int, int]]]] = field(default_factory=list)
-    ranges: list[tuple[int, int, int]] = field(default_factory=list)  # (partition, first, last) of every batch run
     timer_runs: int = 0
     timer_errors: list[str] = field(default_factory=list)
-    repaired: int = 0  # records the repair timer settled
     drained: int = 0  # instances scaled in (drained, then killed)
-    # (seconds since the host started, {partition: (records, seconds)}) per repair run: the lag it recorded
-    lag_samples: list[tuple[float, dict[int, tuple[int, float]]]] = field(default_factory=list)
-    # the repair runs, each {"instance", "started_at", "ended_at" (epoch s),
-    # "run": {partition: (records, seconds, waiting, settled)}}
-    repair_runs: list[dict[str, Any]] = field(default_factory=list)
-    # what the instances exported (with `export_interval_ms`): `customMetrics` rows, each with its "instance"
-    exported: list[dict[str, Any]] = field(default_factory=list)
-    # trade-to-acknowledgement latency of the records of succeeded batches (accounting.latency_buckets)
-    latency: collections.Counter[int] = field(default_factory=collections.Counter)
-    started: float = field(default_factory=time.monotonic)
 
-    def add(self, event: Mapping[str, Any]) -> None:
+    def add(self, event: Report) -> None:
         kind = event.get("kind", "batch")
-        if kind == "metrics":
-            self.exported.extend({**row, "instance": event["instance"]} for row in event["rows"])
-            return
         if kind == "timer":
             self.timer_runs += 1
             if event["error"]:
                 self.timer_errors.append(event["error"])
-            self.repaired += event.get("repaired", 0)
-            if event.get("lag"):
-                self.lag_samples.append((time.monotonic() - self.started, dict(event["lag"])))
-            if event.get("run"):
-                keys = ("instance", "started_at", "ended_at")
-                self.repair_runs.append({**{k: event[k] for k in keys}, "run": dict(event["run"])})
             return
         if kind == "drained":
             self.drained += 1
+            return
+        if kind != "batch":
             return
         self.batches += 1
         self.records += event["records"]
@@ -126,14 +106,10 @@ class HostStats:
         dropped = event.get("dropped", False)
         self.dropped_records += event["records"] if dropped else 0
         self.store_failures += 0 if event["stored"] or event["aborted"] or dropped else 1
-        self.ranges.extend(event["ranges"])
-        self.latency.update(event.get("latency", {}))
         self.aborted_batches += 1 if event["aborted"] else 0
         self.channel_wait_s += event["channel_wait_s"]
         self.busy_s += event["busy_s"]
         self.pids.add(event["pid"])
-        if event["coords"]:
-            self.batch_log.append((event["instance"], [tuple(c) for c in event["coords"]]))
 
 
 @dataclass
@@ -164,15 +140,16 @@ class LocalHost:
         app: str | None = None,
         settings: Mapping[str, str] | None = None,
         scaling: str = "target",
-        fault: str | None = None,
-        trace: bool = False,
         scale_in_delay_s: float = 60.0,
         plan: str = "premium",
         timers: list[TimerBinding] | None = None,
         timer_instances: int = 1,
-        export_interval_ms: int | None = None,
         tracing: bool = False,
+        hooks: InstanceHooks | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
+        """`hooks` and `observers` are the seam an experiment measures and injects faults through
+        (localrun/platform/hooks.py); without them the host is the platform alone."""
         if binding.cardinality != "MANY" or binding.data_type != "BINARY":
             raise ValueError("the local host drives cardinality=MANY, dataType=binary triggers")
         self.binding = binding
@@ -187,15 +164,14 @@ class LocalHost:
             name="",
             options=options,
             retry_scale=retry_scale,
-            fault=fault,
-            trace=trace,
             consumer_conf=dict(consumer_conf or {}),
             app=app,
             settings=dict(settings or {}),
-            export_interval_ms=export_interval_ms,
             tracing=tracing,
+            hooks=hooks or InstanceHooks(),
         )
         self.stats = HostStats()
+        self.observers = tuple(observers)
         self.instances: list[_Running] = []
         self.peak_instances = 0
         self.scale_events: list[tuple[float, int, int]] = []  # (seconds since start, instances, lag)
@@ -204,8 +180,7 @@ class LocalHost:
         self._started_instances = 0
         self.processes_started = 0  # instance and timer-instance processes (each signs in on its own)
         self._started = time.monotonic()
-        self._lag_consumer, self._settled_consumer = self._lag_consumers()
-        self._lag_unknown_since: float | None = None
+        self._lag = GroupLag(binding.broker_list, binding.auth, binding.consumer_group, binding.topic, partitions)
         if timers is None:
             timers = self._app_timers(app, settings or {}) if app else []
         self.schedules = [Schedule(t) for t in timers]
@@ -221,19 +196,10 @@ class LocalHost:
         module, _, attribute = app.partition(":")
         return load_timers(getattr(importlib.import_module(module), attribute), settings)
 
-    def _lag_consumers(self) -> tuple[Consumer, Consumer]:
-        # The scaler connects as the listener does (KafkaScalerProvider: the same mode and credentials).
-        base = {"bootstrap.servers": self.binding.broker_list, "enable.auto.commit": False, **self.binding.auth}
-        return (
-            Consumer({**base, "group.id": self.binding.consumer_group}),
-            Consumer({**base, "group.id": settled_group(self.binding.consumer_group)}),
-        )
-
-    def drained(self, exactly_once: bool) -> bool:
-        """Every input is through: the group's lag is 0, and under exactly-once the ledger's too (a transaction
-        lost after its batch returned is settled again by the process that lost it, or by the partition's
-        next batch; the run must not end before)."""
-        return self.lag() == 0 and (not exactly_once or self.lag(settled=True) == 0)
+    @property
+    def started(self) -> float:
+        """When the host started its first instances (monotonic): the scale events count from here."""
+        return self._started
 
     # ---- instances ----------------------------------------------------------------------------------------
 
@@ -294,7 +260,6 @@ class LocalHost:
 
     def start(self, instances: int = 1) -> None:
         self._started = time.monotonic()
-        self.stats.started = self._started
         for _ in range(instances):
             self.add_instance()
 
@@ -324,7 +289,7 @@ class LocalHost:
             if running is None or not running.handle.is_alive():
                 stop, timers = self._ctx.Event(), self._ctx.Queue()
                 name = "timer-instance" if len(self.timer_instances) == 1 else f"timer-instance-{turn + 1}"
-                spec = replace(self.spec, name=name, fault=None)
+                spec = replace(self.spec, name=name)
                 handle = self._ctx.Process(
                     target=timer_process_main, args=(spec, self._events, stop, timers), name=spec.name
                 )
@@ -345,37 +310,15 @@ class LocalHost:
             if event.get("kind") == "timer":
                 self._timer_in_flight.discard(event["function"])
             self.stats.add(event)
+            for observe in self.observers:
+                observe(event)
 
     # ---- scaling ------------------------------------------------------------------------------------------
 
-    def lag(self, settled: bool = False) -> int:
-        """Records not yet committed by the group over all partitions, as the scale controller reads it;
-        -1 while the broker cannot say (a restart, a coordinator move). With `settled`, the exactly-once
-        ledger's lag instead: records whose settlement is not committed yet (`<group>.settled`)."""
-        tps = [TopicPartition(self.binding.topic, p) for p in range(self.partitions)]
-        try:
-            consumer = self._settled_consumer if settled else self._lag_consumer
-            committed = consumer.committed(tps, timeout=10)
-            total = 0
-            for tp in committed:
-                low, high = self._lag_consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
-                total += partition_lag(low, high, tp.offset)
-        except KafkaException as exc:
-            log.info("lag unknown for now: %s", exc)
-            now = time.monotonic()
-            self._lag_unknown_since = self._lag_unknown_since or now
-            if now - self._lag_unknown_since > LAG_CONSUMER_RENEW_S:
-                # On the 3-node cluster a consumer whose partition leader was killed kept timing out in
-                # get_watermark_offsets long after the leader moved and the node came back (librdkafka's
-                # watermark query is known to stick after a leader loss, e.g. librdkafka #2535): new ones ask afresh.
-                log.warning("lag unknown for %.0f s (%s): new lag consumers", now - self._lag_unknown_since, exc)
-                self._lag_consumer.close()
-                self._settled_consumer.close()
-                self._lag_consumer, self._settled_consumer = self._lag_consumers()
-                self._lag_unknown_since = None
-            return -1
-        self._lag_unknown_since = None
-        return total
+    def lag(self) -> int:
+        """Records not yet committed by the trigger's group over all partitions, as the scale controller reads
+        it; -1 while the broker cannot say (a restart, a coordinator move)."""
+        return self._lag.lag()
 
     def evaluate_scale(self) -> int:
         """One scale-controller evaluation: start or stop instances to match its decision."""
@@ -436,8 +379,7 @@ class LocalHost:
         for running in stopping:
             running.stop.set()
         self._join(stopping, timeout_s=30)
-        self._lag_consumer.close()
-        self._settled_consumer.close()
+        self._lag.close()
 
     def _join(self, stopping: list[_Running], timeout_s: float) -> None:
         """Wait for stopping instances to exit, reading their reports meanwhile: a process does not exit while

@@ -25,15 +25,15 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from localrun.platform.accounting import batch_ranges, latency_buckets
 from localrun.platform.binding import TriggerBinding, invoke, load_binding
 from localrun.platform.extension import KafkaHostOptions, invalid_traceparent, run_execution
+from localrun.platform.hooks import InstanceHooks
 
 log = logging.getLogger("localrun.instance")
 _CONSUME_SLICE_S = 0.005  # longest a store waits for the subscriber's consume call to return
@@ -50,55 +50,37 @@ class InstanceSpec:
     name: str
     options: KafkaHostOptions
     retry_scale: float = 1.0  # scales @app.retry back-off (fault scenarios run minutes of retries in seconds)
-    fault: str | None = None  # see `_faulty`
-    trace: bool = False  # report each batch's (partition, offset) list
     consumer_conf: Mapping[str, Any] = field(default_factory=dict)
     app: str | None = None  # "module:attribute" of the FunctionApp a process instance imports
     settings: Mapping[str, str] = field(default_factory=dict)  # the app settings of a process instance
-    # Export the process's metrics every this many ms to the host as `customMetrics` rows, as the Azure Monitor
-    # distro exports them (localrun/platform/appinsights.py); also the process's OTEL_METRIC_EXPORT_INTERVAL.
-    export_interval_ms: int | None = None
     # The host's tracing listens to the Kafka extension's ActivitySource (telemetryMode OpenTelemetry with its
     # source subscribed): a batch holding a traceparent .NET refuses is then never invoked (extension.py)
     tracing: bool = False
-
-
-def _faulty(function: Callable[..., Any], fault: str | None) -> Callable[..., Any]:
-    """Inject faults into the function, comma-separated: `fail-first:N` (the first N invocations raise),
-    `fail-after-first:N` (the first N invocations raise after their work), `slow:S` (each takes at least S
-    seconds before its work), `slow-after:S` (S seconds after its work, before the host stores the offsets),
-    `fail-offset:P:O` (every invocation whose batch holds partition P offset O raises)."""
-    if not fault:
-        return function
-    for one in reversed(fault.split(",")[1:]):
-        function = _faulty(function, one)
-    kind, _, arg = fault.split(",")[0].partition(":")
-    state = {"calls": 0}
-
-    def wrapped(**kwargs: Any) -> Any:
-        state["calls"] += 1
-        events = next(iter(kwargs.values()))
-        if kind == "fail-first" and state["calls"] <= int(arg):
-            raise RuntimeError("injected failure")
-        if kind == "slow":
-            time.sleep(float(arg))
-        if kind == "fail-offset":
-            partition, offset = (int(x) for x in arg.split(":"))
-            if any(e.partition == partition and e.offset == offset for e in events):
-                raise RuntimeError(f"injected failure: the batch holds {partition}:{offset}")
-        result = function(**kwargs)
-        if kind == "slow-after":
-            time.sleep(float(arg))
-        if kind == "fail-after-first" and state["calls"] <= int(arg):
-            raise RuntimeError("injected failure after the batch was written")
-        return result
-
-    return wrapped
+    hooks: InstanceHooks = field(default_factory=InstanceHooks)  # what an experiment adds (localrun/platform/hooks.py)
 
 
 def coordinates(batch: list[Message]) -> list[tuple[int, int]]:
     """A batch's records as (partition, offset) pairs, in the order they were consumed."""
     return [(int(m.partition() or 0), int(m.offset() or 0)) for m in batch]
+
+
+Range = tuple[int, int, int]  # (partition, first offset, last offset), both ends included
+
+
+def batch_ranges(coordinates: Iterable[tuple[int, int]]) -> list[Range]:
+    """A batch's records as offset ranges per partition, a new range each time a partition's offsets go back:
+    a rebalance while the subscriber fills a batch can hand the same partition back from its last commit, so
+    one batch may hold the same records twice, and a single min..max range would hide that."""
+    ranges: list[list[int]] = []
+    current: dict[int, list[int]] = {}
+    for partition, offset in coordinates:
+        span = current.get(partition)
+        if span is not None and offset > span[2]:
+            span[2] = offset
+            continue
+        span = current[partition] = [partition, offset, offset]
+        ranges.append(span)
+    return sorted((p, lo, hi) for p, lo, hi in ranges)
 
 
 def next_offsets(topic: str, coords: list[tuple[int, int]]) -> list[TopicPartition]:
@@ -113,7 +95,7 @@ class InstanceLoop:
         self, spec: InstanceSpec, binding: TriggerBinding, emit: Callable[[dict[str, Any]], None], stop: StopFlag
     ) -> None:
         self.spec = spec
-        self.binding = replace(binding, user_function=_faulty(binding.user_function, spec.fault))
+        self.binding = replace(binding, user_function=spec.hooks.function(binding.user_function))
         self.emit = emit
         self.stop = stop
         self.rng = random.Random(hash(spec.name))
@@ -226,6 +208,7 @@ class InstanceLoop:
             log.error("%s: storing offsets past a failed batch; skipped %s", self.spec.name, skipped)
         self.emit(
             {
+                "kind": "batch",
                 "instance": self.spec.name,
                 "pid": os.getpid(),
                 "records": len(batch),
@@ -236,9 +219,8 @@ class InstanceLoop:
                 "aborted": execution.aborted,
                 "channel_wait_s": waited_s,
                 "busy_s": time.perf_counter() - started,
-                "coords": coords if self.spec.trace else [],
                 "ranges": ranges,
-                "latency": latency_buckets((m.timestamp()[1] for m in batch), done_ms) if execution.succeeded else {},
+                **self.spec.hooks.after_batch(batch, execution.succeeded, done_ms),
             }
         )
 
@@ -257,6 +239,7 @@ class InstanceLoop:
         log.error("%s: Error in executor reader: %s (a batch never invoked: %s)", self.spec.name, error, where)
         self.emit(
             {
+                "kind": "batch",
                 "instance": self.spec.name,
                 "pid": os.getpid(),
                 "records": len(batch),
@@ -268,7 +251,6 @@ class InstanceLoop:
                 "dropped": True,
                 "channel_wait_s": waited_s,
                 "busy_s": 0.0,
-                "coords": coordinates(batch) if self.spec.trace else [],
                 "ranges": ranges,
             }
         )
@@ -384,19 +366,16 @@ def _is_error(msg: Message) -> bool:
     return True
 
 
-_reader: Any = None  # the process's in-memory OpenTelemetry reader (see _metric_reader)
-
-
 def _import_app(spec: InstanceSpec, emit: Callable[[dict[str, Any]], None]) -> Any:
     """Set the app settings and import the app, as a worker process does; with an OpenTelemetry SDK meter provider
-    installed, as on Azure where Application Insights is configured (deploy.sh always wires it): every instance
-    then pays what recording the app's metrics costs there. With `export_interval_ms`, its metrics are exported to
-    the host that often, as `customMetrics` rows."""
-    global _reader
+    installed first (its readers from `spec.hooks`, localrun/platform/hooks.py), as on Azure where Application
+    Insights is configured."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+
     os.environ.update(spec.settings)
-    if spec.export_interval_ms is not None:
-        os.environ["OTEL_METRIC_EXPORT_INTERVAL"] = str(spec.export_interval_ms)
-    _reader = _metric_reader(spec, emit)
+    if not isinstance(metrics.get_meter_provider(), MeterProvider):
+        metrics.set_meter_provider(MeterProvider(metric_readers=spec.hooks.metric_readers(spec.name, emit)))
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s %(levelname)s {spec.name} %(name)s: %(message)s")
     for name in filter(None, os.environ.get("LOCALRUN_DEBUG", "").split(",")):  # loggers to show at DEBUG
         logging.getLogger(name).setLevel(logging.DEBUG)
@@ -433,7 +412,6 @@ def serve_timers(
     from localrun.platform.timers import invoke_timer, load_timers
 
     bindings = {t.function_name: t for t in load_timers(app, os.environ)}
-    reader = _reader
     while not stop.is_set():
         try:
             name, past_due = commands.get(timeout=0.2)
@@ -454,71 +432,11 @@ def serve_timers(
                 "pid": os.getpid(),
                 "elapsed_s": time.monotonic() - started,
                 "error": error,
-                "lag": _lag_gauges(reader),
-                "repaired": _repaired(),
-                "run": _repair_run(),
                 "started_at": started_at,
                 "ended_at": time.time(),
+                **spec.hooks.after_timer(name),
             }
         )
-
-
-def _repaired() -> int:
-    from settlement.runtime import service
-
-    repair = service.current_repair()
-    return 0 if repair is None or repair.last is None else repair.last.settled
-
-
-def _repair_run() -> dict[int, tuple[int, float, int, int]]:
-    """What this process's latest repair run measured per partition, (records, seconds, waiting), and settled."""
-    from settlement.runtime import service
-
-    repair = service.current_repair()
-    if repair is None or repair.last is None:
-        return {}
-    return {p.partition: (p.offsets.lag, p.lag_s, p.offsets.waiting, p.settled) for p in repair.last.partitions}
-
-
-def _metric_reader(spec: InstanceSpec, emit: Callable[[dict[str, Any]], None]) -> Any:
-    """An in-memory OpenTelemetry reader for this process's instruments, or None where a provider is configured
-    already; with `export_interval_ms`, also the periodic reader that exports them to the host as `customMetrics`
-    rows (what Application Insights would be sent on Azure)."""
-    from opentelemetry import metrics
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    if isinstance(metrics.get_meter_provider(), MeterProvider):
-        return None
-    reader = InMemoryMetricReader()
-    readers: list[Any] = [reader]
-    if spec.export_interval_ms is not None:
-        from localrun.platform.appinsights import periodic_reader
-
-        def export(rows: list[dict[str, Any]]) -> None:
-            emit({"kind": "metrics", "instance": spec.name, "pid": os.getpid(), "rows": rows})
-
-        readers.append(periodic_reader(export, spec.export_interval_ms))
-    metrics.set_meter_provider(MeterProvider(metric_readers=readers))
-    return reader
-
-
-def _lag_gauges(reader: Any) -> dict[int, tuple[int, float]]:
-    """Settlement lag per partition as the repair's gauges hold it now (`settlement.lag.records` and
-    `settlement.lag.seconds`, read back from the instruments, not computed again)."""
-    from settlement.telemetry import LAG_RECORDS, LAG_SECONDS
-
-    if reader is None:
-        return {}
-    values: dict[str, dict[int, float]] = {LAG_RECORDS: {}, LAG_SECONDS: {}}
-    data = reader.get_metrics_data()
-    for resource in data.resource_metrics if data else ():
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name in values:
-                    for point in metric.data.data_points:
-                        values[metric.name][int(point.attributes["partition"])] = point.value
-    return {p: (int(n), values[LAG_SECONDS].get(p, 0.0)) for p, n in values[LAG_RECORDS].items()}
 
 
 def thread_main(

@@ -1,7 +1,7 @@
 """The alert rules against the metric stream our code exports, in real local runs: the local host's instances (the
 function, and on Flex two timer instances running the repair in turn, as the platform runs a timer on whichever
 instance it has) export their metrics as `customMetrics` rows the way the Azure Monitor exporter does
-(localrun/platform/appinsights.py), and tests/alert_conditions.py evaluates each rule's condition over them in the
+(localrun/experiments/appinsights.py), and tests/alert_conditions.py evaluates each rule's condition over them in the
 KQL's words (KQL itself does not run here). Minutes are compressed through settings, never waited for: a minute of
 the rules lasts MINUTE_S, the export interval is one such minute, the repair runs every second.
 
@@ -84,7 +84,7 @@ def kill_then_stop_the_timers(run: Run) -> None:
     any more (the platform wakes nothing) while both timer instances live on, for a few export intervals."""
     kill_after_last_batch(run)
     deadline = time.monotonic() + 60
-    while run.host.lag(settled=True) != 0 and time.monotonic() < deadline:
+    while run.drain.ledger_lag() != 0 and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(3 * MINUTE_S)
     run.host.schedules = []

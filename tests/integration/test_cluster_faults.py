@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from devstack import cluster
 from devstack.cluster import ClusterState
 from localrun.experiments import cluster_faults
-from localrun.platform.kafka import create_topics
+from localrun.experiments.kafka import create_topics
 from settlement.runtime.config import EXACTLY_ONCE
 from tests.kafka_helpers import unique_name
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from localrun.platform.kafka import header, read_to_end
+from localrun.experiments.kafka import header, read_to_end
 from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.integration.workers import Worker, exactly, ledger, trades

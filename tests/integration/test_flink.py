@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 
 from devstack import flink
 from localrun.experiments import streaming_run as sr
-from localrun.platform.kafka import create_topics, read_to_end
+from localrun.experiments.kafka import create_topics, read_to_end
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from streaming import ddl, statements
 

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, Producer
 from devstack import keyless
 from devstack import stack as devstack
 from localrun.experiments.generator import GeneratorConfig, trades, value_encoder
-from localrun.platform.kafka import read_to_end, settlement_of
+from localrun.experiments.kafka import read_to_end, settlement_of
 from settlement.core.errors import RetryBatch
 from settlement.delivery import producer
 from settlement.runtime import service

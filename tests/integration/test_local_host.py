@@ -11,6 +11,7 @@ from dataclasses import replace
 import azure.functions as func
 import pytest
 
+from localrun.experiments.probes import Measurements, Probes
 from localrun.platform.host import KafkaHostOptions, LocalHost, TriggerBinding, load_binding, local_settings, resolve
 from localrun.platform.indexing import RetryPolicy
 from scripts.capacity_model import Params, simulate
@@ -201,3 +202,35 @@ def test_batches_left_in_the_channel_at_stop_are_redelivered_not_committed(stack
     committed = c.committed([TopicPartition(topic, 0)], timeout=10)
     c.close()
     assert committed[0].offset == 10  # the running batch's offsets; the channel's batches go to the next owner
+
+
+def test_the_hooks_shape_the_invoked_function_and_every_report_reaches_the_observers(stack) -> None:
+    """The seam the experiments use (localrun/platform/hooks.py): an instance invokes the function its hooks hand
+    it (here the probes' `fail-first:1`), and each batch's report, with the fields the hooks added, reaches the
+    host's observers as well as its own counts."""
+    topic = unique_name("host-hooks")
+    create_topics(stack.bootstrap, [topic], partitions=1)
+    produce(stack.bootstrap, topic, ((f"k{i}", b"v") for i in range(30)))
+    binding, calls = _recording_binding(stack, topic, lag_threshold=10_000, delay_s=0.0)
+    measurements = Measurements()
+    host = LocalHost(
+        binding,
+        replace(KafkaHostOptions(), max_batch_size=10),
+        partitions=1,
+        hooks=Probes(function_fault="fail-first:1"),
+        observers=[measurements],
+    )
+    host.start(1)
+    try:
+        assert host.run_until(lambda: host.stats.records == 30, timeout_s=60, autoscale=False, tick_s=0.05)
+    finally:
+        host.stop()
+    # the first invocation failed before the function ran, its retry (the binding's @app.retry) succeeded
+    assert (host.stats.invocations, host.stats.failures) == (len(calls) + 1, 1)
+    assert sorted(o for _, batch in calls for _, o in batch) == list(range(30))
+    assert sorted(measurements.ranges) == [(0, lo, hi) for lo, hi in _ranges(calls)]
+    assert sum(measurements.latency.values()) == 30  # every record of the succeeded batches, once
+
+
+def _ranges(calls: list[tuple[str, list[tuple[int, int]]]]) -> list[tuple[int, int]]:
+    return sorted((batch[0][1], batch[-1][1]) for _, batch in calls)

@@ -20,10 +20,10 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import TopicPartition
 
+from localrun.experiments.kafka import fresh_consumer
 from localrun.platform import worker_env
 from localrun.platform.indexing import index_app
 from localrun.platform.invocation import HostRecord
-from localrun.platform.kafka import fresh_consumer
 from settlement.runtime.config import SETTINGS
 from settlement.runtime.limits import RETRY_MAXIMUM_S, RETRY_MINIMUM_S
 from settlement.schemas.user_trade_pb2 import UserTrade

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from localrun.platform.kafka import header, read_to_end, settlement_of
+from localrun.experiments.kafka import header, read_to_end, settlement_of
 from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.integration.pipeline import Pipeline

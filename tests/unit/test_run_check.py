@@ -8,18 +8,19 @@ import math
 import pytest
 from confluent_kafka import Message
 
-from localrun.experiments.main import _check
-from localrun.platform.accounting import (
+from localrun.experiments.accounting import (
     LATENCY_BUCKET_MS,
     Coverage,
-    batch_ranges,
     bucket_percentile,
     coverage,
     delivered_twice,
     latency_buckets,
     unexplained,
 )
+from localrun.experiments.main import _check
+from localrun.experiments.probes import Measurements
 from localrun.platform.host import HostStats
+from localrun.platform.instance import batch_ranges
 from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 
@@ -99,14 +100,19 @@ def test_check_accepts_only_duplicates_the_host_delivered_twice(
         assert "deduplicate on source_topic" in out
 
 
-def test_host_stats_keep_every_batch_range() -> None:
-    stats = HostStats()
-    base = {"invocations": 1, "succeeded": True, "skipped": False, "aborted": False, "channel_wait_s": 0.0}
-    common = {**base, "busy_s": 0.1, "pid": 1, "coords": [], "instance": "a"}
-    stats.add({**common, "records": 64, "stored": True, "ranges": [(0, 0, 63)]})
-    stats.add({**common, "records": 64, "stored": False, "ranges": [(0, 64, 100), (1, 0, 26)]})
-    assert stats.ranges == [(0, 0, 63), (0, 64, 100), (1, 0, 26)]
-    assert stats.store_failures == 1
+def test_the_host_counts_batches_and_the_measurements_keep_every_batch_range() -> None:
+    stats, measurements = HostStats(), Measurements()
+    base = {"kind": "batch", "invocations": 1, "succeeded": True, "skipped": False, "aborted": False}
+    common = {**base, "channel_wait_s": 0.0, "busy_s": 0.1, "pid": 1, "instance": "a"}
+    for report in (
+        {**common, "records": 64, "stored": True, "ranges": [(0, 0, 63)], "latency": {0: 60, 3: 4}},
+        {**common, "records": 64, "stored": False, "ranges": [(0, 64, 100), (1, 0, 26)], "latency": {3: 64}},
+    ):
+        stats.add(report)
+        measurements(report)
+    assert (stats.batches, stats.records, stats.store_failures) == (2, 128, 1)
+    assert measurements.ranges == [(0, 0, 63), (0, 64, 100), (1, 0, 26)]
+    assert measurements.latency == {0: 60, 3: 68}
 
 
 def test_latency_buckets_and_their_percentiles() -> None:

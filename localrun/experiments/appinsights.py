@@ -2,7 +2,8 @@
 
 On Azure the Azure Monitor distro exports the app's metrics every `OTEL_METRIC_EXPORT_INTERVAL` (60 s) through a
 periodic reader; each point becomes one `customMetrics` row. Locally an instance process can run the same periodic
-reader with an exporter that hands the rows to the host instead of sending them: the temporality per instrument
+reader with an exporter that hands the rows to the host instead of sending them (the experiments' probes install
+it, localrun/experiments/probes.py, through the platform's seam): the temporality per instrument
 kind is the Azure Monitor exporter's own (`APPLICATION_INSIGHTS_METRIC_TEMPORALITIES`), and each point is converted
 by the exporter's own conversion (`_convert_point_to_envelope`, read at azure-monitor-opentelemetry-exporter
 1.0.0b58, the version requirements.txt pins), so the rows are what the service would ingest, less the transport.

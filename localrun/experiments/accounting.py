@@ -2,7 +2,9 @@
 
 Counting outputs is not enough: a batch the host delivers twice (its partition moved while it ran) writes its
 settlements twice, and a count then balances a lost record against a duplicate. So every output is matched
-to its source record (partition, offset), and every duplicate to the host's own record of what it delivered.
+to its source record (partition, offset), and every duplicate to the host's own record of what it delivered (the
+offset ranges in each batch's report, gathered by localrun/experiments/probes.py). Also the latency histogram the
+probes fill per batch.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
-from localrun.platform.kafka import header
+from localrun.experiments.kafka import header
+from localrun.platform.instance import Range
 from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
-
-Range = tuple[int, int, int]  # (partition, first offset, last offset), both ends included
 
 
 @dataclass(frozen=True)
@@ -41,22 +42,6 @@ def coverage(inputs: int, settlements: Sequence[TradeSettlement], dead_letters: 
     return Coverage(
         len(settlements), len(dead_letters), frozenset(duplicated), len(covered) - len(seen), inputs - len(seen)
     )
-
-
-def batch_ranges(coordinates: Iterable[tuple[int, int]]) -> list[Range]:
-    """A batch's records as offset ranges per partition, a new range each time a partition's offsets go back:
-    a rebalance while the subscriber fills a batch can hand the same partition back from its last commit, so
-    one batch may hold the same records twice, and a single min..max range would hide that."""
-    ranges: list[list[int]] = []
-    current: dict[int, list[int]] = {}
-    for partition, offset in coordinates:
-        span = current.get(partition)
-        if span is not None and offset > span[2]:
-            span[2] = offset
-            continue
-        span = current[partition] = [partition, offset, offset]
-        ranges.append(span)
-    return sorted((p, lo, hi) for p, lo, hi in ranges)
 
 
 def delivered_twice(ranges: Iterable[Range]) -> list[Range]:

@@ -1,4 +1,5 @@
-"""Kafka chores the local tooling shares: create topics, read a topic whole, count its records."""
+"""Kafka chores the local tooling shares (the experiments, the tests, the benchmarks): create topics, read a topic
+whole, count its records. Not a model of the platform: Azure creates no topic and reads no output back."""
 
 from __future__ import annotations
 
