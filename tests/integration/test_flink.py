@@ -21,7 +21,8 @@ from localrun.experiments.kafka import create_topics, read_to_end
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from streaming import ddl, statements
 
-pytestmark = pytest.mark.integration
+# One engine (about 2 GB, a JVM) for the module: its tests run in one process, one after another.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("flink")]
 
 BASE = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC: old timestamps, hence retention.ms -1 on every topic
 
