@@ -39,7 +39,8 @@ TRACEPARENT = "traceparent"
 BATCH_TRACEPARENT = "settlement.batch.traceparent"
 # Settlement lag, per source partition (attributes `topic`, `partition`): between the trigger group's committed
 # offset and the ledger's settled position (`<group>.settled`), in records and in seconds the settled position has
-# stood behind the trigger's offset. Recorded by every repair run (settlement/delivery/repair.py); 0 when nothing waits.
+# stood behind the trigger's offset. Recorded by every repair run (settlement/delivery/exactly_once/repair.py); 0 when
+# nothing waits.
 LAG_RECORDS = "settlement.lag.records"
 LAG_SECONDS = "settlement.lag.seconds"
 # ... and the trigger's own lag as the repair reads it (the partition's end minus the trigger group's offset):

@@ -15,9 +15,8 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from google.protobuf import descriptor_pool, message_factory
 
-from settlement.schemas.user_trade_pb2 import UserTrade
-from settlement.serde import proto_text
-from settlement.serde.framing import framing
+from settlement.schemas import UserTrade
+from settlement.serde import compile_text, framing
 
 FULL_NAME = "tradesettlement.v1.UserTrade"
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -70,7 +69,7 @@ def encode(schema_id: int, trade: UserTrade) -> bytes:
 def writer_class(text: str) -> Any:
     """The message class a producer holding `text` writes with (its first message), to encode values in a
     schema other than ours: columns reordered, inserted or retyped, as an edited SELECT list makes them."""
-    fdp = proto_text.compile_text(text)
+    fdp = compile_text(text)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
     name = f"{fdp.package}.{fdp.message_type[0].name}" if fdp.package else fdp.message_type[0].name

@@ -32,8 +32,7 @@ from localrun.platform.kafka import (
     settlement_of,
     topic_partitions,
 )
-from settlement.runtime.config import EXACTLY_ONCE, load_trigger_settings
-from settlement.runtime.limits import transaction_timeout_ms
+from settlement.runtime import EXACTLY_ONCE, load_trigger_settings, transaction_timeout_ms
 
 log = logging.getLogger("localrun.faults")
 

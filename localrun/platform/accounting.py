@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from confluent_kafka import Message
 
 from localrun.platform.kafka import header
-from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
-from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+from settlement.core import SOURCE_OFFSET, SOURCE_PARTITION
+from settlement.schemas import TradeSettlement
 
 Range = tuple[int, int, int]  # (partition, first offset, last offset), both ends included
 

@@ -44,7 +44,7 @@ from localrun.platform.extension import KafkaHostOptions
 from localrun.platform.instance import InstanceSpec, process_main, thread_main, timer_process_main
 from localrun.platform.scaler import ScaleController, partition_lag
 from localrun.platform.timers import Schedule, TimerBinding, load_timers
-from settlement.core.naming import settled_group
+from settlement.core import settled_group
 
 __all__ = [
     "HostStats",

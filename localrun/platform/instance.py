@@ -455,26 +455,30 @@ def serve_timers(
                 "elapsed_s": time.monotonic() - started,
                 "error": error,
                 "lag": _lag_gauges(reader),
-                "repaired": _repaired(),
-                "run": _repair_run(),
+                "repaired": _repaired(spec),
+                "run": _repair_run(spec),
                 "started_at": started_at,
                 "ended_at": time.time(),
             }
         )
 
 
-def _repaired() -> int:
-    from settlement.runtime import service
+def _current_repair(spec: InstanceSpec) -> Any:
+    """The repair this process's timer runs built, if any, read from the app module's composition root (`root`,
+    settlement/runtime/root.py): nothing is built here."""
+    assert spec.app is not None
+    services = importlib.import_module(spec.app.partition(":")[0]).root.current()
+    return None if services is None else services.current_repair()
 
-    repair = service.current_repair()
+
+def _repaired(spec: InstanceSpec) -> int:
+    repair = _current_repair(spec)
     return 0 if repair is None or repair.last is None else repair.last.settled
 
 
-def _repair_run() -> dict[int, tuple[int, float, int, int]]:
+def _repair_run(spec: InstanceSpec) -> dict[int, tuple[int, float, int, int]]:
     """What this process's latest repair run measured per partition, (records, seconds, waiting), and settled."""
-    from settlement.runtime import service
-
-    repair = service.current_repair()
+    repair = _current_repair(spec)
     if repair is None or repair.last is None:
         return {}
     return {p.partition: (p.offsets.lag, p.lag_s, p.offsets.waiting, p.settled) for p in repair.last.partitions}
