@@ -863,7 +863,7 @@ def bench_decode(records: int, repeats: int = 5) -> None:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from localrun.experiments import ksql_schema
-    from settlement.serde import TradeDecoder, framing
+    from settlement.serde import TradeDecoder, frame_header
 
     client = SchemaRegistryClient.new_client({"url": f"mock://bench-{uuid.uuid4().hex}"})
     ours = ksql_schema.COLUMNS
@@ -876,7 +876,7 @@ def bench_decode(records: int, repeats: int = 5) -> None:
         text = ksql_schema.schema_text(columns=cols)
         schema_id = ksql_schema.register(client, f"{label}-value", text)
         cls = ksql_schema.writer_class(text)
-        value = framing(schema_id) + cls(**{n: values.get(n, "NYSE") for n, _ in cols}).SerializeToString()
+        value = frame_header(schema_id) + cls(**{n: values.get(n, "NYSE") for n, _ in cols}).SerializeToString()
         batch = [value] * records
         decode = decoder.for_batch()
         decode(value)  # resolve the schema outside the timing

@@ -16,7 +16,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from google.protobuf import descriptor_pool, message_factory
 
 from settlement.schemas import UserTrade
-from settlement.serde import compile_text, framing
+from settlement.serde import compile_text, frame_header
 
 FULL_NAME = "tradesettlement.v1.UserTrade"
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -63,7 +63,7 @@ def register(client: SchemaRegistryClient, subject: str, text: str | None = None
 
 def encode(schema_id: int, trade: UserTrade) -> bytes:
     """A value as ksqlDB's serializer writes it: the Confluent framing with message index [0], then the trade."""
-    return framing(schema_id) + trade.SerializeToString()
+    return frame_header(schema_id) + trade.SerializeToString()
 
 
 def writer_class(text: str) -> Any:

@@ -14,6 +14,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -23,11 +24,11 @@ from settlement.core.errors import DeliveryError
 from settlement.core.plan import Plain
 
 # Settings that make "acknowledged" mean durable and make retries safe; user JSON config may not weaken them.
-DURABILITY = {"acks": "all", "enable.idempotence": True}
+DURABILITY: Mapping[str, Any] = MappingProxyType({"acks": "all", "enable.idempotence": True})
 # linger.ms 5 (librdkafka's default) lets concurrent invocations' records share requests; a batch never pays
 # it, because `DeliveryTracker.wait` flushes, which sends at once. (linger.ms 0 was slower and erratic: 500
 # records left in many small requests, median 2.5 ms and p90 9 ms to acknowledge, against 1.1 / 1.2 ms.)
-DEFAULTS = {"compression.type": "lz4", "linger.ms": 5}
+DEFAULTS: Mapping[str, Any] = MappingProxyType({"compression.type": "lz4", "linger.ms": 5})
 # How long one flush inside `wait` may block: while other invocations' records are in flight, flush cannot
 # return on our records alone, so this bounds how late a batch can notice its own acknowledgements.
 _FLUSH_SLICE_S = 0.005

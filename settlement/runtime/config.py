@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from settlement.core.errors import ConfigError
@@ -34,13 +35,13 @@ ENTRA = "entra"
 AUTH_MODES = (KEY, ENTRA)
 # The trigger's OIDC client credentials (the extension's OAuthBearer* attributes), for KAFKA_TRIGGER_AUTH_MODE
 # OAuthBearer; client id, secret and token endpoint are required together.
-TRIGGER_OAUTH = {
+TRIGGER_OAUTH: Mapping[str, str] = MappingProxyType({
     "KAFKA_TRIGGER_OAUTH_CLIENT_ID": "o_auth_bearer_client_id",
     "KAFKA_TRIGGER_OAUTH_CLIENT_SECRET": "o_auth_bearer_client_secret",
     "KAFKA_TRIGGER_OAUTH_TOKEN_ENDPOINT": "o_auth_bearer_token_endpoint_url",
     "KAFKA_TRIGGER_OAUTH_SCOPE": "o_auth_bearer_scope",
     "KAFKA_TRIGGER_OAUTH_EXTENSIONS": "o_auth_bearer_extensions",
-}
+})
 _TRIGGER_OAUTH_REQUIRED = (
     "KAFKA_TRIGGER_OAUTH_CLIENT_ID",
     "KAFKA_TRIGGER_OAUTH_CLIENT_SECRET",
@@ -77,8 +78,8 @@ class Setting:
         return self.default is REQUIRED
 
 
-def _declare(*settings: Setting) -> dict[str, Setting]:
-    return {s.name: s for s in settings}
+def _declare(*settings: Setting) -> Mapping[str, Setting]:
+    return MappingProxyType({s.name: s for s in settings})
 
 
 MiB = 1024 * 1024

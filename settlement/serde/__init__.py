@@ -8,7 +8,7 @@ inside it (an import-linter contract holds it to that).
 from settlement.serde.columns import layout_conflicts, reader_for
 from settlement.serde.decoder import TradeDecoder
 from settlement.serde.encoder import SettlementEncoder
-from settlement.serde.framing import framing, split
+from settlement.serde.framing import frame_header, split
 from settlement.serde.json_value import sink_decoder, trade_from_json
 from settlement.serde.proto_text import ProtoTextError, compile_text, looks_like_text, render_file
 from settlement.serde.registry import registry_call
@@ -18,7 +18,7 @@ __all__ = [
     "SettlementEncoder",
     "TradeDecoder",
     "compile_text",
-    "framing",
+    "frame_header",
     "layout_conflicts",
     "looks_like_text",
     "reader_for",

@@ -9,7 +9,7 @@ import pytest
 import function_app
 from settlement.core.errors import ConfigError
 from settlement.schemas.user_trade_pb2 import UserTrade
-from settlement.serde.framing import framing
+from settlement.serde.framing import frame_header
 from tests.integration.pipeline import Pipeline, as_events
 from tests.kafka_helpers import drain, produce
 
@@ -26,7 +26,7 @@ def test_warm_start_resolves_the_source_schema_before_the_first_batch(pipeline: 
     function_app.root.warm_start(pipeline.source).join(timeout=30)
 
     proc = function_app.root.services().processor
-    assert value[:6] == framing(int.from_bytes(value[1:5], "big"))
+    assert value[:6] == frame_header(int.from_bytes(value[1:5], "big"))
     assert value[:6] in proc.decoder._by_framing  # checked against UserTrade before any record came
     # The first batch then settles without resolving anything: the registry may be gone by now.
     proc.decoder._client = None  # type: ignore[assignment]
