@@ -106,16 +106,15 @@ class SharedProducer:
     undelivered records are the failed batch's, retried). The composition root holds one per process."""
 
     def __init__(self, conf: Mapping[str, Any]) -> None:
+        # The callbacks handed to librdkafka hold the flag, never this object: a producer whose callback held its
+        # owner would form a cycle, and a librdkafka client would then be destroyed by the garbage collector.
+        fatal = threading.Event()
+        self._fatal = fatal
+        self._note_fatal: Callable[[object], None] = functools.partial(_set_if_fatal, fatal)
         configured: Callable[[KafkaError], None] = conf.get("error_cb") or on_error
-
-        def error_cb(err: KafkaError) -> None:
-            self.note_fatal(err)
-            configured(err)
-
-        self._conf = {**conf, "error_cb": error_cb}
+        self._conf = {**conf, "error_cb": functools.partial(_on_shared_error, fatal, configured)}
         self._lock = threading.Lock()
         self._producer: Producer | None = None
-        self._fatal = threading.Event()
 
     def get(self) -> Producer:
         """The producer, built now if there is none (or the last one failed fatally)."""
@@ -136,12 +135,11 @@ class SharedProducer:
 
     def note_fatal(self, err: object) -> None:
         """Have the next batch get a new producer if `err` made this one unusable."""
-        if is_fatal(err):
-            self._fatal.set()
+        self._note_fatal(err)
 
     def tracker(self) -> DeliveryTracker:
         """One batch's tracker on the producer (looked up per batch: after a fatal error, a new one)."""
-        return DeliveryTracker(self.get(), on_fatal=self.note_fatal)
+        return DeliveryTracker(self.get(), on_fatal=self._note_fatal)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush and drop the producer (the root's close: tests and the local host between runs)."""
@@ -149,6 +147,18 @@ class SharedProducer:
             if self._producer is not None:
                 self._producer.flush(timeout_s)
             self._producer = None
+
+
+def _set_if_fatal(flag: threading.Event, err: object) -> None:
+    if is_fatal(err):
+        flag.set()
+
+
+def _on_shared_error(flag: threading.Event, configured: Callable[[KafkaError], None], err: KafkaError) -> None:
+    """The shared producer's librdkafka error callback: a fatal error noted for the next batch, then the configured
+    callback (`on_error`, or the managed identity's, which notes a refused token first)."""
+    _set_if_fatal(flag, err)
+    configured(err)
 
 
 class DeliveryTracker:
