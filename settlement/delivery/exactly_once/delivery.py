@@ -69,8 +69,8 @@ class ExactlyOnce:
         *,
         delivery_timeout_s: float,
     ) -> ExactlyOnce:
-        """A new ledger (its source reader connects now: a bad client setting raises `KafkaException` here) and the
-        delivery over it. Call `start` once the batch path above exists."""
+        """A new ledger (its source reader's consumer is built now: a bad client setting raises `KafkaException`
+        here) and the delivery over it. Call `start` once the batch path above exists."""
         return cls(Ledger(config, producer_conf, consumer_conf), topics, delivery_timeout_s=delivery_timeout_s)
 
     def start(self, settle_batch: SettleBatch) -> None:
