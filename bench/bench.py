@@ -61,24 +61,24 @@ from localrun.platform.indexing import kafka_annotation  # noqa: E402
 from localrun.platform.instance import coordinates, next_offsets  # noqa: E402
 from localrun.platform.invocation import HostRecord, convert, trigger_input  # noqa: E402
 from localrun.platform.timers import load_timers  # noqa: E402
-from settlement.core.liveness import stall_after_s  # noqa: E402
-from settlement.core.records import InputRecord  # noqa: E402
-from settlement.delivery import producer as static_producer  # noqa: E402
-from settlement.delivery.repair import Repair  # noqa: E402
-from settlement.runtime import service  # noqa: E402
-from settlement.runtime.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES, load_settings  # noqa: E402
-from settlement.runtime.triggers import from_kafka_event  # noqa: E402
+from settlement.core import InputRecord, stall_after_s  # noqa: E402
+from settlement.runtime import (  # noqa: E402
+    AT_LEAST_ONCE,
+    EXACTLY_ONCE,
+    GUARANTEES,
+    Services,
+    from_kafka_event,
+    load_settings,
+)
 
 
 def topics(bootstrap: str, *names: str, partitions: int = 1) -> None:
     create_topics(bootstrap, dict.fromkeys(names, partitions))
 
 
-def processor_for(bootstrap: str, registry: str, out: str, dlq: str, guarantee: str = AT_LEAST_ONCE) -> Any:
-    """A processor of its own. At-least-once unless asked: the figures of (a)-(h) were set against it, and
-    (i) compares the two."""
-    static_producer.reset_shared_producer()
-    service.reset()
+def services_for(bootstrap: str, registry: str, out: str, dlq: str, guarantee: str = AT_LEAST_ONCE) -> Services:
+    """Services of their own (a processor, its producer). At-least-once unless asked: the figures of (a)-(h) were set
+    against it, and (i) compares the two."""
     settings = load_settings(
         {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -89,7 +89,7 @@ def processor_for(bootstrap: str, registry: str, out: str, dlq: str, guarantee: 
             "SETTLEMENT_DELIVERY_GUARANTEE": guarantee,
         }
     )
-    return service.build_processor(settings)
+    return Services.build(settings)
 
 
 def passthrough_function(bootstrap: str, out: str) -> Callable[[list[Any]], None]:
@@ -196,7 +196,7 @@ def _throughput_run(
     topics(bootstrap, src, raw_out, out, dlq, fout)
     produce_trades(bootstrap, registry, src, n, GeneratorConfig(seed=3))
     base = drive(bootstrap, src, batch_size, n, passthrough_function(bootstrap, raw_out), sync_commit)
-    proc = processor_for(bootstrap, registry, out, dlq)
+    proc = services_for(bootstrap, registry, out, dlq).processor
 
     def settle_batch(msgs: list[Any]) -> None:
         proc.process([_record(m) for m in msgs])
@@ -232,8 +232,7 @@ def function_path(
             "SETTLEMENT_DELIVERY_GUARANTEE": AT_LEAST_ONCE,
         }
     )
-    static_producer.reset_shared_producer()
-    service.reset()
+    function_app.root.reset()
     annotation = _annotation()
 
     def host_side(msgs: list[Any]) -> Any:
@@ -305,10 +304,10 @@ def _latency(
     topics(bootstrap, src, dlq, partitions=3)
     # The broker stamps each output with its append time: a settlement's own timestamp is its trade's.
     create_topics(bootstrap, {out: 3}, {"message.timestamp.type": "LogAppendTime"})
-    function: Callable[[list[Any]], None]
+    function: Callable[[list[Any]], object]
     watcher = _ArrivalWatcher(bootstrap, out) if visible else None
     if label == "settle":
-        proc = processor_for(bootstrap, registry, out, dlq, guarantee)
+        proc = services_for(bootstrap, registry, out, dlq, guarantee).processor
         function = lambda events: proc.process([from_kafka_event(e) for e in events])  # noqa: E731
     else:
         raw = passthrough_function(bootstrap, out)
@@ -415,7 +414,7 @@ def bench_rss(bootstrap: str, registry: str, records: int) -> None:
     run = uuid.uuid4().hex[:8]
     out, dlq = f"rss-out-{run}", f"rss-dlq-{run}"
     topics(bootstrap, out, dlq)
-    proc = processor_for(bootstrap, registry, out, dlq)
+    proc = services_for(bootstrap, registry, out, dlq).processor
     encode = value_encoder(registry, f"rss-in-{run}")
     template = [(k.encode() if k else None, encode(t)) for k, t in trades(5000, GeneratorConfig(seed=9))]
     print(f"{'records':>12}{'RSS MB':>9}{'rec/s':>9}")
@@ -708,7 +707,8 @@ def _hundred_partitions(bootstrap: str, registry: str, partitions: int = 100) ->
     first = [_record(m) for m in msgs if (m.offset() or 0) == 0]
     second = [_record(m) for m in msgs if (m.offset() or 0) == 1]
     before_rss, before_threads = _rss_mb(), _threads()
-    proc = processor_for(bootstrap, registry, out, dlq, EXACTLY_ONCE)
+    services = services_for(bootstrap, registry, out, dlq, EXACTLY_ONCE)
+    proc = services.processor
     started = time.perf_counter()
     proc.process(first)
     cold = time.perf_counter() - started
@@ -720,8 +720,7 @@ def _hundred_partitions(bootstrap: str, registry: str, partitions: int = 100) ->
         f" a partition to take), warm batch {warm * 1000:.0f} ms; threads {before_threads} -> {_threads()}, "
         f"RSS {before_rss:.0f} -> {_rss_mb():.0f} MB"
     )
-    service.reset()
-    proc.close()
+    services.close()
 
 
 def bench_repair(bootstrap: str, registry: str, records: int, repeats: int = 5) -> None:
@@ -734,10 +733,9 @@ def bench_repair(bootstrap: str, registry: str, records: int, repeats: int = 5) 
         src, out, dlq = (f"rep-{x}-{run}" for x in ("in", "out", "dlq"))
         topics(bootstrap, src, out, partitions=partitions)
         topics(bootstrap, dlq)
-        proc = processor_for(bootstrap, registry, out, dlq, EXACTLY_ONCE)
-        ledger = proc.ledger
-        assert ledger is not None
-        repair = Repair(proc, ledger, src, f"bench-{run}", {"bootstrap.servers": bootstrap}, stall_after_s(0.3))
+        services = services_for(bootstrap, registry, out, dlq, EXACTLY_ONCE)
+        assert services.exactly_once is not None
+        repair = services.exactly_once.repair(src, f"bench-{run}", {"bootstrap.servers": bootstrap}, stall_after_s(0.3))
         costs, calls = [], 0
         for _ in range(repeats + 1):
             report = repair.run(30.0)
@@ -749,8 +747,7 @@ def bench_repair(bootstrap: str, registry: str, records: int, repeats: int = 5) 
             f"  one run on {partitions:>3} partitions: {statistics.median(costs):6.1f} ms "
             f"[{min(costs):.1f}-{max(costs):.1f}], {calls} admin requests"
         )
-        service.reset()
-        proc.close()
+        services.close()
     options = KafkaHostOptions.from_host_json()
     cases = {
         "without the repair": (2, options, EXACTLY_ONCE, None),
@@ -866,8 +863,7 @@ def bench_decode(records: int, repeats: int = 5) -> None:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from localrun.experiments import ksql_schema
-    from settlement.serde.decoder import TradeDecoder
-    from settlement.serde.framing import framing
+    from settlement.serde import TradeDecoder, frame_header
 
     client = SchemaRegistryClient.new_client({"url": f"mock://bench-{uuid.uuid4().hex}"})
     ours = ksql_schema.COLUMNS
@@ -880,7 +876,7 @@ def bench_decode(records: int, repeats: int = 5) -> None:
         text = ksql_schema.schema_text(columns=cols)
         schema_id = ksql_schema.register(client, f"{label}-value", text)
         cls = ksql_schema.writer_class(text)
-        value = framing(schema_id) + cls(**{n: values.get(n, "NYSE") for n, _ in cols}).SerializeToString()
+        value = frame_header(schema_id) + cls(**{n: values.get(n, "NYSE") for n, _ in cols}).SerializeToString()
         batch = [value] * records
         decode = decoder.for_batch()
         decode(value)  # resolve the schema outside the timing

@@ -28,7 +28,7 @@ from confluent_kafka import Producer  # noqa: E402
 from devstack import flink, stack  # noqa: E402
 from localrun.experiments import streaming_run as sr  # noqa: E402
 from localrun.experiments.kafka import create_topics  # noqa: E402
-from settlement.schemas.trade_settlement_pb2 import TradeSettlement  # noqa: E402
+from settlement.schemas import TradeSettlement  # noqa: E402
 from streaming import ddl, statements  # noqa: E402
 
 PARALLELISM = 2

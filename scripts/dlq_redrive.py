@@ -42,9 +42,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from devstack.cli_support import DEFAULT_TIMEOUT_S, ClientLog, HelpFormatter, kafka_error_text, unreachable
-from settlement.core import deadletter
-from settlement.core.poison import PoisonKind
-from settlement.runtime.config import kafka_client_conf
+from settlement.core import (
+    FAILED_AT,
+    HEADERS,
+    ORIGINAL_KEY_SHA256,
+    ORIGINAL_VALUE_SHA256,
+    REASON,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+    PoisonKind,
+)
+from settlement.runtime import kafka_client_conf
 
 # The reasons the function writes (settlement/core/poison.py): a --reason outside them would match nothing, silently.
 REASONS = tuple(kind.value for kind in PoisonKind)
@@ -54,7 +63,7 @@ REDRIVE_SOURCE_TOPIC = "dlq.redrive.source.topic"
 REDRIVE_SOURCE_PARTITION = "dlq.redrive.source.partition"
 REDRIVE_SOURCE_OFFSET = "dlq.redrive.source.offset"
 # A redriven record goes back with its own headers only, plus the redrive's: never the dead letter's.
-_DLQ_HEADERS = deadletter.HEADERS | {
+_DLQ_HEADERS = HEADERS | {
     REDRIVE_COUNT,
     REDRIVE_SOURCE_TOPIC,
     REDRIVE_SOURCE_PARTITION,
@@ -115,7 +124,7 @@ def _text(headers: Sequence[tuple[str, bytes]], name: str, default: str = "") ->
 
 
 def _failed_ms(headers: Sequence[tuple[str, bytes]], msg: Message) -> int:
-    stamp = _text(headers, deadletter.FAILED_AT)
+    stamp = _text(headers, FAILED_AT)
     try:
         return int(datetime.fromisoformat(stamp).timestamp() * 1000)
     except ValueError:
@@ -125,13 +134,13 @@ def _failed_ms(headers: Sequence[tuple[str, bytes]], msg: Message) -> int:
 def plan(msg: Message, filters: Filters, max_redrives: int, report: Report) -> list[tuple[str, bytes]] | None:
     """The headers of the record to send for one dead letter, or None when it is not to be sent."""
     headers = _headers(msg)
-    reason = _text(headers, deadletter.REASON, "unknown")
-    partition = int(_text(headers, deadletter.SOURCE_PARTITION, "-1") or -1)
-    offset = int(_text(headers, deadletter.SOURCE_OFFSET, "-1") or -1)
+    reason = _text(headers, REASON, "unknown")
+    partition = int(_text(headers, SOURCE_PARTITION, "-1") or -1)
+    offset = int(_text(headers, SOURCE_OFFSET, "-1") or -1)
     if not filters.matches(reason, partition, offset, _failed_ms(headers, msg)):
         report.filtered_out += 1
         return None
-    if any(k in (deadletter.ORIGINAL_VALUE_SHA256, deadletter.ORIGINAL_KEY_SHA256) for k, _ in headers):
+    if any(k in (ORIGINAL_VALUE_SHA256, ORIGINAL_KEY_SHA256) for k, _ in headers):
         report.refused_shrunk[reason] += 1
         return None
     count = int(_text(headers, REDRIVE_COUNT, "0") or 0)
@@ -139,7 +148,7 @@ def plan(msg: Message, filters: Filters, max_redrives: int, report: Report) -> l
         report.refused_loop[reason] += 1
         return None
     own = [(k, v) for k, v in headers if k not in _DLQ_HEADERS and not k.startswith("dlq.original.")]
-    first_topic = _text(headers, REDRIVE_SOURCE_TOPIC) or _text(headers, deadletter.SOURCE_TOPIC)
+    first_topic = _text(headers, REDRIVE_SOURCE_TOPIC) or _text(headers, SOURCE_TOPIC)
     first_partition = _text(headers, REDRIVE_SOURCE_PARTITION) or str(partition)
     first_offset = _text(headers, REDRIVE_SOURCE_OFFSET) or str(offset)
     report.sent[reason] += 1

@@ -34,8 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from devstack.cli_support import HelpFormatter, kafka_conf
-from settlement.schemas.trade_settlement_pb2 import TradeSettlement
-from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.schemas import TradeSettlement, UserTrade
 
 
 class SmokeError(RuntimeError):

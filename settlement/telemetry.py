@@ -39,7 +39,8 @@ TRACEPARENT = "traceparent"
 BATCH_TRACEPARENT = "settlement.batch.traceparent"
 # Settlement lag, per source partition (attributes `topic`, `partition`): between the trigger group's committed
 # offset and the ledger's settled position (`<group>.settled`), in records and in seconds the settled position has
-# stood behind the trigger's offset. Recorded by every repair run (settlement/delivery/repair.py); 0 when nothing waits.
+# stood behind the trigger's offset. Recorded by every repair run (settlement/delivery/exactly_once/repair.py); 0 when
+# nothing waits.
 LAG_RECORDS = "settlement.lag.records"
 LAG_SECONDS = "settlement.lag.seconds"
 # ... and the trigger's own lag as the repair reads it (the partition's end minus the trigger group's offset):
@@ -59,14 +60,55 @@ _MAX_LINKS = 128
 # batch run again (the host's `@app.retry` and `maxRetries` re-run it at once, in this process; the sink
 # connector re-posts it) counts as a retry. Bounded: a batch retried after this many other failures is not seen.
 _MAX_FAILED_REMEMBERED = 1024
-_lock = threading.Lock()
-_instruments: Any = None
-_failed: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
-_lag: dict[tuple[str, int], LagReading] = {}  # the latest reading per (topic, partition): see record_lag
-# Its own lock: the gauges' callbacks take it inside the SDK's collection, which must never wait on `_lock`, held
-# while the instruments are created.
-_lag_lock = threading.Lock()
-_now = time.monotonic  # the clock of lag readings (a test may replace it)
+
+__all__ = [
+    "BATCHES_FAILED",
+    "BATCHES_RETRIED",
+    "BATCH_DURATION",
+    "BATCH_SIZE",
+    "BATCH_TRACEPARENT",
+    "DEAD_LETTERS",
+    "LAG_RECORDS",
+    "LAG_SECONDS",
+    "LATENCY",
+    "REGISTRY_LOOKUPS",
+    "SETTLEMENTS",
+    "TRACEPARENT",
+    "TRIGGER_LAG",
+    "BatchSpan",
+    "LagReading",
+    "already_configured",
+    "batch_span",
+    "count_registry_lookup",
+    "export_interval_s",
+    "instruments",
+    "record_batch",
+    "record_lag",
+    "record_latency",
+]
+
+
+class _ProcessTelemetry:
+    """This process's telemetry state, the one piece of module-level state in `settlement/` besides protoc's guard
+    (tests/unit/test_module_state.py names both). It is per process because OpenTelemetry's is: the API's tracer and
+    meter providers are process-global and set once, instruments are deduplicated by name (a second registration of
+    `settlement.lag.records` returns the first, its callbacks included), so the instruments, and the lag readings
+    their gauge callbacks report, cannot belong to one composition root among several in a process. The failed
+    batches remembered for the retry count go with them: the host re-runs a failed batch in the process it failed
+    in, whichever root settles it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.instruments: Any = None  # built on first use; False without OpenTelemetry
+        self.failed: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
+        self.lag: dict[tuple[str, int], LagReading] = {}  # the latest reading per (topic, partition): see record_lag
+        # Its own lock: the gauges' callbacks take it inside the SDK's collection, which must never wait on `lock`,
+        # held while the instruments are created.
+        self.lag_lock = threading.Lock()
+        self.clock: Callable[[], float] = time.monotonic  # the clock of lag readings (a test may replace it)
+
+
+_PROCESS = _ProcessTelemetry()
 
 
 class _Instruments:
@@ -139,16 +181,16 @@ def _configure_azure_monitor() -> None:
 
 def instruments() -> Any:
     """The process's instruments, built (and Azure Monitor configured) on first use; None without OpenTelemetry."""
-    global _instruments
-    if _instruments is None:
-        with _lock:
-            if _instruments is None:
+    state = _PROCESS
+    if state.instruments is None:
+        with state.lock:
+            if state.instruments is None:
                 try:
                     _configure_azure_monitor()
-                    _instruments = _Instruments()
+                    state.instruments = _Instruments()
                 except ImportError:
-                    _instruments = False
-    return _instruments or None
+                    state.instruments = False
+    return state.instruments or None
 
 
 def _context_of(inst: Any, headers: Sequence[tuple[str, bytes]]) -> Any:
@@ -206,10 +248,11 @@ def _note_start(inst: Any, key: tuple[str, int, int, int] | None) -> None:
     """Count a retry when this batch failed in this process before."""
     if key is None:
         return
-    with _lock:
-        seen = key in _failed
+    failed = _PROCESS.failed
+    with _PROCESS.lock:
+        seen = key in failed
         if seen:
-            del _failed[key]
+            del failed[key]
     if seen:
         inst.batches_retried.add(1)
 
@@ -219,10 +262,11 @@ def _note_failure(inst: Any, key: tuple[str, int, int, int] | None, exc: BaseExc
     inst.batches_failed.add(1, {"error.type": type(exc).__name__})
     if key is None:
         return
-    with _lock:
-        _failed[key] = None
-        while len(_failed) > _MAX_FAILED_REMEMBERED:
-            _failed.popitem(last=False)
+    failed = _PROCESS.failed
+    with _PROCESS.lock:
+        failed[key] = None
+        while len(failed) > _MAX_FAILED_REMEMBERED:
+            failed.popitem(last=False)
 
 
 @contextmanager
@@ -336,19 +380,22 @@ def record_lag(topic: str, partition: int, records: int, seconds: float, waiting
     waiting kept exporting them (the stalled alert could fire on a quiet day)."""
     if instruments() is None:
         return
-    reading = LagReading(records, seconds, waiting, _now())
-    with _lag_lock:
-        _lag[(topic, partition)] = reading
+    state = _PROCESS
+    reading = LagReading(records, seconds, waiting, state.clock())
+    with state.lag_lock:
+        state.lag[(topic, partition)] = reading
 
 
 def _fresh_lag() -> list[tuple[dict[str, Any], LagReading]]:
     """This process's latest reading of each partition, if a repair run made it within one export interval;
     older ones are forgotten."""
-    horizon = _now() - export_interval_s()
-    with _lag_lock:
-        for key in [k for k, r in _lag.items() if r.at < horizon]:
-            del _lag[key]
-        return [({"topic": topic, "partition": partition}, r) for (topic, partition), r in _lag.items()]
+    state = _PROCESS
+    horizon = state.clock() - export_interval_s()
+    with state.lag_lock:
+        lag = state.lag
+        for key in [k for k, r in lag.items() if r.at < horizon]:
+            del lag[key]
+        return [({"topic": topic, "partition": partition}, r) for (topic, partition), r in lag.items()]
 
 
 def _observer(field: str) -> Callable[[Any], Iterable[Any]]:

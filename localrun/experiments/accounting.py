@@ -16,8 +16,8 @@ from confluent_kafka import Message
 
 from localrun.experiments.kafka import header
 from localrun.platform.instance import Range
-from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
-from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+from settlement.core import SOURCE_OFFSET, SOURCE_PARTITION
+from settlement.schemas import TradeSettlement
 
 
 @dataclass(frozen=True)

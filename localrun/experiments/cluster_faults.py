@@ -28,8 +28,8 @@ from devstack import cluster
 from devstack.cluster import ClusterState
 from devstack.errors import StackError
 from localrun.experiments.scenario import LIVENESS, Fault, Outcome, Run, liveness_line, liveness_met, run_scenario
-from settlement.core.naming import transactional_id
-from settlement.runtime.config import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES
+from settlement.core import transactional_id
+from settlement.runtime import AT_LEAST_ONCE, EXACTLY_ONCE, GUARANTEES
 
 BATCH = 50  # the rows' maxBatchSize: "a batch more written" is the recovery mark
 RECORDS = 900

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from localrun.platform.host import LocalHost
 from localrun.platform.lag import GroupLag
-from settlement.core.naming import settled_group
+from settlement.core import settled_group
 
 
 class Drain:

@@ -26,7 +26,7 @@ from localrun.experiments.scenario import (
     run_scenario,
     wait_for_progress,
 )
-from settlement.runtime.config import AT_LEAST_ONCE, GUARANTEES
+from settlement.runtime import AT_LEAST_ONCE, GUARANTEES
 
 
 def broker_restart(run: Run) -> None:

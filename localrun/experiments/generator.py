@@ -20,7 +20,7 @@ from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from localrun.experiments import ksql_schema
-from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.schemas import UserTrade
 
 SYMBOLS = ("ZVV", "ZBZX", "ZJZZT", "ZTEST", "ZXZZT", "ZWZZT", "ZVZZT")
 SIDES = ("BUY", "SELL")

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from settlement.schemas.trade_settlement_pb2 import TradeSettlement
+from settlement.schemas import TradeSettlement
 
 
 def create_topics(

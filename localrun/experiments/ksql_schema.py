@@ -15,9 +15,8 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from google.protobuf import descriptor_pool, message_factory
 
-from settlement.schemas.user_trade_pb2 import UserTrade
-from settlement.serde import proto_text
-from settlement.serde.framing import framing
+from settlement.schemas import UserTrade
+from settlement.serde import compile_text, frame_header
 
 FULL_NAME = "tradesettlement.v1.UserTrade"
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -64,13 +63,13 @@ def register(client: SchemaRegistryClient, subject: str, text: str | None = None
 
 def encode(schema_id: int, trade: UserTrade) -> bytes:
     """A value as ksqlDB's serializer writes it: the Confluent framing with message index [0], then the trade."""
-    return framing(schema_id) + trade.SerializeToString()
+    return frame_header(schema_id) + trade.SerializeToString()
 
 
 def writer_class(text: str) -> Any:
     """The message class a producer holding `text` writes with (its first message), to encode values in a
     schema other than ours: columns reordered, inserted or retyped, as an edited SELECT list makes them."""
-    fdp = proto_text.compile_text(text)
+    fdp = compile_text(text)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
     name = f"{fdp.package}.{fdp.message_type[0].name}" if fdp.package else fdp.message_type[0].name

@@ -46,8 +46,8 @@ from localrun.experiments.stream_job import StreamRun
 from localrun.platform.host import KafkaHostOptions, LocalHost, load_binding, run_settings
 from localrun.platform.instance import Range
 from localrun.platform.scaler import MODES, PLANS
-from settlement.core.deadletter import REASON
-from settlement.runtime.config import EXACTLY_ONCE, GUARANTEES
+from settlement.core import REASON
+from settlement.runtime import EXACTLY_ONCE, GUARANTEES
 
 RUNS_DIR = Path(__file__).resolve().parents[2] / ".runs"
 POISON = (b"", b"not protobuf at all", b"\x00\x00\x00", b"\x00\x7f\xff\xff\xff\x00\x08\x01")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class Probes(InstanceHooks):
     # Export the process's metrics every this many ms to the host as `customMetrics` rows, as the Azure Monitor
     # distro exports them every OTEL_METRIC_EXPORT_INTERVAL (which the app settings then set to the same).
     export_interval_ms: int | None = None
+    app_module: str = "function_app"  # the module the instances index (its `root` holds the repair)
     _reader: Any = field(default=None, init=False, repr=False, compare=False)
 
     def function(self, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,25 +65,26 @@ class Probes(InstanceHooks):
         return {"latency": latency}
 
     def after_timer(self, function: str) -> dict[str, Any]:
-        return {"lag": lag_gauges(self._reader), "repaired": _repaired(), "run": _repair_run()}
+        run = _last_repair_run(self.app_module)
+        return {
+            "lag": lag_gauges(self._reader),
+            "repaired": 0 if run is None else run.settled,
+            "run": {} if run is None else _per_partition(run),
+        }
 
 
-def _repaired() -> int:
-    """Records this process's latest repair run settled."""
-    from settlement.runtime import service
+def _last_repair_run(app_module: str) -> Any:
+    """This process's latest repair run, from the app's composition root (`root`, settlement/runtime/root.py), if
+    the timer built a repair; nothing is built here."""
+    app = sys.modules.get(app_module)
+    services = None if app is None else app.root.current()
+    repair = None if services is None else services.current_repair()
+    return None if repair is None else repair.last
 
-    repair = service.current_repair()
-    return 0 if repair is None or repair.last is None else repair.last.settled
 
-
-def _repair_run() -> dict[int, tuple[int, float, int, int]]:
-    """What this process's latest repair run measured per partition, (records, seconds, waiting), and settled."""
-    from settlement.runtime import service
-
-    repair = service.current_repair()
-    if repair is None or repair.last is None:
-        return {}
-    return {p.partition: (p.offsets.lag, p.lag_s, p.offsets.waiting, p.settled) for p in repair.last.partitions}
+def _per_partition(run: Any) -> dict[int, tuple[int, float, int, int]]:
+    """What a repair run measured per partition, (records, seconds, waiting), and settled."""
+    return {p.partition: (p.offsets.lag, p.lag_s, p.offsets.waiting, p.settled) for p in run.partitions}
 
 
 def lag_gauges(reader: Any) -> LagGauges:

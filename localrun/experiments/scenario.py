@@ -35,8 +35,7 @@ from localrun.experiments.kafka import (
 )
 from localrun.experiments.probes import Measurements, Probes
 from localrun.platform.host import KafkaHostOptions, LocalHost, load_binding, run_settings
-from settlement.runtime.config import EXACTLY_ONCE, load_trigger_settings
-from settlement.runtime.limits import transaction_timeout_ms
+from settlement.runtime import EXACTLY_ONCE, load_trigger_settings, transaction_timeout_ms
 
 log = logging.getLogger("localrun.faults")
 

@@ -26,8 +26,7 @@ from devstack.flink import Engine
 from localrun.experiments import ksql_schema
 from localrun.experiments.generator import SIDES, SYMBOLS
 from localrun.experiments.kafka import create_topics, read_to_end
-from settlement.schemas.trade_settlement_pb2 import TradeSettlement
-from settlement.schemas.user_trade_pb2 import UserTrade
+from settlement.schemas import TradeSettlement, UserTrade
 from streaming import ddl, statements
 
 MINUTE_MS, HOUR_MS = 60_000, 3_600_000

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from localrun.platform.indexing import RetryPolicy
-from settlement.runtime.limits import (  # one model of host.json, shared with the function's own checks
+from settlement.runtime import (  # one model of host.json, shared with the function's own checks
     DEFAULT_COMMIT_ON_FAILURE,
     DEFAULT_MAX_POLL_INTERVAL_MS,
     DEFAULT_MAX_RETRIES,

@@ -27,7 +27,7 @@ from azure.functions.timer import TimerRequestConverter
 
 from localrun.platform.binding import disabled_setting, is_disabled, resolve
 from localrun.platform.indexing import index_app
-from settlement.core.schedule import next_after
+from settlement.core import next_after
 
 
 @dataclass(frozen=True)

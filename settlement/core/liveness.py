@@ -88,7 +88,7 @@ def sight(previous: Sighting | None, offsets: Offsets, now: float) -> Sighting:
     return Sighting(offsets, previous.since if previous.same(offsets) else now, settled_since)
 
 
-def decide(sighting: Sighting, now: float, stall_s: float, rebalancing: bool = False) -> Action:
+def action_for(sighting: Sighting, now: float, stall_s: float, rebalancing: bool = False) -> Action:
     """The repair's action for one partition, from what was seen of it (and whether the trigger group is in a
     rebalance)."""
     offsets = sighting.offsets

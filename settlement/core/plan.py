@@ -102,10 +102,24 @@ PlanRecords = Callable[[Sequence[InputRecord], Collection[str]], Plan]
 
 
 class Delivery(Protocol):
-    """The one seam between a batch and Kafka: at-least-once (delivery/at_least_once.py) or exactly-once
-    (delivery/exactly_once.py). Each plans through `plan_records` when it is ready to write, and returns every
-    record's outcome once its output is acknowledged (or, exactly-once, in the partition's open transaction)."""
+    """The one seam between a batch and Kafka: at-least-once (settlement/delivery/at_least_once.py) or exactly-once
+    (settlement/delivery/exactly_once/). Each plans through `plan_records` when it is ready to write, and returns
+    every record's outcome once its output is acknowledged (or, exactly-once, in the partition's open transaction).
+    The processor (settlement/delivery/batch.py) knows a delivery through this seam only."""
 
     def settle(
         self, records: Sequence[InputRecord], plan_records: PlanRecords, deadline: Deadline, attempts: int = ...
     ) -> list[Outcome]: ...
+
+    def close(self) -> None:
+        """Release what the delivery holds (exactly-once: commit what is open, release the producers)."""
+        ...
+
+
+class SettleBatch(Protocol):
+    """The whole batch path (plan, deliver, telemetry) as the processor runs it: what a delivery's own background
+    work settles records through (exactly-once: a lost range settled again, the repair's take-over), handed to it
+    by the wiring so that no delivery imports the processor. `attempts` bounds how often a fenced partition is
+    taken again (the repair: once)."""
+
+    def __call__(self, records: Sequence[InputRecord], *, attempts: int | None = None) -> object: ...

@@ -1,5 +1,5 @@
 """At-least-once delivery: a batch's plan produced through the shared producer, then every acknowledgement awaited.
-A retried batch may write its records again; nothing is skipped. The exactly-once ledger (exactly_once.py) is the
+A retried batch may write its records again; nothing is skipped. The exactly-once ledger (exactly_once/) is the
 other delivery behind the same seam (`settlement.core.plan.Delivery`)."""
 
 from __future__ import annotations
@@ -16,14 +16,19 @@ from settlement.core.topics import Topics
 from settlement.delivery.planner import Planner
 from settlement.delivery.producer import DeliveryTracker, RecordTooLarge
 
-log = logging.getLogger("settlement.batch")
+log = logging.getLogger("settlement.at_least_once")
 
 
 class AtLeastOnce:
     def __init__(self, tracker_factory: Callable[[], DeliveryTracker], topics: Topics, planner: Planner) -> None:
+        """`tracker_factory` gives each batch its tracker on the shared producer (`SharedProducer.tracker`: looked up
+        per batch, so that after a fatal error the next batch gets a new producer)."""
         self._tracker_factory = tracker_factory
         self._topics = topics
         self._planner = planner
+
+    def close(self) -> None:
+        """Nothing of its own to release: the shared producer is the composition root's."""
 
     def settle(
         self, records: Sequence[InputRecord], plan_records: PlanRecords, deadline: Deadline, attempts: int = 1

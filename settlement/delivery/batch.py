@@ -1,5 +1,6 @@
 """One batch: plan every record (planner.py: decode → settle → encode), then deliver the plan through the delivery
-chosen at construction (at_least_once.py or exactly_once.py), then record telemetry.
+chosen at construction (at_least_once.py or exactly_once/, known here only through the `Delivery` seam of
+settlement/core/plan.py), then record telemetry.
 
 Decoding and encoding all records before producing any means a registry outage fails the batch with nothing
 written, so the retry does not duplicate half a batch. Poison records never fail the batch: each becomes one
@@ -17,8 +18,6 @@ from settlement import telemetry
 from settlement.core.deadline import Deadline
 from settlement.core.plan import BatchResult, Delivery
 from settlement.core.records import InputRecord
-from settlement.delivery.committer import Committer
-from settlement.delivery.ledger import Ledger
 from settlement.delivery.planner import Planner, ValueDecoder
 from settlement.serde import json_value
 from settlement.serde.decoder import TradeDecoder
@@ -27,59 +26,24 @@ log = logging.getLogger("settlement.batch")
 
 
 class SettlementProcessor:
-    """Settles batches; holds only process-wide, reusable parts (decoder caches, encoder, producer)."""
+    """Settles batches; holds only process-wide, reusable parts (decoder caches, encoder, the delivery)."""
 
-    def __init__(
-        self,
-        decoder: TradeDecoder,
-        planner: Planner,
-        delivery: Delivery,
-        delivery_timeout_s: float,
-        ledger: Ledger | None = None,
-    ) -> None:
-        """`delivery` is chosen once by the wiring (settlement/runtime/service.py): `AtLeastOnce`, or `ExactlyOnce`
-        over `ledger`, whose lost ranges this processor settles again."""
+    def __init__(self, decoder: TradeDecoder, planner: Planner, delivery: Delivery, delivery_timeout_s: float) -> None:
+        """`delivery` is chosen once by the composition root (settlement/runtime/root.py): `AtLeastOnce`, or
+        `ExactlyOnce`, which owns its ledger, committer and recovery (and settles a lost range through `process`,
+        handed to it by the root)."""
         self._decoder = decoder
         self._planner = planner
         self._delivery = delivery
         self._timeout_s = delivery_timeout_s
-        self._ledger = ledger
-        # The ledger's background commits and recoveries; it settles a lost range through this processor.
-        self._committer = None if ledger is None else Committer(ledger, self._recover)
-
-    @property
-    def ledger(self) -> Ledger | None:
-        """The exactly-once ledger (None under at-least-once): the repair takes partitions through it."""
-        return self._ledger
 
     @property
     def delivery_timeout_s(self) -> float:
         return self._timeout_s
 
     def close(self) -> None:
-        """Commit what the exactly-once ledger holds open and release its producers."""
-        if self._ledger is not None:
-            self._ledger.close()
-
-    def _recover(self, topic: str, partition: int, upto: int) -> None:
-        """Settle a source range again whose transaction this process lost, or a gap too long for one batch:
-        read from the settled position up to `upto` in steps, each run as a batch (records settled meanwhile
-        are skipped as in any batch)."""
-        assert self._ledger is not None
-        ledger = self._ledger
-        part = ledger.partitions.get(topic, partition)
-        while True:
-            deadline = Deadline.after(self._timeout_s)
-            with part.lock:
-                ledger.take(part, deadline)
-                start = part.position
-            if start is None or start >= upto:
-                return
-            records, _ = ledger.source.read_range(topic, partition, start, upto, deadline)
-            if not records:
-                return  # only markers or aborted records up to `upto`
-            log.warning("settling %s[%d] offsets %d..%d from the source", topic, partition, start, records[-1].offset)
-            self.process(records)
+        """Release what the delivery holds (exactly-once: commit what is open, release its producers)."""
+        self._delivery.close()
 
     def prefetch(self, subject: str) -> None:
         """Resolve the latest writer schema of `subject` ahead of its records (the warm start)."""

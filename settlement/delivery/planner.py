@@ -20,7 +20,7 @@ from settlement.core.topics import Topics
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.serde.encoder import SettlementEncoder
 
-log = logging.getLogger("settlement.batch")
+log = logging.getLogger("settlement.planner")
 
 ValueDecoder = Callable[[bytes | None], TradeValue]
 

@@ -1,9 +1,11 @@
 """The static producer: one confluent-kafka `Producer` per worker process, reused by every invocation.
 
 Building a producer costs a TCP + TLS + SASL handshake and metadata fetch; doing that per invocation would
-dominate a batch's latency and exhaust broker connections as the app scales out. So it is built lazily on
-first use and kept at module level. `DeliveryTracker` scopes acknowledgements to one batch: the function
-returns only once every record that batch produced is acknowledged, or raises so the batch is retried.
+dominate a batch's latency and exhaust broker connections as the app scales out. So `SharedProducer` builds it
+lazily on first use and keeps it; the process's composition root (settlement/runtime/root.py) holds the one
+`SharedProducer`, and with it lives the producer for as long as the process. `DeliveryTracker` scopes
+acknowledgements to one batch: the function returns only once every record that batch produced is acknowledged,
+or raises so the batch is retried.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -21,17 +24,14 @@ from settlement.core.errors import DeliveryError
 from settlement.core.plan import Plain
 
 # Settings that make "acknowledged" mean durable and make retries safe; user JSON config may not weaken them.
-DURABILITY = {"acks": "all", "enable.idempotence": True}
+DURABILITY: Mapping[str, Any] = MappingProxyType({"acks": "all", "enable.idempotence": True})
 # linger.ms 5 (librdkafka's default) lets concurrent invocations' records share requests; a batch never pays
 # it, because `DeliveryTracker.wait` flushes, which sends at once. (linger.ms 0 was slower and erratic: 500
 # records left in many small requests, median 2.5 ms and p90 9 ms to acknowledge, against 1.1 / 1.2 ms.)
-DEFAULTS = {"compression.type": "lz4", "linger.ms": 5}
+DEFAULTS: Mapping[str, Any] = MappingProxyType({"compression.type": "lz4", "linger.ms": 5})
 # How long one flush inside `wait` may block: while other invocations' records are in flight, flush cannot
 # return on our records alone, so this bounds how late a batch can notice its own acknowledgements.
 _FLUSH_SLICE_S = 0.005
-
-_lock = threading.Lock()
-_producer: Producer | None = None
 
 
 class RecordTooLarge(Exception):
@@ -41,14 +41,16 @@ class RecordTooLarge(Exception):
 
 # librdkafka's per-record refusals that no retry can fix.
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
-_fatal = threading.Event()
 
 
-def _note_fatal(err: object) -> None:
+def is_fatal(err: object) -> bool:
     """A fatal error (e.g. an idempotence sequence gap) makes the producer unusable for good: the next batch
     must get a new one."""
-    if isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL):
-        _fatal.set()
+    return isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL)
+
+
+def _ignore(_err: object) -> None:
+    """A tracker's default: nobody to tell of a fatal error (a transactional producer is dropped by the ledger)."""
 
 
 def kafka_error(exc: BaseException) -> KafkaError | None:
@@ -74,8 +76,7 @@ LIBRDKAFKA_LOG.addFilter(_FencingIsExpected())
 
 
 def on_error(err: KafkaError) -> None:
-    """librdkafka's error callback."""
-    _note_fatal(err)
+    """librdkafka's error callback: logged (`SharedProducer` also notes a fatal one for its next batch)."""
     LIBRDKAFKA_LOG.warning("producer error: %s", err)
 
 
@@ -100,34 +101,73 @@ def max_message_bytes(conf: Mapping[str, Any]) -> int:
     return int(conf.get("message.max.bytes", 1_000_000))
 
 
-def shared_producer(conf: dict[str, Any]) -> Producer:
-    """The process-wide producer, created on first call and reused; rebuilt once after a fatal error."""
-    global _producer
-    if _producer is None or _fatal.is_set():
-        with _lock:
-            if _fatal.is_set():
-                _fatal.clear()
-                _producer = None  # unusable; its undelivered records are the failed batch's, retried
-            if _producer is None:
-                _producer = Producer(conf)
-    return _producer
+class SharedProducer:
+    """The process's static producer, built on first use and reused; rebuilt once after a fatal error (its
+    undelivered records are the failed batch's, retried). The composition root holds one per process."""
+
+    def __init__(self, conf: Mapping[str, Any]) -> None:
+        # The callbacks handed to librdkafka hold the flag, never this object: a producer whose callback held its
+        # owner would form a cycle, and a librdkafka client would then be destroyed by the garbage collector.
+        fatal = threading.Event()
+        self._fatal = fatal
+        self._note_fatal: Callable[[object], None] = functools.partial(_set_if_fatal, fatal)
+        configured: Callable[[KafkaError], None] = conf.get("error_cb") or on_error
+        self._conf = {**conf, "error_cb": functools.partial(_on_shared_error, fatal, configured)}
+        self._lock = threading.Lock()
+        self._producer: Producer | None = None
+
+    def get(self) -> Producer:
+        """The producer, built now if there is none (or the last one failed fatally)."""
+        producer = self._producer
+        if producer is None or self._fatal.is_set():
+            with self._lock:
+                if self._fatal.is_set():
+                    self._fatal.clear()
+                    self._producer = None  # unusable; its undelivered records are the failed batch's, retried
+                if self._producer is None:
+                    self._producer = Producer(self._conf)
+                producer = self._producer
+        return producer
+
+    def current(self) -> Producer | None:
+        """The producer if one is built (nothing is built here)."""
+        return self._producer
+
+    def note_fatal(self, err: object) -> None:
+        """Have the next batch get a new producer if `err` made this one unusable."""
+        self._note_fatal(err)
+
+    def tracker(self) -> DeliveryTracker:
+        """One batch's tracker on the producer (looked up per batch: after a fatal error, a new one)."""
+        return DeliveryTracker(self.get(), on_fatal=self._note_fatal)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush and drop the producer (the root's close: tests and the local host between runs)."""
+        with self._lock:
+            if self._producer is not None:
+                self._producer.flush(timeout_s)
+            self._producer = None
 
 
-def reset_shared_producer(timeout_s: float = 10.0) -> None:
-    """Flush and drop the process-wide producer (tests and the local host use this between runs)."""
-    global _producer
-    with _lock:
-        if _producer is not None:
-            _producer.flush(timeout_s)
-        _producer = None
+def _set_if_fatal(flag: threading.Event, err: object) -> None:
+    if is_fatal(err):
+        flag.set()
+
+
+def _on_shared_error(flag: threading.Event, configured: Callable[[KafkaError], None], err: KafkaError) -> None:
+    """The shared producer's librdkafka error callback: a fatal error noted for the next batch, then the configured
+    callback (`on_error`, or the managed identity's, which notes a refused token first)."""
+    _set_if_fatal(flag, err)
+    configured(err)
 
 
 class DeliveryTracker:
     """One batch's acknowledgements on the shared producer. It waits for its own records only (polling serves
     every batch's callbacks, each to its own tracker), never for other invocations' records."""
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, on_fatal: Callable[[object], None] = _ignore) -> None:
         self._producer = producer
+        self._on_fatal = on_fatal  # told of an error that made the producer unusable (`SharedProducer.note_fatal`)
         # Records handed to the producer (only the batch's own thread adds) and delivery reports received
         # (any thread serving callbacks appends; list.append is atomic, so a success costs no lock).
         self._queued = 0
@@ -162,7 +202,7 @@ class DeliveryTracker:
             if err.code() in _TOO_LARGE:
                 self._too_large.append(index)
                 return
-            _note_fatal(err)
+            self._on_fatal(err)
             self._errors.append(f"{err.name()}: {err.str()}")
 
     def produce(
@@ -199,7 +239,7 @@ class DeliveryTracker:
                 err = kafka_error(exc)
                 if err is not None and err.code() in _TOO_LARGE:
                     raise RecordTooLarge(err.str()) from None
-                _note_fatal(err)
+                self._on_fatal(err)
                 raise DeliveryError(f"the producer refused a record: {exc}") from None
         self._queued += 1
 
@@ -235,7 +275,7 @@ class DeliveryTracker:
                     except KafkaException as exc:
                         err = kafka_error(exc)
                         if err is None or err.code() not in _TOO_LARGE:
-                            _note_fatal(err)
+                            self._on_fatal(err)
                             raise DeliveryError(f"the producer refused a record: {exc}") from None
                         refused.append(index)
                     else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from settlement.core.errors import ConfigError
@@ -34,13 +35,13 @@ ENTRA = "entra"
 AUTH_MODES = (KEY, ENTRA)
 # The trigger's OIDC client credentials (the extension's OAuthBearer* attributes), for KAFKA_TRIGGER_AUTH_MODE
 # OAuthBearer; client id, secret and token endpoint are required together.
-TRIGGER_OAUTH = {
+TRIGGER_OAUTH: Mapping[str, str] = MappingProxyType({
     "KAFKA_TRIGGER_OAUTH_CLIENT_ID": "o_auth_bearer_client_id",
     "KAFKA_TRIGGER_OAUTH_CLIENT_SECRET": "o_auth_bearer_client_secret",
     "KAFKA_TRIGGER_OAUTH_TOKEN_ENDPOINT": "o_auth_bearer_token_endpoint_url",
     "KAFKA_TRIGGER_OAUTH_SCOPE": "o_auth_bearer_scope",
     "KAFKA_TRIGGER_OAUTH_EXTENSIONS": "o_auth_bearer_extensions",
-}
+})
 _TRIGGER_OAUTH_REQUIRED = (
     "KAFKA_TRIGGER_OAUTH_CLIENT_ID",
     "KAFKA_TRIGGER_OAUTH_CLIENT_SECRET",
@@ -77,8 +78,8 @@ class Setting:
         return self.default is REQUIRED
 
 
-def _declare(*settings: Setting) -> dict[str, Setting]:
-    return {s.name: s for s in settings}
+def _declare(*settings: Setting) -> Mapping[str, Setting]:
+    return MappingProxyType({s.name: s for s in settings})
 
 
 MiB = 1024 * 1024
@@ -133,9 +134,9 @@ SETTINGS = _declare(
     Setting("SETTLEMENT_HTTP_MAX_RECORDS", "integer", 10_000, 1, 1_000_000),
     Setting("SETTLEMENT_MAX_RETRIES", "integer", 4, 0, 100, read_at="indexing"),
     Setting("SETTLEMENT_WARM_START", "flag", True, read_at="indexing"),
-    # When the repair (settlement/delivery/repair.py) looks for settled positions left behind by an instance that
-    # died or stalled: an NCRONTAB schedule, baked into the timer binding at indexing. Every 10 s keeps a trade left
-    # behind visible within about 30 s (docs/guarantees.md, "Every trade booked within a minute").
+    # When the repair (settlement/delivery/exactly_once/repair.py) looks for settled positions left behind by an
+    # instance that died or stalled: an NCRONTAB schedule, baked into the timer binding at indexing. Every 10 s keeps
+    # a trade left behind visible within about 30 s (docs/guarantees.md, "Every trade booked within a minute").
     Setting("SETTLEMENT_REPAIR_SCHEDULE", "schedule", "*/10 * * * * *", read_at="indexing"),
     Setting("KEY_VAULT_URL", "url", None),
 )
@@ -164,10 +165,11 @@ class Settings:
     guarantee: str
     ledger_group: str  # the trigger's consumer group; the ledger's names derive from it
     commit_interval_s: float
+    source_topic: str  # USER_TRADES_TOPIC: the trigger binding's topic (the host resolves it), read by the repair
     entra: EntraSettings | None = None  # the managed identity, when KAFKA_AUTH or SCHEMA_REGISTRY_AUTH is entra
     kafka_entra: bool = False
     registry_entra: bool = False
-    # Set by the service once it holds the process's tokens (settlement/runtime/identity.py).
+    # Set by the composition root once it holds the process's tokens (settlement/runtime/root.py, identity.py).
     kafka_oauth_cb: Callable[[str], Any] | None = field(default=None, repr=False, compare=False)
     registry_bearer: Callable[[dict[str, Any]], dict[str, str]] | None = field(default=None, repr=False, compare=False)
     kafka_error_cb: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
@@ -179,7 +181,7 @@ class Settings:
     def _kafka_conf(self) -> dict[str, Any]:
         oauth = self.kafka_oauth_cb if self.kafka_entra else None
         if self.kafka_entra and oauth is None:
-            raise ConfigError("KAFKA_AUTH", "entra needs the process's managed identity tokens (service.with_identity)")
+            raise ConfigError("KAFKA_AUTH", "entra needs the process's managed identity tokens (root.with_identity)")
         conf = _client_conf(
             self.bootstrap_servers, self.security_protocol, self.sasl_username, self.sasl_password, oauth
         )
@@ -474,12 +476,6 @@ class _Reader:
         raise ConfigError(name, f"{value!r} is not true or false")
 
 
-def source_topic(env: Mapping[str, str]) -> str:
-    """`USER_TRADES_TOPIC`: the trigger binding's topic (the host resolves it), read by the repair and the warm
-    start."""
-    return str(_Reader(env, None).get("USER_TRADES_TOPIC"))
-
-
 def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretSource] | None = None) -> Settings:
     """Read every setting of the first invocation; raise `ConfigError` for the first bad one."""
     r = _Reader(env, vault_factory)
@@ -511,6 +507,7 @@ def load_settings(env: Mapping[str, str], vault_factory: Callable[[str], SecretS
         guarantee=guarantee,
         ledger_group=group,
         commit_interval_s=r.get("SETTLEMENT_COMMIT_INTERVAL_MS") / 1000,
+        source_topic=str(r.get("USER_TRADES_TOPIC")),
         entra=entra,
         kafka_entra=kafka_entra,
         registry_entra=registry_entra,

@@ -1,5 +1,7 @@
-"""The Azure seam: `azure.functions` event types in, `InputRecord`s out. Kept thin so that everything
-behind it is testable without the Functions host."""
+"""The Azure seam: `azure.functions` event types in, `InputRecord`s out, each entry path's body run against the
+process's composition root (settlement/runtime/root.py) that `function_app.py` passes in. Kept thin so that
+everything behind it is testable without the Functions host. The one module of ours that imports `azure.functions`
+(an import-linter contract holds every other to it)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from settlement.core.plan import BatchResult
 from settlement.core.records import InputRecord, host_key, parse_timestamp
 from settlement.runtime import sink
 from settlement.runtime.config import TriggerSettings
-from settlement.runtime.service import diagnosed, http_limits, processor, repairer
+from settlement.runtime.root import Root
 
 log = logging.getLogger("settlement.triggers")
 
@@ -76,35 +78,36 @@ def from_kafka_event(event: func.KafkaEvent) -> InputRecord:
     )
 
 
-def settle_kafka_events(events: Sequence[func.KafkaEvent]) -> BatchResult:
+def settle_kafka_events(root: Root, events: Sequence[func.KafkaEvent]) -> BatchResult:
     """The Kafka trigger's body: settle the batch or raise so the host retries it before moving the offset."""
-    with diagnosed():
-        return processor().process([from_kafka_event(e) for e in events])
+    with root.diagnosed():
+        return root.services().processor.process([from_kafka_event(e) for e in events])
 
 
-def settle_http_request(req: func.HttpRequest) -> func.HttpResponse:
+def settle_http_request(root: Root, req: func.HttpRequest) -> func.HttpResponse:
     """The sink connector's HTTP function body: per-record results, 400 for a malformed body, 503 to retry."""
     try:
-        proc = processor()
+        services = root.services()
     except Exception as exc:  # noqa: BLE001 - a bad setting: name it, and let the connector retry once fixed
         return func.HttpResponse(
             json.dumps({"error": f"not settled, retry the batch: {exc}"}), status_code=503, mimetype="application/json"
         )
-    status, payload = sink.handle(req.get_body(), proc, http_limits())
+    status, payload = sink.handle(req.get_body(), services.processor, services.http_limits)
     return func.HttpResponse(json.dumps(payload), status_code=status, mimetype="application/json")
 
 
-def repair_on_timer(timer: func.TimerRequest) -> None:
-    """The repair timer's body (settlement/delivery/repair.py): one run within the batch deadline. Under at-least-once
-    there is no ledger and nothing to repair. A run's failure is logged, not raised: the timer is not retried,
-    and the next run starts from what Kafka shows then."""
-    repair = repairer()
+def repair_on_timer(root: Root, timer: func.TimerRequest) -> None:
+    """The repair timer's body (settlement/delivery/exactly_once/repair.py): one run within the batch deadline. Under
+    at-least-once there is no ledger and nothing to repair. A run's failure is logged, not raised: the timer is not
+    retried, and the next run starts from what Kafka shows then."""
+    services = root.services()
+    repair = services.repair()
     if repair is None:
         return
     if timer.past_due:
         log.info("repair timer past due: a run was late or the instance was busy")
     try:
-        repair.run(processor().delivery_timeout_s)
+        repair.run(services.processor.delivery_timeout_s)
     except KafkaException as exc:  # the cluster cannot answer now (a broker restart, a leader election)
         log.warning("repair run stopped, the next run tries again: %s", exc)
     except Exception:

@@ -20,7 +20,8 @@ column and its type. Changing such a column is a contract change: docs/ksqldb.md
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, TypeAlias
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -35,7 +36,7 @@ Parser = Callable[[bytes], TradeValue]
 
 # Integer types whose every value an int32 holds: read as they are. Any other integer type is range-checked.
 _INT32_EXACT = frozenset({FieldProto.TYPE_INT32, FieldProto.TYPE_SINT32, FieldProto.TYPE_SFIXED32})
-_INTEGERS = _INT32_EXACT | {
+_INTEGERS = _INT32_EXACT | frozenset({
     FieldProto.TYPE_INT64,
     FieldProto.TYPE_SINT64,
     FieldProto.TYPE_SFIXED64,
@@ -43,7 +44,7 @@ _INTEGERS = _INT32_EXACT | {
     FieldProto.TYPE_FIXED32,
     FieldProto.TYPE_UINT64,
     FieldProto.TYPE_FIXED64,
-}
+})
 
 
 def type_name(field: FieldProto) -> str:
@@ -54,10 +55,10 @@ def type_name(field: FieldProto) -> str:
     return f"repeated {text}" if field.label == FieldProto.LABEL_REPEATED else text
 
 
-def _ours() -> dict[str, FieldProto]:
+def _ours() -> Mapping[str, FieldProto]:
     reader = descriptor_pb2.DescriptorProto()
     UserTrade.DESCRIPTOR.CopyToProto(reader)
-    return {f.name: f for f in reader.field}
+    return MappingProxyType({f.name: f for f in reader.field})
 
 
 _OURS = _ours()

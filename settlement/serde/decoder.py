@@ -21,7 +21,7 @@ from settlement.core.errors import PoisonRecord
 from settlement.core.poison import PoisonKind
 from settlement.core.records import TradeValue
 from settlement.serde import columns
-from settlement.serde.framing import HEADER_MIN, framing, split
+from settlement.serde.framing import HEADER_MIN, frame_header, split
 from settlement.serde.registry import message_at, registry_call, writer_descriptor
 
 _MAX_CACHED_SCHEMAS = 1024
@@ -101,7 +101,7 @@ class TradeDecoder:
                 self._good.clear()
             self._good[key] = parse
             if indexes == (0,):
-                self._by_framing[framing(schema_id)] = parse  # what the fast path in `_decode` looks up
+                self._by_framing[frame_header(schema_id)] = parse  # what the fast path in `_decode` looks up
             return parse
 
     def _check(self, schema_id: int, indexes: list[int]) -> columns.Parser:

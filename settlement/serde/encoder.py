@@ -15,7 +15,7 @@ from settlement import telemetry
 from settlement.core.errors import PoisonRecord, TransientError
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.serde import columns, proto_text
-from settlement.serde.framing import framing
+from settlement.serde.framing import frame_header
 from settlement.serde.registry import settlement_call, writer_descriptor
 
 
@@ -57,7 +57,7 @@ class SettlementEncoder:
         with self._lock:
             if self._framing is None:
                 schema_id = self._register() if self._auto_register else self._latest()
-                self._framing = framing(schema_id)
+                self._framing = frame_header(schema_id)
             return self._framing
 
     def _register(self) -> int:

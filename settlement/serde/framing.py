@@ -21,7 +21,7 @@ MAGIC = 0
 HEADER_MIN = 6  # magic + 4-byte id + at least one message-index byte
 
 
-def framing(schema_id: int) -> bytes:
+def frame_header(schema_id: int) -> bytes:
     """The 6-byte Confluent framing of a value of the schema's first message: magic, id, message index [0]."""
     return b"\x00" + schema_id.to_bytes(4, "big") + b"\x00"
 

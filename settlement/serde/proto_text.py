@@ -14,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 from typing import Any
 
 from google.protobuf import descriptor_pb2
@@ -74,7 +75,7 @@ def compile_text(
     raise ProtoTextError("protoc produced no descriptor for the schema")
 
 
-_SCALARS = {
+_SCALARS: Mapping[int, str] = MappingProxyType({
     descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE: "double",
     descriptor_pb2.FieldDescriptorProto.TYPE_FLOAT: "float",
     descriptor_pb2.FieldDescriptorProto.TYPE_INT64: "int64",
@@ -86,7 +87,7 @@ _SCALARS = {
     descriptor_pb2.FieldDescriptorProto.TYPE_BYTES: "bytes",
     descriptor_pb2.FieldDescriptorProto.TYPE_SINT32: "sint32",
     descriptor_pb2.FieldDescriptorProto.TYPE_SINT64: "sint64",
-}
+})
 
 
 def render_file(file_descriptor: Any) -> str:

@@ -21,7 +21,6 @@ def main() -> int:
     from confluent_kafka import Consumer, TopicPartition
 
     import function_app
-    from settlement.runtime import service
     from tests.integration.pipeline import as_events
 
     topic = os.environ["USER_TRADES_TOPIC"]
@@ -36,7 +35,7 @@ def main() -> int:
     for line in sys.stdin:
         command, *args = line.split()
         if command == "exit":
-            service.reset()
+            function_app.root.reset()
             print("ok", flush=True)
             return 0
         if command == "repair":
@@ -61,10 +60,9 @@ def _repair() -> list[dict[str, object]]:
     """One timer invocation of the repair function, then what its run did (read back from the process's repair)."""
     import function_app
     from localrun.platform.timers import timer_request
-    from settlement.runtime import service
 
     function_app.repair_settlements(timer_request(past_due=False))
-    repair = service.repairer()
+    repair = function_app.root.services().repair()
     assert repair is not None and repair.last is not None
     return [
         {"partition": p.partition, "action": p.action.value, "settled": p.settled, "lag": p.offsets.lag,

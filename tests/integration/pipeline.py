@@ -11,11 +11,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+import function_app
 from localrun.experiments.generator import value_encoder
 from localrun.platform.indexing import kafka_annotation
 from localrun.platform.invocation import messages_to_events
-from settlement.delivery import producer
-from settlement.runtime import service
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.kafka_helpers import create_topics, unique_name
@@ -68,11 +67,9 @@ def _pipeline(stack, monkeypatch) -> Iterator[Pipeline]:
         "SETTLEMENT_DELIVERY_TIMEOUT_SECONDS": "20",
     }.items():
         monkeypatch.setenv(name, value)
-    service.reset()
-    producer.reset_shared_producer()
+    function_app.root.reset()
     yield p
-    service.reset()
-    producer.reset_shared_producer()
+    function_app.root.reset()
 
 
 def as_events(messages: list[Message]) -> list[func.KafkaEvent]:

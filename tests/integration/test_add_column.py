@@ -18,7 +18,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 import function_app
 from localrun.experiments import ksql_schema
-from settlement.serde.framing import framing
+from settlement.serde.framing import frame_header
 from tests.integration.pipeline import Pipeline, as_events, decode_settlements
 from tests.kafka_helpers import drain, produce
 from tests.unit.test_ksql_contract import statement, user_trades_value_columns
@@ -46,7 +46,7 @@ def schema_of(text: str) -> str:
 def _value(text: str, schema_id: int, **values: object) -> bytes:
     cls = ksql_schema.writer_class(text)
     fields = {f.name: values.get(f.name, VALUES.get(f.name, "FEMALE")) for f in cls.DESCRIPTOR.fields}
-    return framing(schema_id) + cls(**fields).SerializeToString()
+    return frame_header(schema_id) + cls(**fields).SerializeToString()
 
 
 def test_an_appended_column_registers_compatibly_and_both_versions_settle(pipeline: Pipeline) -> None:

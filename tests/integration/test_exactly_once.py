@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+import function_app
 from localrun.experiments.kafka import header, read_to_end
 from settlement.core.deadletter import SOURCE_OFFSET, SOURCE_PARTITION
 from settlement.schemas.user_trade_pb2 import UserTrade
@@ -92,7 +93,7 @@ def test_two_processes_settling_one_partition_at_once_book_each_trade_once(pipel
 
 def test_both_entry_paths_share_theledger(pipeline, settings, workers) -> None:
     """The same records through the Kafka trigger and the sink connector's HTTP path settle once."""
-    from settlement.runtime import service, sink
+    from settlement.runtime import sink
 
     trades(pipeline, 50)
     w = Worker(settings)
@@ -115,13 +116,14 @@ def test_both_entry_paths_share_theledger(pipeline, settings, workers) -> None:
             for m in raw
         ]
     ).encode()
-    service.reset()
+    function_app.root.reset()
     os.environ["SETTLEMENT_DELIVERY_GUARANTEE"] = "exactly-once"  # restored by the pipeline's monkeypatch
-    status, first = sink.handle(body, service.processor(), service.http_limits())
-    status2, second = sink.handle(body, service.processor(), service.http_limits())  # the connector re-posts a body
+    services = function_app.root.services()
+    status, first = sink.handle(body, services.processor, services.http_limits)
+    status2, second = sink.handle(body, services.processor, services.http_limits)  # the connector re-posts a body
     assert (status, status2) == (200, 200) and first == second and len(first) == 50
     assert Counter(r["outcome"] for r in first) == {"settled": 49, "dead-lettered": 1}
-    service.reset()
+    function_app.root.reset()
     assert ledger(pipeline) == exactly(50)
 
 

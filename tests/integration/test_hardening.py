@@ -14,9 +14,7 @@ import function_app
 from settlement.core import deadletter
 from settlement.core.deadline import Deadline
 from settlement.core.errors import DeliveryError
-from settlement.delivery import producer
 from settlement.delivery.producer import DeliveryTracker
-from settlement.runtime import service
 from tests.integration.pipeline import Pipeline, as_events
 from tests.integration.test_registry import TRADE
 from tests.kafka_helpers import drain, unique_name
@@ -88,7 +86,7 @@ def test_records_the_broker_refuses_as_too_large_become_dead_letters(
     tiny = _topic(pipeline.bootstrap, unique_name("tiny-out"), **{"max.message.bytes": "100"})
     monkeypatch.setenv("SETTLEMENTS_TOPIC", tiny)
     monkeypatch.setenv("SETTLEMENT_DELIVERY_GUARANTEE", guarantee)
-    service.reset()
+    function_app.root.reset()
     good = _good(pipeline)
     _produce_big(pipeline.bootstrap, pipeline.source, [(b"User_1", good), (b"User_2", good)])
     function_app.settle_user_trades(as_events(drain(pipeline.bootstrap, pipeline.source, 2)))
@@ -126,13 +124,14 @@ def test_a_fatal_producer_error_fails_the_batch_and_the_next_gets_a_new_producer
     _produce_big(pipeline.bootstrap, pipeline.source, [(b"User_1", good)])
     events = as_events(drain(pipeline.bootstrap, pipeline.source, 1))
     function_app.settle_user_trades(events)
-    first = producer._producer
+    shared = function_app.root.services().producer
+    first = shared.current()
     assert first is not None
-    producer._producer = _FatalOnce(first)  # type: ignore[assignment]
+    shared._producer = _FatalOnce(first)  # type: ignore[assignment]
     with pytest.raises(DeliveryError, match="injected fatal error"):
         function_app.settle_user_trades(events)
     function_app.settle_user_trades(events)
-    assert producer._producer is not first and not isinstance(producer._producer, _FatalOnce)
+    assert shared.current() is not first and not isinstance(shared.current(), _FatalOnce)
     assert len(drain(pipeline.bootstrap, pipeline.settlements, 2)) == 2
     first.flush(5)
 

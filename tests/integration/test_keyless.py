@@ -24,13 +24,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
+import function_app
 from devstack import keyless
 from devstack import stack as devstack
 from localrun.experiments.generator import GeneratorConfig, trades, value_encoder
 from localrun.experiments.kafka import read_to_end, settlement_of
 from settlement.core.errors import RetryBatch
-from settlement.delivery import producer
-from settlement.runtime import service
 from tests.integration.pipeline import as_events
 from tests.kafka_helpers import create_topics, unique_name
 
@@ -165,11 +164,10 @@ def _settle(batch: Batch, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, 
         monkeypatch.delenv(name)
     for name, value in {**batch.env, **overrides}.items():
         monkeypatch.setenv(name, value)
-    service.reset()
-    producer.reset_shared_producer(timeout_s=1)
-    from settlement.runtime.triggers import settle_kafka_events
+    function_app.root.reset(producer_timeout_s=1)
+    from settlement.runtime import settle_kafka_events
 
-    return settle_kafka_events(batch.events)
+    return settle_kafka_events(function_app.root, batch.events)
 
 
 def _visible(state: devstack.StackState, batch: Batch) -> list[tuple[int, int]]:
@@ -198,7 +196,7 @@ def test_a_refused_token_is_a_retried_batch_naming_the_cause_and_nothing_is_lost
     assert _visible(state, batch) == []  # nothing written
     # The cause gone, the host's retry of the same batch settles every record, once.
     _settle(batch, monkeypatch, {})
-    service.reset()
+    function_app.root.reset()
     assert _visible(state, batch) == sorted((e.partition, e.offset) for e in batch.events)
     assert_no_credentials(capfd.readouterr().err + message, state)
 
@@ -215,7 +213,7 @@ def test_an_identity_endpoint_that_does_not_answer_is_a_retried_batch_naming_it(
     assert "Connection refused" in message, message
     assert _visible(state, batch) == []
     _settle(batch, monkeypatch, {})
-    service.reset()
+    function_app.root.reset()
     assert _visible(state, batch) == sorted((e.partition, e.offset) for e in batch.events)
     assert_no_credentials(capfd.readouterr().err + message, state)
 

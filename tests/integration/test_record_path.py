@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 
 import function_app
-from settlement.delivery import producer
-from settlement.runtime import service
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.integration.pipeline import Pipeline, as_events
 from tests.kafka_helpers import drain, produce
@@ -62,8 +60,7 @@ def test_a_record_enters_each_module_once_on_its_way_to_the_producer(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, guarantee: str
 ) -> None:
     monkeypatch.setenv("SETTLEMENT_DELIVERY_GUARANTEE", guarantee)
-    service.reset()
-    producer.reset_shared_producer()
+    function_app.root.reset()
     ser, ctx = pipeline.serializer()
     trade = UserTrade(regionid="Region_1", quantity=10, symbol="ZVV", price=5, account="A1", side="BUY")
     produce(pipeline.bootstrap, pipeline.source, [(f"User_{i}", ser(trade, ctx)) for i in range(3)], partition=0)
@@ -78,4 +75,4 @@ def test_a_record_enters_each_module_once_on_its_way_to_the_producer(
     # The trace saw the whole way down, so an empty `bad` means something.
     assert {"function_app", "settlement.runtime.triggers", "settlement.delivery.batch"} <= seen
     assert "settlement.delivery.producer" in seen
-    assert ("settlement.delivery.exactly_once" in seen) == (guarantee == "exactly-once")
+    assert ("settlement.delivery.exactly_once.delivery" in seen) == (guarantee == "exactly-once")

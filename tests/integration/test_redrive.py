@@ -10,7 +10,6 @@ from confluent_kafka import Producer
 import function_app
 from scripts.dlq_redrive import REDRIVE_COUNT, REDRIVE_SOURCE_OFFSET, Filters, main, progress_group, redrive
 from settlement.core import deadletter
-from settlement.runtime import service
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.integration.pipeline import Pipeline, as_events, decode_settlements
 from tests.kafka_helpers import drain, produce
@@ -28,7 +27,7 @@ def test_oversize_dead_letters_are_redriven_and_settle_exactly_once(
 ) -> None:
     monkeypatch.setenv("SETTLEMENT_MAX_RECORD_BYTES", "100")
     monkeypatch.setenv("SETTLEMENT_DELIVERY_GUARANTEE", guarantee)
-    service.reset()
+    function_app.root.reset()
     ser, ctx = pipeline.serializer()
     records = [(f"User_{i}".encode(), ser(_trade(i, "A" * 120), ctx)) for i in range(5)]  # over 100 bytes
     records += [(b"User_9", b"not protobuf"), (b"User_8", ser(_trade(9, "B"), ctx))]
@@ -39,7 +38,7 @@ def test_oversize_dead_letters_are_redriven_and_settle_exactly_once(
     assert reasons == [b"bad-magic-byte"] + [b"oversize"] * 5
 
     monkeypatch.setenv("SETTLEMENT_MAX_RECORD_BYTES", "65536")  # the cause is fixed
-    service.reset()
+    function_app.root.reset()
     env = {"KAFKA_BOOTSTRAP_SERVERS": pipeline.bootstrap, "DEAD_LETTER_TOPIC": pipeline.dlq}
     env["USER_TRADES_TOPIC"] = pipeline.source
     oversize = Filters(reasons=frozenset({"oversize"}))

@@ -20,8 +20,6 @@ from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegis
 import function_app
 from localrun.experiments import ksql_schema
 from settlement.core.errors import TransientError
-from settlement.delivery import producer
-from settlement.runtime import service
 from settlement.schemas.user_trade_pb2 import UserTrade
 from tests.integration.pipeline import Pipeline, as_events, decode_settlements
 from tests.kafka_helpers import drain, produce, unique_name
@@ -153,8 +151,7 @@ def front(pipeline: Pipeline, monkeypatch) -> Iterator[_Registry]:
     thread.start()
     monkeypatch.setenv("SCHEMA_REGISTRY_URL", server.url)
     monkeypatch.setenv("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", "4")
-    service.reset()
-    producer.reset_shared_producer()
+    function_app.root.reset()
     yield server
     server.release.set()
     server.shutdown()

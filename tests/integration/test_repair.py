@@ -1,7 +1,8 @@
-"""The repair timer (settlement/delivery/repair.py), tested the way the liveness gap opens: a process settles batches,
-the host commits the trigger group past them, and the process dies or freezes with the transaction open, and
-no further trade arrives. Each worker is a real process importing the app (tests/integration/ledger_worker.py);
-the host's commit is made here with the trigger group's own id, as the extension's consumer makes it."""
+"""The repair timer (settlement/delivery/exactly_once/repair.py), tested the way the liveness gap opens: a process
+settles batches, the host commits the trigger group past them, and the process dies or freezes with the transaction
+open, and no further trade arrives. Each worker is a real process importing the app
+(tests/integration/ledger_worker.py); the host's commit is made here with the trigger group's own id, as the
+extension's consumer makes it."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 import function_app
 from localrun.experiments import ksql_schema
 from settlement.core import deadletter
-from settlement.serde.framing import framing
+from settlement.serde.framing import frame_header
 from tests.integration.pipeline import Pipeline, as_events, decode_settlements
 from tests.kafka_helpers import drain, produce, unique_name
 
@@ -39,7 +39,7 @@ def encoder(pipeline: Pipeline, columns: tuple[tuple[str, str], ...], form: str)
     client = SchemaRegistryClient({"url": pipeline.registry_url})
     if form == "text":
         schema_id = ksql_schema.register(client, unique_name("evolved") + "-value", text)
-        return lambda **v: framing(schema_id) + cls(**v).SerializeToString()
+        return lambda **v: frame_header(schema_id) + cls(**v).SerializeToString()
     serializer = ProtobufSerializer(cls, client, {"use.deprecated.format": False})
     ctx = SerializationContext(unique_name("evolved"), MessageField.VALUE)
     return lambda **v: serializer(cls(**v), ctx)

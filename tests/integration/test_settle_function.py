@@ -17,8 +17,6 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 import function_app
 from settlement.core import deadletter
 from settlement.core.errors import DeliveryError, TransientError
-from settlement.delivery import producer
-from settlement.runtime import service
 from settlement.runtime.triggers import from_kafka_event
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
@@ -108,11 +106,10 @@ def test_replay_writes_nothing_more_and_a_fresh_ledger_writes_identical_bytes(pi
     produce(pipeline.bootstrap, pipeline.source, [(k, ser(t, ctx)) for k, t, _ in GOOD])
     consumed = drain(pipeline.bootstrap, pipeline.source, len(GOOD))
     function_app.settle_user_trades(as_events(consumed))
-    service.reset()
-    producer.reset_shared_producer()
+    function_app.root.reset()
     function_app.settle_user_trades(as_events(consumed))  # a fresh process, same ledger: all settled already
     assert len(drain(pipeline.bootstrap, pipeline.settlements, len(GOOD) + 1, timeout_s=3)) == len(GOOD)
-    service.reset()
+    function_app.root.reset()
     monkeypatch.setenv("KAFKA_CONSUMER_GROUP", unique_name("replay"))  # a new ledger replays the topic whole
     function_app.settle_user_trades(as_events(consumed))
     out = drain(pipeline.bootstrap, pipeline.settlements, 2 * len(GOOD))
@@ -156,7 +153,7 @@ def test_poison_records_are_dead_lettered_and_good_ones_still_settle(pipeline: P
     produce(pipeline.bootstrap, pipeline.source, records, partition=0)
     consumed = drain(pipeline.bootstrap, pipeline.source, len(records))
     # The host hands a non-UTF-8 key over as text with U+FFFD in place of the bad bytes.
-    result = service.processor().process([from_kafka_event(e) for e in as_events(consumed)])
+    result = function_app.root.services().processor.process([from_kafka_event(e) for e in as_events(consumed)])
 
     settled = drain(pipeline.bootstrap, pipeline.settlements, 3)
     dead = drain(pipeline.bootstrap, pipeline.dlq, len(poison))
@@ -181,8 +178,7 @@ def test_poison_records_are_dead_lettered_and_good_ones_still_settle(pipeline: P
 def test_a_missing_output_topic_fails_the_batch_within_its_deadline(pipeline: Pipeline, monkeypatch) -> None:
     monkeypatch.setenv("SETTLEMENTS_TOPIC", unique_name("missing"))  # auto-create is off on the broker
     monkeypatch.setenv("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", "3")
-    service.reset()
-    producer.reset_shared_producer()
+    function_app.root.reset()
     ser, ctx = pipeline.serializer()
     produce(pipeline.bootstrap, pipeline.source, [(k, ser(t, ctx)) for k, t, _ in GOOD[:2]])
     events = as_events(drain(pipeline.bootstrap, pipeline.source, 2))
@@ -192,7 +188,7 @@ def test_a_missing_output_topic_fails_the_batch_within_its_deadline(pipeline: Pi
         function_app.settle_user_trades(events)
     elapsed = time.monotonic() - started
     assert elapsed < 3 + 2.0, elapsed
-    producer.reset_shared_producer(timeout_s=0)
+    function_app.root.reset(producer_timeout_s=0)
 
 
 def test_an_unreachable_registry_fails_the_batch_and_produces_nothing(pipeline: Pipeline, monkeypatch) -> None:
@@ -200,7 +196,7 @@ def test_an_unreachable_registry_fails_the_batch_and_produces_nothing(pipeline: 
     produce(pipeline.bootstrap, pipeline.source, [(k, ser(t, ctx)) for k, t, _ in GOOD[:2]])
     events = as_events(drain(pipeline.bootstrap, pipeline.source, 2))
     monkeypatch.setenv("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9/apis/ccompat/v7")  # nothing listens on port 9
-    service.reset()
+    function_app.root.reset()
 
     with pytest.raises(TransientError, match="Schema Registry unreachable"):
         function_app.settle_user_trades(events)
@@ -213,16 +209,17 @@ def test_the_producer_is_static_across_invocations(pipeline: Pipeline) -> None:
     produce(pipeline.bootstrap, pipeline.source, [(k, ser(t, ctx)) for k, t, _ in GOOD[:2]])
     events = as_events(drain(pipeline.bootstrap, pipeline.source, 2))
     function_app.settle_user_trades(events[:1])
-    first = producer._producer
+    shared = function_app.root.services().producer
+    first = shared.current()
     function_app.settle_user_trades(events[1:])
-    assert first is not None and producer._producer is first
+    assert first is not None and shared.current() is first
     assert len(drain(pipeline.bootstrap, pipeline.settlements, 2)) == 2
 
 
 def test_config_error_names_the_setting_on_first_invocation(pipeline: Pipeline, monkeypatch, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("KAFKA_PRODUCER_CONFIG", '{"acks": "1", "sasl.password": "' + SECRET + '"}')
-    service.reset()
+    function_app.root.reset()
     from settlement.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
@@ -243,7 +240,7 @@ def test_an_unexpected_error_on_one_record_dead_letters_it_and_settles_the_rest(
     produce(pipeline.bootstrap, pipeline.source, [(k, ser(t, ctx)) for k, t, _ in GOOD[:3]], partition=0)
     consumed = drain(pipeline.bootstrap, pipeline.source, 3)
     records = [from_kafka_event(e) for e in as_events(consumed)]
-    proc = service.processor()
+    proc = function_app.root.services().processor
     target = consumed[1].value()
 
     def decode(value: bytes | None) -> UserTrade:
@@ -271,7 +268,7 @@ def test_a_settlement_carries_its_trades_time_as_its_record_timestamp(
     # headers) and one poison record, whose dead letter keeps the producer's clock (retention counts from the
     # failure) and names the trade's time in a header.
     monkeypatch.setenv("SETTLEMENT_DELIVERY_GUARANTEE", guarantee)
-    service.reset()
+    function_app.root.reset()
     ser, ctx = pipeline.serializer()
     base = int(time.time() * 1000) - 3_600_000
     traced = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -15,8 +15,6 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 import function_app
 from localrun.experiments import ksql_schema
 from scripts.ksql_apply import KSQL_DIR, load_statements
-from settlement.delivery import producer
-from settlement.runtime import service
 from tests.integration.pipeline import Pipeline, as_events, decode_settlements
 from tests.integration.test_registry import TRADE
 from tests.kafka_helpers import drain, produce
@@ -85,8 +83,7 @@ def test_without_the_full_name_ksqldbs_schema_would_be_refused(pipeline: Pipelin
 def test_without_auto_register_the_function_uses_the_registered_schema(pipeline: Pipeline, monkeypatch) -> None:
     schema_id = _register_ksqldb(pipeline, "tradesettlement.v1.TradeSettlement")
     monkeypatch.setenv("SCHEMA_REGISTRY_AUTO_REGISTER", "false")
-    service.reset()
-    producer.reset_shared_producer()
+    function_app.root.reset()
     _settle_one(pipeline)
     [msg] = drain(pipeline.bootstrap, pipeline.settlements, 1)
     assert int.from_bytes((msg.value() or b"")[1:5], "big") == schema_id
@@ -104,8 +101,7 @@ def test_without_auto_register_a_latest_schema_whose_numbers_mean_other_columns_
     client = SchemaRegistryClient({"url": pipeline.registry_url})
     ksql_schema.register(client, f"{pipeline.settlements}-value", text)
     monkeypatch.setenv("SCHEMA_REGISTRY_AUTO_REGISTER", "false")
-    service.reset()
-    producer.reset_shared_producer()
+    function_app.root.reset()
     with pytest.raises(Exception, match="field 1 is symbol there, user here"):
         _settle_one(pipeline)
     assert drain(pipeline.bootstrap, pipeline.settlements, 0, timeout_s=1) == []

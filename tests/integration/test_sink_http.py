@@ -10,8 +10,6 @@ import pytest
 
 import function_app
 from settlement.core import deadletter
-from settlement.delivery import producer
-from settlement.runtime import service
 from tests.integration.pipeline import Pipeline, decode_settlements
 from tests.kafka_helpers import drain, unique_name
 
@@ -124,7 +122,7 @@ def test_a_request_over_a_limit_is_413_and_produces_nothing(
     pipeline: Pipeline, monkeypatch, setting: str, value: str, records: int
 ) -> None:
     monkeypatch.setenv(setting, value)
-    service.reset()
+    function_app.root.reset()
     resp = post([record(pipeline, i, "User_1", trade()) for i in range(records)])
     assert resp.status_code == 413, resp.get_body()
     assert "over the limit" in json.loads(resp.get_body())["error"]
@@ -147,9 +145,8 @@ def test_a_dead_letter_carries_the_value_exactly_as_the_connector_sent_it(pipeli
 def test_a_delivery_failure_answers_503_so_the_connector_retries(pipeline: Pipeline, monkeypatch) -> None:
     monkeypatch.setenv("SETTLEMENTS_TOPIC", unique_name("missing"))
     monkeypatch.setenv("SETTLEMENT_DELIVERY_TIMEOUT_SECONDS", "2")
-    service.reset()
-    producer.reset_shared_producer()
+    function_app.root.reset()
     resp = post([record(pipeline, 0, "User_1", trade())])
     assert resp.status_code == 503
     assert json.loads(resp.get_body())["error"].startswith("not settled, retry the batch")
-    producer.reset_shared_producer(timeout_s=0)
+    function_app.root.reset(producer_timeout_s=0)

@@ -8,9 +8,8 @@ import pytest
 
 import function_app
 from settlement.core.errors import ConfigError
-from settlement.runtime import service
 from settlement.schemas.user_trade_pb2 import UserTrade
-from settlement.serde.framing import framing
+from settlement.serde.framing import frame_header
 from tests.integration.pipeline import Pipeline, as_events
 from tests.kafka_helpers import drain, produce
 
@@ -24,10 +23,10 @@ def test_warm_start_resolves_the_source_schema_before_the_first_batch(pipeline: 
     value = ser(TRADE, ctx)
     produce(pipeline.bootstrap, pipeline.source, [("User_1", value)])
 
-    service.warm_start(pipeline.source).join(timeout=30)
+    function_app.root.warm_start(pipeline.source).join(timeout=30)
 
-    proc = service.processor()
-    assert value[:6] == framing(int.from_bytes(value[1:5], "big"))
+    proc = function_app.root.services().processor
+    assert value[:6] == frame_header(int.from_bytes(value[1:5], "big"))
     assert value[:6] in proc.decoder._by_framing  # checked against UserTrade before any record came
     # The first batch then settles without resolving anything: the registry may be gone by now.
     proc.decoder._client = None  # type: ignore[assignment]
@@ -39,13 +38,14 @@ def test_a_bad_setting_stops_the_warm_start_and_fails_the_first_invocation(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SETTLEMENT_SEC_SAMPLE_RATE", "lots")
-    service.warm_start(pipeline.source).join(timeout=30)  # nothing raised in the thread, nothing built
-    assert service._processor is None
+    function_app.root.warm_start(pipeline.source).join(timeout=30)  # nothing raised in the thread, nothing built
+    assert function_app.root.current() is None
     with pytest.raises(ConfigError, match="SETTLEMENT_SEC_SAMPLE_RATE"):
         function_app.settle_user_trades([])
 
 
 def test_an_unknown_subject_leaves_resolution_to_the_records(pipeline: Pipeline) -> None:
-    service.warm_start(pipeline.source).join(timeout=30)  # nothing registered for the source yet
-    assert service._processor is not None
-    assert not service._processor.decoder._by_framing
+    function_app.root.warm_start(pipeline.source).join(timeout=30)  # nothing registered for the source yet
+    services = function_app.root.current()
+    assert services is not None
+    assert not services.processor.decoder._by_framing

@@ -94,7 +94,7 @@ def test_entra_settings_give_oauthbearer_clients_with_confluents_extensions_and_
     )
     with pytest.raises(ConfigError, match="KAFKA_AUTH"):
         settings.producer_conf()  # no tokens plugged in: never a client without credentials
-    from settlement.runtime.service import with_identity
+    from settlement.runtime import with_identity
 
     plugged = with_identity(
         settings, ManagedIdentityTokens(settings.entra, lambda _id: FakeCredential([60.0]), clock=lambda: 1000.0)
@@ -120,7 +120,7 @@ def test_the_registry_client_accepts_the_custom_bearer_and_sends_confluents_head
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     settings = load_settings(ENTRA)
-    from settlement.runtime.service import with_identity
+    from settlement.runtime import with_identity
 
     plugged = with_identity(
         settings, ManagedIdentityTokens(settings.entra, lambda _id: FakeCredential([60.0]), clock=lambda: 1000.0)

@@ -20,7 +20,7 @@ from settlement.schemas.trade_settlement_pb2 import TradeSettlement
 from settlement.schemas.user_trade_pb2 import UserTrade
 from settlement.serde.decoder import TradeDecoder
 from settlement.serde.encoder import SettlementEncoder
-from settlement.serde.framing import framing, split
+from settlement.serde.framing import frame_header, split
 from settlement.serde.registry import registry_call
 
 TRADE = UserTrade(regionid="Region_1", quantity=7, symbol="ZVV", price=50, account="A1", side="BUY")
@@ -63,7 +63,7 @@ def test_framing_that_cannot_be_read_is_the_records_poison(value: bytes, kind: P
 
 
 def test_framing_reads_the_common_and_a_nested_message_index_path() -> None:
-    assert split(framing(42) + b"body") == (42, (0,), b"body")
+    assert split(frame_header(42) + b"body") == (42, (0,), b"body")
     # path [1, 0]: zigzag count 2, then 1 and 0
     assert split(b"\x00" + (7).to_bytes(4, "big") + b"\x04\x02\x00" + b"body") == (7, (1, 0), b"body")
 
@@ -105,7 +105,7 @@ def test_an_unknown_id_is_poison_asked_once_per_batch_and_again_by_the_next() ->
         decode = decoder.for_batch()
         for _ in range(5):
             with pytest.raises(PoisonRecord) as caught:
-                decode(framing(123456) + TRADE.SerializeToString())
+                decode(frame_header(123456) + TRADE.SerializeToString())
             assert caught.value.kind is PoisonKind.UNKNOWN_SCHEMA_ID
     assert client.lookups == 2
 
@@ -124,7 +124,7 @@ def test_a_payload_that_does_not_parse_is_undecodable() -> None:
     client = mock_registry()
     schema_id = ksql_schema.register(client, "ut-value")
     with pytest.raises(PoisonRecord) as caught:
-        TradeDecoder(client).decode(framing(schema_id) + b"\xff\xff\xff")
+        TradeDecoder(client).decode(frame_header(schema_id) + b"\xff\xff\xff")
     assert caught.value.kind is PoisonKind.UNDECODABLE
 
 
@@ -133,7 +133,7 @@ def test_the_encoder_registers_its_text_once_and_frames_with_the_id() -> None:
     encoder = SettlementEncoder(client, "settlements", auto_register=True)
     value = encoder.encode(TradeSettlement(user="User_1", symbol="ZVV", amount=350.0))
     schema_id = client.get_latest_version("settlements-value").schema_id
-    assert value[:6] == framing(schema_id)
+    assert value[:6] == frame_header(schema_id)
     assert TradeSettlement.FromString(value[6:]).symbol == "ZVV"
     assert "message TradeSettlement" in (client.get_schema(schema_id).schema_str or "")
 

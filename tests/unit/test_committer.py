@@ -1,5 +1,5 @@
-"""The ledger's committer (settlement/delivery/committer.py) without a broker: it settles lost ranges through the
-callable it was given, forgets a range once settled, and never keeps an unclosed ledger alive."""
+"""The ledger's committer (settlement/delivery/exactly_once/committer.py) without a broker: it settles lost ranges
+through the callable it was given, forgets a range once settled, and never keeps an unclosed ledger alive."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import weakref
 from typing import Any
 
-from settlement.delivery.committer import Committer
+from settlement.delivery.exactly_once.committer import Committer
 
 
 class FakeLedger:

@@ -128,15 +128,10 @@ def test_registry_requests_are_bounded_by_the_batch_deadline_whatever_the_config
     ],
 )
 def test_client_config_errors_name_the_setting_and_never_its_values(setting: str, value: str) -> None:
-    from settlement.delivery.producer import reset_shared_producer
-    from settlement.runtime.service import build_processor
+    from settlement.runtime import Services
 
-    reset_shared_producer(timeout_s=0)  # the static producer is built once per process: start from none
-    try:
-        with pytest.raises(ConfigError) as err:
-            build_processor(load_settings(env(**{setting: value})))
-    finally:
-        reset_shared_producer(timeout_s=0)
+    with pytest.raises(ConfigError) as err:
+        Services.build(load_settings(env(**{setting: value})))
     assert err.value.setting == setting
     assert "s3cr3t-value-1" not in str(err.value)
 

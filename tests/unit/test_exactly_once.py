@@ -10,7 +10,7 @@ from settlement.core.deadline import Deadline
 from settlement.core.records import InputRecord
 from settlement.core.topics import Topics
 from settlement.delivery.exactly_once import ExactlyOnce
-from settlement.delivery.partitions import PartitionLedger
+from settlement.delivery.exactly_once.partitions import PartitionState
 
 
 class FakeLedger:
@@ -33,7 +33,7 @@ class FakeLedger:
         reached = end if len(wanted) <= self.limit else wanted[self.limit]
         return [_record(o) for o in taken], reached
 
-    def queue_recovery(self, part: PartitionLedger, upto: int) -> None:
+    def queue_recovery(self, part: PartitionState, upto: int) -> None:
         self.queued.append(upto)
 
 
@@ -42,9 +42,9 @@ def _record(offset: int) -> InputRecord:
 
 
 def _admit(ledger: FakeLedger, position: int, offsets: list[int]) -> tuple[list[int], int | None, list[int]]:
-    part = PartitionLedger("user_trades", 0)
+    part = PartitionState("user_trades", 0)
     part.position = part.committed = position
-    eo = ExactlyOnce(ledger, Topics("s", "d"))  # type: ignore[arg-type]
+    eo = ExactlyOnce(ledger, Topics("s", "d"), delivery_timeout_s=5.0)  # type: ignore[arg-type]
     records = [_record(o) for o in offsets]
     admitted, reached, gap = eo._admit(part, records, list(range(len(records))), deadline=Deadline(0.0))
     return [records[i].offset for i in admitted], reached, [r.offset for r in gap]

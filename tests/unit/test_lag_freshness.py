@@ -26,7 +26,7 @@ metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 from settlement import telemetry
 
 clock = [1000.0]
-telemetry._now = lambda: clock[0]
+telemetry._PROCESS.clock = lambda: clock[0]
 control = metrics.get_meter("control").create_gauge("control.sync.gauge")
 
 

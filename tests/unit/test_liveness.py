@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from settlement.core.liveness import STALL_MARGIN_S, Action, Offsets, Sighting, decide, sight, stall_after_s
+from settlement.core.liveness import STALL_MARGIN_S, Action, Offsets, Sighting, action_for, sight, stall_after_s
 
 STALL = 5.0
 
@@ -23,15 +23,15 @@ STALL = 5.0
         (Offsets(200, 200, 300), 0.0, 10.0, Action.FENCE),
     ],
 )
-def test_decide(offsets: Offsets, since: float, now: float, action: Action) -> None:
-    assert decide(Sighting(offsets, since, since), now, STALL) is action
+def test_action_for(offsets: Offsets, since: float, now: float, action: Action) -> None:
+    assert action_for(Sighting(offsets, since, since), now, STALL) is action
 
 
 def test_a_rebalancing_group_is_never_fenced_but_a_lag_is_still_repaired() -> None:
     waiting = Sighting(Offsets(200, 200, 300), 0.0, 0.0)
-    assert decide(waiting, 60.0, STALL, rebalancing=True) is Action.WATCH
+    assert action_for(waiting, 60.0, STALL, rebalancing=True) is Action.WATCH
     lagging = Sighting(Offsets(100, 200, 300), 0.0, 0.0)
-    assert decide(lagging, 60.0, STALL, rebalancing=True) is Action.REPAIR
+    assert action_for(lagging, 60.0, STALL, rebalancing=True) is Action.REPAIR
 
 
 def test_waiting_is_the_triggers_own_lag() -> None:
@@ -50,9 +50,9 @@ def test_lag_counts_only_what_the_trigger_moved_past() -> None:
 def test_a_moving_position_restarts_the_watch() -> None:
     first = sight(None, Offsets(100, 200, 300), now=0.0)
     same = sight(first, Offsets(100, 200, 320), now=6.0)  # records arriving at the end are no progress
-    assert same.since == 0.0 and decide(same, 6.0, STALL) is Action.REPAIR
+    assert same.since == 0.0 and action_for(same, 6.0, STALL) is Action.REPAIR
     moved = sight(same, Offsets(150, 200, 320), now=7.0)  # the holder committed: progress
-    assert moved.since == 7.0 and decide(moved, 8.0, STALL) is Action.WATCH
+    assert moved.since == 7.0 and action_for(moved, 8.0, STALL) is Action.WATCH
     trigger_moved = sight(moved, Offsets(150, 260, 320), now=9.0)  # the trigger delivered more
     assert trigger_moved.since == 9.0
 

@@ -1,6 +1,6 @@
 """The repair: settles what a dead or stalled instance left behind, with no new trade needed.
 
-The exactly-once ledger (settlement/delivery/ledger.py) returns to the host before a batch's transaction commits, so
+The exactly-once ledger (ledger.py) returns to the host before a batch's transaction commits, so
 a process that dies right after (a recycle, an OOM, a scale-in that kills the worker) takes the open transaction
 with it while the host has committed past the batch. Repairing that used to need the partition's next batch; at the
 end of a trading day there is none, and on Flex Consumption the trigger's scaler goes to zero instances exactly
@@ -35,10 +35,10 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from settlement import telemetry
 from settlement.core.deadline import Deadline
-from settlement.core.liveness import Action, Offsets, Sighting, decide, sight
+from settlement.core.liveness import Action, Offsets, Sighting, action_for, sight
 from settlement.core.naming import settled_group
-from settlement.delivery.batch import SettlementProcessor
-from settlement.delivery.ledger import Ledger
+from settlement.core.plan import SettleBatch
+from settlement.delivery.exactly_once.ledger import Ledger
 from settlement.delivery.producer import LIBRDKAFKA_LOG
 
 log = logging.getLogger("settlement.repair")
@@ -95,20 +95,22 @@ class RepairRun:
 
 
 class Repair:
-    """One per process, reused by every timer run (its sightings only save a new process's first wait)."""
+    """One per process, reused by every timer run (its sightings only save a new process's first wait). Built by
+    `ExactlyOnce.repair` over its ledger: the partitions it takes over are the ledger's, and what it settles goes
+    through `settle_batch`, the same batch path as a trigger's batch."""
 
     def __init__(
         self,
-        processor: SettlementProcessor,
         ledger: Ledger,
+        settle_batch: SettleBatch,
         topic: str,
         group: str,
         admin_conf: Mapping[str, Any],
         stall_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._processor = processor
         self._ledger = ledger
+        self._settle_batch = settle_batch
         self.topic = topic
         self._group = group
         conf: dict[str, Any] = {**admin_conf, "logger": LIBRDKAFKA_LOG}
@@ -162,9 +164,9 @@ class Repair:
             offsets = self._observe(report, budget_s)
             self._remember(offsets)
         now = self._clock()
-        actions = {p: decide(self._seen[p], now, self.stall_s) for p in offsets}
+        actions = {p: action_for(self._seen[p], now, self.stall_s) for p in offsets}
         if Action.FENCE in actions.values() and self._rebalancing(report):
-            actions = {p: decide(self._seen[p], now, self.stall_s, rebalancing=True) for p in offsets}
+            actions = {p: action_for(self._seen[p], now, self.stall_s, rebalancing=True) for p in offsets}
         for partition, seen in sorted(offsets.items()):
             action = actions[partition]
             run = PartitionRun(partition, seen, action, self._seen[partition].lag_s(now))
@@ -252,7 +254,7 @@ class Repair:
                         "repair: settling %s[%d] offsets %d..%d left behind (trigger committed %d)",
                         self.topic, run.partition, records[0].offset, records[-1].offset, target,
                     )  # fmt: skip
-                    self._processor.process(records, attempts=1)
+                    self._settle_batch(records, attempts=1)
                     settled += len(records)
                 with part.lock:
                     if part.producer is None:

@@ -47,10 +47,10 @@ from settlement.core import positions
 from settlement.core.deadline import Deadline, timeout
 from settlement.core.errors import DeliveryError
 from settlement.core.naming import transactional_id
-from settlement.delivery.fencing import Fenced, is_fenced
-from settlement.delivery.partitions import PartitionLedger, Partitions
+from settlement.delivery.exactly_once.fencing import Fenced, is_fenced
+from settlement.delivery.exactly_once.partitions import Partitions, PartitionState
+from settlement.delivery.exactly_once.source import SourceReader
 from settlement.delivery.producer import kafka_error
-from settlement.delivery.source import SourceReader
 
 log = logging.getLogger("settlement.ledger")
 
@@ -83,11 +83,11 @@ class Ledger:
         self._clock = clock
         self._closed = threading.Event()
         # Ranges whose transaction was lost in this process (up to the position it had reached): the committer
-        # (settlement/delivery/committer.py) settles each again until it succeeds.
+        # (committer.py) settles each again until it succeeds.
         self._lost: dict[tuple[str, int], int] = {}
         atexit.register(_close_at_exit, weakref.ref(self))
 
-    def take(self, part: PartitionLedger, deadline: Deadline, fence: bool = False) -> None:
+    def take(self, part: PartitionState, deadline: Deadline, fence: bool = False) -> None:
         """Take the partition: build its producer, fence every earlier holder, read the settled position. With
         `fence`, even if this process holds it already (the repair takes over a partition whose positions stand
         still, whoever holds it: a new producer epoch aborts whatever transaction of it is open)."""
@@ -123,7 +123,7 @@ class Ledger:
         part.reset()
         log.info("holding %s[%d], settled position %s", part.topic, part.partition, part.committed)
 
-    def drop(self, part: PartitionLedger, lost: bool = False) -> None:
+    def drop(self, part: PartitionState, lost: bool = False) -> None:
         """Give up the partition's producer (fenced, or unusable): the next batch takes it again. With `lost`,
         the open transaction's range is queued for the committer to settle again from the source, so that a
         failed commit is repaired even if the partition sees no later batch."""
@@ -138,7 +138,7 @@ class Ledger:
 
     # -- transactions -----------------------------------------------------------------------------------------
 
-    def begin(self, part: PartitionLedger) -> Producer:
+    def begin(self, part: PartitionState) -> Producer:
         """The partition's producer, inside an open transaction."""
         assert part.producer is not None
         if part.open_since is None:
@@ -147,7 +147,7 @@ class Ledger:
             log.debug("%s[%d]: transaction begun at position %s", part.topic, part.partition, part.position)
         return part.producer
 
-    def commit(self, part: PartitionLedger, deadline: Deadline | None = None) -> None:
+    def commit(self, part: PartitionState, deadline: Deadline | None = None) -> None:
         """Commit the open transaction with the partition's position, retrying what librdkafka calls retriable
         (a broker restart, a coordinator move) until `deadline` (or the ledger's timeout). On a definite failure
         the producer is dropped, the range it held is queued for recovery unless another process fenced this
@@ -180,7 +180,7 @@ class Ledger:
         part.open_since = None
         log.debug("%s[%d]: committed position %s", part.topic, part.partition, part.position)
 
-    def abort(self, part: PartitionLedger, cause: BaseException) -> NoReturn:
+    def abort(self, part: PartitionState, cause: BaseException) -> NoReturn:
         """Abort the open transaction (its records become invisible to read_committed readers) and raise why."""
         log.debug("%s[%d]: aborting: %s", part.topic, part.partition, cause)
         fenced = is_fenced(cause)
@@ -197,15 +197,15 @@ class Ledger:
         part.reset()
         raise DeliveryError(f"{part.topic}[{part.partition}] transaction aborted: {cause}") from None
 
-    def abort_quietly(self, part: PartitionLedger, cause: BaseException) -> None:
+    def abort_quietly(self, part: PartitionState, cause: BaseException) -> None:
         with suppress(DeliveryError):
             self.abort(part, cause)
 
-    def due(self, part: PartitionLedger) -> bool:
+    def due(self, part: PartitionState) -> bool:
         """The open transaction should be committed now: its interval passed."""
         return positions.commit_due(part.open_since, self._clock(), self.config.commit_interval_s)
 
-    def start(self, part: PartitionLedger, deadline: Deadline) -> None:
+    def start(self, part: PartitionState, deadline: Deadline) -> None:
         """Give a partition that has no settled position one: its first retained offset, committed at once in
         a transaction of its own, before anything of the batch is planned. Whatever the host delivered or gave
         up before (even batches that failed before the ledger existed) then lies in a gap that is repaired.
@@ -217,7 +217,7 @@ class Ledger:
         self.commit(part, deadline)
         log.info("%s[%d]: the ledger begins at offset %d", part.topic, part.partition, offset)
 
-    def advance(self, part: PartitionLedger, offset: int, deadline: Deadline) -> None:
+    def advance(self, part: PartitionState, offset: int, deadline: Deadline) -> None:
         """Commit `offset` as the settled position with nothing written: a range that holds only transaction
         markers or aborted records (a source written under exactly_once_v2) has nothing to settle."""
         part.position = offset
@@ -237,7 +237,7 @@ class Ledger:
             finally:
                 part.lock.release()
 
-    def _queue_lost(self, part: PartitionLedger) -> None:
+    def _queue_lost(self, part: PartitionState) -> None:
         """Queue the open transaction's range, if it held anything, for recovery."""
         if part.open_since is not None and part.position is not None and part.position != part.committed:
             self.queue_recovery(part, part.position)
@@ -273,7 +273,7 @@ class Ledger:
                 part.lock.release()
         self.source.close()
 
-    def queue_recovery(self, part: PartitionLedger, upto: int) -> None:
+    def queue_recovery(self, part: PartitionState, upto: int) -> None:
         """Have the committer settle the partition up to `upto` from the source (a gap too long for one batch)."""
         with self._lock:
             key = (part.topic, part.partition)

@@ -1,5 +1,8 @@
-"""A batch settled through the exactly-once ledger (settlement/delivery/ledger.py): per source partition, skip what is
-settled, repair what the host skipped, and write the rest inside the partition's open transaction.
+"""`ExactlyOnce`, the exactly-once delivery behind the seam (`settlement.core.plan.Delivery`) and this package's one
+door: a batch settled through the ledger (ledger.py) per source partition (skip what is settled, repair what the host
+skipped, write the rest inside the partition's open transaction); the ledger's committer (committer.py), started and
+stopped here; the ranges this process lost, settled again here; and the repair (repair.py), built here over the same
+ledger.
 
 Every record is planned (decoded, settled, encoded) before anything is produced, as on the at-least-once path,
 so a registry outage fails the batch with nothing written, and a record that is skipped as already settled
@@ -11,19 +14,22 @@ next batch starts at or beyond the settled position, and what lies between is re
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from settlement.core import positions
 from settlement.core.deadline import Deadline
 from settlement.core.errors import DeliveryError
-from settlement.core.plan import Outcome, Plain, Plan, PlanRecords
+from settlement.core.plan import Outcome, Plain, Plan, PlanRecords, SettleBatch
 from settlement.core.records import InputRecord
 from settlement.core.topics import Topics
-from settlement.delivery.fencing import Fenced
-from settlement.delivery.ledger import Ledger
-from settlement.delivery.partitions import PartitionLedger
+from settlement.delivery.exactly_once.committer import Committer
+from settlement.delivery.exactly_once.fencing import Fenced
+from settlement.delivery.exactly_once.ledger import Ledger, LedgerConfig
+from settlement.delivery.exactly_once.partitions import PartitionState
+from settlement.delivery.exactly_once.repair import Repair
 from settlement.delivery.producer import DeliveryTracker, RecordTooLarge
 
 log = logging.getLogger("settlement.exactly_once")
@@ -38,13 +44,79 @@ class _Sent(NamedTuple):
 
 
 class ExactlyOnce:
-    def __init__(self, ledger: Ledger, topics: Topics) -> None:
+    """Owns the ledger and everything that works on it: a batch's transactions (`settle`), the committer and the
+    recovery of lost ranges (`start`, `close`), and the repair (`repair`). Nothing outside this package sees the
+    ledger."""
+
+    def __init__(self, ledger: Ledger, topics: Topics, *, delivery_timeout_s: float) -> None:
         self._ledger = ledger
         self._topics = topics
+        self._timeout_s = delivery_timeout_s  # one recovered step's deadline, as one batch's
+        self._settle_batch: SettleBatch | None = None
+        self._committer: Committer | None = None
         # Coordinates the broker refused as too large: the next plan dead-letters them shrunk (the processor's
         # planner, through core/deadletter.refused_as_too_large, as the at-least-once path does at once).
         self._shrink: set[str] = set()
         self._aligned: dict[tuple[str, str], bool] = {}
+
+    @classmethod
+    def open(
+        cls,
+        config: LedgerConfig,
+        producer_conf: Mapping[str, Any],
+        consumer_conf: Mapping[str, Any],
+        topics: Topics,
+        *,
+        delivery_timeout_s: float,
+    ) -> ExactlyOnce:
+        """A new ledger (its source reader's consumer is built now: a bad client setting raises `KafkaException`
+        here) and the delivery over it. Call `start` once the batch path above exists."""
+        return cls(Ledger(config, producer_conf, consumer_conf), topics, delivery_timeout_s=delivery_timeout_s)
+
+    def start(self, settle_batch: SettleBatch) -> None:
+        """Start the ledger's committer. A range whose transaction this process lost (or a gap too long for one
+        batch) is settled again through `settle_batch`, the whole batch path (plan, deliver, telemetry) that the
+        processor above runs: handed in, so that nothing here imports or calls the layer above by name."""
+        if self._committer is None:
+            self._settle_batch = settle_batch
+            self._committer = Committer(self._ledger, self._settle_range)
+
+    def close(self) -> None:
+        """Commit what the ledger holds open and release its producers; the committer stops with it."""
+        self._ledger.close()
+
+    def repair(
+        self,
+        topic: str,
+        group: str,
+        admin_conf: Mapping[str, Any],
+        stall_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Repair:
+        """The repair of `topic` (repair.py), over this ledger and through the batch path given to `start`."""
+        if self._settle_batch is None:
+            raise RuntimeError("ExactlyOnce.start must be called before a repair is built")
+        return Repair(self._ledger, self._settle_batch, topic, group, admin_conf, stall_s, clock)
+
+    def _settle_range(self, topic: str, partition: int, upto: int) -> None:
+        """Settle a source range again whose transaction this process lost, or a gap too long for one batch:
+        read from the settled position up to `upto` in steps, each run as a batch (records settled meanwhile
+        are skipped as in any batch)."""
+        assert self._settle_batch is not None  # started
+        ledger = self._ledger
+        part = ledger.partitions.get(topic, partition)
+        while True:
+            deadline = Deadline.after(self._timeout_s)
+            with part.lock:
+                ledger.take(part, deadline)
+                start = part.position
+            if start is None or start >= upto:
+                return
+            records, _ = ledger.source.read_range(topic, partition, start, upto, deadline)
+            if not records:
+                return  # only markers or aborted records up to `upto`
+            log.warning("settling %s[%d] offsets %d..%d from the source", topic, partition, start, records[-1].offset)
+            self._settle_batch(records)
 
     def settle(
         self, records: Sequence[InputRecord], plan_records: PlanRecords, deadline: Deadline, attempts: int = _ATTEMPTS
@@ -71,19 +143,19 @@ class ExactlyOnce:
 
     def _attempt(
         self,
-        parts: list[PartitionLedger],
+        parts: list[PartitionState],
         by_partition: dict[tuple[str, int], list[int]],
         records: Sequence[InputRecord],
         plan: Plan,
         plan_records: PlanRecords,
         deadline: Deadline,
         attempt: int,
-    ) -> tuple[list[PartitionLedger], bool]:
+    ) -> tuple[list[PartitionState], bool]:
         """One pass over the partitions still to settle: the ones to try again (fenced, or a record refused as
         too large), and whether the plan must be made again (a record of the batch must shrink)."""
         ledger = self._ledger
-        retry: list[PartitionLedger] = []
-        sent: list[tuple[PartitionLedger, int | None, list[int], _Sent]] = []
+        retry: list[PartitionState] = []
+        sent: list[tuple[PartitionState, int | None, list[int], _Sent]] = []
         # A partition that fails for good (DeliveryError) must not leave the others half done: a partition whose
         # records were already handed to its producer is still awaited and its position advanced, or its open
         # transaction would keep them while the retried batch wrote them again (the 3-broker blackhole row saw
@@ -106,7 +178,7 @@ class ExactlyOnce:
             except DeliveryError as exc:
                 failure = failure or exc
         replan = False
-        done: list[PartitionLedger] = []
+        done: list[PartitionState] = []
         for part, position, admitted, handed in sent:
             try:
                 refused = self._await(part, handed, deadline)
@@ -137,7 +209,7 @@ class ExactlyOnce:
             raise failure
         return retry, replan
 
-    def _gap_plan(self, part: PartitionLedger, gap: list[InputRecord], plan_records: PlanRecords) -> Plan | None:
+    def _gap_plan(self, part: PartitionState, gap: list[InputRecord], plan_records: PlanRecords) -> Plan | None:
         if not gap:
             return None
         log.warning(
@@ -150,7 +222,7 @@ class ExactlyOnce:
         )
         return plan_records(gap, self._shrink)
 
-    def _take_all(self, parts: list[PartitionLedger], deadline: Deadline) -> None:
+    def _take_all(self, parts: list[PartitionState], deadline: Deadline) -> None:
         """Take every partition of the batch; those to take for the first time are taken concurrently (each
         costs a producer, `init_transactions` and a position read: round trips that overlap)."""
         cold = [p for p in parts if p.producer is None or p.committed is None]
@@ -162,7 +234,7 @@ class ExactlyOnce:
             for future in [pool.submit(self._take_or_leave, part, deadline) for part in cold]:
                 future.result()
 
-    def _take_or_leave(self, part: PartitionLedger, deadline: Deadline) -> None:
+    def _take_or_leave(self, part: PartitionState, deadline: Deadline) -> None:
         """`_take`, leaving a partition another process fenced in between to the attempts, which take it again
         (that process pinned or settled it; a batch must not fail for it)."""
         try:
@@ -170,7 +242,7 @@ class ExactlyOnce:
         except Fenced as exc:
             log.warning("%s while taking the partition; the attempts take it again", exc)
 
-    def _take(self, part: PartitionLedger, deadline: Deadline) -> None:
+    def _take(self, part: PartitionState, deadline: Deadline) -> None:
         """Take the partition (a no-op while this process holds it), and start its ledger if it has no settled
         position yet."""
         self._ledger.take(part, deadline)
@@ -178,26 +250,26 @@ class ExactlyOnce:
             self._ledger.start(part, deadline)
 
     def _admit(
-        self, part: PartitionLedger, records: Sequence[InputRecord], indexes: list[int], deadline: Deadline
+        self, part: PartitionState, records: Sequence[InputRecord], indexes: list[int], deadline: Deadline
     ) -> tuple[list[int], int | None, list[InputRecord]]:
         """The batch's records still to settle, the position after them, and the source records of the gap
         between the settled position and the first of them."""
         position = part.position
         assert position is not None  # held: pinned if it had none
         offsets = [records[i].offset for i in indexes]
-        admission = positions.admit(position, offsets)
+        unsettled = positions.unsettled(position, offsets)
         gap: list[InputRecord] = []
-        if admission.gap is not None:
-            gap, reached = self._ledger.source.read_range(part.topic, part.partition, *admission.gap, deadline)
-            taken = positions.step(admission, reached, offsets[-1])
+        if unsettled.gap is not None:
+            gap, reached = self._ledger.source.read_range(part.topic, part.partition, *unsettled.gap, deadline)
+            taken = positions.step(unsettled, reached, offsets[-1])
             if taken.recover_upto is not None:  # too long for one batch: settle this step, queue the rest
                 self._ledger.queue_recovery(part, taken.recover_upto)
-            admission = taken.admission
-        return [indexes[k] for k in admission.admitted], admission.position, gap
+            unsettled = taken.unsettled
+        return [indexes[k] for k in unsettled.indexes], unsettled.position, gap
 
     def _send(
         self,
-        part: PartitionLedger,
+        part: PartitionState,
         records: Sequence[InputRecord],
         admitted: list[int],
         plan: Plan,
@@ -226,7 +298,7 @@ class ExactlyOnce:
             ledger.abort(part, exc)
         return _Sent(tracker, by_index)
 
-    def _await(self, part: PartitionLedger, sent: _Sent, deadline: Deadline) -> set[str]:
+    def _await(self, part: PartitionState, sent: _Sent, deadline: Deadline) -> set[str]:
         """Wait for what `_send` handed over. Returns the coordinates the broker refused as too large (the
         transaction is then aborted); raises `DeliveryError`/`Fenced`, aborted, on any other failure."""
         ledger = self._ledger
@@ -285,7 +357,7 @@ class ExactlyOnce:
             for i in tracker.produce_plain(settlements, plain_idx, plain, deadline, partition=partitions[settlements]):
                 tracker.refuse(i)
 
-    def _output_partition(self, part: PartitionLedger, topic: str) -> int:
+    def _output_partition(self, part: PartitionState, topic: str) -> int:
         """The source partition when the output topic has as many partitions as the source: then each
         transaction writes one partition of it (fewer markers, less broker work per commit), a user's outputs
         stay on the partition of their trades (both are keyed by USERID, ksqlDB's murmur2), and a transaction

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable
 from threading import Event, Thread
 
-from settlement.delivery.ledger import Ledger
+from settlement.delivery.exactly_once.ledger import Ledger
 
 log = logging.getLogger("settlement.ledger")
 
@@ -22,7 +22,7 @@ _RECOVERY_INTERVAL_S = 1.0  # at most one recovery round this often while a caus
 
 
 class Committer:
-    """Runs until the ledger closes; the thread holds only a weak reference, so a dropped processor is collected."""
+    """Runs until the ledger closes; the thread holds only a weak reference, so a dropped delivery is collected."""
 
     def __init__(self, ledger: Ledger, settle_range: SettleRange, clock: Callable[[], float] = time.monotonic) -> None:
         self._ledger = ledger
@@ -30,7 +30,7 @@ class Committer:
         self._clock = clock
         self._next_recovery = 0.0
         # The thread gets a weak reference and the ledger's closed event, never the ledger: its arguments live as
-        # long as it runs, and an unclosed ledger must still be collected with its processor.
+        # long as it runs, and an unclosed ledger must still be collected with its delivery.
         self._thread = Thread(
             target=_loop, args=(weakref.ref(self), ledger.closed, ledger.config.commit_interval_s), daemon=True
         )

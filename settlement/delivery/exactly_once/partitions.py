@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from confluent_kafka import Producer
 
 
-class PartitionLedger:
+class PartitionState:
     """One source partition: its transactional producer, committed position and open transaction. Used under
     `lock` only (one batch, or the committer, at a time)."""
 
@@ -34,25 +34,25 @@ class Partitions:
     """Every source partition this process has settled (created on first use)."""
 
     def __init__(self) -> None:
-        self._partitions: dict[tuple[str, int], PartitionLedger] = {}
+        self._partitions: dict[tuple[str, int], PartitionState] = {}
         self._lock = threading.Lock()
 
-    def all(self) -> list[PartitionLedger]:
+    def all(self) -> list[PartitionState]:
         return list(self._partitions.values())
 
-    def get(self, topic: str, partition: int) -> PartitionLedger:
+    def get(self, topic: str, partition: int) -> PartitionState:
         key = (topic, partition)
         part = self._partitions.get(key)
         if part is None:
             with self._lock:
-                part = self._partitions.setdefault(key, PartitionLedger(topic, partition))
+                part = self._partitions.setdefault(key, PartitionState(topic, partition))
         return part
 
     @contextmanager
-    def locked(self, keys: Sequence[tuple[str, int]]) -> Iterator[list[PartitionLedger]]:
+    def locked(self, keys: Sequence[tuple[str, int]]) -> Iterator[list[PartitionState]]:
         """Lock a batch's partitions, in a fixed order so that concurrent batches cannot deadlock."""
         parts = [self.get(t, p) for t, p in sorted(set(keys))]
-        taken: list[PartitionLedger] = []
+        taken: list[PartitionState] = []
         try:
             for part in parts:
                 part.lock.acquire()
