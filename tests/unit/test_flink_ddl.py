@@ -52,8 +52,8 @@ def test_bounded_and_idle_options_are_local_and_per_source() -> None:
     sources = sum(t.role == "source" for t in TABLES.values())
     assert bounded.count("'scan.bounded.mode' = 'latest-offset'") == sources
     assert "scan.bounded.mode" not in unbounded
-    assert unbounded.count("'scan.watermark.idle-timeout' = '2 s'") == 1  # users only
-    assert ddl.cloud_statement_properties(TABLES) == {"sql.tables.scan.idle-timeout": "2 s"}
+    assert unbounded.count("'scan.watermark.idle-timeout' = '15 s'") == 1  # users only
+    assert ddl.cloud_statement_properties(TABLES) == {"sql.tables.scan.idle-timeout": "15 s"}
 
 
 def test_the_statements_are_the_same_text_in_both_dialects() -> None:
@@ -128,7 +128,7 @@ def test_the_tool_prints_for_confluent_cloud_the_statements_the_local_engine_run
             assert insert.text + ";" in cloud  # verbatim
             # ... and locally the same query runs, unchanged, inside the (possibly wrapped) INSERT
             assert insert.query in ddl.local_insert(TABLES[insert.table], insert.query, 1)
-    assert "SET 'sql.tables.scan.idle-timeout' = '2 s';" in cloud
+    assert "SET 'sql.tables.scan.idle-timeout' = '15 s';" in cloud
     assert cloud.index("CREATE TABLE IF NOT EXISTS `users`") < cloud.index("INSERT INTO user_trades")
     assert flink_sql.main(["--part", "ddl", "--dialect", "local"]) == 0
 
