@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack import stack, toxiproxy
+from devstack import locks, stack, toxiproxy
 from devstack.errors import StackError
 from devstack.fetch import CACHE, _pom_property, fetch, require_tools
 
@@ -134,23 +134,28 @@ def fetch_tools(cache: Path = CACHE) -> Path:
     beside, not inside, the broker's lib folder so the one-broker stack's cached download stays as it is."""
     version = _pom_property("kafka.version")
     jar = cache / f"kafka-tools-{version}" / f"kafka-tools-{version}.jar"
-    if not jar.exists():
-        require_tools()
-        log = cache / "logs" / "fetch-kafka-tools.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        jar.parent.mkdir(parents=True, exist_ok=True)
-        # Outside the project (no -f devstack/pom.xml): that pom configures the plugin for the registry archive.
-        with log.open("w") as out:
-            subprocess.run(
-                [
-                    "mvn", "-B", "-q", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy",
-                    f"-Dartifact=org.apache.kafka:kafka-tools:{version}", f"-DoutputDirectory={jar.parent}",
-                ],
-                stdout=out, stderr=subprocess.STDOUT, cwd=jar.parent,
-            )  # fmt: skip
+    with locks.held("kafka-tools", cache):
         if not jar.exists():
-            raise StackError(f"kafka-tools {version} was not fetched; see {cache / 'logs' / 'fetch-kafka-tools.log'}")
+            _fetch_tools(jar, version, cache)
     return jar
+
+
+def _fetch_tools(jar: Path, version: str, cache: Path) -> None:
+    require_tools()
+    log = cache / "logs" / "fetch-kafka-tools.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    # Outside the project (no -f devstack/pom.xml): that pom configures the plugin for the registry archive.
+    with log.open("w") as out, locks.held(locks.MAVEN, cache):
+        subprocess.run(
+            [
+                "mvn", "-B", "-q", "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy",
+                f"-Dartifact=org.apache.kafka:kafka-tools:{version}", f"-DoutputDirectory={jar.parent}",
+            ],
+            stdout=out, stderr=subprocess.STDOUT, cwd=jar.parent,
+        )  # fmt: skip
+    if not jar.exists():
+        raise StackError(f"kafka-tools {version} was not fetched; see {cache / 'logs' / 'fetch-kafka-tools.log'}")
 
 
 def _properties(state: ClusterState, node: Node) -> Path:

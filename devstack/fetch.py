@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack import locks
 from devstack.errors import StackError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,9 +53,9 @@ def require_tools() -> None:
         )
 
 
-def _run_maven(args: list[str], log: Path) -> None:
+def _run_maven(args: list[str], log: Path, cache: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as out:
+    with log.open("w") as out, locks.held(locks.MAVEN, cache):
         proc = subprocess.run(["mvn", "-B", "-q", "-f", str(POM), *args], stdout=out, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise StackError(f"Maven fetch failed (exit {proc.returncode}); see {log}")
@@ -62,6 +63,11 @@ def _run_maven(args: list[str], log: Path) -> None:
 
 def fetch(cache: Path = CACHE) -> Artifacts:
     """Download (first run) or locate (later runs) the broker and registry distributions."""
+    with locks.held("stack-artifacts", cache):
+        return _fetch(cache)
+
+
+def _fetch(cache: Path) -> Artifacts:
     kafka_version = _pom_property("kafka.version")
     registry_version = _pom_property("apicurio.version")
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
@@ -74,6 +80,7 @@ def fetch(cache: Path = CACHE) -> Artifacts:
         _run_maven(
             ["dependency:copy-dependencies", f"-DoutputDirectory={kafka_lib}", "-DincludeScope=runtime"],
             cache / "logs" / "fetch-kafka.log",
+            cache,
         )
         kafka_marker.touch()
 
@@ -89,6 +96,7 @@ def fetch(cache: Path = CACHE) -> Artifacts:
                 f"-DoutputDirectory={download}",
             ],
             cache / "logs" / "fetch-registry.log",
+            cache,
         )
         archive = download / f"apicurio-registry-app-{registry_version}-all.tar.gz"
         staging = registry_home.with_name(registry_home.name + ".partial")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devstack import locks
 from devstack.errors import StackError
 from devstack.fetch import CACHE, ROOT, require_tools
 
@@ -138,6 +139,11 @@ def is_set_up(cache: Path = CACHE) -> bool:
 
 def setup(cache: Path = CACHE) -> FlinkArtifacts:
     """The engine's environment, connector and generated modules: made on first use, found after."""
+    with locks.held("flink", cache):
+        return _setup(cache)
+
+
+def _setup(cache: Path) -> FlinkArtifacts:
     home = cache / f"flink-{_pinned('apache-flink')}"
     logs = cache / "logs"
     venv = home / "venv"
@@ -157,12 +163,13 @@ def setup(cache: Path = CACHE) -> FlinkArtifacts:
     if not jar_marker.exists():
         require_tools()
         shutil.rmtree(lib, ignore_errors=True)
-        _run(
-            ["mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={lib}",
-             "-DexcludeTransitive=true"],
-            logs / "fetch-flink-connector.log",
-            "fetching the Flink Kafka connector",
-        )  # fmt: skip
+        with locks.held(locks.MAVEN, cache):
+            _run(
+                ["mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={lib}",
+                 "-DexcludeTransitive=true"],
+                logs / "fetch-flink-connector.log",
+                "fetching the Flink Kafka connector",
+            )  # fmt: skip
         jar_marker.touch()
     jars = sorted(lib.glob("flink-sql-connector-kafka-*.jar"))
     if not jars:

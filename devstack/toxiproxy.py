@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from devstack import locks
 from devstack.errors import StackError
 from devstack.fetch import CACHE
 
@@ -34,8 +35,13 @@ def binary(cache: Path = CACHE) -> Path:
 def ensure_built(cache: Path = CACHE) -> Path:
     """Build the toxiproxy server with the machine's Go on first use (about 35 s); later calls find it."""
     target = binary(cache)
-    if target.exists():
-        return target
+    with locks.held("toxiproxy", cache):
+        if not target.exists():
+            _build(target, cache)
+    return target
+
+
+def _build(target: Path, cache: Path) -> None:
     if shutil.which("go") is None:
         raise StackError(
             "go not found on PATH: the 3-broker stack builds toxiproxy with Go 1.22+ (apt-get install golang)"
@@ -47,7 +53,6 @@ def ensure_built(cache: Path = CACHE) -> Path:
         proc = subprocess.run(["go", "install", f"{MODULE}@{VERSION}"], stdout=out, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0 or not target.exists():
         raise StackError(f"building toxiproxy failed (exit {proc.returncode}); see {log}")
-    return target
 
 
 class Toxiproxy:

@@ -10,7 +10,6 @@ broker or the registry would pull it from under the others, so they take `owned_
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -18,13 +17,13 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devstack import locks
 from tests.kafka_helpers import create_topics, unique_name
 
 # Importing function_app in the test process must not build a processor in the background from whatever
@@ -98,18 +97,6 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_NAMED_RUN] = True
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Across the run's processes: one at a time starts (or finds) a stack."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _started_marker() -> Path:
     from devstack import stack as devstack
 
@@ -125,7 +112,7 @@ def stack() -> Iterator[Stack]:
         return
     from devstack import stack as devstack
 
-    with _locked(devstack.home() / "up.lock"):
+    with locks.held("stack-up", devstack.home()):  # one process at a time starts (or finds) the stack
         state, started = devstack.up()
         if started:
             _started_marker().touch()  # stopped by pytest_sessionfinish once every process is done
