@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack import locks
+from devstack import locks, stack
 from devstack.errors import StackError
 from devstack.fetch import CACHE, ROOT, require_tools
 
@@ -213,10 +213,7 @@ class Engine:
         self._replies.put(None)
 
     def _tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return stack.log_tail(self.log, lines)
 
     def _await(self, timeout_s: float) -> dict[str, Any]:
         try:

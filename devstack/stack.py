@@ -404,12 +404,13 @@ def wait_started(
         if ready():
             return
         if not _alive(pid):
-            raise StackError(f"{what} exited during start-up; its log ({log}) ends:\n{_tail(log)}")
+            raise StackError(f"{what} exited during start-up; its log ({log}) ends:\n{log_tail(log)}")
         time.sleep(0.25)
     raise StackError(f"{what} did not come up within {timeout_s:.0f}s; see its log: {log}")
 
 
-def _tail(log: Path, lines: int = 15) -> str:
+def log_tail(log: Path, lines: int = 15) -> str:
+    """The last lines of a service's log, for an error that must say why it stopped."""
     try:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
     except OSError as exc:
