@@ -418,7 +418,9 @@ def _report(
     """Read back and check: the summary and the check of every input, how soon every record was visible, the
     Flink part's checks, the chart; the run's exit code."""
     exactly_once = args.guarantee == EXACTLY_ONCE
-    code = _summary(bootstrap, topics, inputs.count, watch.elapsed, host, measurements, exactly_once)
+    code = _summary(
+        bootstrap, topics, inputs.count, watch.elapsed, host, measurements, exactly_once, inputs.stream is not None
+    )
     code = max(code, _visibility(watch.ends, inputs.last_trade_at, host, measurements, exactly_once))
     chart = None if args.no_chart else (args.chart or (RUNS_DIR / f"run-{run_id}.png"))
     if inputs.stream is not None:
@@ -475,7 +477,10 @@ def _summary(
     host: LocalHost,
     measurements: Measurements,
     exactly_once: bool,
+    generated_times: bool = False,
 ) -> int:
+    """Print what was settled and dead-lettered and the latency; the check's exit code. `generated_times`: the
+    trades carry event times the run generated (the engine's sources), not the time they were written."""
     settled_msgs = read_to_end(bootstrap, topics.settlements)  # what a read_committed reader sees
     dead_msgs = read_to_end(bootstrap, topics.dead_letter)
     settlements = [settlement_of(m) for m in settled_msgs]
@@ -499,6 +504,9 @@ def _summary(
     for reason, n in by_reason.most_common():
         print(f"  {reason:<22}{n:>5}")
     print("\nend-to-end latency (trade record timestamp -> its batch acknowledged, as the host saw it)")
+    if generated_times:
+        print("  (the trades' timestamps are event times generated as a stream that began before this run, so this")
+        print("   counts from them, not from when each trade was written: run with --no-engine for the function's own)")
     for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)):
         print(f"  {label:<5}{bucket_percentile(measurements.latency, q):>9.0f} ms")
 
