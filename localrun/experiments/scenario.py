@@ -208,25 +208,33 @@ MALFORMED_TRACEPARENTS = (
 
 def malformed_traceparents(run: Run) -> None:
     """Once a third is through, trades whose `traceparent` header .NET cannot parse arrive on every partition, then
-    the tail: with tracing on, each batch holding one is never invoked, and a later batch's stored offset moves the
-    trigger's commit past it. Nothing delivers those records again: only the ledger's repair books them."""
+    the tail, then one more such trade on every partition. With tracing on, each batch holding one is never invoked:
+    a later batch's stored offset moves the trigger's commit past the first ones (settlement lag: repaired), and
+    nothing comes after the last ones (the trigger's consumer moved on, its group's offset stays before them: the
+    records wait, drained). Nothing delivers any of those records again: only the ledger's repair books them."""
+    wait_for_progress(run, 1 / 3)
+    partitions = run.host.partitions
+    _produce_malformed(run, len(MALFORMED_TRACEPARENTS) * partitions, seed=13)
+    assert run.tail is not None, "the row produces its tail after the malformed trades"
+    run.tail()
+    _produce_malformed(run, partitions, seed=14)  # each partition's last batch holds one
+    run.fault_at = time.monotonic()
+
+
+def _produce_malformed(run: Run, count: int, seed: int) -> None:
+    """`count` trades with traceparents .NET refuses, spread over every partition in turn."""
     from localrun.experiments.generator import GeneratorConfig, trades, value_encoder
 
-    wait_for_progress(run, 1 / 3)
     encode = value_encoder(run.registry_url, run.source)
     producer = Producer({"bootstrap.servers": run.bootstrap, "enable.idempotence": True})
     partitions = run.host.partitions
-    count = len(MALFORMED_TRACEPARENTS) * partitions
-    for i, (key, trade) in enumerate(trades(count, GeneratorConfig(seed=13))):
+    for i, (key, trade) in enumerate(trades(count, GeneratorConfig(seed=seed))):
         header = MALFORMED_TRACEPARENTS[i % len(MALFORMED_TRACEPARENTS)]
         producer.produce(
             run.source, key=key, value=encode(trade), headers=[("traceparent", header)], partition=i % partitions
         )
     assert producer.flush(30) == 0, "the trades with malformed traceparents were not all written"
     run.inputs += count
-    run.fault_at = time.monotonic()
-    assert run.tail is not None, "the row produces its tail after the malformed trades"
-    run.tail()
 
 
 def kill_one_of_two_mid_stream(run: Run) -> None:
@@ -313,7 +321,7 @@ LIVENESS: dict[str, dict[str, Any]] = {
         "tail": 6000,  # in one transaction: batches of 256 settle it within the commit interval
         "max_batch_size": 256,
     },
-    "records with a traceparent .NET refuses, tracing on: their batches never invoked, committed past": {
+    "records with a traceparent .NET refuses, tracing on: batches never invoked, committed past or left waiting": {
         "fault": malformed_traceparents,
         "plan": "flex",
         "tracing": True,
@@ -647,7 +655,7 @@ def liveness_line(o: Outcome) -> str:
 # Rows where, at least once, the extension itself gives records up and nothing brings them back (no ledger, no
 # repair): the table shows the loss, exactly-once must book them all.
 LOST_WITHOUT_THE_LEDGER = {
-    "records with a traceparent .NET refuses, tracing on: their batches never invoked, committed past"
+    "records with a traceparent .NET refuses, tracing on: batches never invoked, committed past or left waiting"
 }
 
 

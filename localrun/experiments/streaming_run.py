@@ -159,9 +159,7 @@ def run_file(engine: Engine, file: str, schema_ids: Mapping[str, int], wait: boo
     """Run a statements file of flink/ unchanged (written through the encoding UDF where the target is framed), its
     INSERTs as one job; returns the job."""
     tables = ddl.load()
-    inserts = [
-        ddl.local_insert(tables[i.table], i.query, schema_ids.get(i.table, 0)) for i in statements.inserts(file)
-    ]
+    inserts = [ddl.local_insert(tables[i.table], i.query, schema_ids.get(i.table, 0)) for i in statements.inserts(file)]
     if len(inserts) == 1:
         return [str(engine.sql(inserts[0], wait=wait, timeout_s=timeout_s)["job"])]
     return [str(engine.statement_set(inserts, wait=wait, timeout_s=timeout_s)["job"])]

@@ -153,4 +153,3 @@ def host_protos(env: WorkerEnv) -> object:
         spec.loader.exec_module(module)
         sys.modules["function_rpc_host_pb2"] = module
     return sys.modules["function_rpc_host_pb2"]
-

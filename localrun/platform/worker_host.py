@@ -123,7 +123,9 @@ class RealWorker:
 
     def metadata(self) -> Reply:
         return self.request(
-            functions_metadata_request=self.protos.FunctionsMetadataRequest(function_app_directory=str(self.env.app_dir))
+            functions_metadata_request=self.protos.FunctionsMetadataRequest(
+                function_app_directory=str(self.env.app_dir)
+            )
         )
 
     def load(self, function: Any) -> Reply:

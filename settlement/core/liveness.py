@@ -13,13 +13,20 @@ Three offsets tell a partition's state (all from Kafka, so any process can read 
 committed. A live holder keeps it at its open transaction (the commit interval) and moves `settled` on; a holder
 that died or froze leaves it there for good, and on Flex nothing wakes the trigger again (its scaler sees no
 lag). So a partition is taken over when it is *behind* (`settled` below `end`) and *stalled* (the same
-`settled` and `committed` seen at least `stall_s` apart): with lag the gap is settled; without (`settled ==
-committed`, records beyond it not consumed yet) it is only fenced, which aborts a dead holder's open
-transaction at once instead of at the coordinator's timeout, so read_committed readers of the output topics
-stop waiting for it. A partition whose positions move is left alone: its holder is making progress. Fencing
-alone waits twice as long, and never while the trigger group rebalances: then every partition stands still
-for a while with its holders alive (an eager rebalance revokes them all), and aborting a live holder's open
-transaction would only make it settle its last batches again.
+`settled` and `committed` seen at least `stall_s` apart): with lag the gap is settled. Without lag (`settled ==
+committed`) the records beyond the trigger's offset are *waiting*, and waiting records that nothing moves for
+twice as long are drained: the partition is taken, which aborts a dead holder's open transaction at once instead
+of at the coordinator's timeout (so read_committed readers of the output topics stop waiting for it), and the
+records up to the partition's last stable offset are settled. A live trigger may hold them without ever
+delivering them: the Kafka extension drops a batch it fails to invoke (tracing on, a `traceparent` header .NET
+refuses) and, with no later batch on the partition to commit past it, neither delivers those records again nor
+shows them as lag of ours. Should the trigger deliver them after all, the ledger finds them settled and skips
+them. Where the trigger group has committed nothing (a new group, or the HTTP entry path, whose connector has a
+group of its own) the partition is only fenced: its records are that path's to deliver. A partition whose
+positions move is left alone: its holder is making progress. Neither draining nor fencing happens while the
+trigger group rebalances: then every partition stands still for a while with its holders alive (an eager
+rebalance revokes them all), and aborting a live holder's open transaction would only make it settle its last
+batches again.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ class Action(Enum):
     UNKNOWN = "unknown"  # the ledger has not begun the partition: its first batch pins it
     WATCH = "watch"  # behind, but not seen still for long enough (or moving)
     REPAIR = "repair"  # stalled with lag: take it, settle [settled, committed), commit
-    FENCE = "fence"  # stalled without lag: take it (aborting a dead holder's transaction), settle nothing
+    DRAIN = "drain"  # stalled without lag, records waiting: take it, settle [settled, last stable offset), commit
+    FENCE = "fence"  # stalled, the trigger group committed nothing: take it (aborting a holder's transaction) only
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,12 @@ def action_for(sighting: Sighting, now: float, stall_s: float, rebalancing: bool
     still = now - sighting.since
     if offsets.lag:
         return Action.REPAIR if still >= stall_s else Action.WATCH
-    return Action.FENCE if still >= FENCE_FACTOR * stall_s and not rebalancing else Action.WATCH
+    if still < FENCE_FACTOR * stall_s or rebalancing:
+        return Action.WATCH
+    return Action.FENCE if offsets.committed is None else Action.DRAIN
+
+
+TAKEN = frozenset({Action.REPAIR, Action.DRAIN, Action.FENCE})  # the actions that take the partition over
 
 
 def stall_after_s(commit_interval_s: float) -> float:
@@ -111,4 +124,4 @@ def stall_after_s(commit_interval_s: float) -> float:
 
 
 STALL_MARGIN_S = 5.0
-FENCE_FACTOR = 2.0  # fencing alone (no lag to settle) waits this many stall periods
+FENCE_FACTOR = 2.0  # draining or fencing (no lag to settle) waits this many stall periods

@@ -184,12 +184,7 @@ class DeliveryTracker:
             return
         value = msg.value()
         index = next(  # errors only: a scan is fine
-            (
-                i
-                for indexes, messages in self._batched
-                for i, m in zip(indexes, messages, strict=True)
-                if m[1] == value
-            ),
+            (i for indexes, messages in self._batched for i, m in zip(indexes, messages, strict=True) if m[1] == value),
             -1,
         )
         self._delivered(index, err, msg)

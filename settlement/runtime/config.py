@@ -35,13 +35,15 @@ ENTRA = "entra"
 AUTH_MODES = (KEY, ENTRA)
 # The trigger's OIDC client credentials (the extension's OAuthBearer* attributes), for KAFKA_TRIGGER_AUTH_MODE
 # OAuthBearer; client id, secret and token endpoint are required together.
-TRIGGER_OAUTH: Mapping[str, str] = MappingProxyType({
-    "KAFKA_TRIGGER_OAUTH_CLIENT_ID": "o_auth_bearer_client_id",
-    "KAFKA_TRIGGER_OAUTH_CLIENT_SECRET": "o_auth_bearer_client_secret",
-    "KAFKA_TRIGGER_OAUTH_TOKEN_ENDPOINT": "o_auth_bearer_token_endpoint_url",
-    "KAFKA_TRIGGER_OAUTH_SCOPE": "o_auth_bearer_scope",
-    "KAFKA_TRIGGER_OAUTH_EXTENSIONS": "o_auth_bearer_extensions",
-})
+TRIGGER_OAUTH: Mapping[str, str] = MappingProxyType(
+    {
+        "KAFKA_TRIGGER_OAUTH_CLIENT_ID": "o_auth_bearer_client_id",
+        "KAFKA_TRIGGER_OAUTH_CLIENT_SECRET": "o_auth_bearer_client_secret",
+        "KAFKA_TRIGGER_OAUTH_TOKEN_ENDPOINT": "o_auth_bearer_token_endpoint_url",
+        "KAFKA_TRIGGER_OAUTH_SCOPE": "o_auth_bearer_scope",
+        "KAFKA_TRIGGER_OAUTH_EXTENSIONS": "o_auth_bearer_extensions",
+    }
+)
 _TRIGGER_OAUTH_REQUIRED = (
     "KAFKA_TRIGGER_OAUTH_CLIENT_ID",
     "KAFKA_TRIGGER_OAUTH_CLIENT_SECRET",

@@ -46,11 +46,13 @@ HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_COMMIT_ON_FAILURE = True
 DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
-_EXTENSION_DEFAULTS: Mapping[str, Any] = MappingProxyType({
-    "maxretries": DEFAULT_MAX_RETRIES,
-    "commitonfailure": DEFAULT_COMMIT_ON_FAILURE,
-    "maxpollintervalms": DEFAULT_MAX_POLL_INTERVAL_MS,
-})
+_EXTENSION_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "maxretries": DEFAULT_MAX_RETRIES,
+        "commitonfailure": DEFAULT_COMMIT_ON_FAILURE,
+        "maxpollintervalms": DEFAULT_MAX_POLL_INTERVAL_MS,
+    }
+)
 _DEFAULT_FUNCTION_TIMEOUT_S = 1800.0  # Premium and Flex Consumption's default
 
 

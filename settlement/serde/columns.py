@@ -36,15 +36,17 @@ Parser = Callable[[bytes], TradeValue]
 
 # Integer types whose every value an int32 holds: read as they are. Any other integer type is range-checked.
 _INT32_EXACT = frozenset({FieldProto.TYPE_INT32, FieldProto.TYPE_SINT32, FieldProto.TYPE_SFIXED32})
-_INTEGERS = _INT32_EXACT | frozenset({
-    FieldProto.TYPE_INT64,
-    FieldProto.TYPE_SINT64,
-    FieldProto.TYPE_SFIXED64,
-    FieldProto.TYPE_UINT32,
-    FieldProto.TYPE_FIXED32,
-    FieldProto.TYPE_UINT64,
-    FieldProto.TYPE_FIXED64,
-})
+_INTEGERS = _INT32_EXACT | frozenset(
+    {
+        FieldProto.TYPE_INT64,
+        FieldProto.TYPE_SINT64,
+        FieldProto.TYPE_SFIXED64,
+        FieldProto.TYPE_UINT32,
+        FieldProto.TYPE_FIXED32,
+        FieldProto.TYPE_UINT64,
+        FieldProto.TYPE_FIXED64,
+    }
+)
 
 
 def type_name(field: FieldProto) -> str:

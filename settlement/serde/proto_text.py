@@ -75,19 +75,21 @@ def compile_text(
     raise ProtoTextError("protoc produced no descriptor for the schema")
 
 
-_SCALARS: Mapping[int, str] = MappingProxyType({
-    descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE: "double",
-    descriptor_pb2.FieldDescriptorProto.TYPE_FLOAT: "float",
-    descriptor_pb2.FieldDescriptorProto.TYPE_INT64: "int64",
-    descriptor_pb2.FieldDescriptorProto.TYPE_UINT64: "uint64",
-    descriptor_pb2.FieldDescriptorProto.TYPE_INT32: "int32",
-    descriptor_pb2.FieldDescriptorProto.TYPE_UINT32: "uint32",
-    descriptor_pb2.FieldDescriptorProto.TYPE_BOOL: "bool",
-    descriptor_pb2.FieldDescriptorProto.TYPE_STRING: "string",
-    descriptor_pb2.FieldDescriptorProto.TYPE_BYTES: "bytes",
-    descriptor_pb2.FieldDescriptorProto.TYPE_SINT32: "sint32",
-    descriptor_pb2.FieldDescriptorProto.TYPE_SINT64: "sint64",
-})
+_SCALARS: Mapping[int, str] = MappingProxyType(
+    {
+        descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE: "double",
+        descriptor_pb2.FieldDescriptorProto.TYPE_FLOAT: "float",
+        descriptor_pb2.FieldDescriptorProto.TYPE_INT64: "int64",
+        descriptor_pb2.FieldDescriptorProto.TYPE_UINT64: "uint64",
+        descriptor_pb2.FieldDescriptorProto.TYPE_INT32: "int32",
+        descriptor_pb2.FieldDescriptorProto.TYPE_UINT32: "uint32",
+        descriptor_pb2.FieldDescriptorProto.TYPE_BOOL: "bool",
+        descriptor_pb2.FieldDescriptorProto.TYPE_STRING: "string",
+        descriptor_pb2.FieldDescriptorProto.TYPE_BYTES: "bytes",
+        descriptor_pb2.FieldDescriptorProto.TYPE_SINT32: "sint32",
+        descriptor_pb2.FieldDescriptorProto.TYPE_SINT64: "sint64",
+    }
+)
 
 
 def render_file(file_descriptor: Any) -> str:

@@ -70,9 +70,7 @@ def test_the_join_meets_each_trade_with_the_users_row_valid_at_its_time(stack, e
     assert check.no_user > 0 and check.moved > 0  # both cases really occurred
     # Before the change User_2 had its first region, after it the new one, at the exact timestamp.
     moved_at = next(stamp for stamp, v in sources.users if v["regionid"] == "Region_moved")
-    regions = {
-        m.timestamp()[1] < moved_at: sr.decode_user_trade(m).regionid for m in joined if m.key() == b"User_2"
-    }
+    regions = {m.timestamp()[1] < moved_at: sr.decode_user_trade(m).regionid for m in joined if m.key() == b"User_2"}
     assert regions == {True: "Region_2", False: "Region_moved"}
     # The value is registered and framed as ksqlDB would: the schema id of the ksqlDB-style subject.
     assert {int.from_bytes((m.value() or b"")[1:5], "big") for m in joined} == {schema_id}

@@ -24,7 +24,7 @@ INTEGRATION = "tests/integration/test_settle_function.py::test_a_batch_settles_i
 
 def _versions() -> tuple[str, list[str]]:
     text = (ROOT / "scripts" / "pythons.sh").read_text()
-    default = re.search(r'^DEFAULT_PYTHON=(\S+)', text, re.M)
+    default = re.search(r"^DEFAULT_PYTHON=(\S+)", text, re.M)
     tested = re.search(r'^TESTED_PYTHONS="([^"]+)"', text, re.M)
     assert default and tested, "scripts/pythons.sh names DEFAULT_PYTHON and TESTED_PYTHONS"
     return default.group(1), tested.group(1).split()

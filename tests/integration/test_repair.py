@@ -115,6 +115,39 @@ def test_a_gap_longer_than_one_step_is_finished_by_the_repair(pipeline, settings
     assert ledger(pipeline) == exactly(6_200)
 
 
+def test_records_the_trigger_holds_without_delivering_are_drained_and_a_late_delivery_skips_them(
+    pipeline, settings, workers
+):
+    """The extension dropped the partition's last batch (a traceparent it refuses, tracing on): the trigger
+    committed up to the batch before, its consumer moved on, and no later batch commits past or delivers the
+    records again. The holder is alive; nothing moves. The repair settles the waiting records once they stood
+    still for two stall periods, and a delivery after a rebalance finds them settled."""
+    trades(pipeline, 300)
+    holder = Worker(settings | {"SETTLEMENT_COMMIT_INTERVAL_MS": "0"})
+    workers.append(holder)
+    assert holder.settle(0, 0, 99) == "ok"
+    _host_commits(pipeline, settings, 100)
+    dropped = time.monotonic()
+    repairer = Worker(settings)
+    workers.append(repairer)
+    first = _repair(repairer)  # a process new to the partition watches it once, then waits for another period
+    assert first[0]["action"] == "watch" and first[0]["settled"] == 0, first
+    assert ledger(pipeline) == exactly(100)
+    deadline = time.monotonic() + BOUND_S
+    run = first
+    while run[0]["action"] == "watch" and time.monotonic() < deadline:
+        time.sleep(1.0)
+        run = _repair(repairer)
+    assert run[0]["action"] == "drain" and run[0]["settled"] == 200, run
+    assert ledger(pipeline) == exactly(300)
+    assert time.monotonic() - dropped < BOUND_S
+    assert _repair(repairer)[0]["settled"] == 0  # nothing settled twice
+    assert holder.settle(0, 100, 299) == "ok"  # the trigger delivers them after all (a rebalance, a restart)
+    holder.exit()
+    repairer.exit()
+    assert ledger(pipeline) == exactly(300)
+
+
 def test_a_live_holder_is_left_alone(pipeline, settings, workers):
     """A partition whose settled position keeps up with the trigger's offset is idle for the repair, and one
     whose lag was seen only once is watched, not taken."""

@@ -110,7 +110,15 @@ def test_the_udfs_read_and_write_columns_by_name_through_the_framing() -> None:
     decode = udfs.decoder(TradeSettlement, [c for c, _ in TABLES["trade-settlements"].columns])
     settlement = TradeSettlement(user="u", symbol="ZVV", amount=1.5, disposition="Completed", timestamp=7)
     assert decode(b"\x00\x00\x00\x00\x01\x00" + settlement.SerializeToString()) == (
-        "u", "ZVV", 1.5, "Completed", "", 7, "", 0, 0
+        "u",
+        "ZVV",
+        1.5,
+        "Completed",
+        "",
+        7,
+        "",
+        0,
+        0,
     )
     # A longer message-index array (the second message of a schema) is skipped as the framing says.
     assert decode(b"\x00\x00\x00\x00\x01\x02\x02" + settlement.SerializeToString())[0] == "u"

@@ -18,18 +18,21 @@ STALL = 5.0
         (Offsets(100, 200, 200), 0.0, 4.9, Action.WATCH),  # lag, not still for long enough
         (Offsets(100, 200, 200), 0.0, 5.0, Action.REPAIR),  # lag, still: a holder that died or froze
         (Offsets(100, None, 200), 0.0, 60.0, Action.FENCE),  # the trigger committed nothing yet: only fence
-        (Offsets(200, 200, 300), 0.0, 60.0, Action.FENCE),  # records waiting and nothing moves: fence only
-        (Offsets(200, 200, 300), 0.0, 9.9, Action.WATCH),  # fencing alone waits two stall periods
-        (Offsets(200, 200, 300), 0.0, 10.0, Action.FENCE),
+        (Offsets(100, None, 200), 0.0, 9.9, Action.WATCH),  # fencing alone waits two stall periods
+        (Offsets(200, 200, 300), 0.0, 60.0, Action.DRAIN),  # records waiting and nothing moves: settle them
+        (Offsets(200, 200, 300), 0.0, 9.9, Action.WATCH),  # draining waits two stall periods
+        (Offsets(200, 200, 300), 0.0, 10.0, Action.DRAIN),
     ],
 )
 def test_action_for(offsets: Offsets, since: float, now: float, action: Action) -> None:
     assert action_for(Sighting(offsets, since, since), now, STALL) is action
 
 
-def test_a_rebalancing_group_is_never_fenced_but_a_lag_is_still_repaired() -> None:
+def test_a_rebalancing_group_is_never_drained_or_fenced_but_a_lag_is_still_repaired() -> None:
     waiting = Sighting(Offsets(200, 200, 300), 0.0, 0.0)
     assert action_for(waiting, 60.0, STALL, rebalancing=True) is Action.WATCH
+    uncommitted = Sighting(Offsets(200, None, 300), 0.0, 0.0)
+    assert action_for(uncommitted, 60.0, STALL, rebalancing=True) is Action.WATCH
     lagging = Sighting(Offsets(100, 200, 300), 0.0, 0.0)
     assert action_for(lagging, 60.0, STALL, rebalancing=True) is Action.REPAIR
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-GROUPED = '''
+GROUPED = """
 import json, os, time, pytest
 pytestmark = pytest.mark.xdist_group("together")
 @pytest.mark.parametrize("n", range(4))
@@ -21,15 +21,15 @@ def test_grouped(n):
     time.sleep(0.2)
     with open(os.environ["RAN"], "a") as out:
         out.write(json.dumps(["grouped", os.environ.get("PYTEST_XDIST_WORKER")]) + "\\n")
-'''
-LOOSE = '''
+"""
+LOOSE = """
 import json, os, time, pytest
 @pytest.mark.parametrize("n", range(6))
 def test_loose(n):
     time.sleep(0.2)
     with open(os.environ["RAN"], "a") as out:
         out.write(json.dumps(["loose", os.environ.get("PYTEST_XDIST_WORKER")]) + "\\n")
-'''
+"""
 
 
 def test_a_groups_tests_run_in_one_process_and_the_others_spread(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ then. The repair runs on a timer instead (function_app.py, `SETTLEMENT_REPAIR_SC
 platform wakes for it, reads every partition's offsets from Kafka (nothing it needs lives in one process's memory),
 and takes over each partition that is behind and stalled (settlement/core/liveness.py): it fences the partition with
 its own `transactional.id` (aborting any holder's open transaction at once, a coordinator's timeout abort included),
-reads the settled position after fencing, settles the range up to the trigger group's committed offset in steps,
-each committed in the transaction that writes its outputs, and releases the partition. Fenced in turn while it
+reads the settled position after fencing, settles the range up to the trigger group's committed offset (records
+waiting beyond it that nothing delivers: up to the last stable offset) in steps, each committed in the transaction
+that writes its outputs, and releases the partition. Fenced in turn while it
 repairs (an instance took the partition), it leaves it to that instance, which repairs from the same position. Every
 run records settlement lag per partition: records, and seconds the settled position has stood behind the trigger's
 offset (settlement/core/liveness.py).
@@ -35,7 +36,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from settlement import telemetry
 from settlement.core.deadline import Deadline
-from settlement.core.liveness import Action, Offsets, Sighting, action_for, sight
+from settlement.core.liveness import TAKEN, Action, Offsets, Sighting, action_for, sight
 from settlement.core.naming import settled_group
 from settlement.core.plan import SettleBatch
 from settlement.delivery.exactly_once.ledger import Ledger
@@ -73,7 +74,7 @@ class RepairRun:
 
     @property
     def taken(self) -> list[PartitionRun]:
-        return [p for p in self.partitions if p.action in (Action.REPAIR, Action.FENCE)]
+        return [p for p in self.partitions if p.action in TAKEN]
 
     def line(self) -> str:
         """The run's log line: settlement lag per partition that has any, and what was taken over."""
@@ -165,13 +166,13 @@ class Repair:
             self._remember(offsets)
         now = self._clock()
         actions = {p: action_for(self._seen[p], now, self.stall_s) for p in offsets}
-        if Action.FENCE in actions.values() and self._rebalancing(report):
+        if {Action.DRAIN, Action.FENCE} & set(actions.values()) and self._rebalancing(report):
             actions = {p: action_for(self._seen[p], now, self.stall_s, rebalancing=True) for p in offsets}
         for partition, seen in sorted(offsets.items()):
             action = actions[partition]
             run = PartitionRun(partition, seen, action, self._seen[partition].lag_s(now))
-            if action in (Action.REPAIR, Action.FENCE):
-                run = self._take_over(run, deadline)
+            if action in TAKEN:
+                run = self._take_over(run, deadline, report)
             report.partitions.append(run)
             telemetry.record_lag(self.topic, partition, seen.lag, run.lag_s, seen.waiting)
         report.elapsed_ms = (self._clock() - started) * 1000
@@ -223,7 +224,7 @@ class Repair:
         return out
 
     def _rebalancing(self, report: RepairRun) -> bool:
-        """Whether the trigger group is in a rebalance (asked only when a partition would be fenced alone)."""
+        """Whether the trigger group is in a rebalance (asked only when a partition without lag would be taken)."""
         report.admin_calls += 1
         try:
             group = self._admin.describe_consumer_groups([self._group], request_timeout=10)[self._group].result()
@@ -236,14 +237,36 @@ class Repair:
         committed = self._offsets[group].committed(tps, timeout=timeout_s)
         return {tp.partition: tp.offset for tp in committed if tp.offset >= 0 and tp.error is None}
 
-    def _take_over(self, run: PartitionRun, deadline: Deadline) -> PartitionRun:
-        """Fence the partition, settle what lies below the trigger offset (REPAIR) in committed steps, release."""
+    def _last_stable(self, partition: int, deadline: Deadline, report: RepairRun) -> int:
+        """The partition's last stable offset: below it every record is committed or aborted, so a read_committed
+        read of the range ends there (a source transaction still open, ksqlDB's, stays its writer's to finish)."""
+        report.admin_calls += 1
+        tp = TopicPartition(self.topic, partition)
+        futures = self._admin.list_offsets(
+            {tp: OffsetSpec.latest()},
+            isolation_level=IsolationLevel.READ_COMMITTED,
+            request_timeout=deadline.timeout(10.0),
+        )
+        return int(futures[tp].result().offset)
+
+    def _target(self, run: PartitionRun, deadline: Deadline, report: RepairRun) -> int | None:
+        """Where the take-over settles up to: the trigger's offset (REPAIR), the last stable offset (DRAIN), or
+        nowhere (FENCE)."""
+        if run.action is Action.REPAIR:
+            return run.offsets.committed
+        if run.action is Action.DRAIN:
+            return self._last_stable(run.partition, deadline, report)
+        return None
+
+    def _take_over(self, run: PartitionRun, deadline: Deadline, report: RepairRun) -> PartitionRun:
+        """Fence the partition, settle what lies below its target (`_target`) in committed steps, release."""
         ledger = self._ledger
         part = ledger.partitions.get(self.topic, run.partition)
-        target = run.offsets.committed if run.action is Action.REPAIR else None
         settled = 0
         position: int | None = None
+        target: int | None = None
         try:
+            target = self._target(run, deadline, report)
             with part.lock:
                 ledger.take(part, deadline, fence=True)
                 position = part.committed
@@ -251,8 +274,10 @@ class Repair:
                 records, reached = ledger.source.read_range(self.topic, run.partition, position, target, deadline)
                 if records:
                     log.warning(
-                        "repair: settling %s[%d] offsets %d..%d left behind (trigger committed %d)",
-                        self.topic, run.partition, records[0].offset, records[-1].offset, target,
+                        "repair: settling %s[%d] offsets %d..%d %s (trigger committed %s)",
+                        self.topic, run.partition, records[0].offset, records[-1].offset,
+                        "left behind" if run.action is Action.REPAIR else "waiting undelivered",
+                        run.offsets.committed,
                     )  # fmt: skip
                     self._settle_batch(records, attempts=1)
                     settled += len(records)
@@ -271,10 +296,15 @@ class Repair:
         finally:
             self._release(part, deadline)
         if position is not None:
-            # Its own progress is not a holder's: the next run continues a range this one could not finish.
+            # Its own progress is not a holder's: the next run continues a range this one could not finish at once.
+            # A finished range starts a new watch: records waiting beyond it are the trigger's to deliver first.
             offsets = Offsets(position, run.offsets.committed, run.offsets.end)
             seen = self._seen[run.partition]
-            self._seen[run.partition] = Sighting(offsets, seen.since, seen.settled_since)
+            if target is not None and position >= target:
+                now = self._clock()
+                self._seen[run.partition] = Sighting(offsets, now, now)
+            else:
+                self._seen[run.partition] = Sighting(offsets, seen.since, seen.settled_since)
         return run
 
     def _release(self, part: Any, deadline: Deadline) -> None:
