@@ -6,9 +6,10 @@ KQL's words (KQL itself does not run here). Minutes are compressed through setti
 the rules lasts MINUTE_S, the export interval is one such minute, the repair runs every second.
 
 Three scenarios: a healthy run that goes quiet (no condition holds), an instance killed with its last transaction
-open (the lag condition holds until the repair books the range), a partition whose settlement is blocked (the
-stalled condition holds). The killed run also proves the lag gauges: several instances run the repair, each
-exports only what its own latest run measured, for one interval, and nothing once the runs stop."""
+open (the lag condition holds until the repair books the range), a partition whose settlement is blocked by a
+source transaction left open (the stalled condition holds). The killed run also proves the lag gauges: several
+instances run the repair, each exports only what its own latest run measured, for one interval, and nothing once
+the runs stop."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import time
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
-from localrun.experiments.scenario import OPEN_LONGER, Outcome, Run, _lag_zero, kill_after_last_batch, run_scenario
+from localrun.experiments.scenario import Outcome, Run, _lag_zero, kill_after_last_batch, run_scenario
 from settlement.runtime.config import EXACTLY_ONCE
 from tests import alert_conditions as ac
 
@@ -26,6 +28,7 @@ MINUTE_S = 1.0
 EXPORT_MS = int(MINUTE_S * 1000)
 SLACK_S = 0.75  # a collection's scheduling on a loaded 2-core machine
 COMPRESSED = {"SETTLEMENT_REPAIR_SCHEDULE": "*/1 * * * * *"}
+OPEN_TEN_SECONDS = {"SETTLEMENT_COMMIT_INTERVAL_MS": "10000"}
 
 
 def _run(stack: Any, fault: Any, **kwargs: Any) -> Outcome:
@@ -102,7 +105,9 @@ def _latest_runs(runs: tuple[dict[str, Any], ...], instance: str, at: float) -> 
 def test_an_instance_killed_with_its_transaction_open_holds_the_lag_condition_until_the_repair_books_it(
     stack,
 ) -> None:
-    outcome = _run(stack, kill_then_stop_the_timers, records=300, tail=30, settings=OPEN_LONGER)
+    # The range stays behind for the stall period (the commit interval plus 5 s) before a repair takes it: 15 s, so
+    # that the lag rule's 5-minute window (5 s) fits in it with room for timer runs delayed on a loaded machine.
+    outcome = _run(stack, kill_then_stop_the_timers, records=300, tail=30, settings=OPEN_TEN_SECONDS)
     assert outcome.finished and outcome.lost == 0 and outcome.duplicates == 0, outcome
     rows, runs = list(outcome.exported), outcome.repair_runs
     instances = {r["instance"] for r in runs}
@@ -170,24 +175,45 @@ def _story(rows: list[dict[str, Any]], runs: tuple[dict[str, Any], ...], partiti
     return sorted(lines, key=lambda line: line[0])
 
 
-def blocked_for(seconds: float) -> Any:
+WAITING_BEHIND = 40  # trades written behind the open transaction
+
+
+def source_transaction_left_open(seconds: float) -> Any:
+    """A writer of the source (ksqlDB, say) that hangs with a transaction open on partition 0: a read_committed
+    reader, the trigger's and the repair's alike, stops at its first record until the coordinator aborts it, and the
+    trades written after it wait. Nothing can settle them: the trigger delivers nothing, the repair's drain finds
+    nothing below the last stable offset. The transaction outlives the run (its timeout is longer)."""
+
     def fault(run: Run) -> None:
+        from localrun.experiments.generator import GeneratorConfig, trades, value_encoder
+
+        encode = value_encoder(run.registry_url, run.source)
+        hung = Producer(
+            {
+                "bootstrap.servers": run.bootstrap,
+                "transactional.id": f"hung-writer-{run.source}",
+                "transaction.timeout.ms": 120_000,
+            }
+        )
+        hung.init_transactions(30)
+        hung.begin_transaction()
+        writer = Producer({"bootstrap.servers": run.bootstrap, "enable.idempotence": True})
+        for i, (key, trade) in enumerate(trades(1 + WAITING_BEHIND, GeneratorConfig(seed=17))):
+            (hung if i == 0 else writer).produce(run.source, key=key, value=encode(trade), partition=0)
+            if i == 0:
+                assert hung.flush(30) == 0
+        assert writer.flush(30) == 0
+        run.inputs += 1 + WAITING_BEHIND
+        run.fault_at = time.monotonic()  # from here the run is through only once a reader sees every input
         time.sleep(seconds)
 
     return fault
 
 
 def test_a_partition_whose_settlement_is_blocked_holds_the_stalled_condition(stack) -> None:
-    # Every invocation of the batch holding partition 0's offset 60 fails, and the extension re-runs it for ever
-    # (maxRetries -1): nothing settles after it, the trigger's lag stands; 20 minutes of the rules pass.
-    outcome = _run(
-        stack,
-        blocked_for(20 * MINUTE_S),
-        records=300,
-        function_fault="fail-offset:0:60",
-        max_retries=-1,
-        timeout_s=60.0,
-    )
+    # A source transaction left open on partition 0 once the first trades settled: nothing settles after it, the
+    # trigger's lag stands; 20 minutes of the rules pass.
+    outcome = _run(stack, source_transaction_left_open(20 * MINUTE_S), records=300, timeout_s=60.0)
     assert not outcome.finished and outcome.lost > 0, outcome  # blocked: the records behind it wait
     rows = list(outcome.exported)
     settled = [r["timestamp"] for r in rows if r["name"] == "settlement.settlements"]
