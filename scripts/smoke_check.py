@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from devstack.cli_support import HelpFormatter, kafka_conf
 from settlement.schemas import TradeSettlement, UserTrade
@@ -104,14 +104,28 @@ def _text_headers(msg: Message) -> dict[str, str]:
     return out
 
 
+_MOMENTARY = frozenset(
+    {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+)
+
+
 def _end_offsets(consumer: Consumer, topic: str, timeout_s: float) -> list[TopicPartition]:
     """Where each partition of `topic` ends now: the check reads only what comes after."""
     meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
     if meta is None or meta.error is not None:
         raise SmokeError(f"topic {topic} does not exist (run scripts/ksql_apply.py first, it creates the topics)")
+    deadline = time.monotonic() + timeout_s
     positions = []
     for p in meta.partitions:
-        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+        while True:
+            try:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+                break
+            except KafkaException as exc:
+                # A topic just created, or a leader moving: the broker answers NOT_LEADER_FOR_PARTITION for a moment.
+                if exc.args[0].code() not in _MOMENTARY or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
         positions.append(TopicPartition(topic, p, high))
     return positions
 
