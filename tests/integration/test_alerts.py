@@ -216,7 +216,7 @@ def source_transaction_left_open(seconds: float) -> Any:
 def test_a_partition_whose_settlement_is_blocked_holds_the_stalled_condition(stack) -> None:
     # A source transaction left open on partition 0 once the first trades settled: nothing settles after it, the
     # trigger's lag stands; 20 minutes of the rules pass.
-    outcome = _run(stack, source_transaction_left_open(20 * MINUTE_S), records=300, timeout_s=60.0)
+    outcome = _run(stack, source_transaction_left_open(20 * MINUTE_S), records=300, timeout_s=45.0)
     assert not outcome.finished and outcome.lost > 0, outcome  # blocked: the records behind it wait
     rows = list(outcome.exported)
     settled = [r["timestamp"] for r in rows if r["name"] == "settlement.settlements"]
