@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+import settlement.runtime.limits as limits
 from settlement.core.errors import ConfigError
 from settlement.core.rules import DEFAULT_LARGE_TRADE_LIMIT, DEFAULT_SEC_SAMPLE_RATE, RulesConfig
 from settlement.core.topics import Topics
-from settlement.runtime import limits
 from settlement.runtime.identity import EntraSettings
 from settlement.runtime.secrets import Secret, SecretNotFound, SecretSource, secret_name_for
 

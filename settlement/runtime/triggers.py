@@ -17,9 +17,9 @@ from azure.functions.decorators.kafka import OAuthBearerMethod
 from azure.functions.decorators.utils import StringifyEnum
 from confluent_kafka import KafkaException
 
+import settlement.runtime.sink as sink
 from settlement.core.plan import BatchResult
 from settlement.core.records import InputRecord, host_key, parse_timestamp
-from settlement.runtime import sink
 from settlement.runtime.config import TriggerSettings
 from settlement.runtime.root import Root
 

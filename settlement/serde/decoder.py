@@ -16,11 +16,11 @@ from collections.abc import Callable
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from google.protobuf.message import DecodeError
 
+import settlement.serde.columns as columns
 from settlement import telemetry
 from settlement.core.errors import PoisonRecord
 from settlement.core.poison import PoisonKind
 from settlement.core.records import TradeValue
-from settlement.serde import columns
 from settlement.serde.framing import HEADER_MIN, frame_header, split
 from settlement.serde.registry import message_at, registry_call, writer_descriptor
 

@@ -11,10 +11,11 @@ import threading
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from google.protobuf import descriptor_pb2
 
+import settlement.serde.columns as columns
+import settlement.serde.proto_text as proto_text
 from settlement import telemetry
 from settlement.core.errors import PoisonRecord, TransientError
 from settlement.schemas.trade_settlement_pb2 import TradeSettlement
-from settlement.serde import columns, proto_text
 from settlement.serde.framing import frame_header
 from settlement.serde.registry import settlement_call, writer_descriptor
 

@@ -20,9 +20,9 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError
 
+import settlement.serde.proto_text as proto_text
 from settlement.core.errors import PoisonRecord, TransientError
 from settlement.core.poison import PoisonKind
-from settlement.serde import proto_text
 
 SCHEMA_NOT_FOUND = 40403  # the Confluent API's own error code for an unknown schema id
 _MAX_REFERENCE_DEPTH = 8
