@@ -107,7 +107,7 @@ def action_for(sighting: Sighting, now: float, stall_s: float, rebalancing: bool
     still = now - sighting.since
     if offsets.lag:
         return Action.REPAIR if still >= stall_s else Action.WATCH
-    if still < FENCE_FACTOR * stall_s or rebalancing:
+    if still < NO_LAG_FACTOR * stall_s or rebalancing:
         return Action.WATCH
     return Action.FENCE if offsets.committed is None else Action.DRAIN
 
@@ -124,4 +124,4 @@ def stall_after_s(commit_interval_s: float) -> float:
 
 
 STALL_MARGIN_S = 5.0
-FENCE_FACTOR = 2.0  # draining or fencing (no lag to settle) waits this many stall periods
+NO_LAG_FACTOR = 2.0  # draining or fencing (no lag to settle) waits this many stall periods
