@@ -393,9 +393,7 @@ def _wait(what: str, pid: int, ready: Callable[[], bool], log_name: str) -> None
     wait_started(what, pid, ready, _log(log_name))
 
 
-def wait_started(
-    what: str, pid: int, ready: Callable[[], bool], log: Path, timeout_s: float | None = None
-) -> None:
+def wait_started(what: str, pid: int, ready: Callable[[], bool], log: Path, timeout_s: float | None = None) -> None:
     """Until `ready()` (within `START_TIMEOUT_S` unless told); a process that exits first fails with the end of its
     log in the error, since the next `up` starts that log afresh."""
     timeout_s = START_TIMEOUT_S if timeout_s is None else timeout_s
@@ -443,10 +441,7 @@ def is_running(state: StackState) -> bool:
 
 def _processes_alive(state: StackState) -> bool:
     return (
-        _alive(state.kafka_pid)
-        and _alive(state.registry_pid)
-        and bool(state.issuer_pid)
-        and _alive(state.issuer_pid)
+        _alive(state.kafka_pid) and _alive(state.registry_pid) and bool(state.issuer_pid) and _alive(state.issuer_pid)
     )
 
 

@@ -65,7 +65,8 @@ class ForbiddenExternalSubmoduleContract(Contract):
         package = forbidden.split(".")[0]
         sources = {m.name for m in module_expressions_to_modules(graph, self.source_modules, as_packages=True)}  # type: ignore[arg-type]
         allowed = {
-            m.name for m in module_expressions_to_modules(graph, self.allowed_importers or [], as_packages=True)  # type: ignore[arg-type]
+            m.name
+            for m in module_expressions_to_modules(graph, self.allowed_importers or [], as_packages=True)  # type: ignore[arg-type]
         }
         importers = graph.find_modules_that_directly_import(package) if package in graph.modules else set()
         illegal = []

@@ -74,11 +74,7 @@ def _register(t_env: Any, specs: list[dict[str, Any]]) -> None:
 
 def _message(exc: BaseException) -> str:
     """Flink's own message: the first lines of the Java exception (or its causes), without the stack."""
-    lines = [
-        line
-        for line in str(exc).splitlines()
-        if line.strip() and not line.lstrip().startswith(("at ", "... "))
-    ]
+    lines = [line for line in str(exc).splitlines() if line.strip() and not line.lstrip().startswith(("at ", "... "))]
     # The outermost lines say what was being done, the innermost causes why: keep both ends of a long chain.
     kept = lines if len(lines) <= 14 else [*lines[:3], "...", *lines[-10:]]
     return "\n".join(kept) or type(exc).__name__

@@ -9,7 +9,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -167,6 +170,51 @@ def test_a_token_is_reused_until_80_percent_of_its_life_then_refreshed() -> None
     clock[0] = 1048.5  # past 48 s of 60
     second = tokens_.token()
     assert second is not first and credential.calls == 2 and tokens_.fetched == 2
+
+
+def test_a_due_refresh_asks_the_identity_endpoint_not_azure_identitys_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """azure-identity's ManagedIdentityCredential, unmodified, against an App Service identity endpoint on the
+    loopback: its own cache keeps a one-hour token until 5 minutes before expiry, so a refresh at 80 % of its life
+    must still reach the endpoint and get a new token, not the cached one with 12 minutes left."""
+    issued: list[int] = []
+
+    class Endpoint(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            assert self.headers.get("X-IDENTITY-HEADER") == "local-header"
+            issued.append(len(issued) + 1)
+            expires = int(time.time()) + 3600
+            body = json.dumps(
+                {
+                    "access_token": jwt_text({"aud": "api://kafka", "exp": expires, "n": len(issued)}),
+                    "expires_on": str(expires),
+                    "resource": "api://kafka",
+                    "token_type": "Bearer",
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}/msi/token")
+        monkeypatch.setenv("IDENTITY_HEADER", "local-header")
+        clock = [time.time()]
+        tokens_ = ManagedIdentityTokens(ENTRA_SETTINGS, clock=lambda: clock[0])
+        first = tokens_.token()
+        assert tokens_.token() is first and issued == [1]  # our cache: once per 80 % of a life
+        clock[0] += 2881  # past 80 % of its hour (the library's clock has not moved: its cache would answer)
+        second = tokens_.token()
+        assert issued == [1, 2] and second.token != first.token and tokens_.fetched == 2
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_no_token_is_a_retried_batch_naming_the_cause_and_later_the_identity_recovers(
