@@ -4,7 +4,7 @@ at token expiry) and an Apicurio registry that requires the issuer's tokens (Qua
 
 - The main job with `--auth entra`: our clients on the managed identity's tokens (azure-identity against the
   issuer's App Service endpoint), the emulated trigger on OIDC client credentials (librdkafka's `oidc` method),
-  tokens living 15 s so every client refreshes several times mid-stream: settled exactly once.
+  tokens living 10 s so every client refreshes several times mid-stream: settled exactly once.
 - A token with another audience, an expired one, one signed by another key (refused by the registry, and with the
   registry on its key, by the broker), and an identity endpoint that does not answer: each batch fails for retry
   with an error naming the cause, nothing is written, and the same batch settles exactly once when the cause is gone.
@@ -64,8 +64,8 @@ def test_the_main_job_settles_exactly_once_signed_in_with_tokens_refreshed_mid_s
     # Long enough that librdkafka's refresh (80 % of a token's life) comes well before its re-authentication
     # (90 % of the session's) on a busy machine: a session re-authenticated on a token a second from expiry is
     # re-authenticated again within the second, which the broker refuses (KIP-368) and the connection drops.
-    lifetime = 15
-    argv = ["--auth", "entra", "--token-lifetime", str(lifetime), "--trades", "60000", "--partitions", "3"]
+    lifetime = 10
+    argv = ["--auth", "entra", "--token-lifetime", str(lifetime), "--trades", "300000", "--partitions", "3"]
     # The job's own timeout, below this test's: a run that stops making progress reports what it saw.
     argv += ["--evaluation-interval", "1", "--lag-threshold", "2000", "--no-chart", "--timeout", "300"]
     proc = subprocess.run(
@@ -83,7 +83,7 @@ def test_the_main_job_settles_exactly_once_signed_in_with_tokens_refreshed_mid_s
     )
     assert check, out[-3000:]
     inputs, settled, dead, duplicates, lost = (int(x) for x in check.groups())
-    assert (inputs, settled, dead, duplicates, lost) == (60_004, 60_000, 4, 0, 0)
+    assert (inputs, settled, dead, duplicates, lost) == (300_004, 300_000, 4, 0, 0)
     hosted = re.search(r"processed \d+ records in ([\d.]+)s", out)
     tokens = re.search(r"the managed identity issued (\d+) .* the trigger's OIDC client got (\d+)", out)
     assert hosted and tokens, out[-3000:]
