@@ -13,4 +13,7 @@ scripts/bootstrap.sh
 # Several test processes (pytest-xdist): most of a test's time is spent waiting on the broker, so even 2 cores run
 # more than 2 at once. They share one stack; --dist loadgroup keeps each xdist_group (the tests that restart their
 # stack, the 3-broker cluster's) in one process. `scripts/test.sh -n 0` runs everything in this process.
-exec .venv/bin/python -m pytest -n "${SETTLEMENT_TEST_PROCESSES:-4}" --dist loadgroup "$@"
+# A test process that dies (a crash in a native library) ends the run at once, naming the test: with a replacement
+# process, the scope scheduler lost track of the dead one's tests (an INTERNALERROR on a small run, and a full suite
+# that waited 25 min with every process idle until stopped).
+exec .venv/bin/python -m pytest -n "${SETTLEMENT_TEST_PROCESSES:-4}" --dist loadgroup --max-worker-restart 0 "$@"

@@ -17,6 +17,7 @@ keys. Nothing here logs or returns a token's text.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -117,12 +118,22 @@ class ManagedIdentityTokens:
 
     def oauth_cb(self, _config: str) -> tuple[str, float, str, dict[str, str]]:
         """confluent-kafka's `oauth_cb`: (token, expiry in epoch seconds, principal, SASL extensions). Raising
-        makes librdkafka record a token failure and call again; `token` has logged why."""
-        token = self.token()
-        self.handed += 1
-        body = tokens.claims(token.token)
-        principal = str(body.get("oid") or body.get("sub") or self.settings.client_id or "managed-identity")
-        return token.token, float(token.expires_on), principal, dict(self.settings.kafka_extensions)
+        makes librdkafka record a token failure and call again; `token` has logged why.
+
+        It runs on a thread librdkafka owns (its background thread), the only Python that does, so the cyclic
+        garbage collector is paused while it runs: a collection started here destroys whatever client is cyclic
+        garbage, and a client destroyed on its own thread aborts the process (librdkafka's "rd_kafka_destroy()
+        called from librdkafka owned thread"). A test suite's worker died so, mid-collection inside a token fetch;
+        with the pause, the garbage waits for a collection on one of the process's own threads."""
+        _pause_collector()
+        try:
+            token = self.token()
+            self.handed += 1
+            body = tokens.claims(token.token)
+            principal = str(body.get("oid") or body.get("sub") or self.settings.client_id or "managed-identity")
+            return token.token, float(token.expires_on), principal, dict(self.settings.kafka_extensions)
+        finally:
+            _resume_collector()
 
     def registry_fields(self, _config: dict[str, Any]) -> dict[str, str]:
         """The registry client's `bearer.auth.custom.provider.function`: the token and Confluent's routing
@@ -157,6 +168,29 @@ class ManagedIdentityTokens:
         if not described.startswith("audience "):  # the token's own claims already say why
             return f"{what}: {described}"
         return f"{what}: {described}; {signature_check(token)}"
+
+
+_pause_lock = threading.Lock()
+_pausers = 0  # callbacks running with the collector paused
+_collector_was_enabled = False
+
+
+def _pause_collector() -> None:
+    """Pause automatic collection (nested and concurrent callbacks count; the last one out restores it)."""
+    global _pausers, _collector_was_enabled
+    with _pause_lock:
+        if _pausers == 0:
+            _collector_was_enabled = gc.isenabled()
+            gc.disable()
+        _pausers += 1
+
+
+def _resume_collector() -> None:
+    global _pausers
+    with _pause_lock:
+        _pausers -= 1
+        if _pausers == 0 and _collector_was_enabled:
+            gc.enable()
 
 
 def signature_check(token: str) -> str:

@@ -5,6 +5,7 @@ the diagnosis of a refused token."""
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import os
 import subprocess
@@ -215,6 +216,42 @@ def test_a_due_refresh_asks_the_identity_endpoint_not_azure_identitys_cache(monk
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_collector_is_paused_while_librdkafka_runs_the_callback_and_restored_after() -> None:
+    """oauth_cb runs on librdkafka's background thread: a collection there could destroy a client on its own
+    thread, which aborts the process. Overlapping callbacks (one per client) restore the collector only when the
+    last one returns, and a process that had it off keeps it off."""
+    seen: list[bool] = []
+    inner: list[bool] = []
+
+    class Credential(FakeCredential):
+        def get_token(self, *scopes: str) -> FakeToken:
+            seen.append(gc.isenabled())
+            if len(seen) == 1:  # a second client's callback runs while this one waits on the endpoint
+                other.oauth_cb("")
+                inner.append(gc.isenabled())
+            return super().get_token(*scopes)
+
+    clock = [1000.0]
+    tokens_ = ManagedIdentityTokens(ENTRA_SETTINGS, lambda _id: Credential([60.0], clock), clock=lambda: clock[0])
+    other = ManagedIdentityTokens(ENTRA_SETTINGS, lambda _id: Credential([60.0], clock), clock=lambda: clock[0])
+    assert gc.isenabled()
+    tokens_.oauth_cb("")
+    assert seen == [False, False] and inner == [False] and gc.isenabled()
+    credential = FakeCredential([60.0], clock)
+    credential.fail = OSError("endpoint down")
+    failing = ManagedIdentityTokens(ENTRA_SETTINGS, lambda _id: credential, clock=lambda: clock[0])
+    with pytest.raises(TokenUnavailable):
+        failing.oauth_cb("")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        clock[0] += 100
+        tokens_.oauth_cb("")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_no_token_is_a_retried_batch_naming_the_cause_and_later_the_identity_recovers(
