@@ -15,5 +15,5 @@ scripts/bootstrap.sh
 # stack, the 3-broker cluster's) in one process. `scripts/test.sh -n 0` runs everything in this process.
 # A test process that dies (a crash in a native library) ends the run at once, naming the test: with a replacement
 # process, the scope scheduler lost track of the dead one's tests (an INTERNALERROR on a small run, and a full suite
-# that waited 25 min with every process idle until stopped).
+# that waited over 15 min with every process idle until stopped).
 exec .venv/bin/python -m pytest -n "${SETTLEMENT_TEST_PROCESSES:-4}" --dist loadgroup --max-worker-restart 0 "$@"
