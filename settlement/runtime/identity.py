@@ -125,7 +125,7 @@ class ManagedIdentityTokens:
         garbage, and a client destroyed on its own thread aborts the process (librdkafka's "rd_kafka_destroy()
         called from librdkafka owned thread"). A test suite's worker died so, mid-collection inside a token fetch;
         with the pause, the garbage waits for a collection on one of the process's own threads."""
-        _pause_collector()
+        _COLLECTOR.pause()
         try:
             token = self.token()
             self.handed += 1
@@ -133,7 +133,7 @@ class ManagedIdentityTokens:
             principal = str(body.get("oid") or body.get("sub") or self.settings.client_id or "managed-identity")
             return token.token, float(token.expires_on), principal, dict(self.settings.kafka_extensions)
         finally:
-            _resume_collector()
+            _COLLECTOR.resume()
 
     def registry_fields(self, _config: dict[str, Any]) -> dict[str, str]:
         """The registry client's `bearer.auth.custom.provider.function`: the token and Confluent's routing
@@ -170,27 +170,30 @@ class ManagedIdentityTokens:
         return f"{what}: {described}; {signature_check(token)}"
 
 
-_pause_lock = threading.Lock()
-_pausers = 0  # callbacks running with the collector paused
-_collector_was_enabled = False
+class _CollectorPause:
+    """Automatic cyclic collection paused while any of our callbacks runs on a librdkafka thread; nested and
+    concurrent callbacks count, the last one out restores it, and a process that had it off keeps it off."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._was_enabled = False
+
+    def pause(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._holders += 1
+
+    def resume(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0 and self._was_enabled:
+                gc.enable()
 
 
-def _pause_collector() -> None:
-    """Pause automatic collection (nested and concurrent callbacks count; the last one out restores it)."""
-    global _pausers, _collector_was_enabled
-    with _pause_lock:
-        if _pausers == 0:
-            _collector_was_enabled = gc.isenabled()
-            gc.disable()
-        _pausers += 1
-
-
-def _resume_collector() -> None:
-    global _pausers
-    with _pause_lock:
-        _pausers -= 1
-        if _pausers == 0 and _collector_was_enabled:
-            gc.enable()
+_COLLECTOR = _CollectorPause()
 
 
 def signature_check(token: str) -> str:

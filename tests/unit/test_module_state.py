@@ -39,6 +39,9 @@ IMMUTABLE_CALLS = frozenset(
 NAMED = {
     ("settlement/serde/proto_text.py", "_lock"): "protoc (grpc_tools) keeps process-global state in C: one compilation "
     "at a time in the process, whichever root asks",
+    ("settlement/runtime/identity.py", "_COLLECTOR"): "the cyclic garbage collector is process-global: the token "
+    "callbacks of every root's clients pause and resume the one collector, and only a count over all of them knows "
+    "when none runs",
     ("settlement/telemetry.py", "_PROCESS"): "OpenTelemetry's providers and instruments are process-global (set once, "
     "deduplicated by name): the instruments, the lag readings their gauges report and the failed batches counted as "
     "retried belong to the process, not to one root",
