@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from devstack import locks
-from tests.kafka_helpers import create_topics, unique_name
+from tests.kafka_helpers import create_topics, release_clients, unique_name
 
 # Importing function_app in the test process must not build a processor in the background from whatever
 # the environment holds at that moment; tests/integration/test_warm_start.py covers the warm start.
@@ -119,7 +118,7 @@ def stack() -> Iterator[Stack]:
     try:
         yield Stack(state.bootstrap_servers, state.registry_url, owned=True)
     finally:
-        _release_clients()
+        release_clients()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -133,16 +132,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         marker.unlink()
         if not os.environ.get("DEVSTACK_KEEP"):
             devstack.down()
-
-
-def _release_clients() -> None:
-    """No client may be left retrying a broker that is going away (it would log after pytest's summary)."""
-    import gc
-
-    app = sys.modules.get("function_app")  # never imported here: importing the app would start its warm start
-    if app is not None:
-        app.root.reset(producer_timeout_s=1)
-    gc.collect()
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +148,7 @@ def _owned_stack_state(worker_id: str) -> Iterator[Stack]:
     try:
         yield Stack(state.bootstrap_servers, state.registry_url, owned=True, home=home)
     finally:
-        _release_clients()
+        release_clients()
         os.environ["DEVSTACK_HOME"] = str(home)
         try:
             devstack.down()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Iterable
@@ -78,3 +79,16 @@ def drain(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) ->
     finally:
         c.close()
     return got
+
+
+def release_clients() -> None:
+    """The app's clients closed and any left in a reference cycle collected, on the calling (test) thread: none may
+    be left retrying a broker that is going away (it would log after pytest's summary), and a keyless one left to a
+    later collection could be destroyed on its own librdkafka thread, which aborts the process (it did: a test
+    process died in a later test)."""
+    import gc
+
+    app = sys.modules.get("function_app")  # never imported here: importing the app would start its warm start
+    if app is not None:
+        app.root.reset(producer_timeout_s=1)
+    gc.collect()

@@ -13,7 +13,6 @@ at token expiry) and an Apicurio registry that requires the issuer's tokens (Qua
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 import subprocess
@@ -32,7 +31,7 @@ from localrun.experiments.generator import GeneratorConfig, trades, value_encode
 from localrun.experiments.kafka import read_to_end, settlement_of
 from settlement.core.errors import RetryBatch
 from tests.integration.pipeline import as_events
-from tests.kafka_helpers import create_topics, unique_name
+from tests.kafka_helpers import create_topics, release_clients, unique_name
 
 # The tests set the shared issuer's faults and token lifetime: one process runs them all, one after another.
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("keyless")]
@@ -59,10 +58,9 @@ def _no_client_outlives_its_test() -> Iterator[None]:
     """The in-process tests build clients signed in by `oauth_cb`, which librdkafka calls on its own background
     thread; one left in a reference cycle (a failed batch's traceback holds its frames) would be destroyed by
     whichever collection finds it, and one on that client's own thread aborts the whole test process (it did,
-    in a later test of the same process). Released and collected here, on the test's thread."""
+    in a later test of the same process). Released and collected here, after each test, on the test's thread."""
     yield
-    function_app.root.reset(producer_timeout_s=1)
-    gc.collect()
+    release_clients()
 
 
 def assert_no_credentials(text: str, state: devstack.StackState) -> None:
