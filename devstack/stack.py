@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from devstack import locks
 from devstack.errors import StackError
 from devstack.fetch import ROOT, Artifacts, fetch, require_tools
 
@@ -139,6 +141,11 @@ def _alive(pid: int) -> bool:
     return done == 0
 
 
+# Ports handed out by `free_port`, machine-wide, and how long a claim holds (a JVM binds well within it).
+PORT_CLAIMS = Path(tempfile.gettempdir()) / "devstack-ports"
+PORT_CLAIM_S = 300.0
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -164,12 +171,26 @@ def _choose_port(setting: str, taken: set[int]) -> int:
 def free_port(taken: set[int]) -> int:
     """A free port for a service started after this returns, drawn below the kernel's ephemeral range: a port
     the kernel handed out for port 0 is one it may hand any process as a connection's source port before the
-    service binds it (met with four test processes connecting at once: a registry that could not bind)."""
+    service binds it (met with four test processes connecting at once: a registry that could not bind).
+
+    A port handed out is claimed for `PORT_CLAIM_S` across every process of the machine (whatever its checkout or
+    stack home): a service binds seconds after its port is chosen, and another process starting its own stack or
+    cluster in that window drew the same free port (a registry found its port in use, and every test of its
+    process failed at set-up)."""
     first_ephemeral = _ephemeral_range_start()
-    while True:
-        port = random.randrange(max(1024, first_ephemeral - 12000), first_ephemeral)
-        if port not in taken and _port_free(port):
-            return port
+    with locks.held("ports", PORT_CLAIMS):
+        now = time.time()
+        claims_file = PORT_CLAIMS / "claimed.json"
+        try:
+            claims = {int(k): v for k, v in json.loads(claims_file.read_text()).items() if now - v < PORT_CLAIM_S}
+        except (OSError, ValueError, AttributeError):
+            claims = {}
+        while True:
+            port = random.randrange(max(1024, first_ephemeral - 12000), first_ephemeral)
+            if port not in taken and port not in claims and _port_free(port):
+                claims[port] = now
+                claims_file.write_text(json.dumps(claims))
+                return port
 
 
 def _ephemeral_range_start() -> int:
